@@ -1,0 +1,35 @@
+# Two commands do all set-up on a fresh machine: `make demo` and `make test`.
+# Both create .venv/ in the repo root and install what they need into it.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+LOCAL_STAMP := $(VENV)/.installed-local
+DEV_STAMP := $(VENV)/.installed-dev
+
+.PHONY: demo test bench clean
+
+$(VENV)/bin/python:
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+
+$(LOCAL_STAMP): requirements/local.txt requirements/dataset.txt | $(VENV)/bin/python
+	$(PY) -m pip install -q -r requirements/local.txt
+	touch $@
+
+$(DEV_STAMP): requirements/dev.txt requirements/local.txt requirements/dataset.txt | $(VENV)/bin/python
+	$(PY) -m pip install -q -r requirements/dev.txt
+	touch $@
+
+# The dataset stage end to end on an embedded PostgreSQL loaded with the bundled sample.
+demo: $(LOCAL_STAMP)
+	$(PY) -m pipeline dataset export --out runs/demo-$$(date -u +%Y%m%d-%H%M%S)/dataset
+
+# The whole suite against a throwaway PostgreSQL server (installed if missing, always stopped).
+test: $(DEV_STAMP)
+	scripts/with-postgres.sh $(PY) -m pytest
+
+bench: $(DEV_STAMP)
+	scripts/with-postgres.sh $(PY) benchmarks/bench_export.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache

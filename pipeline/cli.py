@@ -1,0 +1,184 @@
+"""``python -m pipeline <command>``: the only place that parses arguments.
+
+Exit codes: 0 done; 1 a named error (printed as one line, no traceback); 2 bad usage;
+3 a gate said no (e.g. the dataset is not valid); 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import sys
+from typing import Iterator, Sequence
+
+from pipeline.errors import PipelineError
+
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+EXIT_GATE_FAILED = 3
+EXIT_INTERRUPTED = 130
+DEMO_SAMPLE_PROFILES = 3000
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a number of at least 1, got {value}")
+    return value
+
+
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text!r}") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {value}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m pipeline", description="Researcher-scorer training pipeline.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    dataset = commands.add_parser("dataset", help="the dataset stage (GenerateDataset, ValidateData)")
+    dataset_commands = dataset.add_subparsers(dest="dataset_command", required=True)
+
+    sample = dataset_commands.add_parser("sample", help="create the source tables if absent and load synthetic profiles")
+    sample.add_argument("--database-url", default=os.environ.get("DATABASE_URL"), required="DATABASE_URL" not in os.environ,
+                        help="PostgreSQL URL (default: $DATABASE_URL)")
+    sample.add_argument("--profiles", type=_positive_int, default=DEMO_SAMPLE_PROFILES, help="profiles to generate (default %(default)s)")
+    sample.add_argument("--seed", type=int, default=0, help="random seed; the same seed gives the same rows")
+    sample.add_argument("--dirty-fraction", type=_fraction, default=None,
+                        help="share of damaged teacher answers (default 0.01)")
+
+    export = dataset_commands.add_parser("export", help="export train/validation/holdout JSONL and manifest.json")
+    export.add_argument("--database-url", default=os.environ.get("DATABASE_URL"),
+                        help="PostgreSQL URL (default: $DATABASE_URL; neither: an embedded PostgreSQL with the sample)")
+    export.add_argument("--out", required=True, help="a local directory or s3://bucket/prefix")
+    export.add_argument("--min-rows", type=_positive_int, default=None, help="fewest usable rows to accept (default 1000)")
+    export.add_argument("--teachers", default=None, help="comma-separated scored_by values (default: the seed's two)")
+    export.add_argument("--split", default=None, help="train,validation,holdout fractions (default 0.8,0.1,0.1)")
+    export.add_argument("--seed-profiles", default=None,
+                        help="file or s3:// URI with one seed-profile twitter_id per line (default: the bundled seed set)")
+    export.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    validate = dataset_commands.add_parser("validate", help="check a written dataset (ValidateData)")
+    validate.add_argument("--data", required=True, help="the dataset directory or s3:// prefix")
+    validate.add_argument("--min-rows", type=_positive_int, default=None, help="fewest usable rows to accept (default 1000)")
+
+    seeds = dataset_commands.add_parser("seed-profiles", help="print the bundled seed-profile twitter_ids")
+    seeds.add_argument("--out", default=None, help="write to this file instead of standard output")
+    return parser
+
+
+@contextlib.contextmanager
+def _database_url(url: str | None) -> Iterator[str]:
+    if url:
+        yield url
+        return
+    from pipeline.dataset import embedded, sample, source
+
+    _note("no --database-url or DATABASE_URL: starting an embedded PostgreSQL with "
+          f"{DEMO_SAMPLE_PROFILES} sample profiles")
+    with embedded.embedded_postgres() as embedded_url:
+        conn = source.connect(source.ConnectionParams.from_url(embedded_url))
+        try:
+            sample.load_sample(conn, DEMO_SAMPLE_PROFILES)
+        finally:
+            conn.close()
+        yield embedded_url
+
+
+def _note(message: str) -> None:
+    print(message, file=sys.stderr)
+
+
+def _print_validation(result) -> None:
+    status = "valid" if result.valid else "NOT valid"
+    print(f"dataset {status}: {json.dumps(result.counts)}; class balance {json.dumps(result.class_balance)}")
+    for problem in result.problems:
+        print(f"  problem {problem['reason']} x{problem['count']}: {'; '.join(problem['examples'])}")
+    for warning in result.warnings:
+        print(f"  warning: {warning}")
+
+
+def _dataset_sample(args) -> int:
+    from pipeline.dataset import sample, source
+
+    dirty = sample.DEFAULT_DIRTY_FRACTION if args.dirty_fraction is None else args.dirty_fraction
+    conn = source.connect(source.ConnectionParams.from_url(args.database_url))
+    try:
+        profiles, scores = sample.load_sample(conn, args.profiles, args.seed, dirty)
+    finally:
+        conn.close()
+    print(f"loaded {profiles} profiles ({sample.SEED_PROFILE_COUNT} of them seed profiles) and {scores} scores")
+    return EXIT_OK
+
+
+def _dataset_export(args) -> int:
+    from pipeline.dataset import export, sample, source, split, validate
+
+    config = export.ExportConfig(
+        teachers=export.parse_teachers(args.teachers) if args.teachers else source.DEFAULT_TEACHERS,
+        fractions=split.SplitFractions.parse(args.split) if args.split else split.SplitFractions(),
+        seed_ids=split.load_seed_ids(args.seed_profiles) if args.seed_profiles else sample.seed_profile_ids(),
+        min_rows=args.min_rows or export.DEFAULT_MIN_ROWS,
+        progress=not args.no_progress,
+    )
+    with _database_url(args.database_url) as url:
+        manifest = export.export_dataset(source.ConnectionParams.from_url(url), args.out, config)
+    counts = manifest["counts"]
+    print(f"wrote {args.out}: train {counts['train']}, validation {counts['validation']}, holdout {counts['holdout']} "
+          f"({counts['seed_profiles_in_holdout']} seed profiles); rejected {counts['rejected']} {json.dumps(manifest['rejects'])}")
+    result = validate.validate_dataset(args.out, config.min_rows)
+    _print_validation(result)
+    return EXIT_OK if result.valid else EXIT_GATE_FAILED
+
+
+def _dataset_validate(args) -> int:
+    from pipeline.dataset import export, validate
+
+    result = validate.validate_dataset(args.data, args.min_rows or export.DEFAULT_MIN_ROWS)
+    _print_validation(result)
+    return EXIT_OK if result.valid else EXIT_GATE_FAILED
+
+
+def _dataset_seed_profiles(args) -> int:
+    from pipeline.dataset import sample
+
+    text = "".join(f"{twitter_id}\n" for twitter_id in sorted(sample.seed_profile_ids()))
+    if args.out:
+        from pipeline import storage
+
+        storage.write_bytes(args.out, text.encode("utf-8"))
+    else:
+        sys.stdout.write(text)
+    return EXIT_OK
+
+
+HANDLERS = {
+    ("dataset", "sample"): _dataset_sample,
+    ("dataset", "export"): _dataset_export,
+    ("dataset", "validate"): _dataset_validate,
+    ("dataset", "seed-profiles"): _dataset_seed_profiles,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    handler = HANDLERS[(args.command, getattr(args, f"{args.command}_command"))]
+    try:
+        return handler(args)
+    except PipelineError as exc:
+        print(f"error: {exc.name}: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print("interrupted: nothing was published for the unfinished step", file=sys.stderr)
+        return EXIT_INTERRUPTED

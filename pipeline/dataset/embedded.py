@@ -1,0 +1,32 @@
+"""A throwaway real PostgreSQL for the demo when no database URL is given (pgserver ships one)."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import tempfile
+import warnings
+from typing import Iterator
+
+from pipeline.errors import DatabaseUnavailable
+
+
+@contextlib.contextmanager
+def embedded_postgres() -> Iterator[str]:
+    """Start PostgreSQL in a temporary directory; yield its URL; stop and delete it afterwards."""
+    try:
+        import pgserver
+    except ImportError:
+        raise DatabaseUnavailable("no database URL given and the embedded PostgreSQL (pgserver) is not installed: pass --database-url") from None
+    with tempfile.TemporaryDirectory(prefix="pipeline-postgres-") as data_dir:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # platformdirs' XDG_RUNTIME_DIR notice, irrelevant here
+            logging.getLogger("pgserver").setLevel(logging.WARNING)
+            try:
+                server = pgserver.get_server(data_dir, cleanup_mode="delete")
+            except Exception as exc:  # pgserver raises bare exceptions from initdb/pg_ctl
+                raise DatabaseUnavailable(f"could not start the embedded PostgreSQL: {exc}") from None
+        try:
+            yield server.get_uri()
+        finally:
+            server.cleanup()

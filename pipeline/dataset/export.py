@@ -1,0 +1,168 @@
+"""GenerateDataset: PostgreSQL -> train / validation / holdout JSONL and manifest.json.
+
+Streams: rows come from a server-side cursor and go straight to three writers (local files or S3
+multipart uploads), so memory does not grow with the table. The three files appear together only
+when the export succeeds; the manifest is written last and is what marks a dataset complete.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from tqdm import tqdm
+
+from pipeline import prompt, storage
+from pipeline.dataset import records, source
+from pipeline.dataset.split import Split, SplitFractions, assign_split
+from pipeline.errors import InsufficientData, InvalidArgument
+
+MANIFEST_NAME = "manifest.json"
+MANIFEST_FORMAT = "researcher-scorer-dataset/v1"
+DEFAULT_MIN_ROWS = 1000
+# Scores at or above this are the "researcher" class when class balance is reported.
+POSITIVE_SCORE = 0.5
+DEDUP_RULE = (
+    "one row per profile: the most recent score (scored_at) among the allowed teachers, ties by "
+    "teacher name; one profile per handle (case-insensitive): the most recently scored, the others "
+    "rejected as duplicate_handle"
+)
+
+
+@dataclass(frozen=True)
+class ExportConfig:
+    teachers: tuple[str, ...] = source.DEFAULT_TEACHERS
+    fractions: SplitFractions = field(default_factory=SplitFractions)
+    seed_ids: frozenset[str] = frozenset()
+    min_rows: int = DEFAULT_MIN_ROWS
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if not self.teachers or any(not teacher.strip() for teacher in self.teachers):
+            raise InvalidArgument("at least one teacher is needed, with no empty names")
+        if self.min_rows < 1:
+            raise InvalidArgument(f"min_rows must be at least 1, got {self.min_rows}")
+
+
+class _SplitStats:
+    def __init__(self) -> None:
+        self.rows = 0
+        self.positives = 0
+        self.seed_profiles = 0
+
+    def add(self, example: records.Example, is_seed: bool) -> None:
+        self.rows += 1
+        self.positives += example.score >= POSITIVE_SCORE
+        self.seed_profiles += is_seed
+
+    @property
+    def positive_share(self) -> float | None:
+        return round(self.positives / self.rows, 4) if self.rows else None
+
+
+def parse_teachers(text: str) -> tuple[str, ...]:
+    """``--teachers a,b`` -> ("a", "b")."""
+    teachers = tuple(dict.fromkeys(part.strip() for part in text.split(",") if part.strip()))
+    if not teachers:
+        raise InvalidArgument(f"--teachers needs at least one name, got {text!r}")
+    return teachers
+
+
+def export_dataset(params: source.ConnectionParams, out_uri: str, config: ExportConfig) -> dict[str, Any]:
+    """Run the export; returns the manifest (also written to ``out_uri/manifest.json``).
+
+    Raises InsufficientData when no row is usable (nothing is written then), DatabaseUnavailable
+    when PostgreSQL cannot be reached.
+    """
+    conn = source.connect(params)
+    try:
+        conn.set_session(readonly=True)
+        by_teacher = source.scores_by_teacher(conn)
+        manifest = _write_splits(conn, out_uri, config)
+    finally:
+        conn.close()
+    manifest["source"]["scores_by_teacher"] = by_teacher
+    storage.write_json(storage.join(out_uri, MANIFEST_NAME), manifest)
+    return manifest
+
+
+def _write_splits(conn, out_uri: str, config: ExportConfig) -> dict[str, Any]:
+    rejects: Counter[str] = Counter()
+    truncated: Counter[str] = Counter()
+    stats = {split: _SplitStats() for split in Split}
+    rows_read = 0
+    created_at = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    with contextlib.ExitStack() as stack:
+        writers = {
+            split: storage.HashingWriter(stack.enter_context(storage.open_write(storage.join(out_uri, split.file_name))))
+            for split in Split
+        }
+        bar = stack.enter_context(
+            tqdm(desc="export", unit=" rows", unit_scale=True, disable=not config.progress, mininterval=0.5)
+        )
+        for row in source.iter_latest_scores(conn, config.teachers):
+            rows_read += 1
+            bar.update()
+            result = records.to_example(row)
+            if isinstance(result, records.Reject):
+                rejects[result.reason.value] += 1
+                continue
+            truncated.update(name.value for name in result.truncated)
+            split = assign_split(result.twitter_id, config.fractions, config.seed_ids)
+            line = json.dumps(result.to_json_line(), ensure_ascii=False, separators=(",", ":")) + "\n"
+            writers[split].write(line.encode("utf-8"))
+            stats[split].add(result, result.twitter_id in config.seed_ids)
+        total = sum(stat.rows for stat in stats.values())
+        if total == 0:
+            # Raising inside the block aborts every writer: no empty dataset is ever published.
+            raise InsufficientData(
+                f"no usable rows: {rows_read} scored profiles read for teachers {', '.join(config.teachers)}, "
+                f"{sum(rejects.values())} rejected"
+            )
+    return {
+        "format": MANIFEST_FORMAT,
+        "created_at": created_at,
+        "template_version": prompt.TEMPLATE_VERSION,
+        "query": {
+            "teachers": list(config.teachers),
+            "dedup_rule": DEDUP_RULE,
+            "order": "scored_at DESC",
+            "split_fractions": config.fractions.as_dict(),
+            "split_rule": "sha256(twitter_id) position; seed profiles always holdout",
+            "seed_profiles": len(config.seed_ids),
+            "min_rows": config.min_rows,
+        },
+        "limits": {
+            "bio_chars": prompt.MAX_BIO_CHARS,
+            "display_name_chars": prompt.MAX_DISPLAY_NAME_CHARS,
+            "location_chars": prompt.MAX_LOCATION_CHARS,
+            "handle_chars": prompt.MAX_HANDLE_CHARS,
+            "reason_chars": prompt.MAX_REASON_CHARS,
+        },
+        "source": {"rows_read": rows_read},
+        "counts": {
+            **{split.value: stats[split].rows for split in Split},
+            "total": total,
+            "rejected": sum(rejects.values()),
+            "seed_profiles_in_holdout": stats[Split.HOLDOUT].seed_profiles,
+        },
+        "rejects": dict(sorted(rejects.items())),
+        "truncated": dict(sorted(truncated.items())),
+        "class_balance": {
+            "positive_score": POSITIVE_SCORE,
+            **{split.value: stats[split].positive_share for split in Split},
+        },
+        "files": {
+            split.value: {
+                "name": split.file_name,
+                "rows": stats[split].rows,
+                "bytes": writers[split].bytes_written,
+                "sha256": writers[split].sha256,
+            }
+            for split in Split
+        },
+    }

@@ -1,0 +1,175 @@
+"""Reading scored profiles from PostgreSQL: connection, the export query, a streaming cursor."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any, Iterator, Mapping
+
+import psycopg2
+import psycopg2.errors
+import psycopg2.extensions
+
+from pipeline.errors import DatabaseUnavailable, InvalidArgument, SourceSchemaError
+
+# The seed's two teachers ("WHERE ps.scored_by IN (...)").
+DEFAULT_TEACHERS: tuple[str, ...] = ("claude-haiku-20240307", "gemini-2.0-flash")
+
+CONNECT_TIMEOUT_SECONDS = 10
+# Rows fetched per round trip by the server-side cursor: memory is bounded by this, not the table.
+CURSOR_ITERSIZE = 5000
+
+# The seed's query, plus what its template needs (created_at, follower_count, location) and the
+# rules that make one row per profile:
+#   * one score per profile: the most recent score among the allowed teachers (ties: teacher name);
+#   * one profile per handle: handle_rank 1 is the most recently scored profile carrying that
+#     handle (case-insensitive); the export rejects the others as duplicate_handle, counted.
+# The outer ORDER BY keeps the seed's "ORDER BY ps.scored_at DESC". Casts to text make the export
+# independent of the column types (TEXT or BIGINT ids, TEXT or NUMERIC scores).
+EXPORT_QUERY = """
+SELECT twitter_id, handle, display_name, bio, likely_is, category, created_at, follower_count,
+       location, score, reason, scored_by, scored_at, handle_rank
+FROM (
+    SELECT latest.*,
+           row_number() OVER (PARTITION BY lower(btrim(latest.handle))
+                              ORDER BY latest.scored_at DESC, latest.twitter_id) AS handle_rank
+    FROM (
+        SELECT DISTINCT ON (ps.twitter_id)
+               p.twitter_id::text AS twitter_id,
+               p.username AS handle,
+               p.display_name,
+               p.bio,
+               p.likely_is,
+               p.category,
+               p.created_at,
+               p.follower_count,
+               p.location,
+               ps.score::text AS score,
+               ps.reason,
+               ps.scored_by,
+               ps.scored_at
+        FROM profile_scores ps
+        JOIN user_profiles p ON ps.twitter_id = p.twitter_id
+        WHERE ps.scored_by = ANY(%(teachers)s)
+        ORDER BY ps.twitter_id, ps.scored_at DESC, ps.scored_by
+    ) latest
+) ranked
+ORDER BY scored_at DESC, twitter_id
+"""
+
+SCORES_BY_TEACHER_QUERY = "SELECT scored_by, count(*) FROM profile_scores GROUP BY scored_by ORDER BY scored_by"
+
+
+@dataclass(frozen=True)
+class SourceRow:
+    twitter_id: str
+    handle: str | None
+    display_name: str | None
+    bio: str | None
+    likely_is: str | None
+    category: str | None
+    created_at: Any
+    follower_count: Any
+    location: str | None
+    score: str | None
+    reason: str | None
+    scored_by: str
+    scored_at: Any
+    handle_rank: int
+
+
+@dataclass(frozen=True)
+class ConnectionParams:
+    """libpq keywords (host, port, dbname, user, password, ...). Never logged with the password."""
+
+    keywords: Mapping[str, Any]
+
+    @classmethod
+    def from_url(cls, url: str) -> "ConnectionParams":
+        try:
+            return cls(psycopg2.extensions.parse_dsn(url))
+        except psycopg2.ProgrammingError as exc:
+            raise InvalidArgument(f"malformed database URL: {str(exc).strip()}") from None
+
+    @classmethod
+    def from_secret(cls, secret_string: str) -> "ConnectionParams":
+        """An RDS-style Secrets Manager secret: JSON with host, port, username, password, dbname."""
+        try:
+            secret = json.loads(secret_string)
+        except json.JSONDecodeError:
+            raise InvalidArgument("database secret is not JSON (expected host, port, username, password, dbname)") from None
+        missing = [key for key in ("host", "username", "password") if not secret.get(key)]
+        if missing:
+            raise InvalidArgument(f"database secret lacks {', '.join(missing)}")
+        return cls(
+            {
+                "host": secret["host"],
+                "port": str(secret.get("port", 5432)),
+                "user": secret["username"],
+                "password": secret["password"],
+                "dbname": secret.get("dbname") or secret.get("database") or "postgres",
+                "sslmode": secret.get("sslmode", "prefer"),
+            }
+        )
+
+    @property
+    def where(self) -> str:
+        host = self.keywords.get("host") or "localhost"
+        port = self.keywords.get("port") or "5432"
+        if str(host).startswith("/"):
+            return f"socket {host}/.s.PGSQL.{port}"
+        return f"{host}:{port}"
+
+
+def connect(params: ConnectionParams) -> psycopg2.extensions.connection:
+    """Open a connection; unreachable server or refused login -> DatabaseUnavailable (one line)."""
+    keywords = {"connect_timeout": CONNECT_TIMEOUT_SECONDS, "application_name": "researcher-scorer-pipeline"}
+    keywords.update(params.keywords)
+    try:
+        return psycopg2.connect(**keywords)
+    except psycopg2.OperationalError as exc:
+        first_line = next((line.strip() for line in str(exc).splitlines() if line.strip()), "connection failed")
+        raise DatabaseUnavailable(f"cannot connect to PostgreSQL at {params.where}: {first_line}") from None
+
+
+def _schema_error(exc: psycopg2.Error) -> SourceSchemaError:
+    detail = (exc.pgerror or str(exc)).strip().splitlines()[0]
+    return SourceSchemaError(f"the source tables do not match the export query: {detail}")
+
+
+def scores_by_teacher(conn: psycopg2.extensions.connection) -> dict[str, int]:
+    """How many scores each teacher has, allowed or not (for the manifest: why rows are excluded)."""
+    try:
+        with conn.cursor() as cursor:
+            cursor.execute(SCORES_BY_TEACHER_QUERY)
+            return {teacher: count for teacher, count in cursor.fetchall()}
+    except (psycopg2.errors.UndefinedTable, psycopg2.errors.UndefinedColumn) as exc:
+        conn.rollback()
+        raise _schema_error(exc) from None
+
+
+def iter_latest_scores(conn: psycopg2.extensions.connection, teachers: tuple[str, ...]) -> Iterator[SourceRow]:
+    """Stream the export query through a server-side (named) cursor in a read-only transaction."""
+    try:
+        with conn.cursor(name="export_latest_scores") as cursor:
+            cursor.itersize = CURSOR_ITERSIZE
+            cursor.execute(EXPORT_QUERY, {"teachers": list(teachers)})
+            for record in cursor:
+                yield SourceRow(*record)
+    except (psycopg2.errors.UndefinedTable, psycopg2.errors.UndefinedColumn) as exc:
+        conn.rollback()
+        raise _schema_error(exc) from None
+    except psycopg2.OperationalError as exc:
+        raise DatabaseUnavailable(f"lost the connection to PostgreSQL during the export: {str(exc).strip()}") from None
+
+
+def schema_sql() -> str:
+    return resources.files("pipeline.dataset").joinpath("schema.sql").read_text(encoding="utf-8")
+
+
+def ensure_schema(conn: psycopg2.extensions.connection) -> None:
+    """Create the seed's tables if absent (tests, benchmarks, demo). Never alters existing ones."""
+    with conn.cursor() as cursor:
+        cursor.execute(schema_sql())
+    conn.commit()

@@ -1,0 +1,39 @@
+"""Run ids and the artifact layout shared by the cloud pipeline and the local loop.
+
+Every artifact of a run lives under ``<root>/runs/<run_id>/`` where root is a local directory or
+``s3://bucket``. In AWS the run id is the Step Functions execution name.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import secrets
+
+from pipeline import storage
+from pipeline.errors import InvalidArgument
+
+RUNS_DIR = "runs"
+DATASET_DIR = "dataset"
+# Step Functions execution names: 1-80 characters of letters, digits, '-' and '_'.
+RUN_ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,80}$")
+
+
+def new_run_id(prefix: str = "run") -> str:
+    """A sortable, unique id: ``run-20261125-201300-1a2b3c``."""
+    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%d-%H%M%S")
+    return f"{prefix}-{stamp}-{secrets.token_hex(3)}"
+
+
+def check_run_id(run_id: object) -> str:
+    if not isinstance(run_id, str) or not RUN_ID_PATTERN.match(run_id):
+        raise InvalidArgument(f"run id must be 1-80 letters, digits, '-' or '_', got {run_id!r}")
+    return run_id
+
+
+def run_uri(root: str, run_id: str) -> str:
+    return storage.join(root, RUNS_DIR, check_run_id(run_id))
+
+
+def dataset_uri(root: str, run_id: str) -> str:
+    return storage.join(run_uri(root, run_id), DATASET_DIR)

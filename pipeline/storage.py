@@ -1,0 +1,154 @@
+"""One interface for every stage's artifacts, on a local path or ``s3://bucket/key``.
+
+Writes are all-or-nothing: a local file is written under a temporary name and renamed into place
+on success; an S3 object is written as a streamed multipart upload (smart_open) that is completed on
+success and aborted on error. Either way a reader never sees a half-written artifact, and a failed
+stage leaves what was there before intact.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import uuid
+from pathlib import Path
+from typing import IO, Any, Iterator
+from urllib.parse import urlparse
+
+import smart_open
+
+from pipeline.errors import StorageError
+
+S3_SCHEME = "s3://"
+# S3 multipart parts: 5 MiB is S3's minimum; 16 MiB keeps a 10 GB object well under the
+# 10,000-part limit while bounding the writer's buffer.
+S3_PART_SIZE_BYTES = 16 * 1024 * 1024
+
+
+def is_s3(uri: str) -> bool:
+    return uri.startswith(S3_SCHEME)
+
+
+def join(base: str, *parts: str) -> str:
+    """``join("s3://b/runs/x", "dataset", "train.jsonl")``; also for local paths."""
+    if is_s3(base):
+        return "/".join([base.rstrip("/"), *(p.strip("/") for p in parts)])
+    return str(Path(base, *parts))
+
+
+def split_s3_uri(uri: str) -> tuple[str, str]:
+    parsed = urlparse(uri)
+    if parsed.scheme != "s3" or not parsed.netloc:
+        raise StorageError(f"not an S3 URI: {uri!r} (expected s3://bucket/key)")
+    return parsed.netloc, parsed.path.lstrip("/")
+
+
+def _s3_client():
+    import boto3  # only the S3 paths need it; local runs work without AWS libraries configured
+
+    return boto3.client("s3")
+
+
+def _transport_params() -> dict[str, Any]:
+    return {"client": _s3_client(), "min_part_size": S3_PART_SIZE_BYTES}
+
+
+@contextlib.contextmanager
+def open_write(uri: str) -> Iterator[IO[bytes]]:
+    """Binary writer that makes ``uri`` appear only if the block finishes without error."""
+    if is_s3(uri):
+        split_s3_uri(uri)
+        try:
+            # smart_open's multipart writer aborts the upload when the block raises.
+            with smart_open.open(uri, "wb", compression="disable", transport_params=_transport_params()) as out:
+                yield out
+        except OSError as exc:
+            raise StorageError(f"cannot write {uri}: {exc}") from exc
+        return
+
+    path = Path(uri)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StorageError(f"cannot create directory {path.parent}: {exc.strerror}") from exc
+    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex}.partial")
+    try:
+        with open(temporary, "wb") as out:
+            yield out
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+
+
+@contextlib.contextmanager
+def open_read(uri: str) -> Iterator[IO[bytes]]:
+    """Binary reader, streamed (never the whole object in memory)."""
+    try:
+        if is_s3(uri):
+            split_s3_uri(uri)
+            stream = smart_open.open(uri, "rb", compression="disable", transport_params={"client": _s3_client()})
+        else:
+            stream = open(uri, "rb")
+    except (OSError, ValueError) as exc:
+        raise StorageError(f"cannot read {uri}: {exc}") from exc
+    with stream:
+        yield stream
+
+
+def read_bytes(uri: str) -> bytes:
+    with open_read(uri) as stream:
+        return stream.read()
+
+
+def write_bytes(uri: str, data: bytes) -> None:
+    with open_write(uri) as out:
+        out.write(data)
+
+
+def read_json(uri: str) -> Any:
+    try:
+        return json.loads(read_bytes(uri))
+    except json.JSONDecodeError as exc:
+        raise StorageError(f"{uri} is not valid JSON: {exc}") from exc
+
+
+def write_json(uri: str, value: Any) -> None:
+    write_bytes(uri, (json.dumps(value, indent=2, ensure_ascii=False, sort_keys=True) + "\n").encode("utf-8"))
+
+
+def exists(uri: str) -> bool:
+    if is_s3(uri):
+        from botocore.exceptions import ClientError
+
+        bucket, key = split_s3_uri(uri)
+        try:
+            _s3_client().head_object(Bucket=bucket, Key=key)
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in {"404", "NoSuchKey", "NotFound"}:
+                return False
+            raise StorageError(f"cannot stat {uri}: {exc}") from exc
+        return True
+    return Path(uri).exists()
+
+
+class HashingWriter:
+    """Wraps a binary writer; counts bytes and computes sha256 as data streams through."""
+
+    def __init__(self, out: IO[bytes]):
+        self._out = out
+        self._sha256 = hashlib.sha256()
+        self.bytes_written = 0
+
+    def write(self, data: bytes) -> int:
+        self._sha256.update(data)
+        self.bytes_written += len(data)
+        return self._out.write(data)
+
+    @property
+    def sha256(self) -> str:
+        return self._sha256.hexdigest()
