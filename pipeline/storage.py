@@ -18,6 +18,7 @@ from typing import IO, Any, Iterator
 from urllib.parse import urlparse
 
 import smart_open
+from botocore.exceptions import ClientError
 
 from pipeline.errors import StorageError
 
@@ -61,11 +62,18 @@ def open_write(uri: str) -> Iterator[IO[bytes]]:
     if is_s3(uri):
         split_s3_uri(uri)
         try:
-            # smart_open's multipart writer aborts the upload when the block raises.
-            with smart_open.open(uri, "wb", compression="disable", transport_params=_transport_params()) as out:
-                yield out
-        except OSError as exc:
+            writer = smart_open.open(uri, "wb", compression="disable", transport_params=_transport_params())
+        except (OSError, ValueError, ClientError) as exc:  # missing bucket, access denied
             raise StorageError(f"cannot write {uri}: {exc}") from exc
+        try:
+            yield writer
+        except BaseException:
+            writer.terminate()  # abort the multipart upload: nothing appears at uri
+            raise
+        try:
+            writer.close()  # completes the multipart upload
+        except (OSError, ValueError, ClientError) as exc:
+            raise StorageError(f"cannot complete the upload of {uri}: {exc}") from exc
         return
 
     path = Path(uri)
@@ -94,7 +102,7 @@ def open_read(uri: str) -> Iterator[IO[bytes]]:
             stream = smart_open.open(uri, "rb", compression="disable", transport_params={"client": _s3_client()})
         else:
             stream = open(uri, "rb")
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, ClientError) as exc:
         raise StorageError(f"cannot read {uri}: {exc}") from exc
     with stream:
         yield stream
@@ -123,8 +131,6 @@ def write_json(uri: str, value: Any) -> None:
 
 def exists(uri: str) -> bool:
     if is_s3(uri):
-        from botocore.exceptions import ClientError
-
         bucket, key = split_s3_uri(uri)
         try:
             _s3_client().head_object(Bucket=bucket, Key=key)

@@ -64,12 +64,26 @@ class _SplitStats:
         return round(self.positives / self.rows, 4) if self.rows else None
 
 
-def parse_teachers(text: str) -> tuple[str, ...]:
-    """``--teachers a,b`` -> ("a", "b")."""
+def parse_teachers(value: str | list[str]) -> tuple[str, ...]:
+    """``"a,b"`` or ``["a", "b"]`` -> ("a", "b"), duplicates and blanks removed."""
+    text = value if isinstance(value, str) else ",".join(str(part) for part in value)
     teachers = tuple(dict.fromkeys(part.strip() for part in text.split(",") if part.strip()))
     if not teachers:
         raise InvalidArgument(f"--teachers needs at least one name, got {text!r}")
     return teachers
+
+
+def parse_min_rows(value: object) -> int:
+    """A positive row count from a flag or an event field; None -> the default."""
+    if value is None:
+        return DEFAULT_MIN_ROWS
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        raise InvalidArgument(f"min_rows must be a whole number, got {value!r}") from None
+    if number < 1 or isinstance(value, bool):
+        raise InvalidArgument(f"min_rows must be at least 1, got {value!r}")
+    return number
 
 
 def export_dataset(params: source.ConnectionParams, out_uri: str, config: ExportConfig) -> dict[str, Any]:
