@@ -14,13 +14,15 @@ from pipeline.errors import DatabaseUnavailable
 @contextlib.contextmanager
 def embedded_postgres() -> Iterator[str]:
     """Start PostgreSQL in a temporary directory; yield its URL; stop and delete it afterwards."""
-    try:
-        import pgserver
-    except ImportError:
-        raise DatabaseUnavailable("no database URL given and the embedded PostgreSQL (pgserver) is not installed: pass --database-url") from None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # platformdirs' XDG_RUNTIME_DIR notice, irrelevant here
+        try:
+            import pgserver
+        except ImportError:
+            raise DatabaseUnavailable("no database URL given and the embedded PostgreSQL (pgserver) is not installed: pass --database-url") from None
     with tempfile.TemporaryDirectory(prefix="pipeline-postgres-") as data_dir:
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # platformdirs' XDG_RUNTIME_DIR notice, irrelevant here
+            warnings.simplefilter("ignore")
             logging.getLogger("pgserver").setLevel(logging.WARNING)
             try:
                 server = pgserver.get_server(data_dir, cleanup_mode="delete")

@@ -1,0 +1,86 @@
+"""The GenerateDataset and ValidateData Lambdas: moto for S3 and Secrets Manager, real PostgreSQL."""
+
+import json
+import uuid
+
+import boto3
+import psycopg2
+import pytest
+
+from lambdas.generate_dataset import handler as generate
+from lambdas.validate_data import handler as validate
+from pipeline.errors import DatabaseUnavailable, InsufficientData, InvalidArgument
+from tests.factories import load_rows, researchers
+
+
+class FakeContext:
+    function_name = "generate-dataset"
+    memory_limit_in_mb = 1024
+    invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:generate-dataset"
+    aws_request_id = "request-1"
+
+
+def make_secret(database_url: str, **override) -> str:
+    params = psycopg2.extensions.parse_dsn(database_url)
+    secret = {"host": params["host"], "port": int(params["port"]), "username": params["user"],
+              "password": "unused-with-trust-auth", "dbname": params["dbname"]}
+    secret.update(override)
+    return boto3.client("secretsmanager").create_secret(Name=f"db-{uuid.uuid4().hex[:6]}", SecretString=json.dumps(secret))["ARN"]
+
+
+@pytest.fixture
+def lambda_env(monkeypatch, bucket, database_url):
+    monkeypatch.setenv("ARTIFACT_BUCKET", bucket)
+    monkeypatch.setenv("DATABASE_SECRET_ARN", make_secret(database_url))
+    monkeypatch.setenv("POWERTOOLS_SERVICE_NAME", "test")
+    return bucket
+
+
+def test_generate_then_validate_under_the_run_prefix(db, lambda_env):
+    load_rows(db, researchers(80))
+    result = generate.handler({"run_id": "weekly-2026-11-25", "min_rows": 50}, FakeContext())
+    assert result["dataset_uri"] == f"s3://{lambda_env}/runs/weekly-2026-11-25/dataset"
+    assert result["counts"]["total"] == 80
+    assert len(json.dumps(result)) < 4096  # URIs and counts, never data (Step Functions: 256 KB)
+    keys = {o["Key"] for o in boto3.client("s3").list_objects_v2(Bucket=lambda_env)["Contents"]}
+    assert keys == {f"runs/weekly-2026-11-25/dataset/{n}" for n in ("train.jsonl", "validation.jsonl", "holdout.jsonl", "manifest.json")}
+    assert result["files"]["train"]["uri"] == f"s3://{lambda_env}/runs/weekly-2026-11-25/dataset/train.jsonl"
+
+    verdict = validate.handler({"run_id": "weekly-2026-11-25", "dataset_uri": result["dataset_uri"], "min_rows": 50}, FakeContext())
+    assert verdict["valid"] and verdict["counts"]["total"] == 80
+    verdict = validate.handler({"run_id": "weekly-2026-11-25"}, FakeContext())  # default min rows 1000
+    assert not verdict["valid"] and [p["reason"] for p in verdict["problems"]] == ["InsufficientData"]
+
+
+def test_password_is_read_from_secrets_manager_never_the_environment(lambda_env):
+    import os
+    assert not any("unused-with-trust-auth" in value for value in os.environ.values())
+
+
+def test_database_down_raises_the_retryable_named_error(monkeypatch, lambda_env, database_url):
+    monkeypatch.setenv("DATABASE_SECRET_ARN", make_secret(database_url, host="127.0.0.1", port=1))
+    with pytest.raises(DatabaseUnavailable, match="127.0.0.1:1"):
+        generate.handler({"run_id": "r1"}, FakeContext())
+
+
+def test_no_rows_is_insufficient_data_and_nothing_is_written(db, lambda_env):
+    with pytest.raises(InsufficientData):
+        generate.handler({"run_id": "r1"}, FakeContext())
+    assert boto3.client("s3").list_objects_v2(Bucket=lambda_env).get("KeyCount") == 0
+
+
+@pytest.mark.parametrize("event", [{}, {"run_id": "../../etc"}, {"run_id": "r1", "min_rows": "many"}, {"run_id": "r1", "split": "1,2"}])
+def test_malformed_events_are_named_errors(db, lambda_env, event):
+    with pytest.raises(InvalidArgument):
+        generate.handler(event, FakeContext())
+
+
+def test_validate_refuses_a_dataset_outside_its_bucket(lambda_env):
+    with pytest.raises(InvalidArgument):
+        validate.handler({"run_id": "r1", "dataset_uri": "s3://someone-elses-bucket/runs/r1/dataset"}, FakeContext())
+
+
+def test_missing_secret_is_a_named_error(monkeypatch, lambda_env):
+    monkeypatch.setenv("DATABASE_SECRET_ARN", "arn:aws:secretsmanager:us-east-1:123456789012:secret:missing-AbCdEf")
+    with pytest.raises(InvalidArgument, match="cannot read the database secret"):
+        generate.handler({"run_id": "r1"}, FakeContext())

@@ -1,0 +1,53 @@
+from collections import Counter
+
+from pipeline.dataset import sample
+from pipeline.dataset.export import ExportConfig, export_dataset
+from pipeline.dataset.source import ConnectionParams
+from pipeline.dataset.validate import validate_dataset
+
+
+def test_same_seed_same_rows_other_seed_other_rows():
+    first = list(sample.generate_sample(300, seed=7))
+    assert first == list(sample.generate_sample(300, seed=7))
+    assert first != list(sample.generate_sample(300, seed=8))
+
+
+def test_sample_covers_the_kinds_of_accounts_the_scorer_meets():
+    rows = list(sample.generate_sample(3000, seed=0))
+    kinds = Counter(profile.likely_is for profile, _ in rows)
+    assert {"researcher", "student", "journalist", "organization", "bot", "unknown", "person", "clinician"} <= set(kinds)
+    bios = [profile.bio or "" for profile, _ in rows]
+    assert any(any("\u0600" <= ch <= "\u06ff" for ch in bio) for bio in bios)  # Arabic
+    assert any(any("\u3040" <= ch <= "\u30ff" or "\u4e00" <= ch <= "\u9fff" for ch in bio) for bio in bios)  # CJK
+    assert any(any(ord(ch) > 0x1F000 for ch in bio) for bio in bios)  # emoji
+    assert sum(1 for bio in bios if not bio) > 30  # empty profiles
+    teachers = Counter(score.scored_by for _, scores in rows for score in scores)
+    assert teachers[sample.CLAUDE] > 1000 and teachers[sample.GEMINI] > 1000 and teachers[sample.OTHER_TEACHER] > 0
+    assert sum(1 for _, scores in rows if not scores) > 30  # profiles never scored
+
+
+def test_scores_follow_the_archetype():
+    rows = list(sample.generate_sample(3000, seed=0, dirty_fraction=0.0))
+    mean = {}
+    for kind in ("researcher", "bot", "organization"):
+        values = [float(s.score) for p, scores in rows if p.likely_is == kind for s in scores]
+        mean[kind] = sum(values) / len(values)
+    assert mean["researcher"] > 0.75 and mean["bot"] < 0.1 and mean["organization"] < 0.15
+
+
+def test_seed_profiles_are_fixed_known_researchers():
+    seeds = sample.seed_profiles()
+    assert len(seeds) == sample.SEED_PROFILE_COUNT == len(sample.seed_profile_ids())
+    assert seeds == sample.seed_profiles()
+    assert all(float(scores[0].score) >= 0.85 for _, scores in seeds)
+
+
+def test_loaded_sample_exports_to_a_valid_dataset_with_counted_rejects(db, database_url, tmp_path):
+    profiles, scores = sample.load_sample(db, 1500, seed=3)
+    assert profiles == 1500 + sample.SEED_PROFILE_COUNT
+    manifest = export_dataset(ConnectionParams.from_url(database_url), str(tmp_path),
+                              ExportConfig(progress=False, seed_ids=sample.seed_profile_ids()))
+    assert manifest["counts"]["seed_profiles_in_holdout"] == sample.SEED_PROFILE_COUNT
+    assert manifest["counts"]["rejected"] > 0  # the dirty fraction is counted, not dropped
+    assert manifest["counts"]["total"] + manifest["counts"]["rejected"] == manifest["source"]["rows_read"]
+    assert validate_dataset(str(tmp_path), min_rows=1000).valid

@@ -1,0 +1,87 @@
+import json
+
+import pytest
+
+from pipeline import prompt
+from pipeline.dataset import export, source, validate
+from pipeline.dataset.split import SplitFractions
+from tests.factories import load_rows, researchers
+
+
+@pytest.fixture
+def dataset(db, database_url, tmp_path):
+    load_rows(db, researchers(60))
+    export.export_dataset(source.ConnectionParams.from_url(database_url), str(tmp_path),
+                          export.ExportConfig(progress=False, fractions=SplitFractions(0.5, 0.25, 0.25)))
+    return tmp_path
+
+
+def test_a_fresh_export_is_valid_with_counts_and_class_balance(dataset):
+    result = validate.validate_dataset(str(dataset), min_rows=60)
+    assert result.valid, result.problems
+    assert result.counts["total"] == 60 and result.counts["malformed"] == 0
+    assert sum(result.counts[name] for name in ("train", "validation", "holdout")) == 60
+    # researchers(60) scores are 0.01..0.60: eleven of them are >= 0.5
+    assert result.class_balance["all"] == pytest.approx(11 / 60, abs=1e-4)
+
+
+def test_too_few_rows_is_insufficient_data(dataset):
+    result = validate.validate_dataset(str(dataset), min_rows=1000)
+    assert not result.valid
+    assert result.problem_names == ["InsufficientData"]
+    assert "60 usable rows, at least 1000 needed" in result.problems[0]["examples"][0]
+
+
+def test_tampered_file_is_a_checksum_mismatch(dataset):
+    train = dataset / "train.jsonl"
+    train.write_bytes(train.read_bytes().replace(b"Professor", b"Professer", 1))
+    result = validate.validate_dataset(str(dataset), min_rows=1)
+    assert result.problem_names == ["ChecksumMismatch"]
+
+
+def test_malformed_rows_are_found_and_located(dataset):
+    train = dataset / "train.jsonl"
+    good = train.read_text().splitlines()
+    bad_score = json.loads(good[0])
+    bad_score["output"] = prompt.format_answer("x", 0.5, "r").replace('"0.50"', '"1.70"')
+    other_handle = json.loads(good[1])
+    other_handle["output"] = prompt.format_answer("someone_else", 0.5, "r")
+    lines = ["not json", json.dumps(bad_score), json.dumps(other_handle), json.dumps({"instruction": "hi", "output": "{}"})]
+    train.write_text("\n".join(lines + good[4:]) + "\n")
+    result = validate.validate_dataset(str(dataset), min_rows=1)
+    problems = {p["reason"]: p for p in result.problems}
+    assert problems["MalformedRow"]["count"] == 4
+    assert problems["MalformedRow"]["examples"][0].startswith("train.jsonl:1: not JSON")
+    assert "ChecksumMismatch" in problems and "CountMismatch" not in problems
+    assert result.counts["malformed"] == 4
+
+
+def test_duplicate_handles_across_splits_are_found(dataset):
+    holdout_line = (dataset / "holdout.jsonl").read_text().splitlines()[0]
+    with open(dataset / "train.jsonl", "a") as train:
+        train.write(holdout_line + "\n")
+    result = validate.validate_dataset(str(dataset), min_rows=1)
+    assert {"DuplicateHandle", "ChecksumMismatch", "CountMismatch"} == set(result.problem_names)
+
+
+def test_missing_or_foreign_manifest(dataset):
+    (dataset / "manifest.json").write_text('{"format": "something else"}')
+    assert validate.validate_dataset(str(dataset)).problem_names == ["ManifestInvalid"]
+    (dataset / "manifest.json").unlink()
+    assert validate.validate_dataset(str(dataset)).problem_names == ["ManifestMissing"]
+
+
+def test_missing_file(dataset):
+    (dataset / "validation.jsonl").unlink()
+    result = validate.validate_dataset(str(dataset), min_rows=1)
+    assert result.problem_names == ["FileMissing"]
+    assert not result.valid
+
+
+def test_class_imbalance_is_a_warning_not_a_failure(db, database_url, tmp_path):
+    from tests.factories import profile, score
+    load_rows(db, [(profile(str(i)), [score(str(i), "0.01")]) for i in range(40)])
+    export.export_dataset(source.ConnectionParams.from_url(database_url), str(tmp_path), export.ExportConfig(progress=False))
+    result = validate.validate_dataset(str(tmp_path), min_rows=10)
+    assert result.valid
+    assert result.warnings == ["class imbalance: 0.0% of rows score >= 0.5"]

@@ -1,0 +1,67 @@
+"""``python -m pipeline dataset ...`` as a user runs it: real processes, real PostgreSQL."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def cli(*args, env_extra=None):
+    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
+    env.update(env_extra or {})
+    return subprocess.run([sys.executable, "-m", "pipeline", *args], cwd=ROOT, capture_output=True, text=True, env=env, timeout=300)
+
+
+def test_sample_then_export_then_validate(database_url, tmp_path):
+    loaded = cli("dataset", "sample", "--database-url", database_url, "--profiles", "1200", "--seed", "5")
+    assert loaded.returncode == 0, loaded.stderr
+    assert "loaded 1240 profiles" in loaded.stdout
+    out = tmp_path / "dataset"
+    exported = cli("dataset", "export", "--database-url", database_url, "--out", str(out), "--min-rows", "1000")
+    assert exported.returncode == 0, exported.stderr
+    assert "dataset valid" in exported.stdout
+    assert "rows/s" in exported.stderr or " rows" in exported.stderr  # tqdm's progress line
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["counts"]["total"] >= 1000
+    assert cli("dataset", "validate", "--data", str(out), "--min-rows", "1000").returncode == 0
+    not_enough = cli("dataset", "validate", "--data", str(out), "--min-rows", "100000")
+    assert not_enough.returncode == 3 and "InsufficientData" in not_enough.stdout
+
+
+def test_export_flags_teachers_split_and_seed_list(database_url, tmp_path):
+    assert cli("dataset", "sample", "--database-url", database_url, "--profiles", "300").returncode == 0
+    seeds = tmp_path / "seeds.txt"
+    assert cli("dataset", "seed-profiles", "--out", str(seeds)).returncode == 0
+    out = tmp_path / "d"
+    result = cli("dataset", "export", "--database-url", database_url, "--out", str(out), "--min-rows", "10",
+                 "--teachers", "claude-haiku-20240307", "--split", "0.6,0.2,0.2", "--seed-profiles", str(seeds), "--no-progress")
+    assert result.returncode == 0, result.stderr
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["query"]["teachers"] == ["claude-haiku-20240307"]
+    assert manifest["query"]["split_fractions"] == {"train": 0.6, "validation": 0.2, "holdout": 0.2}
+    assert manifest["counts"]["seed_profiles_in_holdout"] == 40
+    assert result.stderr == ""  # --no-progress
+
+
+def test_unreachable_database_is_one_line_no_traceback(tmp_path):
+    result = cli("dataset", "export", "--database-url", "postgresql://u@127.0.0.1:1/db", "--out", str(tmp_path / "x"))
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: DatabaseUnavailable: cannot connect to PostgreSQL at 127.0.0.1:1")
+    assert not (tmp_path / "x").exists()
+
+
+def test_empty_table_exits_non_zero_with_insufficient_data(database_url, db, tmp_path):
+    result = cli("dataset", "export", "--database-url", database_url, "--out", str(tmp_path / "x"))
+    assert result.returncode == 1 and "error: InsufficientData:" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_bad_flags_are_usage_errors(tmp_path):
+    for args in (["--split", "0.5,0.5"], ["--min-rows", "0"], ["--teachers", " , "], ["--database-url", "not a url at all"]):
+        result = cli("dataset", "export", "--database-url", "postgresql://u@127.0.0.1:1/db", "--out", str(tmp_path), *args)
+        assert result.returncode in (1, 2), args
+        assert "Traceback" not in result.stderr, args
