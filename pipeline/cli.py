@@ -67,6 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--split", default=None, help="train,validation,holdout fractions (default 0.8,0.1,0.1)")
     export.add_argument("--seed-profiles", default=None,
                         help="file or s3:// URI with one seed-profile twitter_id per line (default: the bundled seed set)")
+    export.add_argument("--no-validate", action="store_true",
+                        help="skip the ValidateData check after the export (run `dataset validate` later)")
     export.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     validate = dataset_commands.add_parser("validate", help="check a written dataset (ValidateData)")
@@ -137,6 +139,8 @@ def _dataset_export(args) -> int:
     counts = manifest["counts"]
     print(f"wrote {args.out}: train {counts['train']}, validation {counts['validation']}, holdout {counts['holdout']} "
           f"({counts['seed_profiles_in_holdout']} seed profiles); rejected {counts['rejected']} {json.dumps(manifest['rejects'])}")
+    if args.no_validate:
+        return EXIT_OK
     result = validate.validate_dataset(args.out, config.min_rows)
     _print_validation(result)
     return EXIT_OK if result.valid else EXIT_GATE_FAILED

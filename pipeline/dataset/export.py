@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import json
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,6 +23,9 @@ from pipeline.errors import InsufficientData, InvalidArgument
 MANIFEST_NAME = "manifest.json"
 MANIFEST_FORMAT = "researcher-scorer-dataset/v1"
 DEFAULT_MIN_ROWS = 1000
+# Lines gathered per split before one write (and one sha256 update): fewer, larger writes.
+WRITE_BATCH_ROWS = 1000
+PROGRESS_EVERY_ROWS = 1000
 # Scores at or above this are the "researcher" class when class balance is reported.
 POSITIVE_SCORE = 0.5
 DEDUP_RULE = (
@@ -118,18 +120,30 @@ def _write_splits(conn, out_uri: str, config: ExportConfig) -> dict[str, Any]:
         bar = stack.enter_context(
             tqdm(desc="export", unit=" rows", unit_scale=True, disable=not config.progress, mininterval=0.5)
         )
+        pending: dict[Split, list[str]] = {split: [] for split in Split}
+
+        def flush(split: Split) -> None:
+            writers[split].write("".join(pending[split]).encode("utf-8"))
+            pending[split].clear()
+
         for row in source.iter_latest_scores(conn, config.teachers):
             rows_read += 1
-            bar.update()
+            if rows_read % PROGRESS_EVERY_ROWS == 0:
+                bar.update(PROGRESS_EVERY_ROWS)
             result = records.to_example(row)
             if isinstance(result, records.Reject):
                 rejects[result.reason.value] += 1
                 continue
-            truncated.update(name.value for name in result.truncated)
+            if result.truncated:
+                truncated.update(name.value for name in result.truncated)
             split = assign_split(result.twitter_id, config.fractions, config.seed_ids)
-            line = json.dumps(result.to_json_line(), ensure_ascii=False, separators=(",", ":")) + "\n"
-            writers[split].write(line.encode("utf-8"))
+            pending[split].append(result.to_jsonl())
+            if len(pending[split]) >= WRITE_BATCH_ROWS:
+                flush(split)
             stats[split].add(result, result.twitter_id in config.seed_ids)
+        for split in Split:
+            flush(split)
+        bar.update(rows_read % PROGRESS_EVERY_ROWS)
         total = sum(stat.rows for stat in stats.values())
         if total == 0:
             # Raising inside the block aborts every writer: no empty dataset is ever published.

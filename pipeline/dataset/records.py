@@ -6,9 +6,8 @@ nothing is dropped silently.
 
 from __future__ import annotations
 
-import datetime as dt
-from dataclasses import dataclass, field
 from enum import Enum
+from typing import NamedTuple
 
 from pipeline import prompt
 from pipeline.dataset.source import SourceRow
@@ -31,39 +30,27 @@ class TruncatedField(str, Enum):
     REASON = "reason"
 
 
-@dataclass(frozen=True)
-class Example:
+class Example(NamedTuple):  # tuples, not dataclasses: one is built per row of a large table
     twitter_id: str
     handle: str
     score: float
     instruction: str
     output: str
-    truncated: tuple[TruncatedField, ...] = field(default=())
+    truncated: tuple[TruncatedField, ...] = ()
 
     def to_json_line(self) -> dict[str, str]:
         """The seed's JSONL row: exactly ``instruction`` and ``output``."""
         return {"instruction": self.instruction, "output": self.output}
 
+    def to_jsonl(self) -> str:
+        """``to_json_line`` as one compact JSON line (what the export writes, per row)."""
+        return f'{{"instruction":{prompt.json_string(self.instruction)},"output":{prompt.json_string(self.output)}}}\n'
 
-@dataclass(frozen=True)
-class Reject:
+
+class Reject(NamedTuple):
     twitter_id: str
     reason: RejectReason
     detail: str
-
-
-def _format_created_at(value: object) -> str:
-    if isinstance(value, dt.datetime):
-        return value.date().isoformat()
-    if isinstance(value, dt.date):
-        return value.isoformat()
-    return prompt.clean_text(value)
-
-
-def _format_follower_count(value: object) -> str:
-    if value is None:
-        return ""
-    return prompt.clean_text(value)
 
 
 def to_example(row: SourceRow) -> Example | Reject:
@@ -85,29 +72,39 @@ def to_example(row: SourceRow) -> Example | Reject:
     if not reason:
         return Reject(row.twitter_id, RejectReason.EMPTY_REASON, "reason is empty")
 
-    truncated: list[TruncatedField] = []
-
-    def limited(text: str, limit: int, name: TruncatedField) -> str:
-        text, was_cut = prompt.truncate(text, limit)
-        if was_cut:
-            truncated.append(name)
-        return text
+    display_name = prompt.clean_text(row.display_name)
+    bio = prompt.clean_text(row.bio)
+    location = prompt.clean_text(row.location)
+    truncated: tuple[TruncatedField, ...] = ()
+    # Most rows fit every limit: four comparisons, and the truncation work only when one does not.
+    if (len(bio) > prompt.MAX_BIO_CHARS or len(display_name) > prompt.MAX_DISPLAY_NAME_CHARS
+            or len(location) > prompt.MAX_LOCATION_CHARS or len(reason) > prompt.MAX_REASON_CHARS):
+        display_name, bio, location, reason, truncated = _truncate_fields(display_name, bio, location, reason)
 
     instruction = prompt.format_instruction(
         handle=handle,
-        display_name=limited(prompt.clean_text(row.display_name), prompt.MAX_DISPLAY_NAME_CHARS, TruncatedField.DISPLAY_NAME),
-        bio=limited(prompt.clean_text(row.bio), prompt.MAX_BIO_CHARS, TruncatedField.BIO),
-        created_at=_format_created_at(row.created_at),
-        follower_count=_format_follower_count(row.follower_count),
-        location=limited(prompt.clean_text(row.location), prompt.MAX_LOCATION_CHARS, TruncatedField.LOCATION),
+        display_name=display_name,
+        bio=bio,
+        # Formatted by the export query (to_char, ::text): plain digits and dashes.
+        created_at=row.created_at or "",
+        follower_count=row.follower_count or "",
+        location=location,
         scored_by=prompt.clean_text(row.scored_by),
     )
-    output = prompt.format_answer(handle, score, limited(reason, prompt.MAX_REASON_CHARS, TruncatedField.REASON))
-    return Example(
-        twitter_id=row.twitter_id,
-        handle=handle,
-        score=score,
-        instruction=instruction,
-        output=output,
-        truncated=tuple(truncated),
-    )
+    return Example(row.twitter_id, handle, score, instruction, prompt.format_answer(handle, score, reason), truncated)
+
+
+def _truncate_fields(display_name: str, bio: str, location: str, reason: str):
+    cut: list[TruncatedField] = []
+    values = []
+    for text, limit, name in (
+        (display_name, prompt.MAX_DISPLAY_NAME_CHARS, TruncatedField.DISPLAY_NAME),
+        (bio, prompt.MAX_BIO_CHARS, TruncatedField.BIO),
+        (location, prompt.MAX_LOCATION_CHARS, TruncatedField.LOCATION),
+        (reason, prompt.MAX_REASON_CHARS, TruncatedField.REASON),
+    ):
+        text, was_cut = prompt.truncate(text, limit)
+        values.append(text)
+        if was_cut:
+            cut.append(name)
+    return (*values, tuple(cut))

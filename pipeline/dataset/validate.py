@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import unicodedata
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from enum import Enum
@@ -81,7 +80,7 @@ def _row_problem(line: bytes) -> tuple[str | None, float | None, str | None]:
         return None, None, "instruction and output must be strings"
     if not instruction.startswith(INSTRUCTION_PREFIX):
         return None, None, "instruction does not follow the template"
-    if any(unicodedata.category(ch) == "Cc" and ch != "\n" for ch in instruction):
+    if prompt.CONTROL_CHARACTERS.search(instruction.replace("\n", " ")):
         return None, None, "instruction contains control characters"
     try:
         answer = prompt.parse_answer(output)

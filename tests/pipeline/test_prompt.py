@@ -82,3 +82,13 @@ def test_answer_schema_accepts_formatted_scores_only():
         assert pattern.match(json.loads(prompt.format_answer("h", score, "r"))["score"])
     for bad in ("1.5", "-0.1", "abc", "1.01"):
         assert not pattern.match(bad)
+
+
+TRICKY = ['quote " backslash \\ slash /', "tab\t newline\n cr\r nul\x00 bell\x07", "emoji 👩‍🔬 rtl שלום", "line sep \u2028 \u2029", "{braces} %s"]
+
+
+@pytest.mark.parametrize("text", TRICKY)
+def test_hand_assembled_json_is_byte_identical_to_json_dumps(text):
+    expected = json.dumps({"handle": text, "score": "0.50", "reason": text}, ensure_ascii=False, separators=(",", ":"))
+    assert prompt.format_answer(text, 0.5, text) == expected
+    assert json.loads(expected)["reason"] == text

@@ -1,5 +1,3 @@
-import datetime as dt
-
 from pipeline import prompt
 from pipeline.dataset import records
 from pipeline.dataset.source import SourceRow
@@ -8,9 +6,9 @@ from pipeline.dataset.source import SourceRow
 def row(**fields) -> SourceRow:
     values = dict(
         twitter_id="42", handle="neuro_jane", display_name="Jane Doe", bio="PhD neuroscientist at MIT",
-        likely_is="researcher", category="academia", created_at=dt.datetime(2015, 3, 1, 12, tzinfo=dt.timezone.utc),
-        follower_count=1200, location="Boston", score="0.95", reason="PhD neuroscientist.",
-        scored_by="claude-haiku-20240307", scored_at=dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc), handle_rank=1,
+        likely_is="researcher", category="academia", created_at="2015-03-01",
+        follower_count="1200", location="Boston", score="0.95", reason="PhD neuroscientist.",
+        scored_by="claude-haiku-20240307", handle_rank=1,
     )
     values.update(fields)
     return SourceRow(**values)
@@ -66,3 +64,12 @@ def test_rejects_carry_stable_reasons():
         result = records.to_example(source_row)
         assert isinstance(result, records.Reject), reason
         assert result.reason is reason
+
+
+def test_jsonl_line_is_compact_json_of_the_row():
+    import json
+
+    example = records.to_example(row(bio='quote " back \\ 👩‍🔬', reason="tab\there"))
+    line = example.to_jsonl()
+    assert line.endswith("\n") and line.count("\n") == 1
+    assert line == json.dumps(example.to_json_line(), ensure_ascii=False, separators=(",", ":")) + "\n"

@@ -1,0 +1,173 @@
+"""Export throughput and memory, side by side with PostgreSQL's own COPY of the same query.
+
+For each size (100k and 1M sample profiles) the script loads a database, then alternates
+``python -m pipeline dataset export`` and ``psql -c "\\copy (<same query>) to stdout"`` several
+times, each in a fresh process, recording wall time and the child's peak RSS (wait4's ru_maxrss).
+Reports medians, rows/s, the export/COPY rate ratio and the RSS growth from 100k to 1M, and writes
+the table to docs/benchmarks.md (the section between the markers).
+
+Run: ``make bench`` (starts a throwaway PostgreSQL and sets DATABASE_URL), or
+``DATABASE_URL=... python benchmarks/bench_export.py [--sizes 100000,1000000] [--repeats 3]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg2
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from pipeline.dataset import sample, source  # noqa: E402
+
+RESULTS = ROOT / "docs" / "benchmarks.md"
+GNU_TIME = "/usr/bin/time"
+BEGIN, END = "<!-- export-benchmark:begin -->", "<!-- export-benchmark:end -->"
+# Goals from the dataset issue.
+RATE_GOAL = 0.5  # export rows/s at least half of COPY's
+RSS_GROWTH_GOAL = 1.2  # peak RSS at 1M within 1.2x of peak RSS at 100k
+
+
+@dataclass
+class Sample:
+    seconds: float
+    peak_rss_mib: float
+
+
+def timed(command: list[str]) -> Sample:
+    """Wall time and peak RSS of ``command``, through GNU time.
+
+    Not wait4 from here: a child forked from this (large) process inherits its resident pages
+    until exec, and ru_maxrss keeps that peak. /usr/bin/time is a tiny parent.
+    """
+    if not Path(GNU_TIME).exists():
+        raise SystemExit(f"{GNU_TIME} is missing: apt-get install time")
+    start = time.perf_counter()
+    result = subprocess.run([GNU_TIME, "-f", "%M", *command], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=ROOT, text=True)
+    seconds = time.perf_counter() - start
+    if result.returncode != 0:
+        raise SystemExit(f"{command[:4]} failed: {result.stderr}")
+    peak_kib = int(result.stderr.strip().splitlines()[-1])
+    return Sample(seconds, peak_kib / 1024)
+
+
+def copy_command(database_url: str) -> list[str]:
+    teachers = ",".join(f"'{teacher}'" for teacher in source.DEFAULT_TEACHERS)
+    query = source.EXPORT_QUERY.replace("%(teachers)s", f"ARRAY[{teachers}]")
+    one_line = re.sub(r"\s+", " ", query).strip()  # \copy takes the rest of one line
+    return ["psql", database_url, "-X", "-q", "-c", f"\\copy ({one_line}) to stdout"]
+
+
+def export_command(database_url: str, out: str) -> list[str]:
+    return [sys.executable, "-m", "pipeline", "dataset", "export", "--database-url", database_url,
+            "--out", out, "--min-rows", "1", "--no-progress", "--no-validate"]
+
+
+def validate_command(out: str) -> list[str]:
+    return [sys.executable, "-m", "pipeline", "dataset", "validate", "--data", out, "--min-rows", "1"]
+
+
+def prepare_database(server_url: str, profiles: int) -> tuple[str, int]:
+    name = f"bench_{profiles}"
+    admin = psycopg2.connect(server_url)
+    admin.autocommit = True
+    with admin.cursor() as cursor:
+        cursor.execute(f"DROP DATABASE IF EXISTS {name}")
+        cursor.execute(f"CREATE DATABASE {name}")
+    admin.close()
+    url = psycopg2.extensions.make_dsn(server_url, dbname=name)
+    conn = psycopg2.connect(url)
+    started = time.perf_counter()
+    sample.load_sample(conn, profiles, seed=1)
+    conn.autocommit = True
+    with conn.cursor() as cursor:
+        cursor.execute("VACUUM ANALYZE")  # the planner's statistics, as a production table has them
+        cursor.execute(source.EXPORT_QUERY.replace("SELECT twitter_id,", "SELECT count(*) FROM (SELECT twitter_id,", 1) + ") counted",
+                       {"teachers": list(source.DEFAULT_TEACHERS)})
+        rows = cursor.fetchone()[0]
+    conn.close()
+    print(f"loaded {profiles} profiles in {time.perf_counter() - started:.0f}s; the query returns {rows} rows", flush=True)
+    return url, rows
+
+
+def measure(url: str, repeats: int) -> tuple[list[Sample], list[Sample], list[Sample]]:
+    exports, validations, copies = [], [], []
+    with tempfile.TemporaryDirectory() as work:
+        for attempt in range(repeats):  # alternate, so drift on the machine hits both alike
+            exports.append(timed(export_command(url, f"{work}/run{attempt}")))
+            copies.append(timed(copy_command(url)))
+            validations.append(timed(validate_command(f"{work}/run{attempt}")))
+    return exports, validations, copies
+
+
+def median(samples: list[Sample], attribute: str) -> float:
+    return statistics.median(getattr(s, attribute) for s in samples)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--sizes", default="100000,1000000")
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    server_url = os.environ.get("DATABASE_URL") or sys.exit("DATABASE_URL is not set (use `make bench`)")
+    sizes = [int(size) for size in args.sizes.split(",")]
+
+    rows_out = []
+    peak = {}
+    for profiles in sizes:
+        url, rows = prepare_database(server_url, profiles)
+        exports, validations, copies = measure(url, args.repeats)
+        export_rate = rows / median(exports, "seconds")
+        copy_rate = rows / median(copies, "seconds")
+        peak[profiles] = median(exports, "peak_rss_mib")
+        rows_out.append((profiles, rows, median(exports, "seconds"), export_rate, median(exports, "peak_rss_mib"),
+                         median(copies, "seconds"), copy_rate, median(copies, "peak_rss_mib"), export_rate / copy_rate,
+                         median(validations, "seconds"), median(validations, "peak_rss_mib")))
+        print(f"{profiles}: export {export_rate:,.0f} rows/s, COPY {copy_rate:,.0f} rows/s, ratio {export_rate / copy_rate:.2f}; "
+              f"export peak RSS {peak[profiles]:.0f} MiB", flush=True)
+
+    lines = [
+        BEGIN,
+        f"Measured {time.strftime('%Y-%m-%d')} on {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
+        f"PostgreSQL from `make bench`; medians of {args.repeats} alternating runs, each a fresh process.",
+        "",
+        "| profiles | rows | export s | export rows/s | export peak RSS MiB | COPY s | COPY rows/s | psql peak RSS MiB "
+        "| export / COPY rate | validate s | validate peak RSS MiB |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for profiles, rows, e_s, e_rate, e_rss, c_s, c_rate, c_rss, ratio, v_s, v_rss in rows_out:
+        lines.append(f"| {profiles:,} | {rows:,} | {e_s:.2f} | {e_rate:,.0f} | {e_rss:.0f} | {c_s:.2f} | {c_rate:,.0f} | {c_rss:.0f} "
+                     f"| {ratio:.2f} | {v_s:.2f} | {v_rss:.0f} |")
+    lines.append("")
+    ratios = [row[8] for row in rows_out]
+    lines.append(f"- Rate goal (export at least {RATE_GOAL:.0%} of COPY's rows/s): "
+                 f"{'met' if min(ratios) >= RATE_GOAL else 'NOT met'} (lowest ratio {min(ratios):.2f}).")
+    if len(sizes) >= 2:
+        growth = peak[sizes[-1]] / peak[sizes[0]]
+        lines.append(f"- Memory goal (peak RSS at {sizes[-1]:,} within {RSS_GROWTH_GOAL}x of {sizes[0]:,}): "
+                     f"{'met' if growth <= RSS_GROWTH_GOAL else 'NOT met'} ({growth:.2f}x).")
+    lines.append(END)
+    section = "\n".join(lines)
+
+    text = RESULTS.read_text() if RESULTS.exists() else "# Benchmarks\n"
+    if BEGIN in text:
+        text = text[: text.index(BEGIN)] + section + text[text.index(END) + len(END):]
+    else:
+        text = text.rstrip("\n") + "\n\n## Dataset export vs COPY\n\n" + section + "\n"
+    RESULTS.write_text(text)
+    print(section)
+
+
+if __name__ == "__main__":
+    main()
