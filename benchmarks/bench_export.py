@@ -74,6 +74,16 @@ def export_command(database_url: str, out: str) -> list[str]:
             "--out", out, "--min-rows", "1", "--no-progress", "--no-validate"]
 
 
+def fetch_only_command(database_url: str) -> list[str]:
+    """The export's transport alone: the same query through the same named cursor, rows discarded."""
+    code = (
+        "import sys; from pipeline.dataset import source; "
+        "conn = source.connect(source.ConnectionParams.from_url(sys.argv[1])); "
+        "sum(1 for _ in source.iter_latest_scores(conn, source.DEFAULT_TEACHERS))"
+    )
+    return [sys.executable, "-c", code, database_url]
+
+
 def validate_command(out: str) -> list[str]:
     return [sys.executable, "-m", "pipeline", "dataset", "validate", "--data", out, "--min-rows", "1"]
 
@@ -101,14 +111,15 @@ def prepare_database(server_url: str, profiles: int) -> tuple[str, int]:
     return url, rows
 
 
-def measure(url: str, repeats: int) -> tuple[list[Sample], list[Sample], list[Sample]]:
-    exports, validations, copies = [], [], []
+def measure(url: str, repeats: int) -> tuple[list[Sample], list[Sample], list[Sample], list[Sample]]:
+    exports, validations, copies, fetches = [], [], [], []
     with tempfile.TemporaryDirectory() as work:
-        for attempt in range(repeats):  # alternate, so drift on the machine hits both alike
+        for attempt in range(repeats):  # alternate, so drift on the machine hits all alike
             exports.append(timed(export_command(url, f"{work}/run{attempt}")))
             copies.append(timed(copy_command(url)))
+            fetches.append(timed(fetch_only_command(url)))
             validations.append(timed(validate_command(f"{work}/run{attempt}")))
-    return exports, validations, copies
+    return exports, validations, copies, fetches
 
 
 def median(samples: list[Sample], attribute: str) -> float:
@@ -127,13 +138,13 @@ def main() -> None:
     peak = {}
     for profiles in sizes:
         url, rows = prepare_database(server_url, profiles)
-        exports, validations, copies = measure(url, args.repeats)
+        exports, validations, copies, fetches = measure(url, args.repeats)
         export_rate = rows / median(exports, "seconds")
         copy_rate = rows / median(copies, "seconds")
         peak[profiles] = median(exports, "peak_rss_mib")
         rows_out.append((profiles, rows, median(exports, "seconds"), export_rate, median(exports, "peak_rss_mib"),
                          median(copies, "seconds"), copy_rate, median(copies, "peak_rss_mib"), export_rate / copy_rate,
-                         median(validations, "seconds"), median(validations, "peak_rss_mib")))
+                         median(validations, "seconds"), median(validations, "peak_rss_mib"), rows / median(fetches, "seconds")))
         print(f"{profiles}: export {export_rate:,.0f} rows/s, COPY {copy_rate:,.0f} rows/s, ratio {export_rate / copy_rate:.2f}; "
               f"export peak RSS {peak[profiles]:.0f} MiB", flush=True)
 
@@ -143,12 +154,12 @@ def main() -> None:
         f"PostgreSQL from `make bench`; medians of {args.repeats} alternating runs, each a fresh process.",
         "",
         "| profiles | rows | export s | export rows/s | export peak RSS MiB | COPY s | COPY rows/s | psql peak RSS MiB "
-        "| export / COPY rate | validate s | validate peak RSS MiB |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| export / COPY rate | named-cursor fetch only rows/s | validate s | validate peak RSS MiB |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for profiles, rows, e_s, e_rate, e_rss, c_s, c_rate, c_rss, ratio, v_s, v_rss in rows_out:
+    for profiles, rows, e_s, e_rate, e_rss, c_s, c_rate, c_rss, ratio, v_s, v_rss, f_rate in rows_out:
         lines.append(f"| {profiles:,} | {rows:,} | {e_s:.2f} | {e_rate:,.0f} | {e_rss:.0f} | {c_s:.2f} | {c_rate:,.0f} | {c_rss:.0f} "
-                     f"| {ratio:.2f} | {v_s:.2f} | {v_rss:.0f} |")
+                     f"| {ratio:.2f} | {f_rate:,.0f} | {v_s:.2f} | {v_rss:.0f} |")
     lines.append("")
     ratios = [row[8] for row in rows_out]
     lines.append(f"- Rate goal (export at least {RATE_GOAL:.0%} of COPY's rows/s): "
