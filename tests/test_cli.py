@@ -65,3 +65,12 @@ def test_bad_flags_are_usage_errors(tmp_path):
         result = cli("dataset", "export", "--database-url", "postgresql://u@127.0.0.1:1/db", "--out", str(tmp_path), *args)
         assert result.returncode in (1, 2), args
         assert "Traceback" not in result.stderr, args
+
+
+def test_without_a_database_url_the_demo_path_uses_an_embedded_postgres(tmp_path):
+    out = tmp_path / "runs" / "demo" / "dataset"
+    result = cli("dataset", "export", "--out", str(out), "--no-progress")
+    assert result.returncode == 0, result.stderr
+    assert "embedded PostgreSQL" in result.stderr and "dataset valid" in result.stdout
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["counts"]["total"] >= 1000 and manifest["counts"]["seed_profiles_in_holdout"] == 40
