@@ -77,6 +77,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     seeds = dataset_commands.add_parser("seed-profiles", help="print the bundled seed-profile twitter_ids")
     seeds.add_argument("--out", default=None, help="write to this file instead of standard output")
+
+    train = commands.add_parser("train", help="LoRA/QLoRA fine-tuning (the SageMaker job's code, run here)")
+    train.add_argument("--dataset", required=True, help="directory with train.jsonl and validation.jsonl")
+    train.add_argument("--base-model", required=True, help="Hugging Face model directory (with tokenizer.model)")
+    train.add_argument("--out", required=True, help="where the adapter, tokenizer and training_metrics.json go")
+    train.add_argument("--checkpoints", default=None, help="checkpoint directory, resumed from (default: OUT/checkpoints)")
+    train.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                       help="override a hyperparameter (repeatable), e.g. --set num_train_epochs=1")
+    train.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    tiny = commands.add_parser("tiny-model", help="build a tiny Mistral-architecture model with a local tokenizer")
+    tiny.add_argument("--out", required=True, help="the model directory to write")
+    tiny.add_argument("--layers", type=_positive_int, default=2, help="transformer blocks (default %(default)s)")
     return parser
 
 
@@ -167,17 +180,44 @@ def _dataset_seed_profiles(args) -> int:
     return EXIT_OK
 
 
+def _train(args) -> int:
+    from pathlib import Path
+
+    from pipeline.training import hyperparameters, trainer
+
+    hp = hyperparameters.parse(hyperparameters.parse_assignments(args.set))
+    out = Path(args.out)
+    paths = trainer.TrainingPaths(Path(args.dataset), Path(args.base_model), out,
+                                  Path(args.checkpoints) if args.checkpoints else out / "checkpoints")
+    metrics = trainer.train(paths, hp, progress=not args.no_progress)
+    losses = metrics["eval_loss_per_epoch"]
+    print(f"adapter written to {out} ({metrics['global_steps']} steps, {metrics['seconds']} s, {metrics['precision']}"
+          f"{', QLoRA' if metrics['qlora'] else ''}); eval loss per epoch: "
+          + ", ".join(f"{entry['eval_loss']:.4f}" for entry in losses))
+    return EXIT_OK
+
+
+def _tiny_model(args) -> int:
+    from pipeline.training import tiny_model
+
+    path = tiny_model.build_tiny_model(args.out, layers=args.layers)
+    print(f"tiny model written to {path}: {json.dumps(tiny_model.describe(path))}")
+    return EXIT_OK
+
+
 HANDLERS = {
     ("dataset", "sample"): _dataset_sample,
     ("dataset", "export"): _dataset_export,
     ("dataset", "validate"): _dataset_validate,
     ("dataset", "seed-profiles"): _dataset_seed_profiles,
+    ("train", None): _train,
+    ("tiny-model", None): _tiny_model,
 }
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    handler = HANDLERS[(args.command, getattr(args, f"{args.command}_command"))]
+    handler = HANDLERS[(args.command, getattr(args, f"{args.command}_command", None))]
     try:
         return handler(args)
     except PipelineError as exc:

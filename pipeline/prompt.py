@@ -187,3 +187,36 @@ def parse_answer(text: str) -> Answer:
     if not isinstance(reason, str) or not reason.strip():
         raise AnswerError("empty_reason", "reason missing or empty")
     return Answer(handle=handle, score=parse_score(value.get("score")), reason=reason)
+
+
+# Mistral-Instruct's chat format ([INST] ... [/INST], then the answer and </s>). Mistral's template
+# has no system role, so the system prompt opens the first user turn, as Mistral's own examples do.
+# The tiny model ships this template; a real Mistral tokenizer brings its own, which renders the
+# same text for these messages.
+MISTRAL_CHAT_TEMPLATE = (
+    "{{ bos_token }}{% for message in messages %}"
+    "{% if message['role'] == 'user' %}[INST] {{ message['content'] }} [/INST]"
+    "{% elif message['role'] == 'assistant' %}{{ message['content'] }}{{ eos_token }}"
+    "{% endif %}{% endfor %}"
+)
+
+
+def chat_messages(instruction: str) -> list[dict[str, str]]:
+    """The conversation the model sees: system prompt and instruction in one user turn."""
+    return [{"role": "user", "content": f"{SYSTEM_PROMPT}\n\n{instruction}"}]
+
+
+def prompt_token_ids(tokenizer, instruction: str) -> list[int]:
+    """Token ids of the prompt, up to and including ``[/INST]`` (one BOS, from the template).
+
+    The one formatting function of training and inference: the trainer appends the answer's ids
+    to these; the local scorer generates after them; the Ollama TEMPLATE must render the same text.
+    """
+    ids = tokenizer.apply_chat_template(chat_messages(instruction), add_generation_prompt=True, tokenize=True)
+    if isinstance(ids, dict) or hasattr(ids, "keys"):  # transformers 5 returns a BatchEncoding
+        ids = ids["input_ids"]
+    return list(ids)
+
+
+def prompt_text(tokenizer, instruction: str) -> str:
+    return tokenizer.apply_chat_template(chat_messages(instruction), add_generation_prompt=True, tokenize=False)

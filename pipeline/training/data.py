@@ -1,0 +1,63 @@
+"""Training examples: the dataset stage's JSONL, tokenized with the loss on the answer only."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from pipeline import prompt
+from pipeline.errors import PipelineError
+
+IGNORE_INDEX = -100  # label value the loss skips (the prompt's tokens)
+
+
+class TrainingDataError(PipelineError):
+    """A training file is missing, empty or malformed (the message names file and line)."""
+
+
+@dataclass(frozen=True)
+class Example:
+    instruction: str
+    output: str
+
+
+@dataclass
+class TokenizedSplit:
+    input_ids: list[list[int]]
+    labels: list[list[int]]
+    skipped_too_long: int
+    tokens: int
+
+
+def read_jsonl(path: Path) -> list[Example]:
+    if not path.is_file():
+        raise TrainingDataError(f"{path} is missing")
+    examples = []
+    with open(path, encoding="utf-8") as lines:
+        for number, line in enumerate(lines, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+                examples.append(Example(str(row["instruction"]), str(row["output"])))
+            except (json.JSONDecodeError, KeyError, TypeError) as exc:
+                raise TrainingDataError(f"{path.name} line {number}: not an instruction/output row ({type(exc).__name__}: {exc})") from None
+    if not examples:
+        raise TrainingDataError(f"{path.name} is empty")
+    return examples
+
+
+def tokenize(tokenizer, examples: list[Example], max_seq_length: int) -> TokenizedSplit:
+    """Prompt ids (prompt.prompt_token_ids, as at inference) + answer ids + </s>; labels mask the prompt."""
+    input_ids, labels, skipped, tokens = [], [], 0, 0
+    for example in examples:
+        prompt_ids = prompt.prompt_token_ids(tokenizer, example.instruction)
+        answer_ids = tokenizer(example.output, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+        if len(prompt_ids) + len(answer_ids) > max_seq_length:
+            skipped += 1
+            continue
+        input_ids.append(prompt_ids + answer_ids)
+        labels.append([IGNORE_INDEX] * len(prompt_ids) + answer_ids)
+        tokens += len(prompt_ids) + len(answer_ids)
+    return TokenizedSplit(input_ids, labels, skipped, tokens)

@@ -1,0 +1,89 @@
+"""SageMaker's training-container contract, without the SageMaker training toolkit.
+
+Base directory ``$SAGEMAKER_BASE_DIR`` or ``/opt/ml``:
+  input/config/hyperparameters.json   every value a string
+  input/data/training/                the dataset stage's train.jsonl and validation.jsonl
+  input/data/base_model/              a Hugging Face model directory, with tokenizer.model
+  model/                              what we leave: the adapter, tokenizer, training_metrics.json
+  checkpoints/                        synced to S3 by managed spot training; resumed from
+  output/failure                      why the job failed, shown as the job's FailureReason
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import traceback
+from pathlib import Path
+
+from pipeline.errors import PipelineError
+from pipeline.training import hyperparameters, trainer
+
+DEFAULT_BASE_DIR = "/opt/ml"
+TRAINING_CHANNEL = "training"
+BASE_MODEL_CHANNEL = "base_model"
+# SageMaker shows at most 1 KB of output/failure as the FailureReason.
+MAX_FAILURE_BYTES = 1024
+EXIT_FAILURE = 1
+EXIT_INTERRUPTED = 143  # 128 + SIGTERM, what SageMaker expects of a stopped container
+
+
+class ContractError(PipelineError):
+    """The container was started without what the SageMaker contract promises (channel, config)."""
+
+
+class ContainerPaths:
+    def __init__(self, base_dir: str | Path | None = None):
+        self.base = Path(base_dir or os.environ.get("SAGEMAKER_BASE_DIR") or DEFAULT_BASE_DIR)
+        self.hyperparameters = self.base / "input" / "config" / "hyperparameters.json"
+        self.training = self.base / "input" / "data" / TRAINING_CHANNEL
+        self.base_model = self.base / "input" / "data" / BASE_MODEL_CHANNEL
+        self.model = self.base / "model"
+        self.checkpoints = self.base / "checkpoints"
+        self.failure = self.base / "output" / "failure"
+
+
+def read_hyperparameters(path: Path) -> hyperparameters.Hyperparameters:
+    if not path.is_file():
+        return hyperparameters.Hyperparameters()  # CreateTrainingJob without HyperParameters
+    try:
+        values = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ContractError(f"{path} is not JSON: {exc}") from None
+    if not isinstance(values, dict):
+        raise ContractError(f"{path} must hold a JSON object")
+    return hyperparameters.parse(values)
+
+
+def run(paths: ContainerPaths) -> dict:
+    for channel in (paths.training, paths.base_model):
+        if not channel.is_dir():
+            raise ContractError(f"input channel {channel.name!r} is missing ({channel})")
+    hp = read_hyperparameters(paths.hyperparameters)
+    return trainer.train(
+        trainer.TrainingPaths(paths.training, paths.base_model, paths.model, paths.checkpoints), hp, progress=False
+    )
+
+
+def write_failure(paths: ContainerPaths, message: str) -> None:
+    paths.failure.parent.mkdir(parents=True, exist_ok=True)
+    paths.failure.write_text(message.encode("utf-8")[:MAX_FAILURE_BYTES].decode("utf-8", "ignore"))
+
+
+def main() -> int:
+    paths = ContainerPaths()
+    try:
+        run(paths)
+    except trainer.TrainingInterrupted as exc:
+        print(f"interrupted: {exc}", file=sys.stderr, flush=True)
+        return EXIT_INTERRUPTED
+    except PipelineError as exc:
+        write_failure(paths, f"{exc.name}: {exc}")
+        print(f"error: {exc.name}: {exc}", file=sys.stderr, flush=True)
+        return EXIT_FAILURE
+    except Exception as exc:  # noqa: BLE001 - the job must say why it failed, whatever broke
+        write_failure(paths, f"{type(exc).__name__}: {exc}")
+        traceback.print_exc()
+        return EXIT_FAILURE
+    return 0

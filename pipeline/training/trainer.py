@@ -1,0 +1,272 @@
+"""LoRA / QLoRA fine-tuning of a Mistral-architecture model on the dataset stage's JSONL.
+
+Runtime-agnostic: the SageMaker entry point (training/sagemaker.py) and the local CLI call
+``train`` with plain paths. Output is the LoRA adapter (not a merged model: merging happens in the
+GGUF export), the tokenizer files, and training_metrics.json.
+
+The tokenization is ours (data.tokenize) rather than TRL's SFTTrainer: the prompt ids must be
+exactly those inference uses (prompt.prompt_token_ids), with the loss on the answer only; with
+those ids in hand, transformers' Trainer does the rest.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pipeline.errors import InvalidArgument, PipelineError
+from pipeline.training import data
+from pipeline.training.hyperparameters import QLORA_AUTO_MAX_GPU_GB, Hyperparameters, Precision, Switch
+
+TRAIN_FILE = "train.jsonl"
+VALIDATION_FILE = "validation.jsonl"
+METRICS_FILE = "training_metrics.json"
+TOKENIZER_FILES = ("tokenizer.model", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja")
+
+# Printed one per line as ``name=value``; SageMaker's MetricDefinitions use these regexes.
+METRIC_NAMES = ("train_loss", "eval_loss", "learning_rate", "epoch")
+NUMBER = r"([-+]?[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)"
+
+
+def metric_definitions() -> list[dict[str, str]]:
+    """For the SageMaker training job specification (infra/)."""
+    return [{"Name": name, "Regex": f"{name}={NUMBER}"} for name in METRIC_NAMES]
+
+
+class TrainingInterrupted(PipelineError):
+    """SIGTERM (spot interruption, StopTrainingJob): a checkpoint was saved; rerun to resume."""
+
+
+class ModelLoadError(PipelineError):
+    """The base model directory is missing its config, weights or tokenizer."""
+
+
+@dataclass(frozen=True)
+class TrainingPaths:
+    dataset_dir: Path  # train.jsonl, validation.jsonl
+    base_model_dir: Path  # a Hugging Face model directory with tokenizer.model
+    output_dir: Path  # the adapter, tokenizer and metrics
+    checkpoint_dir: Path  # Trainer checkpoints; resumed from when present
+
+
+@dataclass(frozen=True)
+class Hardware:
+    device: str  # "cuda" or "cpu"
+    gpu_memory_gb: float
+    bf16_supported: bool
+    gpu_count: int
+
+
+def detect_hardware() -> Hardware:
+    import torch
+
+    if torch.cuda.is_available():
+        memory = torch.cuda.get_device_properties(0).total_memory / 1024**3
+        return Hardware("cuda", memory, torch.cuda.is_bf16_supported(), torch.cuda.device_count())
+    return Hardware("cpu", 0.0, False, 0)
+
+
+def resolve_precision(hp: Hyperparameters, hardware: Hardware) -> Precision:
+    if hp.precision is not Precision.AUTO:
+        if hardware.device == "cpu" and hp.precision is not Precision.FP32:
+            raise InvalidArgument(f"precision {hp.precision.value} needs a GPU; use fp32 (or auto) on CPU")
+        return hp.precision
+    if hardware.device == "cpu":
+        return Precision.FP32
+    return Precision.BF16 if hardware.bf16_supported else Precision.FP16  # a T4 (g4dn) has no bf16
+
+
+def resolve_qlora(hp: Hyperparameters, hardware: Hardware) -> bool:
+    if hp.qlora is Switch.AUTO:
+        return hardware.device == "cuda" and hardware.gpu_memory_gb <= QLORA_AUTO_MAX_GPU_GB
+    if hp.qlora is Switch.TRUE and hardware.device != "cuda":
+        raise InvalidArgument("qlora=true needs a CUDA GPU (bitsandbytes 4-bit kernels)")
+    return hp.qlora is Switch.TRUE
+
+
+def load_tokenizer(base_model_dir: Path):
+    from transformers import AutoTokenizer
+
+    if not (base_model_dir / "config.json").is_file():
+        raise ModelLoadError(f"{base_model_dir} is not a Hugging Face model directory (no config.json)")
+    if not (base_model_dir / "tokenizer.model").is_file() and not (base_model_dir / "tokenizer.json").is_file():
+        raise ModelLoadError(f"{base_model_dir} has no tokenizer (tokenizer.model or tokenizer.json)")
+    tokenizer = AutoTokenizer.from_pretrained(str(base_model_dir))
+    if tokenizer.chat_template is None:
+        raise ModelLoadError(f"{base_model_dir}'s tokenizer has no chat template")
+    if tokenizer.pad_token is None:
+        # Mistral has no pad token; padded positions are masked out of attention and loss anyway.
+        tokenizer.pad_token = tokenizer.unk_token or tokenizer.eos_token
+    return tokenizer
+
+
+class _ListDataset:
+    def __init__(self, split: data.TokenizedSplit):
+        self.split = split
+
+    def __len__(self) -> int:
+        return len(self.split.input_ids)
+
+    def __getitem__(self, index: int) -> dict[str, list[int]]:
+        ids = self.split.input_ids[index]
+        return {"input_ids": ids, "attention_mask": [1] * len(ids), "labels": self.split.labels[index]}
+
+
+def _callbacks(stop_requested: dict):
+    from transformers import TrainerCallback
+
+    class StopOnSignal(TrainerCallback):
+        """Managed spot: on SIGTERM save a checkpoint at the end of the current step, then stop."""
+
+        def on_step_end(self, args, state, control, **kwargs):
+            if stop_requested["flag"]:
+                control.should_save = True
+                control.should_training_stop = True
+            return control
+
+    class PrintMetrics(TrainerCallback):
+        """``name=value`` lines for SageMaker's metric regexes and for people reading the log."""
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if not state.is_world_process_zero or not logs:
+                return
+            names = {"loss": "train_loss", "eval_loss": "eval_loss", "learning_rate": "learning_rate"}
+            parts = [f"{names[key]}={value:.6g}" for key, value in logs.items() if key in names]
+            if parts:
+                parts.append(f"epoch={state.epoch or 0:.4f}")
+                print(f"step={state.global_step} " + " ".join(parts), flush=True)
+
+    return [StopOnSignal(), PrintMetrics()]
+
+
+def train(paths: TrainingPaths, hp: Hyperparameters, progress: bool = True) -> dict[str, Any]:
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, DataCollatorForSeq2Seq, Trainer, TrainingArguments
+    from transformers.trainer_utils import get_last_checkpoint
+
+    started = time.monotonic()
+    hardware = detect_hardware()
+    precision = resolve_precision(hp, hardware)
+    qlora = resolve_qlora(hp, hardware)
+
+    train_examples = data.read_jsonl(paths.dataset_dir / TRAIN_FILE)
+    validation_examples = data.read_jsonl(paths.dataset_dir / VALIDATION_FILE)
+    if hp.max_train_examples:
+        train_examples = train_examples[: hp.max_train_examples]
+    tokenizer = load_tokenizer(paths.base_model_dir)
+    train_split = data.tokenize(tokenizer, train_examples, hp.max_seq_length)
+    validation_split = data.tokenize(tokenizer, validation_examples, hp.max_seq_length)
+    if not train_split.input_ids:
+        raise data.TrainingDataError(f"every training example is longer than max_seq_length={hp.max_seq_length} tokens")
+
+    dtype = {Precision.BF16: torch.bfloat16, Precision.FP16: torch.float16, Precision.FP32: torch.float32}[precision]
+    model_kwargs: dict[str, Any] = {"dtype": dtype}
+    if qlora:
+        from transformers import BitsAndBytesConfig
+
+        model_kwargs["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True, bnb_4bit_compute_dtype=dtype
+        )
+        # Data parallel (torchrun / accelerate launch): each process holds its own quantized copy.
+        model_kwargs["device_map"] = {"": int(os.environ.get("LOCAL_RANK", "0"))}
+    try:
+        model = AutoModelForCausalLM.from_pretrained(str(paths.base_model_dir), **model_kwargs)
+    except OSError as exc:
+        raise ModelLoadError(f"cannot load the base model from {paths.base_model_dir}: {str(exc).splitlines()[0]}") from None
+    gradient_checkpointing = hp.gradient_checkpointing is Switch.TRUE or (
+        hp.gradient_checkpointing is Switch.AUTO and hardware.device == "cuda"
+    )
+    if qlora:
+        from peft import prepare_model_for_kbit_training
+
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=gradient_checkpointing)
+    model = get_peft_model(model, LoraConfig(
+        r=hp.r, lora_alpha=hp.lora_alpha, target_modules=list(hp.target_modules), lora_dropout=hp.lora_dropout,
+        bias=hp.bias, task_type="CAUSAL_LM",
+    ))
+
+    args = TrainingArguments(
+        output_dir=str(paths.checkpoint_dir),
+        num_train_epochs=hp.num_train_epochs,
+        per_device_train_batch_size=hp.per_device_train_batch_size,
+        per_device_eval_batch_size=hp.per_device_eval_batch_size,
+        gradient_accumulation_steps=hp.gradient_accumulation_steps,
+        learning_rate=hp.learning_rate,
+        warmup_steps=hp.warmup_ratio,  # transformers 5: a value below 1 is a ratio of all steps
+        lr_scheduler_type=hp.lr_scheduler_type,
+        logging_steps=hp.logging_steps,
+        save_strategy=hp.save_strategy,
+        eval_strategy=hp.save_strategy,  # evaluate when saving, so the best epoch can be chosen
+        load_best_model_at_end=True,
+        metric_for_best_model="eval_loss",
+        greater_is_better=False,
+        bf16=precision is Precision.BF16,
+        fp16=precision is Precision.FP16,
+        use_cpu=hardware.device == "cpu",
+        gradient_checkpointing=gradient_checkpointing and not qlora,
+        seed=hp.seed,
+        data_seed=hp.seed,
+        report_to=[],
+        disable_tqdm=not progress,
+    )
+    stop_requested = {"flag": False}
+    previous_handler = signal.signal(signal.SIGTERM, lambda signum, frame: stop_requested.update(flag=True))
+    try:
+        trainer = Trainer(
+            model=model,
+            args=args,
+            train_dataset=_ListDataset(train_split),
+            eval_dataset=_ListDataset(validation_split),
+            data_collator=DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=data.IGNORE_INDEX),
+            callbacks=_callbacks(stop_requested),
+        )
+        resume_from = get_last_checkpoint(str(paths.checkpoint_dir)) if paths.checkpoint_dir.is_dir() else None
+        resumed_from_step = int(Path(resume_from).name.split("-")[-1]) if resume_from else 0
+        if resume_from:
+            print(f"resuming from {resume_from} (step {resumed_from_step})", flush=True)
+        trainer.train(resume_from_checkpoint=resume_from)
+    finally:
+        signal.signal(signal.SIGTERM, previous_handler)
+    if stop_requested["flag"]:
+        raise TrainingInterrupted(f"stopped by SIGTERM at step {trainer.state.global_step}; checkpoint in {paths.checkpoint_dir}")
+
+    paths.output_dir.mkdir(parents=True, exist_ok=True)
+    if trainer.is_world_process_zero():
+        trainer.model.save_pretrained(str(paths.output_dir))  # the adapter: adapter_config.json + adapter_model.safetensors
+        _copy_tokenizer(paths.base_model_dir, paths.output_dir)
+    history = trainer.state.log_history
+    metrics = {
+        "loss_curve": [{"step": entry["step"], "loss": entry["loss"]} for entry in history if "loss" in entry],
+        "eval_loss_per_epoch": [{"epoch": entry["epoch"], "eval_loss": entry["eval_loss"]} for entry in history if "eval_loss" in entry],
+        "best_checkpoint": trainer.state.best_model_checkpoint,
+        "best_eval_loss": trainer.state.best_metric,
+        "train_examples": len(train_split.input_ids),
+        "validation_examples": len(validation_split.input_ids),
+        "skipped_too_long": {"train": train_split.skipped_too_long, "validation": validation_split.skipped_too_long},
+        "train_tokens_per_epoch": train_split.tokens,
+        "global_steps": trainer.state.global_step,
+        "resumed_from_step": resumed_from_step,
+        "seconds": round(time.monotonic() - started, 1),
+        "precision": precision.value,
+        "qlora": qlora,
+        "device": hardware.device,
+        "hyperparameters": hp.as_dict(),
+    }
+    if trainer.is_world_process_zero():
+        (paths.output_dir / METRICS_FILE).write_text(json.dumps(metrics, indent=2) + "\n")
+    return metrics
+
+
+def _copy_tokenizer(base_model_dir: Path, output_dir: Path) -> None:
+    # Tokenizer files travel with the adapter: the GGUF export reads vocabulary and chat template
+    # from there. Copied, not re-saved: transformers 5's save_pretrained omits tokenizer.model.
+    for name in TOKENIZER_FILES:
+        if (base_model_dir / name).is_file():
+            shutil.copy2(base_model_dir / name, output_dir / name)
