@@ -16,7 +16,7 @@ $(LOCAL_STAMP): requirements/local.txt requirements/dataset.txt | $(VENV)/bin/py
 	$(PY) -m pip install -q -r requirements/local.txt
 	touch $@
 
-$(DEV_STAMP): requirements.txt requirements/dev.txt requirements/local.txt requirements/dataset.txt | $(VENV)/bin/python
+$(DEV_STAMP): requirements.txt $(wildcard requirements/*.txt) | $(VENV)/bin/python
 	$(PY) -m pip install -q -r requirements/dev.txt
 	touch $@
 

@@ -74,3 +74,20 @@ def test_without_a_database_url_the_demo_path_uses_an_embedded_postgres(tmp_path
     assert "embedded PostgreSQL" in result.stderr and "dataset valid" in result.stdout
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["counts"]["total"] >= 1000 and manifest["counts"]["seed_profiles_in_holdout"] == 40
+
+
+def test_tiny_model_then_train_from_the_command_line(tmp_path):
+    from tests.pipeline.training.conftest import write_dataset
+
+    model = tmp_path / "tiny"
+    built = cli("tiny-model", "--out", str(model), "--layers", "1")
+    assert built.returncode == 0, built.stderr
+    assert '"num_hidden_layers": 1' in built.stdout
+    dataset = write_dataset(tmp_path / "dataset", train_rows=16, validation_rows=8)
+    trained = cli("train", "--dataset", str(dataset), "--base-model", str(model), "--out", str(tmp_path / "adapter"),
+                  "--set", "num_train_epochs=1", "--set", "gradient_accumulation_steps=1", "--no-progress")
+    assert trained.returncode == 0, trained.stderr
+    assert "adapter written to" in trained.stdout and (tmp_path / "adapter" / "adapter_model.safetensors").is_file()
+    bad = cli("train", "--dataset", str(dataset), "--base-model", str(model), "--out", str(tmp_path / "x"), "--set", "nope=1")
+    assert bad.returncode == 1 and "error: InvalidArgument: unknown hyperparameter 'nope'" in bad.stderr
+    assert "Traceback" not in bad.stderr
