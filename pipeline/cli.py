@@ -87,6 +87,14 @@ def build_parser() -> argparse.ArgumentParser:
                        help="override a hyperparameter (repeatable), e.g. --set num_train_epochs=1")
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
 
+    convert = commands.add_parser("convert", help="base model + LoRA adapter -> GGUF, streamed (ConvertToGGUF)")
+    convert.add_argument("--base-model", required=True, help="Hugging Face model directory: a path or s3://")
+    convert.add_argument("--adapter", required=True, help="peft LoRA adapter directory: a path or s3://")
+    convert.add_argument("--out", required=True, help="the GGUF file: a path or s3://; <out>.json describes it")
+    convert.add_argument("--quant", default="q4_k_m", choices=["q4_k_m", "q8_0", "f16", "f32"], help="default %(default)s")
+    convert.add_argument("--threads", type=_positive_int, default=None, help="tensors prepared in parallel (default: cores)")
+    convert.add_argument("--no-progress", action="store_true", help="no progress bar")
+
     tiny = commands.add_parser("tiny-model", help="build a tiny Mistral-architecture model with a local tokenizer")
     tiny.add_argument("--out", required=True, help="the model directory to write")
     tiny.add_argument("--layers", type=_positive_int, default=2, help="transformer blocks (default %(default)s)")
@@ -197,6 +205,16 @@ def _train(args) -> int:
     return EXIT_OK
 
 
+def _convert(args) -> int:
+    from pipeline.gguf import export, quant
+
+    description = export.export_gguf(args.base_model, args.adapter, args.out, quant.OutputType(args.quant),
+                                      threads=args.threads or export.DEFAULT_THREADS, progress=not args.no_progress)
+    print(f"wrote {args.out}: {description['size']:,} bytes, sha256 {description['sha256']}, "
+          f"{json.dumps(description['tensor_types'])}, {description['seconds']} s")
+    return EXIT_OK
+
+
 def _tiny_model(args) -> int:
     from pipeline.training import tiny_model
 
@@ -212,6 +230,7 @@ HANDLERS = {
     ("dataset", "seed-profiles"): _dataset_seed_profiles,
     ("train", None): _train,
     ("tiny-model", None): _tiny_model,
+    ("convert", None): _convert,
 }
 
 

@@ -129,6 +129,36 @@ def write_json(uri: str, value: Any) -> None:
     write_bytes(uri, (json.dumps(value, indent=2, ensure_ascii=False, sort_keys=True) + "\n").encode("utf-8"))
 
 
+def read_range(uri: str, start: int, end: int) -> bytes:
+    """Bytes [start, end) of an object: a ranged GET on S3, a seek on a local file."""
+    if end <= start:
+        return b""
+    try:
+        if is_s3(uri):
+            bucket, key = split_s3_uri(uri)
+            response = _s3_client().get_object(Bucket=bucket, Key=key, Range=f"bytes={start}-{end - 1}")
+            data = response["Body"].read()
+        else:
+            with open(uri, "rb") as stream:
+                stream.seek(start)
+                data = stream.read(end - start)
+    except (OSError, ClientError) as exc:
+        raise StorageError(f"cannot read {uri}: {exc}") from exc
+    if len(data) != end - start:
+        raise StorageError(f"{uri} is truncated: wanted bytes {start}-{end}, got {len(data)}")
+    return data
+
+
+def size_of(uri: str) -> int:
+    try:
+        if is_s3(uri):
+            bucket, key = split_s3_uri(uri)
+            return _s3_client().head_object(Bucket=bucket, Key=key)["ContentLength"]
+        return Path(uri).stat().st_size
+    except (OSError, ClientError) as exc:
+        raise StorageError(f"cannot read {uri}: {exc}") from exc
+
+
 def exists(uri: str) -> bool:
     if is_s3(uri):
         bucket, key = split_s3_uri(uri)

@@ -1,0 +1,1 @@
+"""GGUF export: one pass over the base model, LoRA merged and quantized tensor by tensor."""

@@ -1,0 +1,99 @@
+"""Read safetensors tensors one at a time, from a local path or S3 (ranged reads).
+
+A safetensors file is an 8-byte little-endian header length, a JSON header naming every tensor's
+dtype, shape and byte range, then the data. The header alone says where each tensor lives, so a
+tensor costs one ranged read and the model is never held whole. (The safetensors library reads
+local files only; this is the part it does not do for S3.)
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from dataclasses import dataclass
+
+import numpy as np
+
+from pipeline import storage
+from pipeline.errors import PipelineError
+
+HEADER_LENGTH_BYTES = 8
+MAX_HEADER_BYTES = 100 * 1024 * 1024  # safetensors' own limit
+INDEX_FILE = "model.safetensors.index.json"
+SINGLE_FILE = "model.safetensors"
+DTYPES = {"F32": np.float32, "F16": np.float16, "BF16": np.uint16}  # BF16 widened by hand below
+ITEM_SIZES = {"F32": 4, "F16": 2, "BF16": 2}
+
+
+class SafetensorsError(PipelineError):
+    """A safetensors file is corrupt, truncated, or holds a dtype we do not read."""
+
+
+@dataclass(frozen=True)
+class TensorRef:
+    name: str
+    uri: str
+    dtype: str
+    shape: tuple[int, ...]
+    start: int  # absolute byte offsets in the file
+    end: int
+
+    @property
+    def n_elements(self) -> int:
+        return int(np.prod(self.shape)) if self.shape else 1
+
+
+def read_header(uri: str) -> dict[str, TensorRef]:
+    head = storage.read_range(uri, 0, HEADER_LENGTH_BYTES) if storage.size_of(uri) >= HEADER_LENGTH_BYTES else b""
+    if len(head) != HEADER_LENGTH_BYTES:
+        raise SafetensorsError(f"{uri} is not a safetensors file (shorter than its header)")
+    (length,) = struct.unpack("<Q", head)
+    if not 0 < length <= MAX_HEADER_BYTES:
+        raise SafetensorsError(f"{uri} has a corrupt safetensors header (length {length})")
+    try:
+        header = json.loads(storage.read_range(uri, HEADER_LENGTH_BYTES, HEADER_LENGTH_BYTES + length))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise SafetensorsError(f"{uri} has a corrupt safetensors header: {exc}") from None
+    except storage.StorageError as exc:
+        raise SafetensorsError(f"{uri} has a corrupt safetensors header: {exc}") from None
+    data_start = HEADER_LENGTH_BYTES + length
+    file_size = storage.size_of(uri)
+    tensors = {}
+    for name, entry in header.items():
+        if name == "__metadata__":
+            continue
+        try:
+            dtype, shape, (begin, end) = entry["dtype"], tuple(entry["shape"]), entry["data_offsets"]
+        except (KeyError, TypeError, ValueError):
+            raise SafetensorsError(f"{uri}: corrupt header entry for {name}") from None
+        if dtype not in DTYPES:
+            raise SafetensorsError(f"{uri}: tensor {name} has dtype {dtype}; only F32, F16 and BF16 are read")
+        ref = TensorRef(name, uri, dtype, shape, data_start + begin, data_start + end)
+        if ref.end - ref.start != ref.n_elements * ITEM_SIZES[dtype] or ref.end > file_size:
+            raise SafetensorsError(f"{uri} is truncated or corrupt at tensor {name}")
+        tensors[name] = ref
+    return tensors
+
+
+def model_tensors(model_uri: str) -> dict[str, TensorRef]:
+    """Every tensor of a model directory: one model.safetensors, or shards named by the index."""
+    index_uri = storage.join(model_uri, INDEX_FILE)
+    if storage.exists(index_uri):
+        weight_map = storage.read_json(index_uri).get("weight_map", {})
+        tensors: dict[str, TensorRef] = {}
+        for shard in sorted(set(weight_map.values())):
+            tensors.update(read_header(storage.join(model_uri, shard)))
+        return tensors
+    single = storage.join(model_uri, SINGLE_FILE)
+    if not storage.exists(single):
+        raise SafetensorsError(f"{model_uri} has neither {SINGLE_FILE} nor {INDEX_FILE}")
+    return read_header(single)
+
+
+def load_f32(ref: TensorRef) -> np.ndarray:
+    """The tensor as float32 (bf16 widened exactly: its bits are the top half of an f32)."""
+    raw = storage.read_range(ref.uri, ref.start, ref.end)
+    if ref.dtype == "BF16":
+        widened = np.frombuffer(raw, dtype="<u2").astype(np.uint32) << 16
+        return widened.view(np.float32).reshape(ref.shape)
+    return np.frombuffer(raw, dtype=np.dtype(DTYPES[ref.dtype]).newbyteorder("<")).astype(np.float32).reshape(ref.shape)
