@@ -16,8 +16,10 @@ $(LOCAL_STAMP): requirements/local.txt requirements/dataset.txt | $(VENV)/bin/py
 	$(PY) -m pip install -q -r requirements/local.txt
 	touch $@
 
+# llama-cpp-python compiles llama.cpp (several minutes on 2 cores); GGML_NATIVE=OFF keeps the
+# build portable, as in the conversion Lambda image.
 $(DEV_STAMP): requirements.txt $(wildcard requirements/*.txt) | $(VENV)/bin/python
-	$(PY) -m pip install -q -r requirements/dev.txt
+	CMAKE_ARGS="-DGGML_NATIVE=OFF" $(PY) -m pip install -q -r requirements/dev.txt
 	touch $@
 
 # The dataset stage end to end on an embedded PostgreSQL loaded with the bundled sample.

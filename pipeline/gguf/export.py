@@ -31,7 +31,7 @@ from tqdm import tqdm
 
 from pipeline import storage
 from pipeline.errors import InvalidArgument, PipelineError
-from pipeline.gguf import quant
+from pipeline.gguf import budget, quant
 from pipeline.gguf.safetensors_reader import SafetensorsError, TensorRef, load_f32, model_tensors, read_header
 
 SUPPORTED_MODEL_TYPES = {"mistral", "llama"}
@@ -63,7 +63,7 @@ class PlannedTensor:
     kind: gguf.GGMLQuantizationType
     nbytes: int
     permute_heads: int | None  # q/k: heads to un-rotate with; None: no permutation
-    lora: tuple[np.ndarray, np.ndarray] | None  # (A, B) in f32
+    lora: tuple[np.ndarray, np.ndarray, np.float32] | None  # (A, B, alpha/r), f32
 
 
 def _order(name: str) -> tuple[int, str]:
@@ -113,6 +113,13 @@ def _copy_tokenizer(base_uri: str, work: Path) -> None:
         raise MissingTokenizer(f"{base_uri} has no tokenizer.model (a SentencePiece tokenizer is required)")
 
 
+def rope_theta(config: dict[str, Any]) -> float:
+    """RoPE base: top-level ``rope_theta`` (transformers 4, Mistral's own config) or, as transformers
+    5 writes it, ``rope_parameters.rope_theta``."""
+    parameters = config.get("rope_parameters") or {}
+    return float(config.get("rope_theta") or parameters.get("rope_theta") or 10000.0)
+
+
 def _add_metadata(writer: gguf.GGUFWriter, config: dict[str, Any], output: quant.OutputType, name: str, tokenizer_dir: Path) -> None:
     heads = config["num_attention_heads"]
     hidden = config["hidden_size"]
@@ -123,7 +130,7 @@ def _add_metadata(writer: gguf.GGUFWriter, config: dict[str, Any], output: quant
     writer.add_block_count(config["num_hidden_layers"])
     writer.add_head_count(heads)
     writer.add_head_count_kv(config.get("num_key_value_heads", heads))
-    writer.add_rope_freq_base(float(config.get("rope_theta", 10000.0)))
+    writer.add_rope_freq_base(rope_theta(config))
     writer.add_layer_norm_rms_eps(float(config.get("rms_norm_eps", 1e-5)))
     writer.add_rope_dimension_count(config.get("head_dim") or hidden // heads)
     writer.add_vocab_size(config["vocab_size"])
@@ -143,10 +150,20 @@ def _add_metadata(writer: gguf.GGUFWriter, config: dict[str, Any], output: quant
         types.append(gguf.TokenType.UNUSED)
     writer.add_tokenizer_model("llama")
     writer.add_tokenizer_pre("default")
+    writer.add_add_space_prefix(_adds_dummy_prefix(tokenizer_dir / "tokenizer.model"))
     writer.add_token_list(tokens)
     writer.add_token_scores(scores)
     writer.add_token_types(types)
     gguf.vocab.SpecialVocab(tokenizer_dir, load_merges=False, n_vocab=len(tokens)).add_to_gguf(writer, quiet=True)
+
+
+def _adds_dummy_prefix(model_file: Path) -> bool:
+    """The SentencePiece model's add_dummy_prefix: whether llama.cpp prepends "▁" to text."""
+    from sentencepiece import sentencepiece_model_pb2
+
+    proto = sentencepiece_model_pb2.ModelProto()
+    proto.ParseFromString(model_file.read_bytes())
+    return bool(proto.normalizer_spec.add_dummy_prefix)
 
 
 class _StreamWriter(gguf.GGUFWriter):
@@ -218,7 +235,7 @@ def plan(base_model_uri: str, adapter_uri: str | None, output: quant.OutputType)
             if a.ndim != 2 or b.ndim != 2 or (b.shape[0], a.shape[1]) != ref.shape or a.shape[0] != b.shape[1]:
                 raise AdapterMismatch(f"adapter for {hf_name} has shapes A{a.shape} B{b.shape}, the base tensor is {ref.shape}: "
                                       "the adapter was trained on another base model")
-            pair = (a, (b * scaling).astype(np.float32))
+            pair = (a, b, np.float32(scaling))
         permute = heads if hf_name.endswith("q_proj.weight") else kv_heads if hf_name.endswith("k_proj.weight") else None
         layer_match = LAYER_OF.match(gguf_name)
         layer = int(layer_match.group(1)) if layer_match else None
@@ -228,14 +245,14 @@ def plan(base_model_uri: str, adapter_uri: str | None, output: quant.OutputType)
     return config, planned, adapter_config
 
 
-def _prepare(tensor: PlannedTensor, round_through_f16: bool) -> np.ndarray:
+def _prepare(tensor: PlannedTensor) -> np.ndarray:
     values = load_f32(tensor.source)
     if tensor.lora is not None:
-        a, scaled_b = tensor.lora
-        values = values + scaled_b @ a
+        a, b, scaling = tensor.lora
+        values = values + (b @ a) * scaling  # peft's order of operations, so the sums round alike
     if tensor.permute_heads is not None:
         values = permute_for_llama_cpp(values, tensor.permute_heads)
-    if round_through_f16 and tensor.kind not in (gguf.GGMLQuantizationType.F32, gguf.GGMLQuantizationType.F16):
+    if tensor.kind not in (gguf.GGMLQuantizationType.F32, gguf.GGMLQuantizationType.F16):
         # Quantize what llama.cpp's route quantizes (its f16 file), so the bytes agree with it.
         values = values.astype(np.float16).astype(np.float32)
     return quant.encode(values, tensor.kind)
@@ -249,12 +266,20 @@ def export_gguf(
     threads: int = DEFAULT_THREADS,
     progress: bool = True,
     model_name: str = "mistral-researcher",
+    limits: tuple[float, int] | None = None,
 ) -> dict[str, Any]:
-    """Write the GGUF to ``out_uri`` and its description to ``<out_uri>.json``; returns the description."""
+    """Write the GGUF to ``out_uri`` and its description to ``<out_uri>.json``; returns the description.
+
+    ``limits`` (seconds, memory MB): refuse up front, with ModelTooLargeForLambda, an export the
+    estimate says cannot finish within them.
+    """
     if threads < 1:
         raise InvalidArgument(f"--threads must be at least 1, got {threads}")
     started = time.monotonic()
     config, planned, _ = plan(base_model_uri, adapter_uri, output)
+    if limits is not None:
+        adapter_bytes = sum(a.nbytes + b.nbytes for tensor in planned if tensor.lora for a, b, _ in [tensor.lora])
+        budget.check(budget.estimate(planned, threads, adapter_bytes), *limits)
     alignment = gguf.GGUF_DEFAULT_ALIGNMENT
 
     with tempfile.TemporaryDirectory(prefix="gguf-tokenizer-") as work:
@@ -281,7 +306,7 @@ def export_gguf(
             upcoming = iter(planned)
             # A sliding window of `threads` tensors in flight bounds memory; writes stay in order.
             for tensor in upcoming:
-                pending.append((tensor, pool.submit(_prepare, tensor, True)))
+                pending.append((tensor, pool.submit(_prepare, tensor)))
                 if len(pending) >= threads:
                     break
             while pending:
@@ -294,7 +319,7 @@ def export_gguf(
                 bar.update(tensor.nbytes)
                 following = next(upcoming, None)
                 if following is not None:
-                    pending.append((following, pool.submit(_prepare, following, True)))
+                    pending.append((following, pool.submit(_prepare, following)))
     result = ExportResult(out_uri, out.sha256, out.bytes_written, dict(sorted(types.items())), time.monotonic() - started)
     description = result.describe(base_model_uri, adapter_uri or "", output)
     storage.write_json(f"{out_uri}.json", description)

@@ -54,6 +54,9 @@ def train_tokenizer(out: Path) -> None:
             byte_fallback=True, character_coverage=1.0, split_digits=True,
             unk_id=UNK_ID, bos_id=BOS_ID, eos_id=EOS_ID, pad_id=-1,
             remove_extra_whitespaces=False, normalization_rule_name="identity",
+            # No dummy "▁" before the first word: Hugging Face and llama.cpp then tokenize the text
+            # after <s> the same way (llama.cpp reads the flag as tokenizer.ggml.add_space_prefix).
+            add_dummy_prefix=False,
             num_threads=1, minloglevel=2,  # one thread: the same corpus gives the same vocabulary
         )
     (out / "tokenizer.vocab").unlink(missing_ok=True)

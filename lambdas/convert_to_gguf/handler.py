@@ -1,0 +1,40 @@
+"""ConvertToGGUF Lambda (container image, 10,240 MB, 900 s): base model + adapter -> GGUF on S3.
+
+Event: {"base_model_uri", "adapter_uri", "out_uri", "quantization"?: "q4_k_m"}; every URI an s3://.
+Returns the <out>.json description (sha256, size, tensor types, sources). Refuses up front with
+ModelTooLargeForLambda when the estimate says the export cannot finish in the time left.
+"""
+
+from __future__ import annotations
+
+import os
+
+from aws_lambda_powertools import Logger
+
+from pipeline import storage
+from pipeline.errors import InvalidArgument
+from pipeline.gguf import budget, export, quant
+
+logger = Logger(service="convert-to-gguf")
+# Seconds kept back for writing <out>.json and returning.
+RESERVE_SECONDS = 30
+
+
+@logger.inject_lambda_context
+def handler(event: dict, context) -> dict:
+    uris = {}
+    for key in ("base_model_uri", "adapter_uri", "out_uri"):
+        value = event.get(key)
+        if not isinstance(value, str) or not storage.is_s3(value):
+            raise InvalidArgument(f"{key} must be an s3:// URI, got {value!r}")
+        uris[key] = value
+    try:
+        output = quant.OutputType(event.get("quantization") or quant.OutputType.Q4_K_M.value)
+    except ValueError:
+        raise InvalidArgument(f"quantization must be one of {', '.join(t.value for t in quant.OutputType)}") from None
+    seconds_left = context.get_remaining_time_in_millis() / 1000 - RESERVE_SECONDS
+    memory_mb = int(os.environ.get("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", budget.LAMBDA_MEMORY_MB))
+    description = export.export_gguf(uris["base_model_uri"], uris["adapter_uri"], uris["out_uri"], output,
+                                     threads=os.cpu_count() or 1, progress=False, limits=(seconds_left, memory_mb))
+    logger.info("gguf written", extra=description)
+    return description
