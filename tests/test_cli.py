@@ -91,3 +91,11 @@ def test_tiny_model_then_train_from_the_command_line(tmp_path):
     bad = cli("train", "--dataset", str(dataset), "--base-model", str(model), "--out", str(tmp_path / "x"), "--set", "nope=1")
     assert bad.returncode == 1 and "error: InvalidArgument: unknown hyperparameter 'nope'" in bad.stderr
     assert "Traceback" not in bad.stderr
+
+
+def test_convert_from_the_command_line(tmp_path):
+    model = tmp_path / "tiny"
+    assert cli("tiny-model", "--out", str(model), "--layers", "1").returncode == 0
+    result = cli("convert", "--base-model", str(model), "--adapter", str(tmp_path / "no-adapter"), "--out", str(tmp_path / "m.gguf"))
+    assert result.returncode == 1 and "error: AdapterMismatch:" in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "m.gguf").exists()

@@ -254,7 +254,7 @@ def _prepare(tensor: PlannedTensor) -> np.ndarray:
         values = permute_for_llama_cpp(values, tensor.permute_heads)
     if tensor.kind not in (gguf.GGMLQuantizationType.F32, gguf.GGMLQuantizationType.F16):
         # Quantize what llama.cpp's route quantizes (its f16 file), so the bytes agree with it.
-        values = values.astype(np.float16).astype(np.float32)
+        values = quant.round_through_f16(values)
     return quant.encode(values, tensor.kind)
 
 

@@ -105,7 +105,26 @@ def _ggml() -> ctypes.CDLL:
                                         ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p]
     lib.ggml_quantize_init.restype = None
     lib.ggml_quantize_init.argtypes = [ctypes.c_int]
+    for name in ("ggml_fp32_to_fp16_row", "ggml_fp16_to_fp32_row"):
+        getattr(lib, name).restype = None
+        getattr(lib, name).argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64]
     return lib
+
+
+def to_f16(values: np.ndarray) -> np.ndarray:
+    """f32 -> f16 with ggml's conversion (round to nearest even, as numpy's, about 2x faster)."""
+    values = np.ascontiguousarray(values, dtype=np.float32)
+    out = np.empty(values.shape, dtype=np.float16)
+    _ggml().ggml_fp32_to_fp16_row(values.ctypes.data, out.ctypes.data, values.size)
+    return out
+
+
+def round_through_f16(values: np.ndarray) -> np.ndarray:
+    """The f32 values an f16 file holds: what llama.cpp's route quantizes from. In place when possible."""
+    half = to_f16(values)
+    out = values if values.flags.c_contiguous and values.flags.writeable and values.dtype == np.float32 else np.empty(values.shape, np.float32)
+    _ggml().ggml_fp16_to_fp32_row(half.ctypes.data, out.ctypes.data, half.size)
+    return out
 
 
 def encode(values: np.ndarray, kind: GGMLQuantizationType) -> np.ndarray:
@@ -113,7 +132,7 @@ def encode(values: np.ndarray, kind: GGMLQuantizationType) -> np.ndarray:
     if kind is GGMLQuantizationType.F32:
         return np.ascontiguousarray(values, dtype=np.float32)
     if kind is GGMLQuantizationType.F16:
-        return np.ascontiguousarray(values, dtype=np.float16)
+        return to_f16(values)
     values = np.ascontiguousarray(values, dtype=np.float32)
     n_cols = values.shape[-1]
     n_rows = values.size // n_cols

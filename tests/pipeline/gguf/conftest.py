@@ -48,8 +48,7 @@ def models(tmp_path_factory) -> Models:
     return Models(base, work / "adapter", work / "merged")
 
 
-@pytest.fixture(scope="session")
-def llama_cpp_converter() -> Path:
+def ensure_converter() -> Path:
     """llama.cpp's convert_hf_to_gguf.py from the llama-cpp-python sdist (used here, never copied into the repo)."""
     script = SOURCE_CACHE / f"llama_cpp_python-{LLAMA_CPP_VERSION}" / "vendor" / "llama.cpp" / "convert_hf_to_gguf.py"
     if not script.is_file():
@@ -61,6 +60,11 @@ def llama_cpp_converter() -> Path:
                        ("/conversion/" in m.name or "/gguf-py/" in m.name or m.name.endswith("convert_hf_to_gguf.py"))]
             archive.extractall(SOURCE_CACHE, members=members, filter="data")
     return script
+
+
+@pytest.fixture(scope="session")
+def llama_cpp_converter() -> Path:
+    return ensure_converter()
 
 
 def run_converter(script: Path, model_dir: Path, out: Path, outtype: str = "f16") -> Path:
