@@ -27,11 +27,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.measure import timed, write_section  # noqa: E402
 from tests.pipeline.gguf.conftest import ensure_converter  # noqa: E402
 
-RESULTS = ROOT / "docs" / "benchmarks.md"
-BEGIN, END = "<!-- convert-benchmark:begin -->", "<!-- convert-benchmark:end -->"
-GNU_TIME = "/usr/bin/time"
 SHAPES = dict(vocab_size=32000, hidden_size=4096, intermediate_size=14336, num_attention_heads=32, num_key_value_heads=8,
               max_position_embeddings=32768, rope_theta=1_000_000.0, rms_norm_eps=1e-5, sliding_window=None,
               tie_word_embeddings=False, bos_token_id=1, eos_token_id=2)
@@ -103,15 +101,6 @@ def kernel_limit_seconds(config: dict, threads: int) -> float:
     return (q4 / KERNEL_RATE["Q4_K"] + q6 / KERNEL_RATE["Q6_K"]) / threads
 
 
-def timed(command: list[str]) -> tuple[float, float]:
-    start = time.perf_counter()
-    result = subprocess.run([GNU_TIME, "-f", "%M", *command], cwd=ROOT, capture_output=True, text=True)
-    seconds = time.perf_counter() - start
-    if result.returncode != 0:
-        raise SystemExit(f"{command[:3]} failed:\n{result.stderr[-3000:]}")
-    return seconds, int(result.stderr.strip().splitlines()[-1]) / 1024
-
-
 def disk_bytes(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) if path.is_dir() else path.stat().st_size
 
@@ -135,23 +124,23 @@ def main() -> None:
             ours, theirs = [], []
             for attempt in range(args.repeats):
                 out = work / f"ours-{layers}-{attempt}.gguf"
-                ours.append(timed([sys.executable, "-m", "pipeline", "convert", "--base-model", str(model / "base"),
+                ours.append(tuple(timed([sys.executable, "-m", "pipeline", "convert", "--base-model", str(model / "base"),
                                    "--adapter", str(model / "adapter"), "--out", str(out), "--quant", "q4_k_m",
-                                   "--threads", str(args.threads), "--no-progress"]))
+                                   "--threads", str(args.threads), "--no-progress"])))
                 description = json.loads(Path(f"{out}.json").read_text())
                 merged, f16, q4 = work / "merged", work / "route-f16.gguf", work / "route-q4.gguf"
                 steps = [
-                    timed([sys.executable, "-c", MERGE, str(model / "base"), str(model / "adapter"), str(merged)]),
-                    timed([sys.executable, str(converter), str(merged), "--outtype", "f16", "--outfile", str(f16)]),
+                    tuple(timed([sys.executable, "-c", MERGE, str(model / "base"), str(model / "adapter"), str(merged)])),
+                    tuple(timed([sys.executable, str(converter), str(merged), "--outtype", "f16", "--outfile", str(f16)])),
                 ]
                 intermediate = disk_bytes(merged) + disk_bytes(f16)
-                steps.append(timed([sys.executable, "-c", QUANTIZE, str(f16), str(q4), str(args.threads)]))
+                steps.append(tuple(timed([sys.executable, "-c", QUANTIZE, str(f16), str(q4), str(args.threads)])))
                 theirs.append((sum(s for s, _ in steps), max(r for _, r in steps), intermediate))
                 shutil.rmtree(merged)
                 f16.unlink()
                 q4.unlink()
                 out.unlink()
-            read_seconds, _ = timed([sys.executable, "-c", READ, str(model / "base")])
+            read_seconds = timed([sys.executable, "-c", READ, str(model / "base")]).seconds
             limit = kernel_limit_seconds(json.loads((model / "base" / "config.json").read_text()), args.threads) + read_seconds
             rows.append({
                 "layers": layers,
@@ -162,8 +151,7 @@ def main() -> None:
             })
             print(json.dumps(rows[-1]), flush=True)
             shutil.rmtree(model)
-    lines = [BEGIN,
-             f"Measured {time.strftime('%Y-%m-%d')} on {platform.machine()}, {os.cpu_count()} cores, {args.threads} threads; "
+    lines = [f"Measured {time.strftime('%Y-%m-%d')} on {platform.machine()}, {os.cpu_count()} cores, {args.threads} threads; "
              f"medians of {args.repeats} run(s), each step a fresh process.", "",
              "| layers | base bf16 MB | ours s | ours peak RSS MiB | ours intermediate disk | llama.cpp route s | route peak RSS MiB "
              "| route intermediate disk MB | speed-up | kernel limit + one read s | ours / limit |",
@@ -172,15 +160,7 @@ def main() -> None:
         lines.append(f"| {row['layers']} | {row['base_bytes'] / 1e6:,.0f} | {row['ours_s']:.1f} | {row['ours_rss']:.0f} | 0 "
                      f"| {row['theirs_s']:.1f} | {row['theirs_rss']:.0f} | {row['theirs_disk'] / 1e6:,.0f} | {row['theirs_s'] / row['ours_s']:.2f}x "
                      f"| {row['limit_s']:.1f} | {row['ours_s'] / row['limit_s']:.2f} |")
-    lines.append(END)
-    section = "\n".join(lines)
-    text = RESULTS.read_text()
-    if BEGIN in text:
-        text = text[: text.index(BEGIN)] + section + text[text.index(END) + len(END):]
-    else:
-        text = text.rstrip("\n") + "\n\n## GGUF export vs llama.cpp's route (`benchmarks/bench_convert.py`)\n\n" + section + "\n"
-    RESULTS.write_text(text)
-    print(section)
+    print(write_section("convert-benchmark", "GGUF export vs llama.cpp's route (`benchmarks/bench_convert.py`)", "\n".join(lines)))
 
 
 if __name__ == "__main__":

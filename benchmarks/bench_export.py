@@ -17,11 +17,9 @@ import os
 import platform
 import re
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg2
@@ -29,37 +27,12 @@ import psycopg2
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.measure import Sample, timed, write_section  # noqa: E402
 from pipeline.dataset import sample, source  # noqa: E402
 
-RESULTS = ROOT / "docs" / "benchmarks.md"
-GNU_TIME = "/usr/bin/time"
-BEGIN, END = "<!-- export-benchmark:begin -->", "<!-- export-benchmark:end -->"
 # Goals from the dataset issue.
 RATE_GOAL = 0.5  # export rows/s at least half of COPY's
 RSS_GROWTH_GOAL = 1.2  # peak RSS at 1M within 1.2x of peak RSS at 100k
-
-
-@dataclass
-class Sample:
-    seconds: float
-    peak_rss_mib: float
-
-
-def timed(command: list[str]) -> Sample:
-    """Wall time and peak RSS of ``command``, through GNU time.
-
-    Not wait4 from here: a child forked from this (large) process inherits its resident pages
-    until exec, and ru_maxrss keeps that peak. /usr/bin/time is a tiny parent.
-    """
-    if not Path(GNU_TIME).exists():
-        raise SystemExit(f"{GNU_TIME} is missing: apt-get install time")
-    start = time.perf_counter()
-    result = subprocess.run([GNU_TIME, "-f", "%M", *command], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=ROOT, text=True)
-    seconds = time.perf_counter() - start
-    if result.returncode != 0:
-        raise SystemExit(f"{command[:4]} failed: {result.stderr}")
-    peak_kib = int(result.stderr.strip().splitlines()[-1])
-    return Sample(seconds, peak_kib / 1024)
 
 
 def copy_command(database_url: str) -> list[str]:
@@ -149,7 +122,6 @@ def main() -> None:
               f"export peak RSS {peak[profiles]:.0f} MiB", flush=True)
 
     lines = [
-        BEGIN,
         f"Measured {time.strftime('%Y-%m-%d')} on {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
         f"PostgreSQL from `make bench`; medians of {args.repeats} alternating runs, each a fresh process.",
         "",
@@ -168,16 +140,7 @@ def main() -> None:
         growth = peak[sizes[-1]] / peak[sizes[0]]
         lines.append(f"- Memory goal (peak RSS at {sizes[-1]:,} within {RSS_GROWTH_GOAL}x of {sizes[0]:,}): "
                      f"{'met' if growth <= RSS_GROWTH_GOAL else 'NOT met'} ({growth:.2f}x).")
-    lines.append(END)
-    section = "\n".join(lines)
-
-    text = RESULTS.read_text() if RESULTS.exists() else "# Benchmarks\n"
-    if BEGIN in text:
-        text = text[: text.index(BEGIN)] + section + text[text.index(END) + len(END):]
-    else:
-        text = text.rstrip("\n") + "\n\n## Dataset export vs COPY\n\n" + section + "\n"
-    RESULTS.write_text(text)
-    print(section)
+    print(write_section("export-benchmark", "Dataset export vs COPY", "\n".join(lines)))
 
 
 if __name__ == "__main__":

@@ -14,7 +14,6 @@ import json
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -23,24 +22,19 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.measure import timed, write_section  # noqa: E402
 from pipeline.training import tiny_model  # noqa: E402
 from tests.pipeline.training.conftest import write_dataset  # noqa: E402
 
-RESULTS = ROOT / "docs" / "benchmarks.md"
-BEGIN, END = "<!-- train-cpu-benchmark:begin -->", "<!-- train-cpu-benchmark:end -->"
-GNU_TIME = "/usr/bin/time"
 
 
 def run_once(model: Path, dataset: Path, out: Path, layers: int) -> dict:
-    command = [GNU_TIME, "-f", "%M", sys.executable, "-m", "pipeline", "train", "--dataset", str(dataset),
+    command = [sys.executable, "-m", "pipeline", "train", "--dataset", str(dataset),
                "--base-model", str(model), "--out", str(out), "--no-progress",
                "--set", "num_train_epochs=1", "--set", "gradient_accumulation_steps=4", "--set", "logging_steps=1000"]
-    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
-    if result.returncode != 0:
-        raise SystemExit(result.stderr[-2000:])
+    sample = timed(command)
     metrics = json.loads((out / "training_metrics.json").read_text())
-    peak_mib = int(result.stderr.strip().splitlines()[-1]) / 1024
-    return {"tokens_per_second": metrics["train_tokens_per_epoch"] / metrics["seconds"], "peak_rss_mib": peak_mib,
+    return {"tokens_per_second": metrics["train_tokens_per_epoch"] / metrics["seconds"], "peak_rss_mib": sample.peak_rss_mib,
             "seconds": metrics["seconds"], "tokens": metrics["train_tokens_per_epoch"]}
 
 
@@ -60,7 +54,6 @@ def main() -> None:
             rows.append((layers, median))
             print(f"{layers} layers: {median['tokens_per_second']:,.0f} tokens/s, peak RSS {median['peak_rss_mib']:.0f} MiB", flush=True)
     lines = [
-        BEGIN,
         f"Measured {time.strftime('%Y-%m-%d')} on {platform.machine()}, {os.cpu_count()} cores, fp32, LoRA r=16 on q/k/v/o, "
         f"batch 4 x accumulation 4, {args.rows} training examples, one epoch; medians of {args.repeats} runs, each a fresh process "
         "(tokens/s counts prompt and answer tokens; the time includes the per-epoch evaluation and checkpoint).",
@@ -71,15 +64,7 @@ def main() -> None:
     for layers, median in rows:
         lines.append(f"| tiny Mistral, {layers} layers, hidden 256 | {median['tokens']:,.0f} | {median['seconds']:.1f} "
                      f"| {median['tokens_per_second']:,.0f} | {median['peak_rss_mib']:.0f} |")
-    lines.append(END)
-    section = "\n".join(lines)
-    text = RESULTS.read_text()
-    if BEGIN in text:
-        text = text[: text.index(BEGIN)] + section + text[text.index(END) + len(END):]
-    else:
-        text = text.rstrip("\n") + "\n\n## Training on CPU (`benchmarks/bench_train_cpu.py`)\n\n" + section + "\n"
-    RESULTS.write_text(text)
-    print(section)
+    print(write_section("train-cpu-benchmark", "Training on CPU (`benchmarks/bench_train_cpu.py`)", "\n".join(lines)))
 
 
 if __name__ == "__main__":

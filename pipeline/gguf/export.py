@@ -3,9 +3,10 @@
 Per tensor: read it (ranged read), widen to f32, add (alpha/r)·B·A where the adapter targets it,
 permute q/k rows for llama.cpp, convert or quantize with ggml's kernels, append to the output.
 The header (metadata and every tensor's offset) is computed from the safetensors headers before
-any tensor is read, so the file is written front to back; several tensors are prepared in
-parallel threads while the main thread writes them in order. Peak memory: about
-(threads + 1) x the largest tensor in f32, plus the adapter, whatever the number of layers.
+any tensor is read, so the file is written front to back. One thread prepares the next tensor
+while the others quantize the current one in row ranges, in parallel. Peak memory: about two
+tensors in f32 plus the quantized one and the adapter, whatever the number of layers (within the
+(threads + 1) x largest-tensor bound).
 """
 
 from __future__ import annotations
@@ -14,10 +15,8 @@ import collections
 import concurrent.futures
 import datetime as dt
 import io
-import json
 import os
 import re
-import shutil
 import tempfile
 import time
 from collections import Counter
@@ -32,7 +31,7 @@ from tqdm import tqdm
 from pipeline import storage
 from pipeline.errors import InvalidArgument, PipelineError
 from pipeline.gguf import budget, quant
-from pipeline.gguf.safetensors_reader import SafetensorsError, TensorRef, load_f32, model_tensors, read_header
+from pipeline.gguf.safetensors_reader import TensorRef, load_f32, model_tensors, read_header
 
 SUPPORTED_MODEL_TYPES = {"mistral", "llama"}
 ADAPTER_CONFIG = "adapter_config.json"
@@ -245,17 +244,18 @@ def plan(base_model_uri: str, adapter_uri: str | None, output: quant.OutputType)
     return config, planned, adapter_config
 
 
-def _prepare(tensor: PlannedTensor) -> np.ndarray:
+def _load_values(tensor: PlannedTensor) -> np.ndarray:
+    """The tensor's final f32 values: base, plus the LoRA delta, in llama.cpp's row order."""
     values = load_f32(tensor.source)
     if tensor.lora is not None:
         a, b, scaling = tensor.lora
         values = values + (b @ a) * scaling  # peft's order of operations, so the sums round alike
     if tensor.permute_heads is not None:
-        values = permute_for_llama_cpp(values, tensor.permute_heads)
+        values = np.ascontiguousarray(permute_for_llama_cpp(values, tensor.permute_heads))
     if tensor.kind not in (gguf.GGMLQuantizationType.F32, gguf.GGMLQuantizationType.F16):
         # Quantize what llama.cpp's route quantizes (its f16 file), so the bytes agree with it.
         values = quant.round_through_f16(values)
-    return quant.encode(values, tensor.kind)
+    return values
 
 
 def export_gguf(
@@ -300,26 +300,23 @@ def export_gguf(
         head = header.getvalue()
         out.write(head)
         out.write(b"\0" * (-len(head) % alignment))
-        with concurrent.futures.ThreadPoolExecutor(max_workers=threads) as pool, \
+        # One thread reads and merges the next tensor while `threads` threads quantize the current
+        # one, row range by row range: at most two tensors in f32 are alive at a time.
+        with concurrent.futures.ThreadPoolExecutor(max_workers=threads) as quantizers, \
+                concurrent.futures.ThreadPoolExecutor(max_workers=1) as reader, \
                 tqdm(total=total, unit="B", unit_scale=True, desc="convert", disable=not progress) as bar:
-            pending: collections.deque = collections.deque()
-            upcoming = iter(planned)
-            # A sliding window of `threads` tensors in flight bounds memory; writes stay in order.
-            for tensor in upcoming:
-                pending.append((tensor, pool.submit(_prepare, tensor)))
-                if len(pending) >= threads:
-                    break
-            while pending:
-                tensor, future = pending.popleft()
-                data = future.result()
+            upcoming = reader.submit(_load_values, planned[0])
+            for index, tensor in enumerate(planned):
+                values = upcoming.result()
+                if index + 1 < len(planned):
+                    upcoming = reader.submit(_load_values, planned[index + 1])
+                data = quant.encode(values, tensor.kind, pool=quantizers)
+                del values
                 if data.nbytes != tensor.nbytes:
                     raise PipelineError(f"{tensor.gguf_name}: {data.nbytes} bytes produced, {tensor.nbytes} planned")
                 out.write(memoryview(data).cast("B"))
                 out.write(b"\0" * (-tensor.nbytes % alignment))
                 bar.update(tensor.nbytes)
-                following = next(upcoming, None)
-                if following is not None:
-                    pending.append((following, pool.submit(_prepare, following)))
     result = ExportResult(out_uri, out.sha256, out.bytes_written, dict(sorted(types.items())), time.monotonic() - started)
     description = result.describe(base_model_uri, adapter_uri or "", output)
     storage.write_json(f"{out_uri}.json", description)

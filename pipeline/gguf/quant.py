@@ -127,8 +127,16 @@ def round_through_f16(values: np.ndarray) -> np.ndarray:
     return out
 
 
-def encode(values: np.ndarray, kind: GGMLQuantizationType) -> np.ndarray:
-    """f32 values (rows x cols) -> the bytes of ``kind``, as a numpy array ready to write."""
+# Rows per quantization task: small enough that the threads share even one large tensor evenly.
+ROWS_PER_TASK = 256
+
+
+def encode(values: np.ndarray, kind: GGMLQuantizationType, pool=None) -> np.ndarray:
+    """f32 values (rows x cols) -> the bytes of ``kind``, as a numpy array ready to write.
+
+    With a thread pool, quantization is split into row ranges that run in parallel (ctypes
+    releases the GIL); K-quant blocks never cross a row, so the bytes do not depend on the split.
+    """
     if kind is GGMLQuantizationType.F32:
         return np.ascontiguousarray(values, dtype=np.float32)
     if kind is GGMLQuantizationType.F16:
@@ -139,7 +147,14 @@ def encode(values: np.ndarray, kind: GGMLQuantizationType) -> np.ndarray:
     out = np.empty(n_rows * row_bytes(kind, n_cols), dtype=np.uint8)
     lib = _ggml()
     lib.ggml_quantize_init(int(kind))
-    written = lib.ggml_quantize_chunk(int(kind), values.ctypes.data, out.ctypes.data, 0, n_rows, n_cols, None)
+
+    def quantize_rows(first_row: int) -> int:
+        rows = min(ROWS_PER_TASK, n_rows - first_row)
+        # ggml_quantize_chunk takes the whole buffers and the first element; it offsets both itself.
+        return lib.ggml_quantize_chunk(int(kind), values.ctypes.data, out.ctypes.data, first_row * n_cols, rows, n_cols, None)
+
+    starts = range(0, n_rows, ROWS_PER_TASK)
+    written = sum(pool.map(quantize_rows, starts) if pool is not None else map(quantize_rows, starts))
     if written != out.size:
         raise KernelUnavailable(f"ggml_quantize_chunk wrote {written} bytes, expected {out.size}")
     return out

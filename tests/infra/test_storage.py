@@ -1,7 +1,6 @@
 import json
 
 import pulumi
-import pytest
 
 from infra.config import StorageConfig
 

@@ -4,7 +4,7 @@ import pytest
 from transformers import LlamaTokenizer
 
 from pipeline import prompt
-from pipeline.training import data, tiny_model
+from pipeline.training import data
 
 
 def test_tiny_model_is_a_small_mistral_with_its_own_sentencepiece_tokenizer(tiny_model_dir):

@@ -1,7 +1,6 @@
 """Real LoRA training on CPU: the tiny model, sample data, a fixed seed."""
 
 import json
-from pathlib import Path
 
 import pytest
 import torch
