@@ -33,3 +33,9 @@ def test_every_requirement_is_pinned():
             line = line.split("#", 1)[0].strip()
             if line and not line.startswith("-r "):
                 assert "==" in line, f"{path.name}: {line} is not pinned"
+
+
+def test_conversion_image_needs_no_torch():
+    convert = packages(ROOT / "requirements" / "convert.txt")
+    assert {"llama-cpp-python", "gguf", "numpy"} <= convert
+    assert not convert & {"torch", "transformers", "peft", "pulumi", "psycopg2-binary"}

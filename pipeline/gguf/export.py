@@ -3,10 +3,10 @@
 Per tensor: read it (ranged read), widen to f32, add (alpha/r)·B·A where the adapter targets it,
 permute q/k rows for llama.cpp, convert or quantize with ggml's kernels, append to the output.
 The header (metadata and every tensor's offset) is computed from the safetensors headers before
-any tensor is read, so the file is written front to back. One thread prepares the next tensor
-while the others quantize the current one in row ranges, in parallel. Peak memory: about two
-tensors in f32 plus the quantized one and the adapter, whatever the number of layers (within the
-(threads + 1) x largest-tensor bound).
+any tensor is read, so the file is written front to back. One thread prepares the next tensors
+while the others quantize the current one in row ranges, in parallel. Peak memory: about
+READ_AHEAD + 1 tensors in f32 plus the quantized one and the adapter, whatever the number of
+layers.
 """
 
 from __future__ import annotations
@@ -40,6 +40,7 @@ TOKENIZER_FILES = ("tokenizer.model", "tokenizer_config.json", "tokenizer.json",
 LORA_KEY = re.compile(r"^base_model\.model\.(?P<module>.+)\.lora_(?P<side>[AB])(?:\.default)?\.weight$")
 LAYER_OF = re.compile(r"^blk\.(\d+)\.")
 DEFAULT_THREADS = max(1, os.cpu_count() or 1)
+READ_AHEAD = 2  # tensors read and merged ahead of the one being quantized
 
 
 class UnsupportedModel(PipelineError):
@@ -252,9 +253,6 @@ def _load_values(tensor: PlannedTensor) -> np.ndarray:
         values = values + (b @ a) * scaling  # peft's order of operations, so the sums round alike
     if tensor.permute_heads is not None:
         values = np.ascontiguousarray(permute_for_llama_cpp(values, tensor.permute_heads))
-    if tensor.kind not in (gguf.GGMLQuantizationType.F32, gguf.GGMLQuantizationType.F16):
-        # Quantize what llama.cpp's route quantizes (its f16 file), so the bytes agree with it.
-        values = quant.round_through_f16(values)
     return values
 
 
@@ -300,17 +298,21 @@ def export_gguf(
         head = header.getvalue()
         out.write(head)
         out.write(b"\0" * (-len(head) % alignment))
-        # One thread reads and merges the next tensor while `threads` threads quantize the current
-        # one, row range by row range: at most two tensors in f32 are alive at a time.
+        # One thread reads and merges the next tensors while `threads` threads quantize the current
+        # one, row range by row range: at most READ_AHEAD + 1 tensors in f32 are alive at a time.
         with concurrent.futures.ThreadPoolExecutor(max_workers=threads) as quantizers, \
                 concurrent.futures.ThreadPoolExecutor(max_workers=1) as reader, \
                 tqdm(total=total, unit="B", unit_scale=True, desc="convert", disable=not progress) as bar:
-            upcoming = reader.submit(_load_values, planned[0])
+            # Two tensors read ahead: a small tensor (a norm) is quantized in no time, and the
+            # quantizers should not then wait for the large one behind it to be read.
+            upcoming = collections.deque(reader.submit(_load_values, tensor) for tensor in planned[:READ_AHEAD])
             for index, tensor in enumerate(planned):
-                values = upcoming.result()
-                if index + 1 < len(planned):
-                    upcoming = reader.submit(_load_values, planned[index + 1])
-                data = quant.encode(values, tensor.kind, pool=quantizers)
+                values = upcoming.popleft().result()
+                if index + READ_AHEAD < len(planned):
+                    upcoming.append(reader.submit(_load_values, planned[index + READ_AHEAD]))
+                # Quantized from the f16-rounded values: what llama.cpp's route (f16 file ->
+                # llama-quantize) quantizes, so the bytes agree with it.
+                data = quant.encode(values, tensor.kind, pool=quantizers, through_f16=True)
                 del values
                 if data.nbytes != tensor.nbytes:
                     raise PipelineError(f"{tensor.gguf_name}: {data.nbytes} bytes produced, {tensor.nbytes} planned")

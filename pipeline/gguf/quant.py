@@ -119,23 +119,17 @@ def to_f16(values: np.ndarray) -> np.ndarray:
     return out
 
 
-def round_through_f16(values: np.ndarray) -> np.ndarray:
-    """The f32 values an f16 file holds: what llama.cpp's route quantizes from. In place when possible."""
-    half = to_f16(values)
-    out = values if values.flags.c_contiguous and values.flags.writeable and values.dtype == np.float32 else np.empty(values.shape, np.float32)
-    _ggml().ggml_fp16_to_fp32_row(half.ctypes.data, out.ctypes.data, half.size)
-    return out
-
-
 # Rows per quantization task: small enough that the threads share even one large tensor evenly.
 ROWS_PER_TASK = 256
 
 
-def encode(values: np.ndarray, kind: GGMLQuantizationType, pool=None) -> np.ndarray:
+def encode(values: np.ndarray, kind: GGMLQuantizationType, pool=None, through_f16: bool = False) -> np.ndarray:
     """f32 values (rows x cols) -> the bytes of ``kind``, as a numpy array ready to write.
 
     With a thread pool, quantization is split into row ranges that run in parallel (ctypes
     releases the GIL); K-quant blocks never cross a row, so the bytes do not depend on the split.
+    ``through_f16``: quantize the values an f16 file would hold (what llama.cpp's route quantizes),
+    rounding each row range on the way, so no extra full-size copy is made.
     """
     if kind is GGMLQuantizationType.F32:
         return np.ascontiguousarray(values, dtype=np.float32)
@@ -144,14 +138,24 @@ def encode(values: np.ndarray, kind: GGMLQuantizationType, pool=None) -> np.ndar
     values = np.ascontiguousarray(values, dtype=np.float32)
     n_cols = values.shape[-1]
     n_rows = values.size // n_cols
-    out = np.empty(n_rows * row_bytes(kind, n_cols), dtype=np.uint8)
+    size_of_row = row_bytes(kind, n_cols)
+    out = np.empty(n_rows * size_of_row, dtype=np.uint8)
+    flat = values.reshape(n_rows, n_cols)
     lib = _ggml()
     lib.ggml_quantize_init(int(kind))
 
     def quantize_rows(first_row: int) -> int:
         rows = min(ROWS_PER_TASK, n_rows - first_row)
-        # ggml_quantize_chunk takes the whole buffers and the first element; it offsets both itself.
-        return lib.ggml_quantize_chunk(int(kind), values.ctypes.data, out.ctypes.data, first_row * n_cols, rows, n_cols, None)
+        source = flat[first_row:first_row + rows]
+        if through_f16:
+            half = np.empty(source.shape, dtype=np.float16)
+            lib.ggml_fp32_to_fp16_row(source.ctypes.data, half.ctypes.data, source.size)
+            source = np.empty(source.shape, dtype=np.float32)
+            lib.ggml_fp16_to_fp32_row(half.ctypes.data, source.ctypes.data, source.size)
+        # ggml_quantize_chunk offsets dst by start/n_per_row rows; start 0 and an offset pointer
+        # lets the source be a row range of its own.
+        return lib.ggml_quantize_chunk(int(kind), source.ctypes.data, out.ctypes.data + first_row * size_of_row,
+                                       0, rows, n_cols, None)
 
     starts = range(0, n_rows, ROWS_PER_TASK)
     written = sum(pool.map(quantize_rows, starts) if pool is not None else map(quantize_rows, starts))
