@@ -256,3 +256,25 @@ def test_type_rules():
     assert quant.tensor_type("output.weight", (32000, 96), q, None, 32) is GGMLQuantizationType.Q8_0
     assert quant.tensor_type("blk.0.attn_q.weight", (100, 40), q, 0, 32) is GGMLQuantizationType.F16
     assert quant.tensor_type("blk.0.attn_norm.weight", (4096,), q, 0, 32) is GGMLQuantizationType.F32
+
+
+def test_the_budget_accepts_mistral_7b_on_a_lambda_and_refuses_what_cannot_fit():
+    from types import SimpleNamespace
+
+    from pipeline.gguf import budget
+    from pipeline.gguf.safetensors_reader import TensorRef
+
+    def tensor(rows, cols, kind):
+        return SimpleNamespace(source=TensorRef("t", "s3://b/k", "BF16", (rows, cols), 0, rows * cols * 2), kind=kind)
+
+    q4, q6 = GGMLQuantizationType.Q4_K, GGMLQuantizationType.Q6_K
+    layer = [tensor(4096, 4096, q4), tensor(1024, 4096, q4), tensor(1024, 4096, q6), tensor(4096, 4096, q4),
+             tensor(14336, 4096, q4), tensor(14336, 4096, q4), tensor(4096, 14336, q6)]
+    mistral = [tensor(32000, 4096, q4), tensor(32000, 4096, q6)] + layer * 32
+    estimate = budget.estimate(mistral, threads=6, adapter_bytes=30 * 2**20)
+    budget.check(estimate, seconds_available=870, memory_mb=10_240)  # fits
+    assert 300 < estimate.seconds < 870 and estimate.peak_bytes < 4 * 2**30
+    with pytest.raises(budget.ModelTooLargeForLambda, match="estimated"):
+        budget.check(budget.estimate(mistral * 3, threads=6, adapter_bytes=0), 870, 10_240)
+    with pytest.raises(budget.ModelTooLargeForLambda, match="memory"):
+        budget.check(budget.estimate([tensor(256000, 16384, q4)], threads=6, adapter_bytes=0), 870, 10_240)
