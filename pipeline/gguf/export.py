@@ -28,6 +28,7 @@ import gguf
 import numpy as np
 from tqdm import tqdm
 
+from pipeline.model_files import TOKENIZER_FILES
 from pipeline import storage
 from pipeline.errors import InvalidArgument, PipelineError
 from pipeline.gguf import budget, quant
@@ -36,7 +37,6 @@ from pipeline.gguf.safetensors_reader import TensorRef, load_f32, model_tensors,
 SUPPORTED_MODEL_TYPES = {"mistral", "llama"}
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
-TOKENIZER_FILES = ("tokenizer.model", "tokenizer_config.json", "tokenizer.json", "special_tokens_map.json", "added_tokens.json")
 LORA_KEY = re.compile(r"^base_model\.model\.(?P<module>.+)\.lora_(?P<side>[AB])(?:\.default)?\.weight$")
 LAYER_OF = re.compile(r"^blk\.(\d+)\.")
 DEFAULT_THREADS = max(1, os.cpu_count() or 1)

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pipeline.model_files import TOKENIZER_FILES
 from pipeline.errors import InvalidArgument, PipelineError
 from pipeline.training import data
 from pipeline.training.hyperparameters import QLORA_AUTO_MAX_GPU_GB, Hyperparameters, Precision, Switch
@@ -27,7 +28,6 @@ from pipeline.training.hyperparameters import QLORA_AUTO_MAX_GPU_GB, Hyperparame
 TRAIN_FILE = "train.jsonl"
 VALIDATION_FILE = "validation.jsonl"
 METRICS_FILE = "training_metrics.json"
-TOKENIZER_FILES = ("tokenizer.model", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja")
 
 # Printed one per line as ``name=value``; SageMaker's MetricDefinitions use these regexes.
 METRIC_NAMES = ("train_loss", "eval_loss", "learning_rate", "epoch")

@@ -12,10 +12,11 @@ from pathlib import Path
 
 import pytest
 
+from pipeline.model_files import TOKENIZER_FILES
+
 ROOT = Path(__file__).resolve().parents[3]
 LLAMA_CPP_VERSION = "0.3.36"
 SOURCE_CACHE = ROOT / ".venv" / "llama-cpp-python-src"
-TOKENIZER_FILES = ("tokenizer.model", "tokenizer.json", "tokenizer_config.json")
 
 
 @dataclass(frozen=True)
@@ -44,7 +45,8 @@ def models(tmp_path_factory) -> Models:
     merged = peft_model.merge_and_unload()
     merged.save_pretrained(str(work / "merged"))
     for name in TOKENIZER_FILES:
-        shutil.copy2(base / name, work / "merged" / name)
+        if (base / name).is_file():
+            shutil.copy2(base / name, work / "merged" / name)
     return Models(base, work / "adapter", work / "merged")
 
 
