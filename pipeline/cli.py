@@ -242,6 +242,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except PipelineError as exc:
         print(f"error: {exc.name}: {exc}", file=sys.stderr)
         return EXIT_ERROR
+    except OSError as exc:  # a path that cannot be read or written: say which, no traceback
+        print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return EXIT_ERROR
     except KeyboardInterrupt:
         print("interrupted: nothing was published for the unfinished step", file=sys.stderr)
         return EXIT_INTERRUPTED

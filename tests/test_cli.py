@@ -99,3 +99,11 @@ def test_convert_from_the_command_line(tmp_path):
     result = cli("convert", "--base-model", str(model), "--adapter", str(tmp_path / "no-adapter"), "--out", str(tmp_path / "m.gguf"))
     assert result.returncode == 1 and "error: AdapterMismatch:" in result.stderr and "Traceback" not in result.stderr
     assert not (tmp_path / "m.gguf").exists()
+
+
+def test_an_unwritable_output_is_one_line_not_a_traceback(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    result = cli("tiny-model", "--out", str(blocker / "model"))
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith("error: ")
