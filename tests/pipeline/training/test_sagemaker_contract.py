@@ -107,3 +107,16 @@ def test_bad_input_writes_the_reason_to_output_failure(tmp_path, monkeypatch, ti
     monkeypatch.setenv("SAGEMAKER_BASE_DIR", str(base))
     assert sagemaker.main() == sagemaker.EXIT_FAILURE
     assert paths.failure.read_text().startswith(expected)
+
+
+def test_the_same_program_runs_data_parallel_under_torchrun(tmp_path, tiny_model_dir, small_dataset):
+    # Two processes on CPU (gloo) stand in for two GPUs: each sees half the batches.
+    hp = {"num_train_epochs": "1", "gradient_accumulation_steps": "1", "max_train_examples": "64", "logging_steps": "4"}
+    paths = layout(tmp_path, small_dataset, tiny_model_dir, hp)
+    torchrun = Path(sys.executable).with_name("torchrun")
+    env = {**os.environ, "SAGEMAKER_BASE_DIR": str(tmp_path), "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
+    result = subprocess.run([str(torchrun), "--nproc_per_node=2", str(ENTRY)], env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    metrics = json.loads((paths.model / trainer.METRICS_FILE).read_text())
+    assert metrics["train_examples"] == 64 and metrics["global_steps"] == 64 // (4 * 2)  # batch 4 per process x 2
+    assert (paths.model / "adapter_model.safetensors").is_file()
