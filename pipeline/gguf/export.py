@@ -88,6 +88,9 @@ def _load_adapter(adapter_uri: str) -> tuple[dict[str, tuple[np.ndarray, np.ndar
         raise AdapterMismatch(f"{ADAPTER_CONFIG} lacks r or lora_alpha") from None
     if rank < 1:
         raise AdapterMismatch(f"{ADAPTER_CONFIG} has r={rank}")
+    if config.get("use_dora") or config.get("fan_in_fan_out"):
+        # DoRA rescales columns and fan_in_fan_out transposes: (alpha/r)·B·A would be wrong.
+        raise AdapterMismatch("DoRA and fan_in_fan_out adapters are not exported; train a plain LoRA adapter")
     scaling = alpha / (rank ** 0.5) if config.get("use_rslora") else alpha / rank
     refs = read_header(storage.join(adapter_uri, ADAPTER_WEIGHTS))
     halves: dict[str, dict[str, np.ndarray]] = collections.defaultdict(dict)
@@ -214,6 +217,10 @@ def plan(base_model_uri: str, adapter_uri: str | None, output: quant.OutputType)
     model_type = str(config.get("model_type", "")).lower()
     if model_type not in SUPPORTED_MODEL_TYPES:
         raise UnsupportedModel(f"architecture {model_type or config.get('architectures')!r} is not supported (Mistral or Llama)")
+    missing = [key for key in ("num_hidden_layers", "num_attention_heads", "hidden_size", "intermediate_size", "vocab_size")
+               if not isinstance(config.get(key), int)]
+    if missing:
+        raise UnsupportedModel(f"config.json under {base_model_uri} lacks {', '.join(missing)}")
     n_layers, heads = config["num_hidden_layers"], config["num_attention_heads"]
     kv_heads = config.get("num_key_value_heads", heads)
     refs = model_tensors(base_model_uri)

@@ -278,3 +278,15 @@ def test_the_budget_accepts_mistral_7b_on_a_lambda_and_refuses_what_cannot_fit()
         budget.check(budget.estimate(mistral * 3, threads=6, adapter_bytes=0), 870, 10_240)
     with pytest.raises(budget.ModelTooLargeForLambda, match="memory"):
         budget.check(budget.estimate([tensor(256000, 16384, q4)], threads=6, adapter_bytes=0), 870, 10_240)
+
+
+def test_dora_adapters_and_incomplete_configs_are_refused(models, tmp_path):
+    adapter = _clone(models.adapter, tmp_path / "dora")
+    config = json.loads((adapter / "adapter_config.json").read_text())
+    (adapter / "adapter_config.json").write_text(json.dumps({**config, "use_dora": True}))
+    _expect_failure(export.AdapterMismatch, models.base, adapter, tmp_path, "DoRA")
+    base = _clone(models.base, tmp_path / "base")
+    base_config = json.loads((base / "config.json").read_text())
+    del base_config["num_hidden_layers"]
+    (base / "config.json").write_text(json.dumps(base_config))
+    _expect_failure(export.UnsupportedModel, base, models.adapter, tmp_path, "num_hidden_layers")
