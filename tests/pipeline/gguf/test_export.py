@@ -290,3 +290,21 @@ def test_dora_adapters_and_incomplete_configs_are_refused(models, tmp_path):
     del base_config["num_hidden_layers"]
     (base / "config.json").write_text(json.dumps(base_config))
     _expect_failure(export.UnsupportedModel, base, models.adapter, tmp_path, "num_hidden_layers")
+
+
+def test_sharded_checkpoints_export_the_same_bytes(models, exports, tmp_path):
+    import shutil
+
+    from transformers import AutoModelForCausalLM
+
+    from pipeline.model_files import TOKENIZER_FILES
+
+    sharded = tmp_path / "sharded"
+    AutoModelForCausalLM.from_pretrained(str(models.base)).save_pretrained(str(sharded), max_shard_size="2MB")
+    assert (sharded / "model.safetensors.index.json").is_file() and len(list(sharded.glob("model-*.safetensors"))) > 1
+    for name in TOKENIZER_FILES:
+        if (models.base / name).is_file():
+            shutil.copy2(models.base / name, sharded / name)
+    description = export.export_gguf(str(sharded), str(models.adapter), str(tmp_path / "sharded.gguf"), quant.OutputType.Q4_K_M,
+                                     threads=2, progress=False)
+    assert description["sha256"] == json.loads(Path(f"{exports[quant.OutputType.Q4_K_M]}.json").read_text())["sha256"]
