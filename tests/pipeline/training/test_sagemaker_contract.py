@@ -115,7 +115,7 @@ def test_the_same_program_runs_data_parallel_under_torchrun(tmp_path, tiny_model
     paths = layout(tmp_path, small_dataset, tiny_model_dir, hp)
     torchrun = Path(sys.executable).with_name("torchrun")
     env = {**os.environ, "SAGEMAKER_BASE_DIR": str(tmp_path), "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
-    result = subprocess.run([str(torchrun), "--nproc_per_node=2", str(ENTRY)], env=env, capture_output=True, text=True, timeout=600)
+    result = subprocess.run([str(torchrun), "--standalone", "--nproc_per_node=2", str(ENTRY)], env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     metrics = json.loads((paths.model / trainer.METRICS_FILE).read_text())
     assert metrics["train_examples"] == 64 and metrics["global_steps"] == 64 // (4 * 2)  # batch 4 per process x 2
