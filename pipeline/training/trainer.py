@@ -137,10 +137,10 @@ def _callbacks(stop_requested: dict):
             if not state.is_world_process_zero or not logs:
                 return
             names = {"loss": "train_loss", "eval_loss": "eval_loss", "learning_rate": "learning_rate"}
-            parts = [f"{names[key]}={value:.6g}" for key, value in logs.items() if key in names]
-            if parts:
-                parts.append(f"epoch={state.epoch or 0:.4f}")
-                print(f"step={state.global_step} " + " ".join(parts), flush=True)
+            lines = [f"{names[key]}={value:.6g} step={state.global_step}" for key, value in logs.items() if key in names]
+            if lines:
+                lines.append(f"epoch={state.epoch or 0:.4f} step={state.global_step}")
+                print("\n".join(lines), flush=True)
 
     return [StopOnSignal(), PrintMetrics()]
 

@@ -47,6 +47,8 @@ def test_contract_paths_and_string_hyperparameters(tmp_path, tiny_model_dir, sma
     assert any(checkpoint.name.startswith("checkpoint-") for checkpoint in paths.checkpoints.iterdir())
     regex = {d["Name"]: d["Regex"] for d in trainer.metric_definitions()}
     assert re.search(regex["train_loss"], output) and re.search(regex["eval_loss"], output)
+    metric_lines = [line for line in output.splitlines() if re.match(r"^(train_loss|eval_loss|learning_rate|epoch)=", line)]
+    assert metric_lines and all(len(re.findall(r"(?:train_loss|eval_loss|learning_rate|epoch)=", line)) == 1 for line in metric_lines)
     assert not paths.failure.exists()
 
 
@@ -56,7 +58,7 @@ def test_sigterm_saves_a_checkpoint_and_the_rerun_resumes_from_it(tmp_path, tiny
     total_steps = 2 * 96 // 4
     process = start(tmp_path)
     for line in process.stdout:
-        if line.startswith("step=5 "):
+        if line.rstrip().endswith(" step=5"):
             process.send_signal(signal.SIGTERM)
             break
     rest, _ = process.communicate(timeout=300)
@@ -71,7 +73,7 @@ def test_sigterm_saves_a_checkpoint_and_the_rerun_resumes_from_it(tmp_path, tiny
     rerun = start(tmp_path)
     output, _ = rerun.communicate(timeout=600)
     assert rerun.returncode == 0, output
-    assert f"(step {saved})" in output and "step=1 " not in output  # resumed, not restarted
+    assert f"(step {saved})" in output and " step=1\n" not in output  # resumed, not restarted
     metrics = json.loads((paths.model / trainer.METRICS_FILE).read_text())
     assert metrics["resumed_from_step"] == saved and metrics["global_steps"] == total_steps
 

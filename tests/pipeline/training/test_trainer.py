@@ -59,8 +59,8 @@ def test_adapter_loads_with_peft_and_changes_the_model(trained, tiny_model_dir):
 def test_metric_lines_match_the_sagemaker_metric_definitions():
     import re
 
-    line = "step=40 train_loss=5.61796 learning_rate=1.41329e-05 epoch=1.8667"
-    found = {d["Name"]: float(m.group(1)) for d in trainer.metric_definitions() if (m := re.search(d["Regex"], line))}
+    log = "train_loss=5.61796 step=40\nlearning_rate=1.41329e-05 step=40\nepoch=1.8667 step=40\n"
+    found = {d["Name"]: float(m.group(1)) for d in trainer.metric_definitions() if (m := re.search(d["Regex"], log))}
     assert found == {"train_loss": 5.61796, "learning_rate": 1.41329e-05, "epoch": 1.8667}
 
 
