@@ -42,14 +42,11 @@ class ArtifactStorage(pulumi.ComponentResource):
             restrict_public_buckets=True,
             opts=child,
         )
-        if config.kms_key_arn:
-            encryption_default = aws.s3.BucketServerSideEncryptionConfigurationRuleApplyServerSideEncryptionByDefaultArgs(
-                sse_algorithm="aws:kms", kms_master_key_id=config.kms_key_arn
-            )
-        else:
-            encryption_default = aws.s3.BucketServerSideEncryptionConfigurationRuleApplyServerSideEncryptionByDefaultArgs(
-                sse_algorithm="AES256"
-            )
+        # SSE-KMS with the configured key, else S3-managed keys (SSE-S3).
+        encryption_default = aws.s3.BucketServerSideEncryptionConfigurationRuleApplyServerSideEncryptionByDefaultArgs(
+            sse_algorithm="aws:kms" if config.kms_key_arn else "AES256",
+            kms_master_key_id=config.kms_key_arn or None,
+        )
         self.encryption = aws.s3.BucketServerSideEncryptionConfiguration(
             f"{name}-encryption",
             bucket=self.bucket.id,

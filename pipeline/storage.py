@@ -18,11 +18,14 @@ from typing import IO, Any, Iterator
 from urllib.parse import urlparse
 
 import smart_open
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError
 
 from pipeline.errors import StorageError
 
 S3_SCHEME = "s3://"
+# What boto3 raises: an answer from S3 (ClientError: missing bucket, access denied) or no answer at
+# all (BotoCoreError: no credentials, endpoint unreachable). Both become StorageError.
+AWS_ERRORS = (ClientError, BotoCoreError)
 # S3 multipart parts: 5 MiB is S3's minimum; 16 MiB keeps a 10 GB object well under the
 # 10,000-part limit while bounding the writer's buffer.
 S3_PART_SIZE_BYTES = 16 * 1024 * 1024
@@ -63,7 +66,7 @@ def open_write(uri: str) -> Iterator[IO[bytes]]:
         split_s3_uri(uri)
         try:
             writer = smart_open.open(uri, "wb", compression="disable", transport_params=_transport_params())
-        except (OSError, ValueError, ClientError) as exc:  # missing bucket, access denied
+        except (OSError, ValueError, *AWS_ERRORS) as exc:  # missing bucket, access denied
             raise StorageError(f"cannot write {uri}: {exc}") from exc
         try:
             yield writer
@@ -72,7 +75,7 @@ def open_write(uri: str) -> Iterator[IO[bytes]]:
             raise
         try:
             writer.close()  # completes the multipart upload
-        except (OSError, ValueError, ClientError) as exc:
+        except (OSError, ValueError, *AWS_ERRORS) as exc:
             raise StorageError(f"cannot complete the upload of {uri}: {exc}") from exc
         return
 
@@ -102,7 +105,7 @@ def open_read(uri: str) -> Iterator[IO[bytes]]:
             stream = smart_open.open(uri, "rb", compression="disable", transport_params={"client": _s3_client()})
         else:
             stream = open(uri, "rb")
-    except (OSError, ValueError, ClientError) as exc:
+    except (OSError, ValueError, *AWS_ERRORS) as exc:
         raise StorageError(f"cannot read {uri}: {exc}") from exc
     with stream:
         yield stream
@@ -121,7 +124,7 @@ def write_bytes(uri: str, data: bytes) -> None:
 def read_json(uri: str) -> Any:
     try:
         return json.loads(read_bytes(uri))
-    except json.JSONDecodeError as exc:
+    except ValueError as exc:  # JSONDecodeError, or bytes that are not UTF-8
         raise StorageError(f"{uri} is not valid JSON: {exc}") from exc
 
 
@@ -142,7 +145,7 @@ def read_range(uri: str, start: int, end: int) -> bytes:
             with open(uri, "rb") as stream:
                 stream.seek(start)
                 data = stream.read(end - start)
-    except (OSError, ClientError) as exc:
+    except (OSError, *AWS_ERRORS) as exc:
         raise StorageError(f"cannot read {uri}: {exc}") from exc
     if len(data) != end - start:
         raise StorageError(f"{uri} is truncated: wanted bytes {start}-{end}, got {len(data)}")
@@ -155,7 +158,7 @@ def size_of(uri: str) -> int:
             bucket, key = split_s3_uri(uri)
             return _s3_client().head_object(Bucket=bucket, Key=key)["ContentLength"]
         return Path(uri).stat().st_size
-    except (OSError, ClientError) as exc:
+    except (OSError, *AWS_ERRORS) as exc:
         raise StorageError(f"cannot read {uri}: {exc}") from exc
 
 
@@ -167,6 +170,8 @@ def exists(uri: str) -> bool:
         except ClientError as exc:
             if exc.response.get("Error", {}).get("Code") in {"404", "NoSuchKey", "NotFound"}:
                 return False
+            raise StorageError(f"cannot stat {uri}: {exc}") from exc
+        except BotoCoreError as exc:
             raise StorageError(f"cannot stat {uri}: {exc}") from exc
         return True
     return Path(uri).exists()

@@ -27,7 +27,7 @@ S3_READ_BYTES_PER_SECOND = 60e6
 SAFETY_FACTOR = 1.5
 FIXED_OVERHEAD_BYTES = 600 * 1024 * 1024  # Python, numpy, libggml, gguf-py
 LAMBDA_SECONDS = 900
-READ_AHEAD_TENSORS = 2  # export.READ_AHEAD (not imported: export imports this module)
+READ_AHEAD_TENSORS = 2  # tensors the export reads and merges ahead of the one being quantized
 LAMBDA_MEMORY_MB = 10_240
 
 

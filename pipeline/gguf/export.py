@@ -40,7 +40,7 @@ ADAPTER_WEIGHTS = "adapter_model.safetensors"
 LORA_KEY = re.compile(r"^base_model\.model\.(?P<module>.+)\.lora_(?P<side>[AB])(?:\.default)?\.weight$")
 LAYER_OF = re.compile(r"^blk\.(\d+)\.")
 DEFAULT_THREADS = max(1, os.cpu_count() or 1)
-READ_AHEAD = 2  # tensors read and merged ahead of the one being quantized
+READ_AHEAD = budget.READ_AHEAD_TENSORS
 
 
 class UnsupportedModel(PipelineError):

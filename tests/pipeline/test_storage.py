@@ -75,3 +75,22 @@ def test_errors_inside_the_block_are_not_mistaken_for_storage_errors(bucket, tmp
 def test_writing_to_a_missing_bucket_is_a_named_error(aws):
     with pytest.raises(StorageError, match="no-such-bucket"):
         storage.write_bytes("s3://no-such-bucket/a.json", b"{}")
+
+
+def test_no_aws_credentials_is_a_named_error_not_a_traceback(monkeypatch, tmp_path):
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")  # never ask an instance-metadata address
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    for call in (lambda: storage.write_bytes("s3://some-bucket/a", b"x"), lambda: storage.read_bytes("s3://some-bucket/a"),
+                 lambda: storage.exists("s3://some-bucket/a"), lambda: storage.read_range("s3://some-bucket/a", 0, 8)):
+        with pytest.raises(StorageError, match="credentials"):
+            call()
+
+
+def test_json_that_is_not_utf8_is_a_named_error(tmp_path):
+    (tmp_path / "bad.json").write_bytes(b'{"a": "\xff\xfe"}')
+    with pytest.raises(StorageError, match="not valid JSON"):
+        storage.read_json(str(tmp_path / "bad.json"))
