@@ -21,7 +21,7 @@ from pipeline.dataset.split import Split, SplitFractions, assign_split
 from pipeline.errors import InsufficientData, InvalidArgument
 
 MANIFEST_NAME = "manifest.json"
-MANIFEST_FORMAT = "researcher-scorer-dataset/v1"
+MANIFEST_FORMAT = "researcher-scorer-dataset/v2"  # v2: seed profiles in seeds.jsonl
 DEFAULT_MIN_ROWS = 1000
 # Lines gathered per split before one write (and one sha256 update): fewer, larger writes.
 WRITE_BATCH_ROWS = 1000
@@ -160,7 +160,7 @@ def _write_splits(conn, out_uri: str, config: ExportConfig) -> dict[str, Any]:
             "dedup_rule": DEDUP_RULE,
             "order": "scored_at DESC",
             "split_fractions": config.fractions.as_dict(),
-            "split_rule": "sha256(twitter_id) position; seed profiles always holdout",
+            "split_rule": "sha256(twitter_id) position; seed profiles held out in seeds.jsonl",
             "seed_profiles": len(config.seed_ids),
             "min_rows": config.min_rows,
         },
@@ -176,7 +176,7 @@ def _write_splits(conn, out_uri: str, config: ExportConfig) -> dict[str, Any]:
             **{split.value: stats[split].rows for split in Split},
             "total": total,
             "rejected": sum(rejects.values()),
-            "seed_profiles_in_holdout": stats[Split.HOLDOUT].seed_profiles,
+            "seed_profiles_in_holdout": stats[Split.SEEDS].seed_profiles,
         },
         "rejects": dict(sorted(rejects.items())),
         "truncated": dict(sorted(truncated.items())),

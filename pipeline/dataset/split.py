@@ -2,7 +2,8 @@
 
 The hash depends on the profile only, so a profile keeps its split across weekly runs: a held-out
 profile never enters training later. Seed profiles (known researchers, the validation gates' set)
-always go to holdout.
+are held out in a file of their own, ``seeds.jsonl``: the seed gates read it, the correlation gate
+reads ``holdout.jsonl``.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ class Split(str, Enum):
     TRAIN = "train"
     VALIDATION = "validation"
     HOLDOUT = "holdout"
+    SEEDS = "seeds"
 
     @property
     def file_name(self) -> str:
@@ -63,7 +65,7 @@ def hash_position(twitter_id: str) -> float:
 
 def assign_split(twitter_id: str, fractions: SplitFractions, seed_ids: frozenset[str]) -> Split:
     if twitter_id in seed_ids:
-        return Split.HOLDOUT
+        return Split.SEEDS
     position = hash_position(twitter_id)
     if position < fractions.train:
         return Split.TRAIN

@@ -43,7 +43,7 @@ def test_generate_then_validate_under_the_run_prefix(db, lambda_env):
     assert result["counts"]["total"] == 80
     assert len(json.dumps(result)) < 4096  # URIs and counts, never data (Step Functions: 256 KB)
     keys = {o["Key"] for o in boto3.client("s3").list_objects_v2(Bucket=lambda_env)["Contents"]}
-    assert keys == {f"runs/weekly-2026-11-25/dataset/{n}" for n in ("train.jsonl", "validation.jsonl", "holdout.jsonl", "manifest.json")}
+    assert keys == {f"runs/weekly-2026-11-25/dataset/{n}" for n in ("train.jsonl", "validation.jsonl", "holdout.jsonl", "seeds.jsonl", "manifest.json")}
     assert result["files"]["train"]["uri"] == f"s3://{lambda_env}/runs/weekly-2026-11-25/dataset/train.jsonl"
 
     verdict = validate.handler({"run_id": "weekly-2026-11-25", "dataset_uri": result["dataset_uri"], "min_rows": 50}, FakeContext())

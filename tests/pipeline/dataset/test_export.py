@@ -145,13 +145,18 @@ def test_hostile_and_unusual_text_survives_intact_on_one_line(db, database_url, 
         assert cursor.fetchone()[0] == 8
 
 
-def test_seed_profiles_always_land_in_holdout(db, database_url, tmp_path):
+def test_seed_profiles_are_held_out_in_their_own_file(db, database_url, tmp_path):
     load_rows(db, researchers(40))
     seeds = frozenset({"3", "17", "29"})
     manifest = run_export(database_url, tmp_path, seed_ids=seeds, fractions=SplitFractions(0.9, 0.1, 0.0))
-    holdout = [json.loads(json.loads(line)["output"])["handle"] for line in (tmp_path / "holdout.jsonl").read_text().splitlines()]
-    assert sorted(holdout) == ["user17", "user29", "user3"]
-    assert manifest["counts"]["seed_profiles_in_holdout"] == 3
+
+    def handles(name):
+        return [json.loads(json.loads(line)["output"])["handle"] for line in (tmp_path / name).read_text().splitlines()]
+
+    assert sorted(handles("seeds.jsonl")) == ["user17", "user29", "user3"]
+    assert handles("holdout.jsonl") == []  # holdout fraction 0: the seeds are not in it
+    assert not {"user17", "user29", "user3"} & set(handles("train.jsonl") + handles("validation.jsonl"))
+    assert manifest["counts"]["seed_profiles_in_holdout"] == 3 and manifest["counts"]["seeds"] == 3
 
 
 def test_an_empty_table_is_insufficient_data_and_writes_nothing(db, database_url, tmp_path):
@@ -205,7 +210,7 @@ def test_export_to_s3_streams_and_matches_the_local_export(db, database_url, tmp
     remote = run_export(database_url, f"s3://{bucket}/runs/r1/dataset")
     assert local["files"] == remote["files"]
     keys = sorted(o["Key"] for o in boto3.client("s3").list_objects_v2(Bucket=bucket)["Contents"])
-    assert keys == [f"runs/r1/dataset/{name}" for name in ("holdout.jsonl", "manifest.json", "train.jsonl", "validation.jsonl")]
+    assert keys == [f"runs/r1/dataset/{name}" for name in ("holdout.jsonl", "manifest.json", "seeds.jsonl", "train.jsonl", "validation.jsonl")]
 
 
 def test_a_failed_export_publishes_nothing_and_leaves_earlier_runs_intact(db, database_url, bucket, monkeypatch):

@@ -22,9 +22,9 @@ def test_a_profile_keeps_its_split_when_the_fractions_of_others_change_nothing()
     assert holdout and all(assign_split(i, fractions, frozenset()) is Split.HOLDOUT for i in holdout)
 
 
-def test_seed_profiles_always_go_to_holdout():
+def test_seed_profiles_are_always_held_out_as_seeds():
     fractions = SplitFractions(1.0, 0.0, 0.0)
-    assert assign_split("7", fractions, frozenset({"7"})) is Split.HOLDOUT
+    assert assign_split("7", fractions, frozenset({"7"})) is Split.SEEDS
     assert assign_split("8", fractions, frozenset({"7"})) is Split.TRAIN
 
 

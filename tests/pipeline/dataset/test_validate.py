@@ -20,7 +20,7 @@ def test_a_fresh_export_is_valid_with_counts_and_class_balance(dataset):
     result = validate.validate_dataset(str(dataset), min_rows=60)
     assert result.valid, result.problems
     assert result.counts["total"] == 60 and result.counts["malformed"] == 0
-    assert sum(result.counts[name] for name in ("train", "validation", "holdout")) == 60
+    assert sum(result.counts[name] for name in ("train", "validation", "holdout", "seeds")) == 60
     # researchers(60) scores are 0.01..0.60: eleven of them are >= 0.5
     assert result.class_balance["all"] == pytest.approx(11 / 60, abs=1e-4)
 
