@@ -98,6 +98,23 @@ def build_parser() -> argparse.ArgumentParser:
     tiny = commands.add_parser("tiny-model", help="build a tiny Mistral-architecture model with a local tokenizer")
     tiny.add_argument("--out", required=True, help="the model directory to write")
     tiny.add_argument("--layers", type=_positive_int, default=2, help="transformer blocks (default %(default)s)")
+    modelfile = commands.add_parser("modelfile", help="print the Ollama Modelfile for a GGUF (what DeployModel creates)")
+    modelfile.add_argument("--gguf", required=True, help="the GGUF file the Modelfile's FROM names")
+
+    validate_model = commands.add_parser("validate", help="score holdout and seed profiles, apply the gates (ValidateModel)")
+    target = validate_model.add_mutually_exclusive_group(required=True)
+    target.add_argument("--gguf", help="score with this GGUF in llama.cpp, prompted as Ollama prompts it")
+    target.add_argument("--ollama-url", help="score with a model served by Ollama at this URL (needs --model)")
+    validate_model.add_argument("--model", help="the Ollama tag to score, e.g. mistral-researcher:<run_id>")
+    validate_model.add_argument("--holdout", required=True, help="holdout.jsonl (teacher-scored, held out): path or s3://")
+    validate_model.add_argument("--seeds", required=True, help="seeds.jsonl (the seed profiles): path or s3://")
+    validate_model.add_argument("--out", required=True, help="report directory: report.json, report.md, plots")
+    validate_model.add_argument("--concurrency", type=_positive_int, default=1, help="profiles scored at once (default 1)")
+    validate_model.add_argument("--max-holdout", type=_positive_int, default=None,
+                                help="holdout profiles scored at most, a fixed sample (default 500)")
+    validate_model.add_argument("--gate", action="append", default=[], metavar="NAME=VALUE",
+                                help="override a threshold, e.g. --gate correlation_min=0.8 (repeatable)")
+    validate_model.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser
 
 
@@ -223,6 +240,62 @@ def _tiny_model(args) -> int:
     return EXIT_OK
 
 
+def _modelfile(args) -> int:
+    from pipeline.serving import modelfile
+
+    sys.stdout.write(modelfile.render_modelfile(args.gguf))
+    return EXIT_OK
+
+
+def _parse_gates(assignments: list[str]):
+    from pipeline.errors import InvalidArgument
+    from pipeline.evaluation.gates import QualityGates
+
+    values = {}
+    for assignment in assignments:
+        name, sep, value = assignment.partition("=")
+        if not sep:
+            raise InvalidArgument(f"--gate expects NAME=VALUE, got {assignment!r}")
+        values[name.strip()] = value.strip()
+    return QualityGates.from_mapping(values)
+
+
+def _validate_model(args) -> int:
+    from pipeline.errors import InvalidArgument
+    from pipeline.evaluation import stage
+    from pipeline.serving import scorer
+    from pipeline.serving.ollama import OllamaClient
+
+    gates = _parse_gates(args.gate)
+    max_holdout = args.max_holdout or stage.DEFAULT_MAX_HOLDOUT
+    with contextlib.ExitStack() as stack:
+        if args.gguf:
+            if args.model:
+                raise InvalidArgument("--model goes with --ollama-url; with --gguf the file is the model")
+            backends, model, backend_name = scorer.llama_cpp_backends(args.gguf, args.concurrency), args.gguf, "llama.cpp"
+        else:
+            if not args.model:
+                raise InvalidArgument("--ollama-url needs --model TAG (e.g. mistral-researcher:latest)")
+            client = stack.enter_context(OllamaClient(args.ollama_url))
+            backends = [scorer.OllamaBackend(client, args.model)] * args.concurrency
+            model, backend_name = args.model, f"ollama {args.ollama_url}"
+        summary = stage.validate_model(backends, model=model, backend_name=backend_name, holdout_uri=args.holdout,
+                                       seeds_uri=args.seeds, out_uri=args.out, gates=gates, max_holdout=max_holdout,
+                                       progress=not args.no_progress)
+    metrics = summary["metrics"]
+    print(f"{'PASSED' if summary['passed'] else 'FAILED'}: seed mean {metrics['seed_mean']:.3f}, seed min "
+          f"{metrics['seed_min']:.3f}, pearson {_or_undefined(metrics['pearson'])}, p95 latency "
+          f"{metrics['latency_p95_s']:.2f} s, valid JSON {metrics['valid_json_rate']:.1%}; report {summary['report_md_uri']}")
+    if not summary["passed"]:
+        print(f"failed gates: {', '.join(summary['failed_gates'])}", file=sys.stderr)
+        return EXIT_GATE_FAILED
+    return EXIT_OK
+
+
+def _or_undefined(value) -> str:
+    return "undefined" if value is None else f"{value:.3f}"
+
+
 HANDLERS = {
     ("dataset", "sample"): _dataset_sample,
     ("dataset", "export"): _dataset_export,
@@ -231,6 +304,8 @@ HANDLERS = {
     ("train", None): _train,
     ("tiny-model", None): _tiny_model,
     ("convert", None): _convert,
+    ("modelfile", None): _modelfile,
+    ("validate", None): _validate_model,
 }
 
 

@@ -60,6 +60,10 @@ MAX_LOCATION_CHARS = 60
 MAX_HANDLE_CHARS = 50
 MAX_REASON_CHARS = 240
 TRUNCATION_MARK = "…"
+# Tokens an answer may take at inference. The longest answer is about 330 characters (handle 50,
+# reason 240, keys and score), ~110 Mistral tokens; the margin covers byte-fallback text. An answer
+# cut at this budget is invalid JSON and counts against the gates (the seed's 2048 only adds latency).
+MAX_ANSWER_TOKENS = 256
 
 SCORE_DECIMALS = Decimal("0.01")
 SCORE_MIN = 0.0
@@ -70,7 +74,9 @@ ANSWER_JSON_SCHEMA: dict[str, Any] = {
     "type": "object",
     "properties": {
         "handle": {"type": "string"},
-        "score": {"type": "string", "pattern": r"^(0(\.\d{1,2})?|1(\.0{1,2})?)$"},
+        # Character classes, not \d or \.: llama-cpp-python's schema-to-grammar port turns those into
+        # escapes its grammar parser rejects (and then crashes on). Ollama reads either form.
+        "score": {"type": "string", "pattern": r"^(0([.][0-9]{1,2})?|1([.]0{1,2})?)$"},
         "reason": {"type": "string"},
     },
     "required": ["handle", "score", "reason"],
@@ -187,6 +193,25 @@ def parse_answer(text: str) -> Answer:
     if not isinstance(reason, str) or not reason.strip():
         raise AnswerError("empty_reason", "reason missing or empty")
     return Answer(handle=handle, score=parse_score(value.get("score")), reason=reason)
+
+
+_CODE_FENCE = re.compile(r"^```[A-Za-z]*\s*|\s*```$")
+
+
+def parse_model_answer(text: str) -> Answer:
+    """A model's answer: forgiving where it is safe, strict where it matters.
+
+    Forgiven: surrounding whitespace, a Markdown code fence, text around the one JSON object, a
+    score given as a number instead of a string. Not forgiven (AnswerError): no JSON object, a
+    missing or empty handle or reason, a score that is not a number in [0, 1].
+    """
+    if not isinstance(text, str):
+        raise AnswerError("not_json", f"answer is {type(text).__name__}")
+    stripped = _CODE_FENCE.sub("", text.strip()).strip()
+    start, end = stripped.find("{"), stripped.rfind("}")
+    if start < 0 or end < start:
+        raise AnswerError("not_json", f"no JSON object in {text[:80]!r}")
+    return parse_answer(stripped[start : end + 1])
 
 
 # Mistral-Instruct's chat format ([INST] ... [/INST], then the answer and </s>). Mistral's template

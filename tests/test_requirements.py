@@ -39,3 +39,9 @@ def test_conversion_image_needs_no_torch():
     convert = packages(ROOT / "requirements" / "convert.txt")
     assert {"llama-cpp-python", "gguf", "numpy"} <= convert
     assert not convert & {"torch", "transformers", "peft", "pulumi", "psycopg2-binary"}
+
+
+def test_serving_lambdas_need_no_torch_llama_cpp_or_database():
+    serving = packages(ROOT / "requirements" / "serving.txt")
+    assert {"httpx", "numpy", "matplotlib"} <= serving
+    assert not serving & {"torch", "transformers", "llama-cpp-python", "psycopg2-binary", "pulumi", "moto"}

@@ -1,0 +1,1 @@
+"""ValidateModel: the quality gates, their metrics, and the report."""

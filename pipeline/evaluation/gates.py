@@ -1,0 +1,160 @@
+"""The quality gates: one home for their thresholds (defaults from the seed's Success Criteria) and
+the metrics they read.
+
+Unparseable or failed answers are not dropped: they count as invalid for the valid-JSON gate and
+score 0.0 for the score gates (a model that cannot answer a seed profile has not recognised the
+researcher), and their latency counts.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields
+from typing import Any, Sequence
+
+import numpy as np
+
+from pipeline.errors import InvalidArgument, PipelineError
+from pipeline.serving.scorer import ScoreResult
+
+INVALID_ANSWER_SCORE = 0.0
+
+
+class EmptyEvaluationSet(PipelineError):
+    """A holdout or seed file has no profiles: the gates cannot be evaluated."""
+
+
+@dataclass(frozen=True)
+class QualityGates:
+    """Thresholds. ``min`` gates pass when the value is strictly above, ``max`` strictly below,
+    except the valid-JSON rate (at least)."""
+
+    seed_mean_min: float = 0.75
+    seed_min_min: float = 0.50
+    correlation_min: float = 0.85
+    latency_p50_max_s: float = 5.0
+    latency_p95_max_s: float = 5.0
+    valid_json_rate_min: float = 0.98
+
+    def __post_init__(self) -> None:
+        for name in ("seed_mean_min", "seed_min_min", "valid_json_rate_min"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise InvalidArgument(f"gate {name} must be in [0, 1], got {getattr(self, name)}")
+        if not -1.0 <= self.correlation_min <= 1.0:
+            raise InvalidArgument(f"gate correlation_min must be in [-1, 1], got {self.correlation_min}")
+        for name in ("latency_p50_max_s", "latency_p95_max_s"):
+            if not getattr(self, name) > 0:
+                raise InvalidArgument(f"gate {name} must be above 0 seconds, got {getattr(self, name)}")
+
+    @classmethod
+    def from_mapping(cls, values: dict[str, Any] | None) -> "QualityGates":
+        """From a config/event mapping; unknown names are an error, not ignored."""
+        values = values or {}
+        known = {field.name for field in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise InvalidArgument(f"unknown gate(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+        try:
+            return cls(**{name: float(value) for name, value in values.items()})
+        except (TypeError, ValueError) as exc:
+            raise InvalidArgument(f"gate thresholds must be numbers: {exc}") from None
+
+    def as_dict(self) -> dict[str, float]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class GateResult:
+    name: str
+    value: float | None  # None: the metric is undefined (the gate fails)
+    threshold: float
+    comparison: str  # ">", "<" or ">="
+    passed: bool
+    detail: str = ""
+
+
+def effective_score(result: ScoreResult) -> float:
+    return result.score if result.score is not None else INVALID_ANSWER_SCORE
+
+
+def average_ranks(values: np.ndarray) -> np.ndarray:
+    """Ranks 1..n with ties given their average rank (for Spearman). Eight lines of numpy instead
+    of adding scipy to the Lambda for one function."""
+    order = np.argsort(values, kind="mergesort")
+    sorted_values = values[order]
+    boundaries = np.flatnonzero(np.diff(sorted_values)) + 1
+    starts = np.concatenate(([0], boundaries))
+    ends = np.concatenate((boundaries, [len(values)]))
+    ranks = np.empty(len(values), dtype=np.float64)
+    for start, end in zip(starts, ends):
+        ranks[order[start:end]] = (start + end + 1) / 2.0
+    return ranks
+
+
+def pearson(x: Sequence[float], y: Sequence[float]) -> float | None:
+    """Pearson's r; None when either side is constant (undefined) or there are fewer than 2 pairs."""
+    a, b = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    if len(a) < 2 or np.ptp(a) == 0 or np.ptp(b) == 0:
+        return None
+    return float(np.corrcoef(a, b)[0, 1])
+
+
+def spearman(x: Sequence[float], y: Sequence[float]) -> float | None:
+    a, b = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    if len(a) < 2:
+        return None
+    return pearson(average_ranks(a), average_ranks(b))
+
+
+def _percentile(values: Sequence[float], q: float) -> float:
+    return float(np.percentile(np.asarray(values, dtype=np.float64), q))
+
+
+def compute_metrics(holdout: Sequence[ScoreResult], seeds: Sequence[ScoreResult]) -> dict[str, Any]:
+    if not holdout:
+        raise EmptyEvaluationSet("the holdout set has no profiles: the correlation gate cannot be evaluated")
+    if not seeds:
+        raise EmptyEvaluationSet("the seed set has no profiles: the seed gates cannot be evaluated")
+    everything = [*holdout, *seeds]
+    model = [effective_score(result) for result in holdout]
+    teacher = [result.profile.teacher_score for result in holdout]
+    seed_scores = [effective_score(result) for result in seeds]
+    latencies = [result.latency_s for result in everything]
+    valid = sum(result.ok for result in everything)
+    return {
+        "profiles": len(everything),
+        "holdout_profiles": len(holdout),
+        "seed_profiles": len(seeds),
+        "valid_answers": valid,
+        "handle_mismatches": sum(result.ok and not result.handle_matches for result in everything),
+        "valid_json_rate": valid / len(everything),
+        "seed_mean": float(np.mean(seed_scores)),
+        "seed_min": float(np.min(seed_scores)),
+        "pearson": pearson(model, teacher),
+        "spearman": spearman(model, teacher),
+        "mae": float(np.mean(np.abs(np.asarray(model) - np.asarray(teacher)))),
+        "latency_p50_s": _percentile(latencies, 50),
+        "latency_p95_s": _percentile(latencies, 95),
+        "prompt_tokens_mean": float(np.mean([r.prompt_tokens for r in everything])),
+        "answer_tokens_mean": float(np.mean([r.answer_tokens for r in everything])),
+        "answer_tokens_max": int(max(r.answer_tokens for r in everything)),
+    }
+
+
+def _gate(name: str, value: float | None, threshold: float, comparison: str, undefined: str = "") -> GateResult:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return GateResult(name, None, threshold, comparison, False, undefined or "undefined")
+    passed = {">": value > threshold, "<": value < threshold, ">=": value >= threshold}[comparison]
+    return GateResult(name, value, threshold, comparison, passed)
+
+
+def evaluate(metrics: dict[str, Any], gates: QualityGates) -> list[GateResult]:
+    return [
+        _gate("seed_mean", metrics["seed_mean"], gates.seed_mean_min, ">"),
+        _gate("seed_min", metrics["seed_min"], gates.seed_min_min, ">"),
+        _gate("pearson", metrics["pearson"], gates.correlation_min, ">",
+              "correlation undefined: the model's or the teacher's scores are constant"),
+        _gate("latency_p50_s", metrics["latency_p50_s"], gates.latency_p50_max_s, "<"),
+        _gate("latency_p95_s", metrics["latency_p95_s"], gates.latency_p95_max_s, "<"),
+        _gate("valid_json_rate", metrics["valid_json_rate"], gates.valid_json_rate_min, ">="),
+    ]

@@ -1,0 +1,154 @@
+"""report.json (the decision, every metric and threshold, every profile), report.md and its plots."""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+from dataclasses import asdict
+from typing import Any, Sequence
+
+from pipeline import storage
+from pipeline.evaluation.gates import GateResult
+from pipeline.serving.scorer import ScoreResult
+
+REPORT_JSON = "report.json"
+REPORT_MD = "report.md"
+SCATTER_PNG = "model_vs_teacher.png"
+HISTOGRAM_PNG = "score_histograms.png"
+LATENCY_PNG = "latency.png"
+REPORT_FORMAT = "researcher-scorer-report/v1"
+
+
+def profile_rows(results: Sequence[ScoreResult], subset: str) -> list[dict[str, Any]]:
+    return [
+        {
+            "set": subset,
+            "handle": r.profile.handle,
+            "teacher_score": r.profile.teacher_score,
+            "model_score": r.score,
+            "valid": r.ok,
+            "error": r.error or None,
+            "handle_matches": r.handle_matches,
+            "reason": r.reason,
+            "latency_s": round(r.latency_s, 4),
+            "prompt_tokens": r.prompt_tokens,
+            "answer_tokens": r.answer_tokens,
+            **({"raw": r.raw} if not r.ok else {}),
+        }
+        for r in results
+    ]
+
+
+def build_report(*, model: str, backend: str, metrics: dict[str, Any], gates: Sequence[GateResult],
+                 thresholds: dict[str, float], holdout: Sequence[ScoreResult], seeds: Sequence[ScoreResult]) -> dict[str, Any]:
+    return {
+        "format": REPORT_FORMAT,
+        "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "model": model,
+        "backend": backend,
+        "passed": all(gate.passed for gate in gates),
+        "failed_gates": [gate.name for gate in gates if not gate.passed],
+        "gates": [asdict(gate) for gate in gates],
+        "thresholds": thresholds,
+        "metrics": metrics,
+        "profiles": profile_rows(holdout, "holdout") + profile_rows(seeds, "seeds"),
+    }
+
+
+def _png(figure) -> bytes:
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+    return buffer.getvalue()
+
+
+def plots(holdout: Sequence[ScoreResult], seeds: Sequence[ScoreResult]) -> dict[str, bytes]:
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only, no display
+    from matplotlib.figure import Figure
+
+    images = {}
+    figure = Figure(figsize=(5, 5))
+    axes = figure.subplots()
+    valid = [r for r in holdout if r.ok]
+    axes.scatter([r.profile.teacher_score for r in valid], [r.score for r in valid], s=10, alpha=0.6, label="holdout")
+    axes.scatter([r.profile.teacher_score for r in seeds if r.ok], [r.score for r in seeds if r.ok], s=14, marker="^",
+                 alpha=0.8, label="seeds")
+    axes.plot([0, 1], [0, 1], color="grey", linewidth=0.8)
+    axes.set(xlabel="teacher score", ylabel="model score", xlim=(-0.02, 1.02), ylim=(-0.02, 1.02),
+             title="Model vs teacher (valid answers)")
+    axes.legend(loc="upper left")
+    images[SCATTER_PNG] = _png(figure)
+
+    figure = Figure(figsize=(7, 3.5))
+    left, right = figure.subplots(1, 2, sharey=False)
+    bins = [i / 20 for i in range(21)]
+    left.hist([r.profile.teacher_score for r in holdout], bins=bins, alpha=0.6, label="teacher")
+    left.hist([r.score for r in holdout if r.ok], bins=bins, alpha=0.6, label="model")
+    left.set(title="Holdout scores", xlabel="score")
+    left.legend()
+    right.hist([r.score for r in seeds if r.ok], bins=bins, color="tab:green")
+    right.set(title="Seed-profile scores (model)", xlabel="score")
+    images[HISTOGRAM_PNG] = _png(figure)
+
+    figure = Figure(figsize=(5, 3.5))
+    axes = figure.subplots()
+    axes.hist([r.latency_s for r in [*holdout, *seeds]], bins=30)
+    axes.set(title="Latency per profile", xlabel="seconds", ylabel="profiles")
+    images[LATENCY_PNG] = _png(figure)
+    return images
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "undefined"
+    return f"{value:.3f}" if isinstance(value, float) else str(value)
+
+
+def markdown(report: dict[str, Any]) -> str:
+    metrics = report["metrics"]
+    lines = [
+        f"# Validation of `{report['model']}`",
+        "",
+        f"**{'PASSED' if report['passed'] else 'FAILED'}** — backend {report['backend']}, "
+        f"{metrics['profiles']} profiles ({metrics['holdout_profiles']} holdout, {metrics['seed_profiles']} seeds), "
+        f"{report['created_at']}",
+        "",
+        "| gate | value | threshold | result |",
+        "| --- | --- | --- | --- |",
+    ]
+    for gate in report["gates"]:
+        verdict = "pass" if gate["passed"] else f"**fail**{' — ' + gate['detail'] if gate['detail'] else ''}"
+        lines.append(f"| {gate['name']} | {_fmt(gate['value'])} | {gate['comparison']} {gate['threshold']} | {verdict} |")
+    lines += [
+        "",
+        f"Spearman {_fmt(metrics['spearman'])}, mean absolute error {_fmt(metrics['mae'])}; "
+        f"{metrics['valid_answers']} valid answers; tokens per profile: prompt {metrics['prompt_tokens_mean']:.0f}, "
+        f"answer {metrics['answer_tokens_mean']:.0f} (max {metrics['answer_tokens_max']}).",
+        "",
+        f"![model vs teacher]({SCATTER_PNG})",
+        f"![score histograms]({HISTOGRAM_PNG})",
+        f"![latency]({LATENCY_PNG})",
+        "",
+    ]
+    invalid = [row for row in report["profiles"] if not row["valid"]]
+    if invalid:
+        lines += ["## Invalid answers", "", "| set | handle | error | answer |", "| --- | --- | --- | --- |"]
+        for row in invalid[:50]:
+            raw = (row.get("raw") or "").replace("|", "\\|").replace("\n", " ")[:120]
+            lines.append(f"| {row['set']} | {row['handle']} | {row['error']} | `{raw}` |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def write_report(out_uri: str, report: dict[str, Any], holdout: Sequence[ScoreResult], seeds: Sequence[ScoreResult]) -> dict[str, str]:
+    """Write the plots, report.md and report.json (last: its presence marks a complete report)."""
+    written = {}
+    for name, data in plots(holdout, seeds).items():
+        written[name] = storage.join(out_uri, name)
+        storage.write_bytes(written[name], data)
+    written[REPORT_MD] = storage.join(out_uri, REPORT_MD)
+    storage.write_bytes(written[REPORT_MD], markdown(report).encode("utf-8"))
+    written[REPORT_JSON] = storage.join(out_uri, REPORT_JSON)
+    storage.write_json(written[REPORT_JSON], report)
+    return written

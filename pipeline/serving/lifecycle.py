@@ -1,0 +1,158 @@
+"""DeployModel, promote and Rollback on an Ollama server; the production pointer.
+
+Tags: every run's model is ``mistral-researcher:<run_id>`` (the candidate); production is
+``mistral-researcher:latest`` (configurable), a copy of one run's tag. The pointer object
+``<root>/models/current.json`` names the run in production and is written only after its tag was
+copied, so the pointer is the truth and the production tag can always be restored from it. Each
+step is idempotent: the state machine may retry any of them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import hashlib
+import posixpath
+from dataclasses import dataclass
+from typing import Any
+
+from pipeline import runs, storage
+from pipeline.errors import PipelineError
+from pipeline.serving import modelfile
+from pipeline.serving.ollama import OllamaClient
+
+POINTER_PATH = ("models", "current.json")
+GGUF_FILE_NAME = "model.gguf"
+MODELFILE_NAME = "Modelfile"
+HASH_CHUNK_BYTES = 8 * 1024 * 1024
+
+
+class PromotionError(PipelineError):
+    """The candidate cannot be promoted (it is not on the server, or the pointer cannot be written)."""
+
+
+class RestoreError(PipelineError):
+    """Production cannot be restored: the pointer's model is gone from the server."""
+
+
+@dataclass(frozen=True)
+class ServingConfig:
+    model_name: str = modelfile.MODEL_NAME
+    production_tag: str = modelfile.PRODUCTION_TAG
+
+    @property
+    def production(self) -> str:
+        return f"{self.model_name}:{self.production_tag}"
+
+    def candidate(self, run_id: str) -> str:
+        return modelfile.model_tag(runs.check_run_id(run_id), self.model_name)
+
+
+def pointer_uri(root: str) -> str:
+    return storage.join(root, *POINTER_PATH)
+
+
+def read_pointer(root: str) -> dict[str, Any] | None:
+    uri = pointer_uri(root)
+    return storage.read_json(uri) if storage.exists(uri) else None
+
+
+def gguf_digest(gguf_uri: str) -> tuple[str, int]:
+    """(sha256, size) of the GGUF: from the export's description when present, else by reading it."""
+    description_uri = f"{gguf_uri}.json"
+    if storage.exists(description_uri):
+        description = storage.read_json(description_uri)
+        if description.get("sha256") and description.get("size") == storage.size_of(gguf_uri):
+            return description["sha256"], description["size"]
+    digest, size = hashlib.sha256(), 0
+    with storage.open_read(gguf_uri) as stream:
+        while chunk := stream.read(HASH_CHUNK_BYTES):
+            digest.update(chunk)
+            size += len(chunk)
+    return digest.hexdigest(), size
+
+
+def _sibling(uri: str, name: str) -> str:
+    if storage.is_s3(uri):
+        return uri.rsplit("/", 1)[0] + "/" + name
+    return posixpath.join(posixpath.dirname(uri) or ".", name)
+
+
+def deploy(client: OllamaClient, gguf_uri: str, run_id: str, config: ServingConfig = ServingConfig()) -> dict[str, Any]:
+    """Upload the GGUF (skipped when Ollama has the blob) and create the candidate tag."""
+    sha256, size = gguf_digest(gguf_uri)
+    uploaded = False
+    if not client.has_blob(sha256):
+        client.push_blob(sha256, lambda: storage.open_read(gguf_uri))
+        uploaded = True
+    candidate = config.candidate(run_id)
+    client.create(modelfile.create_request(candidate, GGUF_FILE_NAME, sha256))
+    modelfile_uri = _sibling(gguf_uri, MODELFILE_NAME)
+    storage.write_bytes(modelfile_uri, modelfile.render_modelfile(f"./{posixpath.basename(gguf_uri)}").encode("utf-8"))
+    return {"run_id": run_id, "candidate": candidate, "gguf_uri": gguf_uri, "gguf_sha256": sha256,
+            "gguf_bytes": size, "uploaded": uploaded, "modelfile_uri": modelfile_uri}
+
+
+def promote(client: OllamaClient, root: str, run_id: str, record: dict[str, Any],
+            config: ServingConfig = ServingConfig()) -> dict[str, Any]:
+    """Make the candidate production: copy its tag, then write the pointer. ``record`` goes into the
+    pointer (dataset sha256, adapter URI, GGUF sha256, metrics)."""
+    candidate = config.candidate(run_id)
+    tags = client.tags()
+    if candidate not in tags:
+        raise PromotionError(f"{candidate} is not on the Ollama server at {client.base_url}; deploy it first")
+    previous = read_pointer(root)
+    if previous and previous.get("run_id") == run_id:  # a retry after the pointer was written
+        previous = previous.get("previous")
+    client.copy(candidate, config.production)
+    pointer = {
+        **record,
+        "run_id": run_id,
+        "model": candidate,
+        "production": config.production,
+        "promoted_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "previous": {key: value for key, value in previous.items() if key != "previous"} if previous else None,
+    }
+    storage.write_json(pointer_uri(root), pointer)
+    _prune(client, config, keep={candidate, pointer["previous"]["model"] if pointer["previous"] else candidate})
+    return pointer
+
+
+def rollback(client: OllamaClient, root: str, run_id: str, config: ServingConfig = ServingConfig()) -> dict[str, Any]:
+    """Leave production as the pointer says: restore its tag if a promote was cut off, delete the
+    candidate. The pointer is never changed here."""
+    candidate = config.candidate(run_id)
+    pointer = read_pointer(root)
+    tags = client.tags()
+    restored = removed_production = False
+    if pointer and pointer.get("run_id") == run_id:
+        # The promote finished (its pointer is written): this run is production, nothing to undo.
+        return {"run_id": run_id, "candidate_deleted": False, "production_restored": False,
+                "production": pointer["model"], "note": "this run is the promoted one; production unchanged"}
+    if pointer:
+        source = pointer["model"]
+        if source not in tags:
+            raise RestoreError(f"the pointer names {source}, which is not on the Ollama server at {client.base_url}")
+        if tags.get(config.production) != tags[source]:
+            client.copy(source, config.production)
+            restored = True
+    elif config.production in tags and tags.get(config.production) == tags.get(candidate):
+        # No model was ever promoted: a production tag equal to the candidate is a cut-off promote.
+        client.delete(config.production)
+        removed_production = True
+    deleted = client.delete(candidate)
+    return {"run_id": run_id, "candidate_deleted": deleted, "production_restored": restored,
+            "production_removed": removed_production, "production": pointer["model"] if pointer else None}
+
+
+def _prune(client: OllamaClient, config: ServingConfig, keep: set[str]) -> list[str]:
+    """Delete older run tags of this model, keeping production's run and the one before it (the
+    restore point): a g4dn root volume holds a handful of 4 GB models, not fifty."""
+    removed = []
+    prefix = f"{config.model_name}:"
+    for name in client.tags():
+        if name.startswith(prefix) and name != config.production and name not in keep:
+            with contextlib.suppress(PipelineError):
+                if client.delete(name):
+                    removed.append(name)
+    return removed

@@ -1,0 +1,64 @@
+"""What Ollama is told about our model: TEMPLATE, SYSTEM, PARAMETERs, as a Modelfile and as the
+``/api/create`` request — one source for both.
+
+The TEMPLATE reproduces the training format (``pipeline.prompt.MISTRAL_CHAT_TEMPLATE`` with the
+system prompt folded into the user turn) minus the ``<s>``: llama.cpp adds BOS itself because the
+GGUF says ``tokenizer.ggml.add_bos_token``, and a second one would shift every position. The seed's
+``stop "<|im_end|>"`` is a ChatML token Mistral never emits; the model ends its answer with ``</s>``
+(EOS, always a stop in Ollama) and ``[INST]`` guards against it starting a new turn.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from pipeline import prompt
+
+MODEL_NAME = "mistral-researcher"
+PRODUCTION_TAG = "latest"
+
+# Go text/template, rendered by Ollama (and by pipeline.serving.template for llama.cpp).
+OLLAMA_TEMPLATE = "[INST] {{ if .System }}{{ .System }}\n\n{{ end }}{{ .Prompt }} [/INST]"
+STOP_SEQUENCES = ("</s>", "[INST]")
+# The seed Modelfile's parameters.
+TEMPERATURE = 0.1
+NUM_CTX = 4096
+
+
+def parameters() -> dict[str, Any]:
+    """Ollama ``parameters`` for /api/create (and PARAMETER lines of the Modelfile)."""
+    return {"temperature": TEMPERATURE, "num_ctx": NUM_CTX, "num_predict": prompt.MAX_ANSWER_TOKENS,
+            "stop": list(STOP_SEQUENCES)}
+
+
+def model_tag(run_id: str, name: str = MODEL_NAME) -> str:
+    return f"{name}:{run_id}"
+
+
+def _quoted(text: str) -> str:
+    # Modelfile strings: triple quotes for multi-line text, which ours never contains itself.
+    if '"""' in text:
+        raise ValueError("a Modelfile value cannot contain three double quotes")
+    return f'"""{text}"""'
+
+
+def render_modelfile(gguf_path: str) -> str:
+    """The Modelfile equivalent to our /api/create request, for ``ollama create -f`` by hand."""
+    lines = [f"FROM {gguf_path}", "", f"TEMPLATE {_quoted(OLLAMA_TEMPLATE)}", "", f"SYSTEM {_quoted(prompt.SYSTEM_PROMPT)}", ""]
+    for name, value in parameters().items():
+        for item in value if isinstance(value, list) else [value]:
+            lines.append(f"PARAMETER {name} {json.dumps(item) if isinstance(item, str) else item}")
+    return "\n".join(lines) + "\n"
+
+
+def create_request(tag: str, gguf_file_name: str, sha256: str) -> dict[str, Any]:
+    """The body of ``POST /api/create`` for a GGUF blob already uploaded by digest."""
+    return {
+        "model": tag,
+        "files": {gguf_file_name: f"sha256:{sha256}"},
+        "template": OLLAMA_TEMPLATE,
+        "system": prompt.SYSTEM_PROMPT,
+        "parameters": parameters(),
+        "stream": False,
+    }

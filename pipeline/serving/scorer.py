@@ -1,0 +1,183 @@
+"""Score profiles with a served model: the seed's ``queryOllama`` in Python, and its llama.cpp twin.
+
+Both backends send the same thing: the profile's instruction under the Ollama TEMPLATE with the
+system prompt, temperature 0.1, at most MAX_ANSWER_TOKENS, constrained to the answer's JSON schema
+(Ollama's ``format``, llama.cpp's grammar from the same schema). One bad answer never stops a
+batch: it becomes a ``ScoreFailure`` that the gates count.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import json
+import os
+import queue
+import time
+from dataclasses import dataclass
+from typing import Callable, Protocol, Sequence
+
+from tqdm import tqdm
+
+from pipeline import prompt
+from pipeline import storage
+from pipeline.errors import InvalidArgument
+from pipeline.serving import modelfile, template
+from pipeline.serving.ollama import OllamaClient, OllamaError, OllamaUnavailable
+
+
+@dataclass(frozen=True)
+class Profile:
+    """A held-out profile: what the model is asked, and what the teacher answered."""
+
+    handle: str
+    instruction: str
+    teacher_score: float
+
+
+@dataclass(frozen=True)
+class Completion:
+    text: str
+    latency_s: float
+    prompt_tokens: int
+    answer_tokens: int
+
+
+@dataclass(frozen=True)
+class ScoreResult:
+    profile: Profile
+    latency_s: float
+    prompt_tokens: int
+    answer_tokens: int
+    score: float | None = None  # None: the answer did not meet the contract
+    reason: str = ""
+    error: str = ""  # a stable code (AnswerError.reason or "request_failed")
+    raw: str = ""
+    handle_matches: bool = False  # reported, not a gate: the score is about the profile asked
+
+    @property
+    def ok(self) -> bool:
+        return self.score is not None
+
+
+class Backend(Protocol):
+    def complete(self, instruction: str) -> Completion: ...
+
+
+class OllamaBackend:
+    """``POST /api/generate`` on a tag created by the lifecycle (its SYSTEM and TEMPLATE apply)."""
+
+    def __init__(self, client: OllamaClient, model: str):
+        self.client = client
+        self.model = model
+
+    def complete(self, instruction: str) -> Completion:
+        started = time.perf_counter()
+        body = self.client.generate(
+            self.model, instruction, format=prompt.ANSWER_JSON_SCHEMA,
+            options={"temperature": modelfile.TEMPERATURE, "num_predict": prompt.MAX_ANSWER_TOKENS},
+        )
+        return Completion(body.get("response", ""), time.perf_counter() - started,
+                          int(body.get("prompt_eval_count") or 0), int(body.get("eval_count") or 0))
+
+
+class LlamaCppBackend:
+    """The GGUF in llama.cpp, prompted exactly as Ollama prompts it. One instance per thread."""
+
+    def __init__(self, gguf_path: str, *, threads: int, seed: int = 0):
+        import llama_cpp  # heavy; only the local backend needs it
+
+        if not os.path.isfile(gguf_path):
+            raise InvalidArgument(f"no GGUF file at {gguf_path}")
+        self._llm = llama_cpp.Llama(model_path=gguf_path, n_ctx=0, n_threads=threads, n_threads_batch=threads,
+                                    seed=seed, verbose=False)
+        n_ctx = self._llm.n_ctx()
+        if n_ctx > modelfile.NUM_CTX:  # the same window as Ollama's num_ctx, not the model's maximum
+            self._llm = llama_cpp.Llama(model_path=gguf_path, n_ctx=modelfile.NUM_CTX, n_threads=threads,
+                                        n_threads_batch=threads, seed=seed, verbose=False)
+        self._grammar = llama_cpp.LlamaGrammar.from_json_schema(json.dumps(prompt.ANSWER_JSON_SCHEMA), verbose=False)
+
+    def prompt_tokens(self, instruction: str) -> list[int]:
+        text = template.render(modelfile.OLLAMA_TEMPLATE, {"System": prompt.SYSTEM_PROMPT, "Prompt": instruction})
+        # BOS from the GGUF's add_bos_token, special tokens parsed: what Ollama's runner does.
+        return self._llm.tokenize(text.encode("utf-8"), add_bos=True, special=True)
+
+    def complete(self, instruction: str) -> Completion:
+        tokens = self.prompt_tokens(instruction)
+        started = time.perf_counter()
+        self._llm.reset()
+        out = self._llm.create_completion(
+            tokens, max_tokens=prompt.MAX_ANSWER_TOKENS, temperature=modelfile.TEMPERATURE,
+            stop=list(modelfile.STOP_SEQUENCES), grammar=self._grammar,
+        )
+        return Completion(out["choices"][0]["text"], time.perf_counter() - started,
+                          len(tokens), int(out["usage"]["completion_tokens"]))
+
+
+def score_one(backend: Backend, profile: Profile) -> ScoreResult:
+    try:
+        completion = backend.complete(profile.instruction)
+    except (OllamaUnavailable, OllamaError) as exc:
+        # A request that failed after its retries counts against the gates like a bad answer.
+        return ScoreResult(profile, 0.0, 0, 0, error="request_failed", raw=str(exc)[:500])
+    common = dict(profile=profile, latency_s=completion.latency_s, prompt_tokens=completion.prompt_tokens,
+                  answer_tokens=completion.answer_tokens, raw=completion.text[:2000])
+    try:
+        answer = prompt.parse_model_answer(completion.text)
+    except prompt.AnswerError as exc:
+        return ScoreResult(**common, error=exc.reason)
+    matches = answer.handle.strip().lstrip("@").casefold() == profile.handle.casefold()
+    return ScoreResult(**common, score=answer.score, reason=answer.reason, handle_matches=matches)
+
+
+def score_profiles(backends: Sequence[Backend], profiles: Sequence[Profile], *, progress: bool = True,
+                   on_result: Callable[[ScoreResult], None] | None = None) -> list[ScoreResult]:
+    """Score every profile, ``len(backends)`` at a time; results in the profiles' order."""
+    if not backends:
+        raise InvalidArgument("at least one backend is needed")
+    idle: queue.Queue[Backend] = queue.Queue()
+    for backend in backends:
+        idle.put(backend)
+
+    def task(profile: Profile) -> ScoreResult:
+        backend = idle.get()
+        try:
+            return score_one(backend, profile)
+        finally:
+            idle.put(backend)
+
+    results: list[ScoreResult | None] = [None] * len(profiles)
+    with concurrent.futures.ThreadPoolExecutor(max_workers=len(backends)) as pool, \
+            tqdm(total=len(profiles), desc="validate", unit=" profiles", disable=not progress) as bar:
+        futures = {pool.submit(task, profile): index for index, profile in enumerate(profiles)}
+        for future in concurrent.futures.as_completed(futures):
+            result = future.result()
+            results[futures[future]] = result
+            bar.update(1)
+            if on_result:
+                on_result(result)
+    return [result for result in results if result is not None]
+
+
+def read_profiles(uri: str) -> list[Profile]:
+    """Profiles from a dataset JSONL file (holdout.jsonl, seeds.jsonl): instruction + teacher answer."""
+    try:
+        text = storage.read_bytes(uri).decode("utf-8")
+    except UnicodeDecodeError:
+        raise InvalidArgument(f"{uri} is not UTF-8 text") from None
+    profiles = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+            answer = prompt.parse_answer(row["output"])
+            profiles.append(Profile(answer.handle, row["instruction"], answer.score))
+        except (ValueError, KeyError, TypeError) as exc:
+            raise InvalidArgument(f"{uri} line {number} is not a dataset row ({exc})") from None
+    return profiles
+
+
+def llama_cpp_backends(gguf_path: str, concurrency: int) -> list[LlamaCppBackend]:
+    """``concurrency`` independent llama.cpp contexts sharing the machine's cores."""
+    threads = max(1, (os.cpu_count() or 1) // concurrency)
+    return [LlamaCppBackend(gguf_path, threads=threads) for _ in range(concurrency)]

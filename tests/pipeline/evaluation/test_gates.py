@@ -1,0 +1,105 @@
+"""Gates and metrics on constructed score sets."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from pipeline.errors import InvalidArgument
+from pipeline.evaluation import gates
+from pipeline.evaluation.gates import QualityGates
+from pipeline.serving.scorer import Profile, ScoreResult
+
+
+def result(teacher: float, model: float | None, latency: float = 0.5, handle: str = "h") -> ScoreResult:
+    return ScoreResult(Profile(handle, "i", teacher), latency, 100, 30, score=model,
+                       error="" if model is not None else "not_json", handle_matches=model is not None)
+
+
+def passing_sets():
+    holdout = [result(t, t) for t in np.linspace(0.0, 1.0, 50)]
+    seeds = [result(0.9, 0.9) for _ in range(10)]
+    return holdout, seeds
+
+
+def decide(holdout, seeds, **thresholds):
+    metrics = gates.compute_metrics(holdout, seeds)
+    return metrics, {g.name: g for g in gates.evaluate(metrics, QualityGates(**thresholds))}
+
+
+def test_a_good_model_passes_every_gate():
+    metrics, decided = decide(*passing_sets())
+    assert all(g.passed for g in decided.values())
+    assert metrics["pearson"] == pytest.approx(1.0) and metrics["spearman"] == pytest.approx(1.0)
+    assert metrics["mae"] == 0.0 and metrics["valid_json_rate"] == 1.0
+
+
+@pytest.mark.parametrize("gate, change", [
+    ("seed_mean", lambda h, s: [result(0.9, 0.75) for _ in s]),  # exactly the threshold: > fails
+    ("seed_min", lambda h, s: s[:-1] + [result(0.9, 0.5)]),
+    ("latency_p50_s", lambda h, s: [result(r.profile.teacher_score, r.score, latency=6.0) for r in s]),
+])
+def test_each_seed_and_latency_threshold_fails_alone(gate, change):
+    holdout, seeds = passing_sets()
+    new_seeds = change(holdout, seeds)
+    if gate == "latency_p50_s":
+        holdout = [result(r.profile.teacher_score, r.score, latency=6.0) for r in holdout]
+    _, decided = decide(holdout, new_seeds)
+    assert [name for name, g in decided.items() if not g.passed] == [gate] + (["latency_p95_s"] if gate == "latency_p50_s" else [])
+
+
+def test_p95_latency_fails_on_a_slow_tail_while_p50_passes():
+    holdout, seeds = passing_sets()
+    holdout = [result(r.profile.teacher_score, r.score, latency=9.0 if i < 6 else 0.5) for i, r in enumerate(holdout)]
+    _, decided = decide(holdout, seeds)
+    assert decided["latency_p50_s"].passed and not decided["latency_p95_s"].passed
+
+
+def test_correlation_gate_and_mae():
+    holdout = [result(t, 1.0 - t) for t in np.linspace(0.0, 1.0, 20)]
+    metrics, decided = decide(holdout, passing_sets()[1])
+    assert metrics["pearson"] == pytest.approx(-1.0) and not decided["pearson"].passed
+    assert metrics["mae"] == pytest.approx(0.5, abs=0.03)
+
+
+def test_spearman_handles_ties_with_average_ranks():
+    assert gates.average_ranks(np.array([0.3, 0.1, 0.3, 0.2])).tolist() == [3.5, 1.0, 3.5, 2.0]
+    holdout = [result(t, m) for t, m in [(0.1, 0.2), (0.2, 0.2), (0.3, 0.5), (0.4, 0.5), (0.9, 0.8)]]
+    metrics, _ = decide(holdout, passing_sets()[1])
+    ranks_model, ranks_teacher = [1.5, 1.5, 3.5, 3.5, 5], [1, 2, 3, 4, 5]
+    assert metrics["spearman"] == pytest.approx(np.corrcoef(ranks_model, ranks_teacher)[0, 1])
+
+
+def test_constant_scores_make_correlation_undefined_and_the_gate_fails_with_a_reason():
+    holdout = [result(t, 0.5) for t in np.linspace(0.0, 1.0, 20)]
+    metrics, decided = decide(holdout, passing_sets()[1])
+    assert metrics["pearson"] is None and decided["pearson"].passed is False
+    assert "constant" in decided["pearson"].detail
+
+
+def test_unparseable_answers_count_against_the_gates_not_dropped():
+    holdout, seeds = passing_sets()
+    seeds = seeds[:-1] + [result(0.9, None)]  # one seed answer was garbage: it scores 0
+    holdout = holdout[:-1] + [result(1.0, None)]
+    metrics, decided = decide(holdout, seeds)
+    assert metrics["valid_answers"] == 58 and metrics["valid_json_rate"] == pytest.approx(58 / 60)
+    assert metrics["seed_min"] == 0.0 and not decided["seed_min"].passed
+    assert not decided["valid_json_rate"].passed  # 0.967 < 0.98
+    assert metrics["holdout_profiles"] == 50  # nothing dropped
+
+
+def test_empty_sets_are_a_clear_error():
+    holdout, seeds = passing_sets()
+    with pytest.raises(gates.EmptyEvaluationSet, match="holdout"):
+        gates.compute_metrics([], seeds)
+    with pytest.raises(gates.EmptyEvaluationSet, match="seed"):
+        gates.compute_metrics(holdout, [])
+
+
+def test_thresholds_default_to_the_seed_and_bad_ones_are_refused():
+    assert QualityGates().as_dict() == {"seed_mean_min": 0.75, "seed_min_min": 0.5, "correlation_min": 0.85,
+                                        "latency_p50_max_s": 5.0, "latency_p95_max_s": 5.0, "valid_json_rate_min": 0.98}
+    assert QualityGates.from_mapping({"correlation_min": "0.8"}).correlation_min == 0.8
+    for bad in ({"seed_mean_min": 1.5}, {"latency_p95_max_s": 0}, {"corelation_min": 0.8}, {"seed_min_min": "x"}):
+        with pytest.raises(InvalidArgument):
+            QualityGates.from_mapping(bad)
