@@ -1,0 +1,123 @@
+#!/bin/bash
+# Ollama host bootstrap: cloud-init user data for the AWS Deep Learning Base GPU AMI (Ubuntu; the
+# NVIDIA driver is already there). Rendered by infra/user_data.py: every placeholder is replaced and
+# checked there. Installs a pinned Ollama, runs it under systemd on a private address only, keeps
+# models on the EBS root volume, waits until the API answers. Logs go to the journal
+# (journalctl -t ollama-bootstrap, journalctl -u ollama).
+set -euo pipefail
+
+OLLAMA_VERSION="@@OLLAMA_VERSION@@"
+OLLAMA_ARCHIVE_URL="@@OLLAMA_ARCHIVE_URL@@"   # https://… or s3://… (a staged copy: no internet needed)
+OLLAMA_SHA256="@@OLLAMA_SHA256@@"             # of the archive; empty: not checked (a warning is logged)
+OLLAMA_BIND_ADDRESS="@@OLLAMA_BIND_ADDRESS@@" # "private" (this instance's private IPv4) or an address
+OLLAMA_PORT="@@OLLAMA_PORT@@"
+OLLAMA_MODELS_DIR="@@OLLAMA_MODELS_DIR@@"
+OLLAMA_KEEP_ALIVE="@@OLLAMA_KEEP_ALIVE@@"
+OLLAMA_NUM_PARALLEL="@@OLLAMA_NUM_PARALLEL@@"
+HEALTH_TIMEOUT_S=300
+
+log() {
+    logger -t ollama-bootstrap -- "$*"
+    echo "ollama-bootstrap: $*"
+}
+
+fail() {
+    log "FAILED: $*"
+    exit 1
+}
+
+imds() {
+    # IMDSv2 only (the instance requires tokens).
+    local token
+    token=$(curl -fsS -X PUT "http://169.254.169.254/latest/api/token" -H "X-aws-ec2-metadata-token-ttl-seconds: 60")
+    curl -fsS -H "X-aws-ec2-metadata-token: ${token}" "http://169.254.169.254/latest/meta-data/$1"
+}
+
+install_ollama() {
+    if [[ -x /usr/local/bin/ollama ]] && /usr/local/bin/ollama --version 2>/dev/null | grep -qF "${OLLAMA_VERSION}"; then
+        log "ollama ${OLLAMA_VERSION} already installed"
+        return
+    fi
+    local work archive
+    work=$(mktemp -d)
+    archive="${work}/ollama.tgz"
+    log "downloading ollama ${OLLAMA_VERSION} from ${OLLAMA_ARCHIVE_URL}"
+    case "${OLLAMA_ARCHIVE_URL}" in
+        s3://*) aws s3 cp --only-show-errors "${OLLAMA_ARCHIVE_URL}" "${archive}" ;;
+        https://*) curl -fsSL --retry 5 --retry-delay 5 -o "${archive}" "${OLLAMA_ARCHIVE_URL}" ;;
+        *) fail "unsupported archive URL ${OLLAMA_ARCHIVE_URL}" ;;
+    esac
+    if [[ -n "${OLLAMA_SHA256}" ]]; then
+        echo "${OLLAMA_SHA256}  ${archive}" | sha256sum --check --status || fail "ollama archive sha256 mismatch"
+    else
+        log "WARNING: no sha256 configured for the ollama archive; not verified"
+    fi
+    tar -xzf "${archive}" -C /usr/local
+    rm -rf "${work}"
+    /usr/local/bin/ollama --version >/dev/null 2>&1 || log "installed ollama does not report its version yet (server not running)"
+}
+
+bind_address() {
+    if [[ "${OLLAMA_BIND_ADDRESS}" == "private" ]]; then
+        imds local-ipv4
+    else
+        echo "${OLLAMA_BIND_ADDRESS}"
+    fi
+}
+
+write_unit() {
+    local address="$1"
+    id -u ollama >/dev/null 2>&1 || useradd --system --home-dir /var/lib/ollama --shell /usr/sbin/nologin ollama
+    # The GPU device nodes belong to the video/render groups.
+    usermod -a -G video ollama
+    getent group render >/dev/null && usermod -a -G render ollama
+    mkdir -p "${OLLAMA_MODELS_DIR}"
+    chown -R ollama:ollama "${OLLAMA_MODELS_DIR}"
+    cat >/etc/systemd/system/ollama.service <<UNIT
+[Unit]
+Description=Ollama (mistral-researcher scorer)
+After=network-online.target
+Wants=network-online.target
+
+[Service]
+User=ollama
+Group=ollama
+Environment=OLLAMA_HOST=${address}:${OLLAMA_PORT}
+Environment=OLLAMA_MODELS=${OLLAMA_MODELS_DIR}
+Environment=OLLAMA_KEEP_ALIVE=${OLLAMA_KEEP_ALIVE}
+Environment=OLLAMA_NUM_PARALLEL=${OLLAMA_NUM_PARALLEL}
+ExecStart=/usr/local/bin/ollama serve
+Restart=always
+RestartSec=3
+StandardOutput=journal
+StandardError=journal
+
+[Install]
+WantedBy=multi-user.target
+UNIT
+    systemctl daemon-reload
+    systemctl enable --now ollama.service
+}
+
+wait_for_health() {
+    local address="$1" waited=0
+    until curl -fsS "http://${address}:${OLLAMA_PORT}/api/version" >/dev/null 2>&1; do
+        if (( waited >= HEALTH_TIMEOUT_S )); then
+            fail "ollama did not answer on ${address}:${OLLAMA_PORT} within ${HEALTH_TIMEOUT_S} s"
+        fi
+        sleep 5
+        waited=$(( waited + 5 ))
+    done
+    log "ollama ${OLLAMA_VERSION} is serving on ${address}:${OLLAMA_PORT} (models in ${OLLAMA_MODELS_DIR})"
+}
+
+main() {
+    install_ollama
+    local address
+    address=$(bind_address)
+    [[ -n "${address}" ]] || fail "no bind address"
+    write_unit "${address}"
+    wait_for_health "${address}"
+}
+
+main "$@"
