@@ -15,6 +15,12 @@ from pipeline.errors import InvalidArgument
 
 RUNS_DIR = "runs"
 DATASET_DIR = "dataset"
+TRAINING_DIR = "training"  # SageMaker writes <TRAINING_DIR>/<job name>/output/model/ (the adapter)
+ADAPTER_DIR = "adapter"  # the local loop's adapter
+GGUF_NAME = "model.gguf"
+REPORT_DIR = "report"
+HOLDOUT_FILE = "holdout.jsonl"
+SEEDS_FILE = "seeds.jsonl"
 # Step Functions execution names: 1-80 characters of letters, digits, '-' and '_'.
 RUN_ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,80}$")
 
@@ -37,3 +43,15 @@ def run_uri(root: str, run_id: str) -> str:
 
 def dataset_uri(root: str, run_id: str) -> str:
     return storage.join(run_uri(root, run_id), DATASET_DIR)
+
+
+def gguf_uri(root: str, run_id: str) -> str:
+    return storage.join(run_uri(root, run_id), GGUF_NAME)
+
+
+def report_uri(root: str, run_id: str) -> str:
+    return storage.join(run_uri(root, run_id), REPORT_DIR)
+
+
+def adapter_uri(root: str, run_id: str) -> str:
+    return storage.join(run_uri(root, run_id), ADAPTER_DIR)

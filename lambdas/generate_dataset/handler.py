@@ -2,7 +2,8 @@
 
 Environment: ARTIFACT_BUCKET, DATABASE_SECRET_ARN (an RDS-style secret: host, port, username,
 password, dbname; the password never sits in the environment), SEED_PROFILES_URI (optional).
-Event: {"run_id": "...", "teachers": [...]?, "split": "0.8,0.1,0.1"?, "min_rows": 1000?}.
+Event: {"run_id": "...", "teachers": [...]?, "split": "0.8,0.1,0.1"?, "min_rows": 1000?}; the optional
+fields may also come under "options" (the state machine passes the execution input there).
 Errors raised by name for the state machine: DatabaseUnavailable (retried), InsufficientData.
 """
 
@@ -39,6 +40,10 @@ def _database_params() -> source.ConnectionParams:
 @logger.inject_lambda_context
 def handler(event: dict, context) -> dict:
     run_id = runs.check_run_id(event.get("run_id"))
+    options = event.get("options") or {}
+    if not isinstance(options, dict):
+        raise InvalidArgument(f"options must be an object, got {type(options).__name__}")
+    event = {**options, **event}
     teachers = event.get("teachers")
     result = stage.generate_dataset(
         _database_params(),

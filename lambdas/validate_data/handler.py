@@ -1,6 +1,7 @@
 """ValidateData Lambda: checks the run's dataset before training is started.
 
-Environment: ARTIFACT_BUCKET. Event: {"run_id": "...", "dataset_uri": "s3://..."?, "min_rows": 1000?}.
+Environment: ARTIFACT_BUCKET. Event: {"run_id": "...", "dataset_uri": "s3://..."?, "min_rows": 1000?} (min_rows may
+also come under "options", the execution input).
 Returns {valid, problems, counts, class_balance, warnings, dataset_uri}; the state machine fails
 the execution with InsufficientData when valid is false.
 """
@@ -27,6 +28,8 @@ def handler(event: dict, context) -> dict:
     dataset_uri = event.get("dataset_uri") or runs.dataset_uri(f"s3://{bucket}", run_id)
     if not dataset_uri.startswith(f"s3://{bucket}/"):
         raise InvalidArgument(f"dataset_uri must be inside s3://{bucket}/, got {dataset_uri!r}")
-    result = stage.validate_data(dataset_uri, export.parse_min_rows(event.get("min_rows")))
+    options = event.get("options") if isinstance(event.get("options"), dict) else {}
+    min_rows = event.get("min_rows", options.get("min_rows"))
+    result = stage.validate_data(dataset_uri, export.parse_min_rows(min_rows))
     logger.info("dataset validated", extra={"valid": result["valid"], "problems": result["problems"]})
     return result

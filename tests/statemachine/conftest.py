@@ -1,0 +1,253 @@
+"""A moto world the real ASL executes in: Step Functions' interpreter, S3, Secrets Manager,
+SageMaker, EC2, SNS in moto; Lambda tasks routed in-process to our handlers; a real PostgreSQL;
+the Ollama CONTRACT TEST server standing in for the EC2 host's Ollama."""
+
+from __future__ import annotations
+
+import importlib
+import io
+import json
+import shutil
+import time
+import types
+import uuid
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+import boto3
+import pytest
+from moto import mock_aws
+
+from infra import asl
+from pipeline import prompt, storage
+from pipeline.dataset import sample
+from pipeline.errors import PipelineError
+from pipeline.model_files import TOKENIZER_FILES
+from pipeline.serving import ollama as ollama_module
+from pipeline.training.trainer import metric_definitions
+from tests.lambdas.test_dataset_handlers import make_secret
+from tests.pipeline.serving.ollama_contract_server import OllamaContractServer
+
+REGION = "us-east-1"
+JOB_PREFIX = "researcher-scorer"
+FUNCTIONS = {  # Lambda name -> handler module
+    "generate-dataset": "lambdas.generate_dataset.handler",
+    "validate-data": "lambdas.validate_data.handler",
+    "convert-to-gguf": "lambdas.convert_to_gguf.handler",
+    "deploy-model": "lambdas.deploy_model.handler",
+    "validate-model": "lambdas.validate_model.handler",
+    "promote-model": "lambdas.promote_model.handler",
+    "rollback-model": "lambdas.rollback_model.handler",
+}
+
+
+class LambdaContext:
+    memory_limit_in_mb = 1024
+    aws_request_id = "request"
+
+    def __init__(self, name: str):
+        self.function_name = name
+        self.invoked_function_arn = f"arn:aws:lambda:{REGION}:123456789012:function:{name}"
+
+    def get_remaining_time_in_millis(self) -> int:
+        return 900_000
+
+
+def route_lambda_in_process(self, event=None):
+    """Replaces moto's Docker-based LambdaFunction._invoke_lambda: run our handler here and answer
+    as Lambda does (a result, or an error payload whose errorType Step Functions matches on)."""
+    handler = importlib.import_module(FUNCTIONS[self.function_name]).handler
+    payload = json.loads(event) if isinstance(event, str) else (event or {})
+    try:
+        return json.dumps(handler(payload, LambdaContext(self.function_name))), False, ""
+    except PipelineError as exc:
+        return json.dumps({"errorType": exc.name, "errorMessage": str(exc)}), True, ""
+    except Exception as exc:  # an unexpected crash still reaches the state machine by its type
+        return json.dumps({"errorType": type(exc).__name__, "errorMessage": str(exc)}), True, ""
+
+
+def aws_sdk_casing_as_aws_does(monkeypatch) -> None:
+    """Real Step Functions maps an aws-sdk task's PascalCase parameters onto the API's member names
+    and answers in PascalCase (``aws-sdk:sfn:listExecutions`` takes ``StateMachineArn`` and returns
+    ``Executions``). moto 5.2.5 leaves them as written, which only works for APIs whose members are
+    PascalCase already (SageMaker, EC2); this patch applies the documented mapping with moto's own
+    helpers, so the ASL is tested as AWS runs it."""
+    import botocore.session
+    from moto.stepfunctions.parser.asl.component.state.exec.state_task.service import state_task_service_aws_sdk as sdk
+    from moto.stepfunctions.parser.utils import camel_to_snake_case
+
+    session = botocore.session.get_session()
+
+    def operation(self):
+        model = session.get_service_model(self._get_boto_service_name())
+        action = self._get_boto_service_action()
+        name = next(op for op in model.operation_names if camel_to_snake_case(op) == action)
+        return model.operation_model(name)
+
+    def normalise_parameters(self, parameters, boto_service_name=None, service_action_name=None):
+        self._to_boto_request(parameters, operation(self).input_shape)
+
+    def normalise_response(self, response, boto_service_name=None, service_action_name=None):
+        self._from_boto_response(response, operation(self).output_shape)
+
+    monkeypatch.setattr(sdk.StateTaskServiceAwsSdk, "_normalise_parameters", normalise_parameters, raising=False)
+    monkeypatch.setattr(sdk.StateTaskServiceAwsSdk, "_normalise_response", normalise_response, raising=False)
+
+
+@dataclass
+class World:
+    bucket: str
+    sfn: Any
+    state_machine_arn: str
+    instance_id: str
+    ollama: OllamaContractServer
+    training_statuses: list[dict[str, Any]] = field(default_factory=list)
+    adapter_dir: Path | None = None
+
+    def stage_adapter(self, run_id: str) -> None:
+        """What the training job would write: the adapter under the job's output."""
+        prefix = f"runs/{run_id}/training/{JOB_PREFIX}-{run_id}/output/model"
+        for path in self.adapter_dir.iterdir():
+            if path.is_file():
+                boto3.client("s3").upload_file(str(path), self.bucket, f"{prefix}/{path.name}")
+
+    def start(self, run_id: str, execution_input: dict | None = None) -> str:
+        return self.sfn.start_execution(stateMachineArn=self.state_machine_arn, name=run_id,
+                                        input=json.dumps(execution_input or {}))["executionArn"]
+
+    def wait(self, execution_arn: str, timeout_s: float = 180) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            description = self.sfn.describe_execution(executionArn=execution_arn)
+            if description["status"] != "RUNNING":
+                return description
+            time.sleep(0.1)
+        raise AssertionError(f"execution {execution_arn} still running after {timeout_s} s")
+
+    def visited(self, execution_arn: str) -> list[str]:
+        events = self.sfn.get_execution_history(executionArn=execution_arn, maxResults=1000)["events"]
+        return [event["stateEnteredEventDetails"]["name"] for event in events if "stateEnteredEventDetails" in event]
+
+    def pointer(self) -> bytes | None:
+        uri = f"s3://{self.bucket}/models/current.json"
+        return storage.read_bytes(uri) if storage.exists(uri) else None
+
+    def host_state(self) -> str:
+        reservations = boto3.client("ec2").describe_instances(InstanceIds=[self.instance_id])["Reservations"]
+        return reservations[0]["Instances"][0]["State"]["Name"]
+
+    def teacher_scores(self, run_id: str) -> dict[str, float]:
+        scores = {}
+        for name in ("holdout.jsonl", "seeds.jsonl"):
+            for line in storage.read_bytes(f"s3://{self.bucket}/runs/{run_id}/dataset/{name}").decode().splitlines():
+                answer = prompt.parse_answer(json.loads(line)["output"])
+                scores[answer.handle] = answer.score
+        return scores
+
+
+@pytest.fixture(scope="session")
+def tiny_model_and_adapter(tmp_path_factory) -> tuple[Path, Path]:
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from pipeline.training.tiny_model import build_tiny_model
+
+    work = tmp_path_factory.mktemp("sfn-models")
+    base = build_tiny_model(work / "base", layers=2)
+    torch.manual_seed(2)
+    model = AutoModelForCausalLM.from_pretrained(str(base))
+    lora = LoraConfig(r=16, lora_alpha=32, target_modules=["q_proj", "k_proj", "v_proj", "o_proj"], lora_dropout=0.0,
+                      bias="none", task_type="CAUSAL_LM", init_lora_weights=False)
+    get_peft_model(model, lora).save_pretrained(str(work / "adapter"))
+    for name in TOKENIZER_FILES:  # the trainer copies the tokenizer next to the adapter
+        if (base / name).is_file():
+            shutil.copy2(base / name, work / "adapter" / name)
+    return base, work / "adapter"
+
+
+def _zip(text: str) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("handler.py", text)
+    return buffer.getvalue()
+
+
+@pytest.fixture
+def world(monkeypatch, db, database_url, tiny_model_and_adapter) -> Iterator[World]:
+    for name, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_SESSION_TOKEN": "testing",
+                        "AWS_DEFAULT_REGION": REGION, "AWS_REGION": REGION, "POWERTOOLS_SERVICE_NAME": "test"}.items():
+        monkeypatch.setenv(name, value)
+    from moto.awslambda.models import LambdaFunction
+    from moto.stepfunctions.parser.asl.component.common.retry import retrier_decl
+    from moto.stepfunctions.parser.asl.component.state.wait.wait_function.wait_function import WaitFunction
+
+    monkeypatch.setattr(LambdaFunction, "_invoke_lambda", route_lambda_in_process)
+    aws_sdk_casing_as_aws_does(monkeypatch)
+    monkeypatch.setattr(WaitFunction, "_wait_interval", lambda self, env, wait_seconds: time.sleep(0.01))
+    monkeypatch.setattr(retrier_decl, "time", types.SimpleNamespace(sleep=lambda seconds: None, time=time.time))
+    monkeypatch.setattr(ollama_module.RetryPolicy, "delays", lambda self: iter([0.0] * (self.attempts - 1)))
+    sample.load_sample(db, profiles=400, seed=3)
+
+    with mock_aws(config={"stepfunctions": {"execute_state_machine": True}}), OllamaContractServer() as server:
+        bucket = f"artifacts-{uuid.uuid4().hex[:8]}"
+        boto3.client("s3").create_bucket(Bucket=bucket)
+        base, adapter = tiny_model_and_adapter
+        for path in base.iterdir():
+            if path.is_file():
+                boto3.client("s3").upload_file(str(path), bucket, f"base-model/{path.name}")
+        iam = boto3.client("iam")
+        role = iam.create_role(RoleName="role", AssumeRolePolicyDocument="{}")["Role"]["Arn"]
+        topic = boto3.client("sns").create_topic(Name="failures")["TopicArn"]
+        ec2 = boto3.client("ec2")
+        image = ec2.describe_images()["Images"][0]["ImageId"]
+        instance = ec2.run_instances(ImageId=image, MinCount=1, MaxCount=1, InstanceType="g4dn.xlarge")["Instances"][0]["InstanceId"]
+        ec2.stop_instances(InstanceIds=[instance])  # the host sleeps between weekly runs
+        monkeypatch.setenv("ARTIFACT_BUCKET", bucket)
+        monkeypatch.setenv("DATABASE_SECRET_ARN", make_secret(database_url))
+        monkeypatch.setenv("OLLAMA_URL", server.url)
+        monkeypatch.setenv("QUALITY_GATES", json.dumps({"latency_p50_max_s": 5, "latency_p95_max_s": 5}))
+        arns = {}
+        for name in FUNCTIONS:
+            arns[name] = boto3.client("lambda").create_function(
+                FunctionName=name, Runtime="python3.12", Role=role, Handler="handler.handler",
+                Code={"ZipFile": _zip("# routed in-process by the test\n")})["FunctionArn"]
+        definition = asl.render({
+            "GenerateDatasetFunctionArn": arns["generate-dataset"], "ValidateDataFunctionArn": arns["validate-data"],
+            "ConvertToGgufFunctionArn": arns["convert-to-gguf"], "DeployModelFunctionArn": arns["deploy-model"],
+            "ValidateModelFunctionArn": arns["validate-model"], "PromoteModelFunctionArn": arns["promote-model"],
+            "RollbackModelFunctionArn": arns["rollback-model"], "ArtifactBucket": bucket,
+            "BaseModelS3Uri": f"s3://{bucket}/base-model", "TrainingImageUri": "123456789012.dkr.ecr.us-east-1.amazonaws.com/train:1",
+            "SageMakerRoleArn": role, "TrainingJobPrefix": JOB_PREFIX, "TrainingInstanceType": "ml.g4dn.xlarge",
+            "TrainingVolumeSizeGb": 50, "TrainingMaxRuntimeSeconds": 7200, "TrainingMaxWaitSeconds": 14400,
+            "TrainingMetricDefinitions": metric_definitions(), "TrainingHyperParameters": {},
+            "TrainingPollSeconds": 60, "OllamaInstanceId": instance, "NotificationTopicArn": topic,
+            "KeepHostRunning": False, "Quantization": "q8_0",
+        })
+        sfn = boto3.client("stepfunctions")
+        machine = sfn.create_state_machine(name="training", definition=definition, roleArn=role)["stateMachineArn"]
+        world = World(bucket, sfn, machine, instance, server, adapter_dir=adapter)
+        _script_training_statuses(monkeypatch, world)
+        yield world
+
+
+def _script_training_statuses(monkeypatch, world: World) -> None:
+    """describeTrainingJob answers the statuses the test lists, in order (the last one repeats);
+    by default the job completes at once, as moto's does."""
+    from moto.sagemaker.models import SageMakerModelBackend
+
+    original = SageMakerModelBackend.describe_training_job
+
+    def describe(self, training_job_name):
+        response = dict(original(self, training_job_name))
+        if world.training_statuses:
+            step = world.training_statuses.pop(0) if len(world.training_statuses) > 1 else world.training_statuses[0]
+            response.update(step)
+        return response
+
+    monkeypatch.setattr(SageMakerModelBackend, "describe_training_job", describe)
+
+
+

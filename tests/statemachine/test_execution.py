@@ -1,0 +1,125 @@
+"""The ASL executed by moto's Step Functions interpreter, every path (see conftest for the world)."""
+
+from __future__ import annotations
+
+import json
+
+import boto3
+
+from tests.pipeline.serving.ollama_contract_server import echo_teacher_responder
+
+MAIN_PATH = ["Prepare", "CheckNoOtherExecution", "OnlyExecution", "GenerateDataset", "ValidateData", "DataValid",
+             "StartTraining", "WaitForTraining", "CheckStatus", "TrainingDone", "DescribeHost", "HostStopped",
+             "StartHost", "ConvertToGGUF", "DeployModel", "ValidateModel", "GatesPassed"]
+
+
+def teacher_agreeing(world, run_id):
+    cache = {}
+
+    def respond(model, body):
+        if not cache:
+            cache.update(world.teacher_scores(run_id))
+        return echo_teacher_responder(cache)(model, body)
+
+    return respond
+
+
+def run(world, run_id, **execution_input):
+    world.stage_adapter(run_id)
+    arn = world.start(run_id, {"min_rows": 100, **execution_input})
+    return world.wait(arn), world.visited(arn)
+
+
+def test_happy_path_trains_converts_deploys_validates_and_promotes(world):
+    world.training_statuses[:] = [{"TrainingJobStatus": "InProgress"}, {"TrainingJobStatus": "InProgress"},
+                                  {"TrainingJobStatus": "Completed"}]
+    world.ollama.state.responder = teacher_agreeing(world, "run-1")
+    result, visited = run(world, "run-1")
+    assert result["status"] == "SUCCEEDED", result
+    assert visited.count("CheckStatus") == 3 and visited.count("WaitForTraining") == 3  # polled until Completed
+    for state in [*MAIN_PATH, "PromoteModel", "RestoreHost", "StopHost", "Succeeded"]:
+        assert state in visited, state
+    assert "Rollback" not in visited and "NotifyFailure" not in visited
+    pointer = json.loads(world.pointer())
+    assert pointer["run_id"] == "run-1" and pointer["model"] == "mistral-researcher:run-1"
+    assert pointer["gguf_uri"] == f"s3://{world.bucket}/runs/run-1/model.gguf"
+    assert pointer["adapter_uri"].endswith("/runs/run-1/training/researcher-scorer-run-1/output/model")
+    assert pointer["metrics"]["pearson"] > 0.99
+    assert world.ollama.state.models["mistral-researcher:latest"] == world.ollama.state.models["mistral-researcher:run-1"]
+    assert world.host_state() == "stopped"  # returned to the state it was found in
+    job = boto3.client("sagemaker").describe_training_job(TrainingJobName="researcher-scorer-run-1")
+    assert job["EnableNetworkIsolation"] is True and job["EnableManagedSpotTraining"] is True
+    assert job["OutputDataConfig"]["S3OutputPath"] == f"s3://{world.bucket}/runs/run-1/training"
+    assert {c["ChannelName"] for c in job["InputDataConfig"]} == {"training", "base_model"}
+    output = json.loads(result["output"])
+    assert len(result["output"]) < 16_000 and output["evaluation"]["passed"] is True  # URIs and metrics, not data
+
+
+def test_training_failure_fails_the_execution_with_the_jobs_reason(world):
+    world.training_statuses[:] = [{"TrainingJobStatus": "Failed", "FailureReason": "CUDA out of memory"}]
+    result, visited = run(world, "run-2")
+    assert result["status"] == "FAILED" and result["error"] == "TrainingFailed" and result["cause"] == "CUDA out of memory"
+    assert "NotifyFailure" in visited and "ConvertToGGUF" not in visited and "DescribeHost" not in visited
+    assert world.pointer() is None and world.ollama.state.models == {}
+
+
+def test_conversion_error_is_named_and_nothing_is_deployed(world):
+    world.stage_adapter("run-3")
+    arn = world.start("run-3-other", {"min_rows": 100})  # its adapter was never written
+    result = world.wait(arn)
+    visited = world.visited(arn)
+    assert result["status"] == "FAILED" and result["error"] == "AdapterMismatch", result
+    assert "adapter" in result["cause"]
+    assert "ConvertToGGUF" in visited and "DeployModel" not in visited and "StopHost" in visited
+    assert world.pointer() is None and world.host_state() == "stopped"
+
+
+def test_failed_gates_roll_back_and_leave_production_alone(world):
+    world.ollama.state.responder = teacher_agreeing(world, "run-4")
+    assert run(world, "run-4")[0]["status"] == "SUCCEEDED"
+    pointer_before = world.pointer()
+    production_before = world.ollama.state.models["mistral-researcher:latest"]
+    world.ollama.state.responder = lambda model, body: '{"handle":"x","score":"0.10","reason":"not a researcher"}'
+    result, visited = run(world, "run-5")
+    assert result["status"] == "FAILED" and result["error"] == "ValidationFailed"
+    assert "seed_mean" in result["cause"]
+    assert visited.index("ValidateModel") < visited.index("Rollback") < visited.index("NotifyFailure")
+    assert "PromoteModel" not in visited
+    assert world.pointer() == pointer_before
+    assert world.ollama.state.models["mistral-researcher:latest"] == production_before
+    assert "mistral-researcher:run-5" not in world.ollama.state.models  # the candidate is gone
+
+
+def test_unreachable_ollama_is_retried_then_rolled_back(world, monkeypatch):
+    monkeypatch.setenv("OLLAMA_URL", "http://127.0.0.1:9")
+    result, visited = run(world, "run-6")
+    assert result["status"] == "FAILED" and result["error"] == "OllamaUnavailable"
+    assert visited.count("DeployModel") == 1 and "Rollback" in visited and "PromoteModel" not in visited
+    history = world.sfn.get_execution_history(executionArn=result["executionArn"], maxResults=1000)["events"]
+    scheduled = [e for e in history if e["type"] == "TaskScheduled"
+                 and "deploy-model" in e["taskScheduledEventDetails"]["parameters"]]
+    assert len(scheduled) == 1 + 8  # the first try + the state's Retry (MaxAttempts 8); each with the client's retries
+    assert world.pointer() is None and world.host_state() == "stopped"
+
+
+def test_a_second_execution_is_refused_while_one_runs(world):
+    world.training_statuses[:] = [{"TrainingJobStatus": "InProgress"}]  # the first run trains forever
+    world.stage_adapter("run-7")
+    first = world.start("run-7", {"min_rows": 100})
+    import time
+
+    deadline = time.monotonic() + 60
+    while "WaitForTraining" not in world.visited(first) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    second = world.wait(world.start("run-8", {"min_rows": 100}))
+    assert second["status"] == "FAILED" and second["error"] == "ExecutionAlreadyRunning"
+    assert "GenerateDataset" not in world.visited(second["executionArn"])
+    world.sfn.stop_execution(executionArn=first)
+    assert world.wait(first)["status"] in {"ABORTED", "FAILED"}
+
+
+def test_invalid_data_fails_with_insufficient_data(world):
+    result, visited = run(world, "run-9", min_rows=100_000)
+    assert result["status"] == "FAILED" and result["error"] == "InsufficientData"
+    assert "StartTraining" not in visited and "DataInvalid" in visited
+
