@@ -6,6 +6,8 @@ PY := $(VENV)/bin/python
 LOCAL_STAMP := $(VENV)/.installed-local
 DEV_STAMP := $(VENV)/.installed-dev
 
+NODE_STAMP := node_modules/.installed
+
 .PHONY: demo test bench clean
 
 $(VENV)/bin/python:
@@ -22,16 +24,22 @@ $(DEV_STAMP): requirements.txt $(wildcard requirements/*.txt) | $(VENV)/bin/pyth
 	CMAKE_ARGS="-DGGML_NATIVE=OFF" $(PY) -m pip install -q -r requirements/dev.txt
 	touch $@
 
+# asl-validator (npm) lints the state machine in the test suite; Node.js from Debian if missing.
+$(NODE_STAMP): package.json package-lock.json
+	command -v npm >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm >/dev/null)
+	npm ci --no-audit --no-fund --silent
+	touch $@
+
 # The dataset stage end to end on an embedded PostgreSQL loaded with the bundled sample.
 demo: $(LOCAL_STAMP)
 	$(PY) -m pipeline dataset export --out runs/demo-$$(date -u +%Y%m%d-%H%M%S)/dataset
 
 # The whole suite against a throwaway PostgreSQL server (installed if missing, always stopped).
-test: $(DEV_STAMP)
+test: $(DEV_STAMP) $(NODE_STAMP)
 	scripts/with-postgres.sh $(PY) -m pytest
 
 bench: $(DEV_STAMP)
 	scripts/with-postgres.sh $(PY) benchmarks/bench_export.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache
+	rm -rf $(VENV) .pytest_cache node_modules

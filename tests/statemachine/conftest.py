@@ -214,23 +214,34 @@ def world(monkeypatch, db, database_url, tiny_model_and_adapter) -> Iterator[Wor
             arns[name] = boto3.client("lambda").create_function(
                 FunctionName=name, Runtime="python3.12", Role=role, Handler="handler.handler",
                 Code={"ZipFile": _zip("# routed in-process by the test\n")})["FunctionArn"]
-        definition = asl.render({
-            "GenerateDatasetFunctionArn": arns["generate-dataset"], "ValidateDataFunctionArn": arns["validate-data"],
-            "ConvertToGgufFunctionArn": arns["convert-to-gguf"], "DeployModelFunctionArn": arns["deploy-model"],
-            "ValidateModelFunctionArn": arns["validate-model"], "PromoteModelFunctionArn": arns["promote-model"],
-            "RollbackModelFunctionArn": arns["rollback-model"], "ArtifactBucket": bucket,
-            "BaseModelS3Uri": f"s3://{bucket}/base-model", "TrainingImageUri": "123456789012.dkr.ecr.us-east-1.amazonaws.com/train:1",
-            "SageMakerRoleArn": role, "TrainingJobPrefix": JOB_PREFIX, "TrainingInstanceType": "ml.g4dn.xlarge",
-            "TrainingVolumeSizeGb": 50, "TrainingMaxRuntimeSeconds": 7200, "TrainingMaxWaitSeconds": 14400,
-            "TrainingMetricDefinitions": metric_definitions(), "TrainingHyperParameters": {},
-            "TrainingPollSeconds": 60, "OllamaInstanceId": instance, "NotificationTopicArn": topic,
-            "KeepHostRunning": False, "Quantization": "q8_0",
-        })
+        definition = asl.render(definition_values(arns, bucket, role, instance, topic))
         sfn = boto3.client("stepfunctions")
         machine = sfn.create_state_machine(name="training", definition=definition, roleArn=role)["stateMachineArn"]
         world = World(bucket, sfn, machine, instance, server, adapter_dir=adapter)
         _script_training_statuses(monkeypatch, world)
         yield world
+
+
+def definition_values(arns: dict[str, str], bucket: str, role: str, instance: str, topic: str) -> dict[str, Any]:
+    """Every placeholder of the definition, as the Pulumi program fills them."""
+    return {
+        "GenerateDatasetFunctionArn": arns["generate-dataset"], "ValidateDataFunctionArn": arns["validate-data"],
+        "ConvertToGgufFunctionArn": arns["convert-to-gguf"], "DeployModelFunctionArn": arns["deploy-model"],
+        "ValidateModelFunctionArn": arns["validate-model"], "PromoteModelFunctionArn": arns["promote-model"],
+        "RollbackModelFunctionArn": arns["rollback-model"], "ArtifactBucket": bucket,
+        "BaseModelS3Uri": f"s3://{bucket}/base-model", "TrainingImageUri": "123456789012.dkr.ecr.us-east-1.amazonaws.com/train:1",
+        "SageMakerRoleArn": role, "TrainingJobPrefix": JOB_PREFIX, "TrainingInstanceType": "ml.g4dn.xlarge",
+        "TrainingVolumeSizeGb": 50, "TrainingMaxRuntimeSeconds": 7200, "TrainingMaxWaitSeconds": 14400,
+        "TrainingMetricDefinitions": metric_definitions(), "TrainingHyperParameters": {},
+        "TrainingPollSeconds": 60, "OllamaInstanceId": instance, "NotificationTopicArn": topic,
+        "KeepHostRunning": False, "Quantization": "q8_0",
+    }
+
+
+def sample_definition_values() -> dict[str, Any]:
+    arns = {name: f"arn:aws:lambda:{REGION}:123456789012:function:{name}" for name in FUNCTIONS}
+    return definition_values(arns, "artifacts", "arn:aws:iam::123456789012:role/sfn", "i-0123456789abcdef0",
+                             f"arn:aws:sns:{REGION}:123456789012:failures")
 
 
 def _script_training_statuses(monkeypatch, world: World) -> None:

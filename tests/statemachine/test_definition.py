@@ -1,0 +1,101 @@
+"""The ASL file itself: the seed's states, guards on every task, and two independent validators."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from infra import asl
+from tests.statemachine.conftest import sample_definition_values
+
+ROOT = Path(__file__).resolve().parents[2]
+ASL_VALIDATOR = ROOT / "node_modules" / ".bin" / "asl-validator"
+SEED_STATES = {"GenerateDataset", "ValidateData", "StartTraining", "WaitForTraining", "CheckStatus", "ConvertToGGUF",
+               "DeployModel", "ValidateModel", "Rollback"}
+
+
+@pytest.fixture(scope="module")
+def definition() -> dict:
+    return json.loads(asl.render(sample_definition_values()))
+
+
+def broken(definition: dict) -> dict:
+    """A definition with a dangling Next and an unreachable state: both validators must object."""
+    copy = json.loads(json.dumps(definition))
+    copy["States"]["GenerateDataset"]["Next"] = "NoSuchState"
+    return copy
+
+
+def asl_validator(definition: dict, tmp_path) -> subprocess.CompletedProcess:
+    assert ASL_VALIDATOR.exists(), "asl-validator is missing: `make test` installs it with npm (package.json)"
+    path = tmp_path / "definition.json"
+    path.write_text(json.dumps(definition))
+    return subprocess.run([str(ASL_VALIDATOR), "--json-path", str(path)], capture_output=True, text=True)
+
+
+def cfn_lint_errors(definition: dict, tmp_path) -> list[str]:
+    from cfnlint.api import lint_all
+
+    template = {"AWSTemplateFormatVersion": "2010-09-09", "Resources": {"TrainingPipeline": {
+        "Type": "AWS::StepFunctions::StateMachine",
+        "Properties": {"RoleArn": "arn:aws:iam::123456789012:role/sfn", "Definition": definition}}}}
+    path = tmp_path / "template.json"
+    path.write_text(json.dumps(template))
+    return [f"{match.rule.id}: {match.message}" for match in lint_all(path.read_text())]
+
+
+def test_asl_validator_accepts_it_and_rejects_a_broken_copy(definition, tmp_path):
+    result = asl_validator(definition, tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert asl_validator(broken(definition), tmp_path).returncode != 0
+
+
+def test_cfn_lint_e3601_accepts_it_and_rejects_a_broken_copy(definition, tmp_path):
+    assert [error for error in cfn_lint_errors(definition, tmp_path) if error.startswith("E3601")] == []
+    # E3601 checks the schema (types, fields), not the graph: break the schema.
+    schema_broken = json.loads(json.dumps(definition))
+    del schema_broken["States"]["StartTraining"]["Resource"]
+    assert any(error.startswith("E3601") for error in cfn_lint_errors(schema_broken, tmp_path))
+
+
+def test_the_seeds_states_are_there_by_name(definition):
+    assert SEED_STATES <= set(definition["States"])
+    assert definition["States"]["WaitForTraining"]["Next"] == "CheckStatus"
+    choices = {c["StringEquals"]: c["Next"] for c in definition["States"]["TrainingDone"]["Choices"]}
+    assert choices["InProgress"] == "WaitForTraining" and choices["Completed"] == "DescribeHost"
+    assert choices["Failed"] == "DescribeFailedTraining"
+
+
+def test_every_task_is_caught_and_every_lambda_retries_transient_errors(definition):
+    for name, state in definition["States"].items():
+        if state["Type"] != "Task":
+            continue
+        assert any("States.ALL" in c["ErrorEquals"] for c in state.get("Catch", [])), f"{name} has no catch-all"
+        if state["Resource"] == "arn:aws:states:::lambda:invoke":
+            retried = {error for retry in state["Retry"] for error in retry["ErrorEquals"]}
+            assert {"Lambda.ServiceException", "Lambda.TooManyRequestsException"} <= retried, name
+    for name in ("DeployModel", "ValidateModel", "PromoteModel"):
+        assert definition["States"][name]["Catch"][0]["Next"] == "Rollback"
+    assert "DatabaseUnavailable" in {e for r in definition["States"]["GenerateDataset"]["Retry"] for e in r["ErrorEquals"]}
+
+
+def test_every_placeholder_is_filled_and_typed_values_stay_typed(definition):
+    text = json.dumps(definition)
+    assert "${" not in text
+    spec = definition["States"]["StartTraining"]["Parameters"]
+    assert spec["ResourceConfig"]["VolumeSizeInGB"] == 50 and spec["StoppingCondition"]["MaxRuntimeInSeconds"] == 7200
+    assert isinstance(spec["AlgorithmSpecification"]["MetricDefinitions"], list)
+    assert spec["OutputDataConfig"]["CompressionType"] == "NONE" and spec["EnableNetworkIsolation"] is True
+
+
+def test_render_refuses_missing_extra_or_mistyped_values():
+    values = sample_definition_values()
+    with pytest.raises(asl.DefinitionError, match="without values"):
+        asl.render({k: v for k, v in values.items() if k != "ArtifactBucket"})
+    with pytest.raises(asl.DefinitionError, match="without placeholders"):
+        asl.render({**values, "Unused": "x"})
+    with pytest.raises(asl.DefinitionError, match="needs a string"):
+        asl.render({**values, "ArtifactBucket": 5})
