@@ -11,6 +11,7 @@ import contextlib
 import json
 import os
 import sys
+import time
 from typing import Iterator, Sequence
 
 from pipeline.errors import PipelineError
@@ -115,6 +116,24 @@ def build_parser() -> argparse.ArgumentParser:
     validate_model.add_argument("--gate", action="append", default=[], metavar="NAME=VALUE",
                                 help="override a threshold, e.g. --gate correlation_min=0.8 (repeatable)")
     validate_model.add_argument("--no-progress", action="store_true", help="no progress bar")
+    run = commands.add_parser("run", help="the whole pipeline on this machine: dataset -> train -> GGUF -> deploy -> gates -> promote")
+    run.add_argument("--database-url", default=os.environ.get("DATABASE_URL"),
+                     help="PostgreSQL URL (default: $DATABASE_URL; neither: an embedded PostgreSQL with the sample)")
+    run.add_argument("--profiles", type=_positive_int, default=DEMO_SAMPLE_PROFILES,
+                     help="sample profiles for the embedded PostgreSQL (default %(default)s)")
+    run.add_argument("--base-model", default=None,
+                     help="a local Hugging Face model directory, e.g. Mistral-7B-Instruct-v0.2 (default: the tiny model on CPU)")
+    run.add_argument("--ollama-url", default=None,
+                     help="deploy, validate, promote and roll back on this Ollama (default: llama.cpp in-process)")
+    run.add_argument("--run-id", default=None, help="resume this run (default: a new run id)")
+    run.add_argument("--root", default=".", help="where runs/ lives (default: the current directory)")
+    run.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", help="training hyperparameter override")
+    run.add_argument("--gate", action="append", default=[], metavar="NAME=VALUE", help="quality-gate threshold override")
+    run.add_argument("--quant", default="q4_k_m", choices=["q4_k_m", "q8_0", "f16", "f32"], help="default %(default)s")
+    run.add_argument("--concurrency", type=_positive_int, default=2, help="profiles scored at once (default 2)")
+    run.add_argument("--max-holdout", type=_positive_int, default=None, help="holdout profiles scored at most (default 500)")
+    run.add_argument("--min-rows", type=_positive_int, default=None, help="fewest usable rows to accept (default 1000)")
+    run.add_argument("--no-progress", action="store_true", help="no progress bars")
     return parser
 
 
@@ -296,6 +315,47 @@ def _or_undefined(value) -> str:
     return "undefined" if value is None else f"{value:.3f}"
 
 
+def _run(args) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from pipeline import local_run
+    from pipeline.training import hyperparameters
+
+    console = Console(stderr=True)
+    options = local_run.RunOptions(
+        root=args.root, run_id=args.run_id, database_url=args.database_url, sample_profiles=args.profiles,
+        base_model=args.base_model, training_overrides={k: str(v) for k, v in hyperparameters.parse_assignments(args.set).items()},
+        quantization=args.quant, ollama_url=args.ollama_url, gates=_parse_gates(args.gate), concurrency=args.concurrency,
+        max_holdout=args.max_holdout, min_rows=args.min_rows, progress=not args.no_progress)
+    started = time.monotonic()
+
+    def on_stage(name: str, index: int) -> None:
+        elapsed = time.monotonic() - started
+        console.rule(f"[bold]stage {index + 1}/{len(local_run.STAGES)}: {name}[/] ({elapsed:.0f} s elapsed)")
+
+    result = local_run.run(options, note=lambda message: console.print(f"  {message}"), on_stage=on_stage)
+    summary = result.summary
+    table = Table(title=f"run {result.run_id}: {summary['outcome']}")
+    for column in ("gate", "value", "threshold", "result"):
+        table.add_column(column)
+    report = json.loads(open(summary["validation"]["report_uri"], encoding="utf-8").read())
+    for gate in report["gates"]:
+        value = "undefined" if gate["value"] is None else f"{gate['value']:.3f}"
+        table.add_row(gate["name"], value, f"{gate['comparison']} {gate['threshold']}", "pass" if gate["passed"] else "FAIL")
+    console.print(table)
+    training = summary["training"]
+    console.print(f"training loss {_or_undefined(training['first_loss'])} -> {_or_undefined(training['last_loss'])}; "
+                  "eval loss per epoch " + ", ".join(f"{loss:.3f}" for loss in training["eval_loss_per_epoch"]))
+    console.print("time per stage: " + ", ".join(f"{name} {seconds:.0f} s" for name, seconds in summary["stages"].items()))
+    console.print(f"artifacts: {summary['run_dir']}; report {summary['report']}; "
+                  f"current model: {summary['current_run'] or 'none yet'}")
+    if not result.promoted:
+        console.print("[bold]rolled back[/]: the gates failed; the previous model is still current")
+        return EXIT_GATE_FAILED
+    return EXIT_OK
+
+
 HANDLERS = {
     ("dataset", "sample"): _dataset_sample,
     ("dataset", "export"): _dataset_export,
@@ -306,6 +366,7 @@ HANDLERS = {
     ("convert", None): _convert,
     ("modelfile", None): _modelfile,
     ("validate", None): _validate_model,
+    ("run", None): _run,
 }
 
 

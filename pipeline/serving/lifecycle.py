@@ -39,6 +39,9 @@ class RestoreError(PipelineError):
 class ServingConfig:
     model_name: str = modelfile.MODEL_NAME
     production_tag: str = modelfile.PRODUCTION_TAG
+    # Where the pointer lives under the root: models/current.json in the bucket; the local loop
+    # keeps it beside its runs (runs/current.json).
+    pointer_path: tuple[str, ...] = POINTER_PATH
 
     @property
     def production(self) -> str:
@@ -48,12 +51,12 @@ class ServingConfig:
         return modelfile.model_tag(runs.check_run_id(run_id), self.model_name)
 
 
-def pointer_uri(root: str) -> str:
-    return storage.join(root, *POINTER_PATH)
+def pointer_uri(root: str, config: ServingConfig = ServingConfig()) -> str:
+    return storage.join(root, *config.pointer_path)
 
 
-def read_pointer(root: str) -> dict[str, Any] | None:
-    uri = pointer_uri(root)
+def read_pointer(root: str, config: ServingConfig = ServingConfig()) -> dict[str, Any] | None:
+    uri = pointer_uri(root, config)
     return storage.read_json(uri) if storage.exists(uri) else None
 
 
@@ -101,20 +104,27 @@ def promote(client: OllamaClient, root: str, run_id: str, record: dict[str, Any]
     tags = client.tags()
     if candidate not in tags:
         raise PromotionError(f"{candidate} is not on the Ollama server at {client.base_url}; deploy it first")
-    previous = read_pointer(root)
+    client.copy(candidate, config.production)
+    pointer = write_pointer(root, run_id, record, model=candidate, production=config.production, config=config)
+    _prune(client, config, keep={candidate, pointer["previous"]["model"] if pointer["previous"] else candidate})
+    return pointer
+
+
+def write_pointer(root: str, run_id: str, record: dict[str, Any], *, model: str, production: str,
+                  config: ServingConfig = ServingConfig()) -> dict[str, Any]:
+    """Name ``run_id`` as production; the pointer it replaces becomes ``previous`` (one level)."""
+    previous = read_pointer(root, config)
     if previous and previous.get("run_id") == run_id:  # a retry after the pointer was written
         previous = previous.get("previous")
-    client.copy(candidate, config.production)
     pointer = {
         **record,
         "run_id": run_id,
-        "model": candidate,
-        "production": config.production,
+        "model": model,
+        "production": production,
         "promoted_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "previous": {key: value for key, value in previous.items() if key != "previous"} if previous else None,
     }
-    storage.write_json(pointer_uri(root), pointer)
-    _prune(client, config, keep={candidate, pointer["previous"]["model"] if pointer["previous"] else candidate})
+    storage.write_json(pointer_uri(root, config), pointer)
     return pointer
 
 
@@ -122,7 +132,7 @@ def rollback(client: OllamaClient, root: str, run_id: str, config: ServingConfig
     """Leave production as the pointer says: restore its tag if a promote was cut off, delete the
     candidate. The pointer is never changed here."""
     candidate = config.candidate(run_id)
-    pointer = read_pointer(root)
+    pointer = read_pointer(root, config)
     tags = client.tags()
     restored = removed_production = False
     if pointer and pointer.get("run_id") == run_id:

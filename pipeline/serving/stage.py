@@ -94,7 +94,7 @@ def promote_model(client: OllamaClient, root: str, run_id: str, adapter_uri: str
         raise lifecycle.PromotionError(f"run {run_id} did not pass validation (failed: {report.get('failed_gates')})")
     pointer = lifecycle.promote(client, root, run_id, pointer_record(root, run_id, adapter_uri, gguf_uri), config)
     return {"run_id": run_id, "production": pointer["production"], "model": pointer["model"],
-            "pointer_uri": lifecycle.pointer_uri(root), "previous_run_id": (pointer["previous"] or {}).get("run_id")}
+            "pointer_uri": lifecycle.pointer_uri(root, config), "previous_run_id": (pointer["previous"] or {}).get("run_id")}
 
 
 def rollback_model(client: OllamaClient, root: str, run_id: str, config: ServingConfig = ServingConfig()) -> dict[str, Any]:

@@ -1,0 +1,232 @@
+"""``python -m pipeline run``: the whole pipeline on one machine, the state machine's stages in its
+order with the same contracts and the same artifact layout (runs/<run_id>/ as in the bucket).
+
+dataset export + ValidateData -> training -> GGUF export -> deploy -> quality gates -> promote or
+rollback -> report. Inference runs in llama.cpp (the GGUF, prompted as Ollama prompts it) or, with
+an Ollama URL, on that Ollama through the same deploy/promote/rollback as the EC2 host.
+``runs/current.json`` names the production run and changes only when the gates pass.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+from pipeline import runs, storage
+from pipeline.errors import PipelineError
+from pipeline.evaluation.gates import QualityGates
+from pipeline.serving.lifecycle import ServingConfig
+
+LOCAL_POINTER = ("runs", "current.json")
+RUN_SUMMARY = "run.json"
+TINY_MODEL_CACHE = Path(".cache") / "tiny-model"
+# The tiny model starts from random weights, so the local default adapts every linear layer with a
+# larger learning rate than the seed's (which is for Mistral-7B); --set restores any seed value.
+TINY_MODEL_TRAINING = {"target_modules": "q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj",
+                       "learning_rate": "3e-3", "r": "32", "lora_alpha": "64"}
+STAGES = ("dataset", "train", "convert", "deploy", "validate", "promote", "report")
+
+
+class StageFailed(PipelineError):
+    """A stage of the local run failed; the message names the stage and what to do."""
+
+
+@dataclass
+class RunOptions:
+    root: str = "."
+    run_id: str | None = None
+    database_url: str | None = None
+    sample_profiles: int = 3000
+    base_model: str | None = None  # None: the tiny model (built once, cached)
+    training_overrides: dict[str, str] = field(default_factory=dict)
+    quantization: str = "q4_k_m"
+    ollama_url: str | None = None
+    gates: QualityGates = field(default_factory=QualityGates)
+    concurrency: int = 2
+    max_holdout: int | None = None
+    min_rows: int | None = None
+    progress: bool = True
+
+
+@dataclass
+class RunResult:
+    run_id: str
+    promoted: bool
+    summary: dict[str, Any]
+
+
+ADVICE = {
+    "dataset": "check --database-url (or DATABASE_URL) and that the source tables hold scored profiles",
+    "train": "check --base-model and the training overrides (--set); the run can be resumed with --run-id",
+    "convert": "check that the base model is a Mistral/Llama Hugging Face directory with tokenizer.model",
+    "deploy": "check that Ollama answers at --ollama-url",
+    "validate": "check the dataset's holdout.jsonl and seeds.jsonl, and the inference backend",
+    "promote": "production was not changed; rerun with --run-id to retry",
+}
+
+
+def _serving_config() -> ServingConfig:
+    return ServingConfig(pointer_path=LOCAL_POINTER)
+
+
+@contextlib.contextmanager
+def _database(options: RunOptions) -> Iterator[str]:
+    if options.database_url:
+        yield options.database_url
+        return
+    from pipeline.dataset import embedded, sample, source
+
+    with embedded.embedded_postgres() as url:
+        conn = source.connect(source.ConnectionParams.from_url(url))
+        try:
+            sample.load_sample(conn, options.sample_profiles)
+        finally:
+            conn.close()
+        yield url
+
+
+def _base_model(options: RunOptions, note: Callable[[str], None]) -> Path:
+    if options.base_model:
+        return Path(options.base_model)
+    from pipeline.training.tiny_model import build_tiny_model
+
+    cache = Path(options.root) / TINY_MODEL_CACHE
+    if not (cache / "config.json").is_file():
+        note(f"building the tiny Mistral-architecture model in {cache} (once)")
+        build_tiny_model(cache, layers=2)
+    return cache
+
+
+def run(options: RunOptions, note: Callable[[str], None] = print,
+        on_stage: Callable[[str, int], None] | None = None) -> RunResult:
+    """Run (or resume, when ``options.run_id`` names an unfinished run) the whole loop."""
+    from pipeline.dataset import export, source, stage as dataset_stage
+    from pipeline.evaluation import stage as evaluation
+    from pipeline.gguf import export as gguf_export, quant
+    from pipeline.serving import lifecycle, scorer
+    from pipeline.serving import stage as serving_stage
+    from pipeline.serving.ollama import OllamaClient
+    from pipeline.training import hyperparameters, trainer
+
+    root = options.root
+    run_id = runs.check_run_id(options.run_id) if options.run_id else runs.new_run_id()
+    run_dir = Path(runs.run_uri(root, run_id))
+    dataset_dir = Path(runs.dataset_uri(root, run_id))
+    adapter_dir = Path(runs.adapter_uri(root, run_id))
+    gguf_path = Path(runs.gguf_uri(root, run_id))
+    report_dir = Path(runs.report_uri(root, run_id))
+    config = _serving_config()
+    timings: dict[str, float] = {}
+    summary: dict[str, Any] = {"run_id": run_id, "run_dir": str(run_dir), "stages": timings}
+    client = OllamaClient(options.ollama_url) if options.ollama_url else None
+
+    def stage(name: str):
+        @contextlib.contextmanager
+        def scope():
+            if on_stage:
+                on_stage(name, STAGES.index(name))
+            started = time.monotonic()
+            try:
+                yield
+            except PipelineError as exc:
+                if isinstance(exc, StageFailed):
+                    raise
+                raise StageFailed(f"stage {name} failed: {exc.name}: {exc} — {ADVICE.get(name, '')}") from exc
+            finally:
+                timings[name] = round(time.monotonic() - started, 1)
+        return scope()
+
+    try:
+        with stage("dataset"):
+            if (dataset_dir / export.MANIFEST_NAME).is_file():
+                note(f"dataset: reusing {dataset_dir}")
+            else:
+                with _database(options) as url:
+                    generated = dataset_stage.generate_dataset(
+                        source.ConnectionParams.from_url(url), root, run_id,
+                        min_rows=options.min_rows or export.DEFAULT_MIN_ROWS, progress=options.progress)
+                note(f"dataset: {json.dumps(generated['counts'])}")
+            validation = dataset_stage.validate_data(str(dataset_dir), options.min_rows or export.DEFAULT_MIN_ROWS)
+            summary["dataset"] = {"uri": str(dataset_dir), "counts": validation["counts"], "valid": validation["valid"]}
+            if not validation["valid"]:
+                raise StageFailed(f"stage dataset: the dataset is not valid: {json.dumps(validation['problems'])}")
+
+        with stage("train"):
+            base = _base_model(options, note)
+            overrides = {**(TINY_MODEL_TRAINING if not options.base_model else {}), **options.training_overrides}
+            metrics_file = adapter_dir / trainer.METRICS_FILE
+            if metrics_file.is_file():
+                note(f"train: reusing {adapter_dir}")
+                training = json.loads(metrics_file.read_text())
+            else:
+                training = trainer.train(
+                    trainer.TrainingPaths(dataset_dir, base, adapter_dir, run_dir / "checkpoints"),
+                    hyperparameters.parse(overrides), progress=options.progress)
+            curve = [point["loss"] for point in training["loss_curve"]]
+            summary["training"] = {"adapter": str(adapter_dir), "first_loss": curve[0] if curve else None,
+                                   "last_loss": curve[-1] if curve else None,
+                                   "eval_loss_per_epoch": [e["eval_loss"] for e in training["eval_loss_per_epoch"]],
+                                   "steps": training["global_steps"]}
+
+        with stage("convert"):
+            if Path(f"{gguf_path}.json").is_file() and gguf_path.is_file():
+                note(f"convert: reusing {gguf_path}")
+            else:
+                gguf_export.export_gguf(str(base), str(adapter_dir), str(gguf_path), quant.OutputType(options.quantization),
+                                        progress=options.progress)
+            summary["gguf"] = str(gguf_path)
+
+        with stage("deploy"):
+            if client:
+                deployed = serving_stage.deploy_model(client, root, run_id, str(gguf_path), config)
+                summary["candidate"] = deployed["candidate"]
+            else:
+                # llama.cpp serves the file itself: "deploying" is writing the Modelfile a person
+                # would use with `ollama create`.
+                from pipeline.serving import modelfile
+
+                (run_dir / lifecycle.MODELFILE_NAME).write_text(modelfile.render_modelfile(f"./{gguf_path.name}"))
+                summary["candidate"] = str(gguf_path)
+
+        with stage("validate"):
+            if client:
+                backends = [scorer.OllamaBackend(client, config.candidate(run_id))] * options.concurrency
+                backend_name = f"ollama {options.ollama_url}"
+            else:
+                backends = scorer.llama_cpp_backends(str(gguf_path), options.concurrency)
+                backend_name = "llama.cpp"
+            verdict = evaluation.validate_model(
+                backends, model=summary["candidate"], backend_name=backend_name,
+                holdout_uri=str(dataset_dir / runs.HOLDOUT_FILE), seeds_uri=str(dataset_dir / runs.SEEDS_FILE),
+                out_uri=str(report_dir), gates=options.gates,
+                max_holdout=options.max_holdout or evaluation.DEFAULT_MAX_HOLDOUT, progress=options.progress)
+            summary["validation"] = verdict
+
+        with stage("promote"):
+            if verdict["passed"]:
+                record = serving_stage.pointer_record(root, run_id, str(adapter_dir), str(gguf_path))
+                if client:
+                    lifecycle.promote(client, root, run_id, record, config)
+                else:
+                    lifecycle.write_pointer(root, run_id, record, model=str(gguf_path), production=str(gguf_path),
+                                            config=config)
+                summary["outcome"] = "promoted"
+            else:
+                if client:
+                    lifecycle.rollback(client, root, run_id, config)
+                summary["outcome"] = "rolled back"
+            pointer = lifecycle.read_pointer(root, config)
+            summary["current_run"] = pointer["run_id"] if pointer else None
+
+        with stage("report"):
+            summary["report"] = str(report_dir / "report.md")
+            summary["pointer"] = lifecycle.pointer_uri(root, config)
+        storage.write_json(str(run_dir / RUN_SUMMARY), summary)  # last: it marks a finished run
+    finally:
+        if client:
+            client.close()
+    return RunResult(run_id, summary["outcome"] == "promoted", summary)

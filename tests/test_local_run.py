@@ -1,0 +1,118 @@
+"""`python -m pipeline run` — make demo's path — on a small sample: artifacts, pointer and report
+agree; a failed gate leaves the current model alone and exits 3; an interrupted run resumes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from pipeline import local_run
+from pipeline.cli import EXIT_GATE_FAILED, EXIT_INTERRUPTED, EXIT_OK, main
+from pipeline.dataset import sample
+from pipeline.evaluation.gates import QualityGates
+from tests.pipeline.serving.ollama_contract_server import OllamaContractServer, echo_teacher_responder
+
+FAST = ["--set", "num_train_epochs=1", "--set", "logging_steps=1", "--set", "max_train_examples=48", "--set", "per_device_train_batch_size=8",
+        "--set", "gradient_accumulation_steps=1", "--max-holdout", "12", "--min-rows", "300", "--quant", "q8_0",
+        "--no-progress"]
+
+
+@pytest.fixture
+def loaded_database(db, database_url) -> str:
+    sample.load_sample(db, profiles=600, seed=5)
+    return database_url
+
+
+def cli(root: Path, database_url: str, *extra: str) -> int:
+    return main(["run", "--root", str(root), "--database-url", database_url, *FAST, *extra])
+
+
+def teacher_scores(run_dir: Path) -> dict[str, float]:
+    from pipeline import prompt
+
+    scores = {}
+    for name in ("holdout.jsonl", "seeds.jsonl"):
+        for line in (run_dir / "dataset" / name).read_text().splitlines():
+            answer = prompt.parse_answer(json.loads(line)["output"])
+            scores[answer.handle] = answer.score
+    return scores
+
+
+def test_a_run_that_passes_the_gates_is_promoted_and_everything_agrees(loaded_database, tmp_path):
+    with OllamaContractServer() as ollama:
+        cache: dict[str, float] = {}
+
+        def respond(model, body):  # a served model that agrees with the teacher: the gates pass
+            if not cache:
+                run_dir = next((tmp_path / "runs").glob("run-*"))
+                cache.update(teacher_scores(run_dir))
+            return echo_teacher_responder(cache)(model, body)
+
+        ollama.state.responder = respond
+        options = local_run.RunOptions(root=str(tmp_path), database_url=loaded_database, ollama_url=ollama.url,
+                                       training_overrides={"num_train_epochs": "1", "max_train_examples": "48"},
+                                       quantization="q8_0", max_holdout=12, min_rows=300, progress=False)
+        result = local_run.run(options, note=lambda message: None)
+        assert result.promoted
+        run_dir = tmp_path / "runs" / result.run_id
+        for name in ("dataset/manifest.json", "dataset/seeds.jsonl", "adapter/adapter_config.json", "model.gguf",
+                     "model.gguf.json", "Modelfile", "report/report.json", "report/report.md",
+                     "report/model_vs_teacher.png", "run.json"):
+            assert (run_dir / name).is_file(), name
+        pointer = json.loads((tmp_path / "runs" / "current.json").read_text())
+        summary = json.loads((run_dir / "run.json").read_text())
+        report = json.loads((run_dir / "report" / "report.json").read_text())
+        assert pointer["run_id"] == summary["run_id"] == result.run_id and summary["outcome"] == "promoted"
+        assert pointer["metrics"] == report["metrics"] and report["passed"] is True
+        assert pointer["gguf_sha256"] == json.loads((run_dir / "model.gguf.json").read_text())["sha256"]
+        assert ollama.state.models["mistral-researcher:latest"] == ollama.state.models[f"mistral-researcher:{result.run_id}"]
+        assert set(summary["stages"]) == set(local_run.STAGES)
+
+
+def test_a_failed_gate_exits_3_and_keeps_the_current_model(loaded_database, tmp_path, capsys):
+    pointer = tmp_path / "runs" / "current.json"
+    pointer.parent.mkdir(parents=True)
+    pointer.write_text('{"run_id": "run-earlier", "model": "earlier.gguf"}\n')
+    before = pointer.read_bytes()
+    code = cli(tmp_path, loaded_database, "--gate", "seed_mean_min=1.0")  # "> 1.0" cannot pass
+    assert code == EXIT_GATE_FAILED
+    assert pointer.read_bytes() == before
+    run_dir = next(path for path in (tmp_path / "runs").iterdir() if path.is_dir())
+    summary = json.loads((run_dir / "run.json").read_text())
+    assert summary["outcome"] == "rolled back" and summary["current_run"] == "run-earlier"
+    assert "seed_mean" in json.loads((run_dir / "report" / "report.json").read_text())["failed_gates"]
+    assert "rolled back" in capsys.readouterr().err
+
+
+def test_an_interrupted_run_resumes_where_it_stopped(loaded_database, tmp_path, monkeypatch):
+    from pipeline.gguf import export
+
+    real_export = export.export_gguf
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(export, "export_gguf", interrupted)
+    assert cli(tmp_path, loaded_database, "--run-id", "run-resume", "--gate", "seed_mean_min=1.0") == EXIT_INTERRUPTED
+    manifest = tmp_path / "runs" / "run-resume" / "dataset" / "manifest.json"
+    adapter = tmp_path / "runs" / "run-resume" / "adapter" / "adapter_model.safetensors"
+    stamps = (manifest.stat().st_mtime_ns, adapter.stat().st_mtime_ns)
+    assert not (tmp_path / "runs" / "run-resume" / "model.gguf").exists()
+    monkeypatch.setattr(export, "export_gguf", real_export)
+    assert cli(tmp_path, loaded_database, "--run-id", "run-resume", "--gate", "seed_mean_min=1.0") == EXIT_GATE_FAILED
+    assert (manifest.stat().st_mtime_ns, adapter.stat().st_mtime_ns) == stamps  # reused, not redone
+    assert (tmp_path / "runs" / "run-resume" / "report" / "report.json").is_file()
+
+
+def test_stage_errors_name_the_stage_and_what_to_do(tmp_path, capsys):
+    code = main(["run", "--root", str(tmp_path), "--database-url", "postgresql://nobody@127.0.0.1:9/none", *FAST])
+    assert code == 1
+    err = capsys.readouterr().err
+    assert "stage dataset failed: DatabaseUnavailable" in err and "--database-url" in err
+    assert not (tmp_path / "runs" / "current.json").exists()
+
+
+def test_gates_default_to_the_seed():
+    assert local_run.RunOptions().gates == QualityGates()
