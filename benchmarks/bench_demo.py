@@ -31,7 +31,7 @@ def main() -> None:
     training = summary["training"]
     body = "\n".join([
         f"Machine: {os.cpu_count()} CPU cores, no GPU. One run of `python -m pipeline run` (embedded PostgreSQL, "
-        "3,000 sample profiles, tiny model, Q4_K_M, llama.cpp), tiny model already built.",
+        "3,000 sample profiles, tiny model built in the run, Q4_K_M, llama.cpp) in a fresh directory.",
         "",
         "| wall time | peak RSS | budget | outcome |",
         "| --- | --- | --- | --- |",
