@@ -40,3 +40,22 @@ def load_rows(conn, rows: list[tuple[ProfileRow, list[ScoreRow]]]) -> None:
 def researchers(count: int, start: int = 1) -> list[tuple[ProfileRow, list[ScoreRow]]]:
     """``count`` valid, distinct profiles with one score each."""
     return [(profile(str(index)), [score(str(index), f"{(index % 100) / 100:.2f}")]) for index in range(start, start + count)]
+
+
+def tiny_model_with_adapter(work, layers: int, seed: int):
+    """A tiny Mistral, a random non-zero LoRA adapter for it (the seed's target modules, r=16), and
+    the peft model (for references that need the merged weights). Returns (base, adapter, peft_model)."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from pipeline.training.tiny_model import build_tiny_model
+
+    base = build_tiny_model(work / "base", layers=layers)
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_pretrained(str(base))
+    lora = LoraConfig(r=16, lora_alpha=32, target_modules=["q_proj", "k_proj", "v_proj", "o_proj"], lora_dropout=0.0,
+                      bias="none", task_type="CAUSAL_LM", init_lora_weights=False)
+    peft_model = get_peft_model(model, lora)
+    peft_model.save_pretrained(str(work / "adapter"))
+    return base, work / "adapter", peft_model

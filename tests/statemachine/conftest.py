@@ -149,23 +149,13 @@ class World:
 
 @pytest.fixture(scope="session")
 def tiny_model_and_adapter(tmp_path_factory) -> tuple[Path, Path]:
-    import torch
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
+    from tests.factories import tiny_model_with_adapter
 
-    from pipeline.training.tiny_model import build_tiny_model
-
-    work = tmp_path_factory.mktemp("sfn-models")
-    base = build_tiny_model(work / "base", layers=2)
-    torch.manual_seed(2)
-    model = AutoModelForCausalLM.from_pretrained(str(base))
-    lora = LoraConfig(r=16, lora_alpha=32, target_modules=["q_proj", "k_proj", "v_proj", "o_proj"], lora_dropout=0.0,
-                      bias="none", task_type="CAUSAL_LM", init_lora_weights=False)
-    get_peft_model(model, lora).save_pretrained(str(work / "adapter"))
+    base, adapter, _ = tiny_model_with_adapter(tmp_path_factory.mktemp("sfn-models"), layers=2, seed=2)
     for name in TOKENIZER_FILES:  # the trainer copies the tokenizer next to the adapter
         if (base / name).is_file():
-            shutil.copy2(base / name, work / "adapter" / name)
-    return base, work / "adapter"
+            shutil.copy2(base / name, adapter / name)
+    return base, adapter
 
 
 def _zip(text: str) -> bytes:

@@ -28,26 +28,16 @@ class Models:
 
 @pytest.fixture(scope="session")
 def models(tmp_path_factory) -> Models:
-    import torch
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
-
-    from pipeline.training.tiny_model import build_tiny_model
+    from tests.factories import tiny_model_with_adapter
 
     work = tmp_path_factory.mktemp("gguf-models")
-    base = build_tiny_model(work / "base", layers=8)
-    torch.manual_seed(1)
-    model = AutoModelForCausalLM.from_pretrained(str(base))
-    lora = LoraConfig(r=16, lora_alpha=32, target_modules=["q_proj", "k_proj", "v_proj", "o_proj"], lora_dropout=0.0,
-                      bias="none", task_type="CAUSAL_LM", init_lora_weights=False)
-    peft_model = get_peft_model(model, lora)
-    peft_model.save_pretrained(str(work / "adapter"))
+    base, adapter, peft_model = tiny_model_with_adapter(work, layers=8, seed=1)
     merged = peft_model.merge_and_unload()
     merged.save_pretrained(str(work / "merged"))
     for name in TOKENIZER_FILES:
         if (base / name).is_file():
             shutil.copy2(base / name, work / "merged" / name)
-    return Models(base, work / "adapter", work / "merged")
+    return Models(base, adapter, work / "merged")
 
 
 def ensure_converter() -> Path:
