@@ -267,16 +267,10 @@ def _modelfile(args) -> int:
 
 
 def _parse_gates(assignments: list[str]):
-    from pipeline.errors import InvalidArgument
     from pipeline.evaluation.gates import QualityGates
+    from pipeline.training.hyperparameters import parse_assignments
 
-    values = {}
-    for assignment in assignments:
-        name, sep, value = assignment.partition("=")
-        if not sep:
-            raise InvalidArgument(f"--gate expects NAME=VALUE, got {assignment!r}")
-        values[name.strip()] = value.strip()
-    return QualityGates.from_mapping(values)
+    return QualityGates.from_mapping(parse_assignments(assignments, flag="--gate"))
 
 
 def _validate_model(args) -> int:
@@ -286,20 +280,15 @@ def _validate_model(args) -> int:
     from pipeline.serving.ollama import OllamaClient
 
     gates = _parse_gates(args.gate)
-    max_holdout = args.max_holdout or stage.DEFAULT_MAX_HOLDOUT
+    if args.gguf and args.model:
+        raise InvalidArgument("--model goes with --ollama-url; with --gguf the file is the model")
     with contextlib.ExitStack() as stack:
-        if args.gguf:
-            if args.model:
-                raise InvalidArgument("--model goes with --ollama-url; with --gguf the file is the model")
-            backends, model, backend_name = scorer.llama_cpp_backends(args.gguf, args.concurrency), args.gguf, "llama.cpp"
-        else:
-            if not args.model:
-                raise InvalidArgument("--ollama-url needs --model TAG (e.g. mistral-researcher:latest)")
-            client = stack.enter_context(OllamaClient(args.ollama_url))
-            backends = [scorer.OllamaBackend(client, args.model)] * args.concurrency
-            model, backend_name = args.model, f"ollama {args.ollama_url}"
-        summary = stage.validate_model(backends, model=model, backend_name=backend_name, holdout_uri=args.holdout,
-                                       seeds_uri=args.seeds, out_uri=args.out, gates=gates, max_holdout=max_holdout,
+        client = stack.enter_context(OllamaClient(args.ollama_url)) if args.ollama_url else None
+        backends, backend_name = scorer.backends_for(gguf_path=args.gguf, client=client, model=args.model,
+                                                     concurrency=args.concurrency)
+        summary = stage.validate_model(backends, model=args.model or args.gguf, backend_name=backend_name,
+                                       holdout_uri=args.holdout, seeds_uri=args.seeds, out_uri=args.out, gates=gates,
+                                       max_holdout=args.max_holdout or stage.DEFAULT_MAX_HOLDOUT,
                                        progress=not args.no_progress)
     metrics = summary["metrics"]
     print(f"{'PASSED' if summary['passed'] else 'FAILED'}: seed mean {metrics['seed_mean']:.3f}, seed min "
@@ -325,7 +314,7 @@ def _run(args) -> int:
     console = Console(stderr=True)
     options = local_run.RunOptions(
         root=args.root, run_id=args.run_id, database_url=args.database_url, sample_profiles=args.profiles,
-        base_model=args.base_model, training_overrides={k: str(v) for k, v in hyperparameters.parse_assignments(args.set).items()},
+        base_model=args.base_model, training_overrides=hyperparameters.parse_assignments(args.set),
         quantization=args.quant, ollama_url=args.ollama_url, gates=_parse_gates(args.gate), concurrency=args.concurrency,
         max_holdout=args.max_holdout, min_rows=args.min_rows, progress=not args.no_progress)
     started = time.monotonic()
@@ -339,10 +328,8 @@ def _run(args) -> int:
     table = Table(title=f"run {result.run_id}: {summary['outcome']}")
     for column in ("gate", "value", "threshold", "result"):
         table.add_column(column)
-    report = json.loads(open(summary["validation"]["report_uri"], encoding="utf-8").read())
-    for gate in report["gates"]:
-        value = "undefined" if gate["value"] is None else f"{gate['value']:.3f}"
-        table.add_row(gate["name"], value, f"{gate['comparison']} {gate['threshold']}", "pass" if gate["passed"] else "FAIL")
+    for gate in summary["validation"]["gates"]:
+        table.add_row(gate["name"], _or_undefined(gate["value"]), f"{gate['comparison']} {gate['threshold']}", "pass" if gate["passed"] else "FAIL")
     console.print(table)
     training = summary["training"]
     console.print(f"training loss {_or_undefined(training['first_loss'])} -> {_or_undefined(training['last_loss'])}; "

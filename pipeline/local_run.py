@@ -193,12 +193,9 @@ def run(options: RunOptions, note: Callable[[str], None] = print,
                 summary["candidate"] = str(gguf_path)
 
         with stage("validate"):
-            if client:
-                backends = [scorer.OllamaBackend(client, config.candidate(run_id))] * options.concurrency
-                backend_name = f"ollama {options.ollama_url}"
-            else:
-                backends = scorer.llama_cpp_backends(str(gguf_path), options.concurrency)
-                backend_name = "llama.cpp"
+            backends, backend_name = scorer.backends_for(
+                gguf_path=None if client else str(gguf_path), client=client,
+                model=config.candidate(run_id) if client else None, concurrency=options.concurrency)
             verdict = evaluation.validate_model(
                 backends, model=summary["candidate"], backend_name=backend_name,
                 holdout_uri=str(dataset_dir / runs.HOLDOUT_FILE), seeds_uri=str(dataset_dir / runs.SEEDS_FILE),

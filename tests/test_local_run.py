@@ -76,10 +76,14 @@ def test_a_failed_gate_exits_3_and_keeps_the_current_model(loaded_database, tmp_
     pointer.parent.mkdir(parents=True)
     pointer.write_text('{"run_id": "run-earlier", "model": "earlier.gguf"}\n')
     before = pointer.read_bytes()
+    earlier = tmp_path / "runs" / "run-earlier" / "model.gguf"
+    earlier.parent.mkdir()
+    earlier.write_bytes(b"GGUF earlier")
     code = cli(tmp_path, loaded_database, "--gate", "seed_mean_min=1.0")  # "> 1.0" cannot pass
     assert code == EXIT_GATE_FAILED
     assert pointer.read_bytes() == before
-    run_dir = next(path for path in (tmp_path / "runs").iterdir() if path.is_dir())
+    assert earlier.read_bytes() == b"GGUF earlier"  # a new run never touches an earlier one
+    run_dir = next(path for path in (tmp_path / "runs").iterdir() if path.is_dir() and path.name != "run-earlier")
     summary = json.loads((run_dir / "run.json").read_text())
     assert summary["outcome"] == "rolled back" and summary["current_run"] == "run-earlier"
     assert "seed_mean" in json.loads((run_dir / "report" / "report.json").read_text())["failed_gates"]

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, fields
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -47,9 +47,11 @@ class QualityGates:
                 raise InvalidArgument(f"gate {name} must be above 0 seconds, got {getattr(self, name)}")
 
     @classmethod
-    def from_mapping(cls, values: dict[str, Any] | None) -> "QualityGates":
+    def from_mapping(cls, values: Mapping[str, Any] | None) -> "QualityGates":
         """From a config/event mapping; unknown names are an error, not ignored."""
         values = values or {}
+        if not isinstance(values, Mapping):
+            raise InvalidArgument(f"gate thresholds must be an object of name: number, got {type(values).__name__}")
         known = {field.name for field in fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:

@@ -42,5 +42,5 @@ def validate_model(backends: Sequence[Backend], *, model: str, backend_name: str
                                         thresholds=gates.as_dict(), holdout=holdout, seeds=seeds)
     written = report_module.write_report(out_uri, report, holdout, seeds)
     return {"passed": report["passed"], "failed_gates": report["failed_gates"], "model": model,
-            "metrics": metrics, "report_uri": written[report_module.REPORT_JSON],
+            "metrics": metrics, "gates": report["gates"], "report_uri": written[report_module.REPORT_JSON],
             "report_md_uri": written[report_module.REPORT_MD]}

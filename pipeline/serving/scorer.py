@@ -177,6 +177,19 @@ def read_profiles(uri: str) -> list[Profile]:
     return profiles
 
 
+def backends_for(*, gguf_path: str | None = None, client: OllamaClient | None = None, model: str | None = None,
+                 concurrency: int = 1) -> tuple[list[Backend], str]:
+    """The scoring backends for a GGUF in llama.cpp, or for a tag on an Ollama server; with a name
+    for the report. ``concurrency`` llama.cpp contexts, or that many requests in flight to Ollama."""
+    if (gguf_path is None) == (client is None):
+        raise InvalidArgument("score either a GGUF in llama.cpp or a model on Ollama, not both or neither")
+    if client is not None:
+        if not model:
+            raise InvalidArgument("an Ollama backend needs a model tag (e.g. mistral-researcher:latest)")
+        return [OllamaBackend(client, model)] * concurrency, f"ollama {client.base_url}"
+    return llama_cpp_backends(gguf_path, concurrency), "llama.cpp"
+
+
 def llama_cpp_backends(gguf_path: str, concurrency: int) -> list[LlamaCppBackend]:
     """``concurrency`` independent llama.cpp contexts sharing the machine's cores."""
     threads = max(1, (os.cpu_count() or 1) // concurrency)

@@ -127,12 +127,13 @@ def _check(hp: Hyperparameters) -> None:
         raise InvalidArgument(f"hyperparameter bias must be none, all or lora_only, got {hp.bias!r}")
 
 
-def parse_assignments(assignments: list[str]) -> dict[str, str]:
-    """``["r=8", "learning_rate=1e-4"]`` -> {"r": "8", "learning_rate": "1e-4"}."""
+def parse_assignments(assignments: list[str], flag: str = "--set") -> dict[str, str]:
+    """``["r=8", "learning_rate=1e-4"]`` -> {"r": "8", "learning_rate": "1e-4"} (``flag`` names the
+    option in the error: --set for hyperparameters, --gate for thresholds)."""
     values = {}
     for assignment in assignments:
         name, separator, value = assignment.partition("=")
         if not separator or not name.strip():
-            raise InvalidArgument(f"--set expects name=value, got {assignment!r}")
-        values[name.strip()] = value
+            raise InvalidArgument(f"{flag} expects name=value, got {assignment!r}")
+        values[name.strip()] = value.strip()
     return values

@@ -74,7 +74,7 @@ def test_bad_invocations_are_named(sets, tmp_path, capsys):
     empty.write_text("")
     assert main(["validate", "--ollama-url", "http://x", "--holdout", str(holdout), "--seeds", str(seeds),
                  "--out", str(tmp_path / "r")]) == 1
-    assert "needs --model" in capsys.readouterr().err
+    assert "needs a model tag" in capsys.readouterr().err
     assert main(["validate", "--gguf", str(tmp_path / "none.gguf"), "--holdout", str(holdout), "--seeds", str(seeds),
                  "--out", str(tmp_path / "r")]) == 1
     assert "no GGUF file" in capsys.readouterr().err

@@ -7,6 +7,7 @@ import json
 import pytest
 
 from pipeline import prompt
+from pipeline.errors import InvalidArgument
 from pipeline.serving import scorer
 from pipeline.serving.ollama import OllamaClient, RetryPolicy
 from tests.pipeline.serving.conftest import instruction
@@ -76,8 +77,20 @@ def test_llama_cpp_backend_is_grammar_constrained_and_capped(tiny_gguf):
     assert completion.text.replace(" ", "").startswith('{"handle":"')
     assert completion.answer_tokens <= prompt.MAX_ANSWER_TOKENS and completion.prompt_tokens > 50
     assert completion.prompt_tokens == len(backend.prompt_tokens(instruction("neuro_jane")))
+    # Fixed seed, temperature 0.1: the untrained model runs into the cap inside the handle string.
+    assert completion.answer_tokens == prompt.MAX_ANSWER_TOKENS
     result = scorer.score_one(backend, scorer.Profile("neuro_jane", instruction("neuro_jane"), 0.9))
-    assert result.ok or result.error in {"not_json", "score_out_of_range", "empty_reason", "empty_handle"}
+    assert not result.ok and result.error == "not_json" and result.raw.startswith("{")
+
+
+def test_backends_for_picks_one_target(tiny_gguf, client):
+    backends, name = scorer.backends_for(client=client, model="m:1", concurrency=3)
+    assert len(backends) == 3 and name == f"ollama {client.base_url}"
+    backends, name = scorer.backends_for(gguf_path=str(tiny_gguf), concurrency=2)
+    assert len(backends) == 2 and name == "llama.cpp" and backends[0] is not backends[1]  # one context each
+    for bad in ({}, {"gguf_path": str(tiny_gguf), "client": client, "model": "m"}, {"client": client}):
+        with pytest.raises(InvalidArgument):
+            scorer.backends_for(**bad)
 
 
 def test_the_answer_schema_accepts_every_two_decimal_score_and_nothing_else():

@@ -1,0 +1,78 @@
+"""The serving Lambdas' own contract: settings from the environment, named errors, and the rule
+that only a run whose report passed can be promoted (the state machine's paths are in
+tests/statemachine)."""
+
+from __future__ import annotations
+
+import pytest
+
+from lambdas.deploy_model import handler as deploy
+from lambdas.promote_model import handler as promote
+from lambdas.rollback_model import handler as rollback
+from pipeline import storage
+from pipeline.errors import InvalidArgument
+from pipeline.serving.lifecycle import PromotionError
+from pipeline.serving.stage import ServingSettings
+from tests.pipeline.serving.ollama_contract_server import OllamaContractServer
+
+
+class Context:
+    function_name = "serving"
+    memory_limit_in_mb = 1024
+    invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:serving"
+    aws_request_id = "request-1"
+
+
+@pytest.fixture
+def served(monkeypatch, bucket):
+    with OllamaContractServer() as server:
+        monkeypatch.setenv("OLLAMA_URL", server.url)
+        monkeypatch.setenv("ARTIFACT_BUCKET", bucket)
+        monkeypatch.setenv("POWERTOOLS_SERVICE_NAME", "test")
+        yield server, bucket
+
+
+@pytest.mark.parametrize("env, message", [
+    ({"ARTIFACT_BUCKET": "b"}, "OLLAMA_URL"),
+    ({"OLLAMA_URL": "http://h", "ARTIFACT_BUCKET": "b", "QUALITY_GATES": "{bad"}, "bad serving setting"),
+    ({"OLLAMA_URL": "http://h", "ARTIFACT_BUCKET": "b", "QUALITY_GATES": "[0.9]"}, "object"),
+    ({"OLLAMA_URL": "http://h", "ARTIFACT_BUCKET": "b", "QUALITY_GATES": '{"pearson": 0.9}'}, "unknown gate"),
+    ({"OLLAMA_URL": "http://h", "ARTIFACT_BUCKET": "b", "VALIDATION_CONCURRENCY": "0"}, "at least 1"),
+])
+def test_bad_settings_are_named(env, message):
+    with pytest.raises(InvalidArgument, match=message):
+        ServingSettings.from_env(env)
+
+
+def test_settings_from_env():
+    settings = ServingSettings.from_env({"OLLAMA_URL": "http://10.0.1.5:11434", "ARTIFACT_BUCKET": "b",
+                                         "QUALITY_GATES": '{"correlation_min": 0.8}', "PRODUCTION_TAG": "prod"})
+    assert settings.artifact_root == "s3://b" and settings.gates.correlation_min == 0.8
+    assert settings.serving.production == "mistral-researcher:prod"
+
+
+def test_deploy_then_rollback_through_the_handlers(served):
+    server, bucket = served
+    storage.write_bytes(f"s3://{bucket}/runs/run-1/model.gguf", b"GGUF-bytes")
+    result = deploy.handler({"run_id": "run-1"}, Context())
+    assert result["candidate"] == "mistral-researcher:run-1" and "mistral-researcher:run-1" in server.state.models
+    assert rollback.handler({"run_id": "run-1"}, Context())["candidate_deleted"] is True
+    assert server.state.models == {}
+
+
+def test_a_run_whose_report_did_not_pass_is_never_promoted(served):
+    server, bucket = served
+    storage.write_bytes(f"s3://{bucket}/runs/run-2/model.gguf", b"GGUF-bytes")
+    deploy.handler({"run_id": "run-2"}, Context())
+    storage.write_json(f"s3://{bucket}/runs/run-2/report/report.json", {"passed": False, "failed_gates": ["pearson"]})
+    with pytest.raises(PromotionError, match="pearson"):
+        promote.handler({"run_id": "run-2"}, Context())
+    assert "mistral-researcher:latest" not in server.state.models
+    assert not storage.exists(f"s3://{bucket}/models/current.json")
+
+
+def test_a_bad_run_id_is_named_before_any_request(served):
+    server, _ = served
+    with pytest.raises(InvalidArgument, match="run id"):
+        deploy.handler({"run_id": "../etc"}, Context())
+    assert not server.state.calls
