@@ -56,6 +56,9 @@ def measure(model_dir: Path, seq_len: int, steps: int, dtype) -> dict:
     model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=True)
     model = get_peft_model(model, LoraConfig(r=16, lora_alpha=32, lora_dropout=0.05, bias="none", task_type="CAUSAL_LM",
                                              target_modules=["q_proj", "k_proj", "v_proj", "o_proj"]))
+    # from_pretrained returns the model in eval mode, where transformers skips gradient checkpointing
+    # (and dropout); the Trainer calls train() itself, so the benchmark must too.
+    model.train()
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=2e-4)
     ids = torch.randint(3, 32000, (BATCH, seq_len), device="cuda")
     times = []
