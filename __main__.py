@@ -1,11 +1,60 @@
-"""The Pulumi program: wires the components of infra/ and exports what operators need."""
+"""The Pulumi program: reads the stack's configuration once, wires the components of infra/ and
+exports what operators need. Resources are declared in infra/, never here."""
 
 import pulumi
 
 from infra import config as stack_config
+from infra import iam
+from infra.conversion import GgufConversion, GgufConversionArgs
+from infra.dataset import DatasetFunctions, DatasetFunctionsArgs
+from infra.images import ContainerImages, ContainerImagesArgs
+from infra.inference_host import OllamaHost, OllamaHostArgs
+from infra.orchestration import PipelineOrchestration, PipelineOrchestrationArgs, StageFunctions
+from infra.schedule import WeeklySchedule, WeeklyScheduleArgs
+from infra.serving import ModelLifecycleFunctions, ModelLifecycleFunctionsArgs
 from infra.storage import ArtifactStorage, ArtifactStorageArgs
+from infra.training import TrainingJobSpec, TrainingJobSpecArgs
 
 config = stack_config.load()
+account = iam.current_account()
+kms_key_arn = config.storage.kms_key_arn
+logs = dict(log_retention_days=config.log_retention_days, kms_key_arn=kms_key_arn)
+
 storage = ArtifactStorage("artifacts", ArtifactStorageArgs(config.storage))
+bucket = dict(bucket_name=storage.bucket.bucket, bucket_arn=storage.bucket.arn)
+images = ContainerImages("images", ContainerImagesArgs(config.images, kms_key_arn))
+dataset = DatasetFunctions("dataset", DatasetFunctionsArgs(config.dataset, config.network, account=account, **bucket, **logs))
+training = TrainingJobSpec("training", TrainingJobSpecArgs(config.training, image_uri=images.training_image_uri,
+                                                           account=account, kms_key_arn=kms_key_arn, **bucket))
+conversion = GgufConversion("conversion", GgufConversionArgs(images.conversion_image_uri, storage.bucket.arn,
+                                                             training.base_model_uri, account, **logs))
+host = OllamaHost("ollama", OllamaHostArgs(config.host, config.network, account, kms_key_arn))
+serving = ModelLifecycleFunctions("serving", ModelLifecycleFunctionsArgs(
+    config.serving, config.network, host.endpoint, host.client_security_group.id, account=account, **bucket, **logs))
+orchestration = PipelineOrchestration("pipeline", PipelineOrchestrationArgs(
+    functions=StageFunctions(
+        GenerateDatasetFunctionArn=dataset.generate.function.arn,
+        ValidateDataFunctionArn=dataset.validate.function.arn,
+        ConvertToGgufFunctionArn=conversion.function.arn,
+        DeployModelFunctionArn=serving.deploy.function.arn,
+        ValidateModelFunctionArn=serving.validate.function.arn,
+        PromoteModelFunctionArn=serving.promote.function.arn,
+        RollbackModelFunctionArn=serving.rollback.function.arn,
+    ),
+    training_values=training.values, sagemaker_role_arn=training.role.arn, training_job_prefix=config.training.job_prefix,
+    bucket_name=storage.bucket.bucket, host_instance_id=host.instance.id, keep_host_running=config.host.keep_running,
+    quantization=config.serving.quantization, alert_email=config.alert_email, account=account, **logs,
+))
+schedule = WeeklySchedule("schedule", WeeklyScheduleArgs(config.schedule, orchestration.state_machine.arn))
 
 pulumi.export("artifact_bucket", storage.bucket.bucket)
+pulumi.export("base_model_uri", training.base_model_uri)
+pulumi.export("state_machine_arn", orchestration.state_machine.arn)
+pulumi.export("state_machine_console_url", orchestration.console_url)
+pulumi.export("ollama_instance_id", host.instance.id)
+pulumi.export("ollama_private_endpoint", host.endpoint)
+pulumi.export("schedule_name", schedule.schedule.name)
+pulumi.export("ecr_repositories", {key: repo.repository_url for key, repo in images.repositories.items()})
+pulumi.export("training_image_uri", images.training_image_uri)
+pulumi.export("conversion_image_uri", images.conversion_image_uri)
+pulumi.export("failure_topic_arn", orchestration.topic.arn)

@@ -1,13 +1,68 @@
-"""The stack's configuration, read once into a typed object; bad values fail `pulumi up` early."""
+"""The stack's configuration, read once into a typed object; bad values fail `pulumi up` early.
+
+Pulumi.yaml's ``config:`` block is the one home of every setting's type, default and description:
+this module takes the defaults from there. Every problem found is collected, and `pulumi up` stops
+with one message listing them all, before any resource is declared.
+
+The Pulumi program's environment holds pulumi and pulumi-aws only (requirements.txt), so the
+quality gates and quantization names are checked against the values mirrored below; tests assert
+that they match pipeline/'s own (pipeline.evaluation.gates, pipeline.gguf.quant).
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import ipaddress
+import json
+import re
+import zoneinfo
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+from typing import Any
 
 import pulumi
+import yaml
+
+from infra.user_data import OllamaHostSettings, UserDataError
+from pipeline.errors import InvalidArgument
+from pipeline.training import hyperparameters
+
+PROJECT = "researcher-scorer"
+PULUMI_YAML = Path(__file__).resolve().parents[1] / "Pulumi.yaml"
 
 # Days, bounded so that a typo (3650 for 30) fails loudly instead of keeping data for a decade.
 MAX_RETENTION_DAYS = 3650
+# CloudWatch Logs accepts only these retention periods.
+LOG_RETENTION_DAYS = (1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922,
+                      3288, 3653)
+# GPU families. SageMaker spot training and the 4-bit kernels need NVIDIA GPUs; the host serves on one.
+TRAINING_INSTANCE_FAMILIES = ("ml.g4dn", "ml.g5", "ml.g6", "ml.g6e", "ml.p3", "ml.p4d", "ml.p4de", "ml.p5")
+HOST_INSTANCE_FAMILIES = ("g4dn", "g5", "g6", "g6e", "p3", "p4d", "p5")
+# SageMaker limits: MaxRuntimeInSeconds up to 28 days; a training volume of at least the model's size.
+MAX_TRAINING_SECONDS = 28 * 24 * 3600
+MIN_TRAINING_VOLUME_GB, MAX_TRAINING_VOLUME_GB = 30, 16384
+# The AMI's snapshot plus Ollama and a few 4-8 GB models.
+MIN_HOST_VOLUME_GB, MAX_HOST_VOLUME_GB = 100, 16384
+# Mirrors of pipeline.gguf.quant.OutputType and pipeline.evaluation.gates.QualityGates (see docstring).
+QUANTIZATIONS = ("f32", "f16", "q8_0", "q4_k_m")
+FRACTION_GATES = {  # config key -> QualityGates field; each in [0, 1]
+    "gateSeedMeanMin": "seed_mean_min",
+    "gateSeedMinMin": "seed_min_min",
+    "gateCorrelationMin": "correlation_min",
+    "gateValidJsonRateMin": "valid_json_rate_min",
+}
+SECONDS_GATES = {  # config key -> QualityGates field; above 0
+    "gateLatencyP50MaxSeconds": "latency_p50_max_s",
+    "gateLatencyP95MaxSeconds": "latency_p95_max_s",
+}
+# EventBridge Scheduler's cron: cron(minutes hours day-of-month month day-of-week year).
+CRON = re.compile(r"cron\((?P<fields>[^()]+)\)")
+CRON_FIELD = re.compile(r"[0-9A-Za-z*?,/#L W-]+")
+NAME_PREFIX = re.compile(r"[a-z0-9](-?[a-z0-9]){0,25}")  # <prefix>-<36-char execution id>: SageMaker's 63
+SECRET_ARN = re.compile(r"arn:aws[a-z-]*:secretsmanager:[a-z0-9-]+:\d{12}:secret:.+")
+KMS_ARN = re.compile(r"arn:aws[a-z-]*:kms:[a-z0-9-]+:\d{12}:key/.+")
+ECR_IMAGE = re.compile(r"\d{12}\.dkr\.ecr\.[a-z0-9-]+\.amazonaws\.com(\.cn)?/[a-z0-9._/-]+([:@][A-Za-z0-9._:-]+)?")
+MODEL_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,62}")
 
 
 @dataclass(frozen=True)
@@ -19,28 +74,337 @@ class StorageConfig:
 
 
 @dataclass(frozen=True)
+class NetworkConfig:
+    vpc_id: str
+    private_subnet_ids: tuple[str, ...]
+    ollama_allowed_security_group_ids: tuple[str, ...]
+    ollama_allowed_cidrs: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class DatasetConfig:
+    database_secret_arn: str
+    in_vpc: bool
+    database_security_group_id: str | None
+    database_port: int
+    seed_profiles_uri: str | None
+
+
+@dataclass(frozen=True)
+class ImagesConfig:
+    training_image_uri: str | None  # None: build and push training_image/
+    conversion_image_uri: str | None  # None: build and push lambdas/convert_to_gguf/
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    base_model_s3_uri: str | None  # None: s3://<bucket>/base-models/Mistral-7B-Instruct-v0.2/
+    instance_type: str
+    volume_size_gb: int
+    max_runtime_seconds: int
+    max_wait_seconds: int
+    job_prefix: str
+    hyperparameters: dict[str, str]  # overrides only, as SageMaker passes them (strings)
+    poll_seconds: int
+
+
+@dataclass(frozen=True)
+class HostConfig:
+    instance_type: str
+    ami_parameter: str
+    root_volume_gb: int
+    ollama: OllamaHostSettings
+    keep_running: bool
+
+
+@dataclass(frozen=True)
+class ModelServingConfig:
+    model_name: str
+    quality_gates: dict[str, float]  # QualityGates field -> threshold, handed to ValidateModel as JSON
+    validation_concurrency: int
+    quantization: str
+
+
+@dataclass(frozen=True)
+class ScheduleConfig:
+    expression: str
+    timezone: str
+    enabled: bool
+
+
+@dataclass(frozen=True)
 class StackConfig:
     storage: StorageConfig
+    network: NetworkConfig
+    dataset: DatasetConfig
+    images: ImagesConfig
+    training: TrainingConfig
+    host: HostConfig
+    serving: ModelServingConfig
+    schedule: ScheduleConfig
+    alert_email: str | None
+    log_retention_days: int
 
 
-def _days(config: pulumi.Config, key: str, default: int) -> int:
-    value = config.get_int(key)
-    value = default if value is None else value
-    if not 1 <= value <= MAX_RETENTION_DAYS:
-        raise pulumi.RunError(f"config {config.name}:{key} must be between 1 and {MAX_RETENTION_DAYS} days, got {value}")
-    return value
+@cache
+def declared() -> dict[str, dict[str, Any]]:
+    """Pulumi.yaml's config block, keyed by the setting's name without the project prefix."""
+    block = yaml.safe_load(PULUMI_YAML.read_text(encoding="utf-8"))["config"]
+    return {key.split(":", 1)[1]: spec for key, spec in block.items()}
+
+
+@dataclass
+class _Reader:
+    """Reads settings by name with Pulumi.yaml's defaults, collecting every problem."""
+
+    config: pulumi.Config
+    problems: list[str] = field(default_factory=list)
+
+    def problem(self, key: str, message: str) -> None:
+        self.problems.append(f"{PROJECT}:{key} {message}")
+
+    def raw(self, key: str) -> Any:
+        if key not in declared():
+            raise KeyError(f"{key} is not declared in Pulumi.yaml")  # a programming error, not a user's
+        value = self.config.get(key)
+        return declared()[key].get("default") if value is None else value
+
+    def text(self, key: str) -> str:
+        return str(self.raw(key)).strip()
+
+    def optional(self, key: str) -> str | None:
+        return self.text(key) or None
+
+    def integer(self, key: str, low: int, high: int) -> int:
+        value = self.raw(key)
+        try:
+            number = int(str(value).strip())
+        except ValueError:
+            self.problem(key, f"must be a whole number, got {value!r}")
+            return int(declared()[key]["default"])
+        if not low <= number <= high:
+            self.problem(key, f"must be between {low} and {high}, got {number}")
+        return number
+
+    def number(self, key: str, low: float, high: float | None, *, above: bool = False) -> float:
+        value = self.raw(key)
+        try:
+            number = float(str(value).strip())
+        except ValueError:
+            self.problem(key, f"must be a number, got {value!r}")
+            return float(declared()[key]["default"])
+        if above and not number > low:
+            self.problem(key, f"must be above {low:g}, got {number:g}")
+        elif not above and not (low <= number <= (high if high is not None else number)):
+            self.problem(key, f"must be within [{low:g}, {high:g}], got {number:g}")
+        return number
+
+    def boolean(self, key: str) -> bool:
+        value = self.raw(key)
+        if isinstance(value, bool):
+            return value
+        text = str(value).strip().lower()
+        if text not in ("true", "false"):
+            self.problem(key, f"must be true or false, got {value!r}")
+            return bool(declared()[key]["default"])
+        return text == "true"
+
+    def strings(self, key: str) -> tuple[str, ...]:
+        value = self.raw(key)
+        if isinstance(value, str):
+            try:
+                value = json.loads(value) if value.strip() else []
+            except json.JSONDecodeError:
+                self.problem(key, f'must be a list, e.g. ["a", "b"], got {value!r}')
+                return ()
+        if not isinstance(value, list) or not all(isinstance(item, str) and item.strip() for item in value):
+            self.problem(key, f"must be a list of non-empty strings, got {value!r}")
+            return ()
+        return tuple(item.strip() for item in value)
 
 
 def load() -> StackConfig:
-    config = pulumi.Config()
-    kms_key_arn = config.get("kmsKeyArn") or None
-    if kms_key_arn is not None and not kms_key_arn.startswith("arn:aws"):
-        raise pulumi.RunError(f"config {config.name}:kmsKeyArn must be a KMS key ARN, got {kms_key_arn!r}")
-    return StackConfig(
-        storage=StorageConfig(
-            checkpoint_retention_days=_days(config, "checkpointRetentionDays", 14),
-            noncurrent_version_retention_days=_days(config, "noncurrentVersionRetentionDays", 90),
-            incomplete_upload_days=_days(config, "incompleteUploadDays", 2),
-            kms_key_arn=kms_key_arn,
-        )
+    reader = _Reader(pulumi.Config())
+    loaded = _read(reader)
+    if reader.problems:
+        raise pulumi.RunError("invalid stack configuration (pulumi config set <key> <value>):\n  - "
+                              + "\n  - ".join(reader.problems))
+    return loaded
+
+
+def _read(r: _Reader) -> StackConfig:
+    kms_key_arn = r.optional("kmsKeyArn")
+    if kms_key_arn and not KMS_ARN.fullmatch(kms_key_arn):
+        r.problem("kmsKeyArn", f"must be a KMS key ARN (arn:aws:kms:<region>:<account>:key/<id>), got {kms_key_arn!r}")
+    storage = StorageConfig(
+        checkpoint_retention_days=r.integer("checkpointRetentionDays", 1, MAX_RETENTION_DAYS),
+        noncurrent_version_retention_days=r.integer("noncurrentVersionRetentionDays", 1, MAX_RETENTION_DAYS),
+        incomplete_upload_days=r.integer("incompleteUploadDays", 1, MAX_RETENTION_DAYS),
+        kms_key_arn=kms_key_arn,
     )
+    log_retention_days = r.integer("logRetentionDays", 1, MAX_RETENTION_DAYS)
+    if log_retention_days not in LOG_RETENTION_DAYS:
+        r.problem("logRetentionDays", f"must be one of CloudWatch's periods {LOG_RETENTION_DAYS}, got {log_retention_days}")
+    return StackConfig(
+        storage=storage,
+        network=_network(r),
+        dataset=_dataset(r),
+        images=_images(r),
+        training=_training(r),
+        host=_host(r),
+        serving=_serving(r),
+        schedule=_schedule(r),
+        alert_email=_alert_email(r),
+        log_retention_days=log_retention_days,
+    )
+
+
+def _network(r: _Reader) -> NetworkConfig:
+    vpc_id = r.text("vpcId")
+    if not vpc_id:
+        r.problem("vpcId", "is required: the VPC of the Ollama host and the serving Lambdas")
+    elif not re.fullmatch(r"vpc-[0-9a-f]{8,17}", vpc_id):
+        r.problem("vpcId", f"must be a VPC id (vpc-...), got {vpc_id!r}")
+    subnets = r.strings("privateSubnetIds")
+    if not subnets:
+        r.problem("privateSubnetIds", "is required: at least one private subnet of vpcId")
+    for subnet in subnets:
+        if not re.fullmatch(r"subnet-[0-9a-f]{8,17}", subnet):
+            r.problem("privateSubnetIds", f"must hold subnet ids (subnet-...), got {subnet!r}")
+    groups = r.strings("ollamaAllowedSecurityGroupIds")
+    for group in groups:
+        if not re.fullmatch(r"sg-[0-9a-f]{8,17}", group):
+            r.problem("ollamaAllowedSecurityGroupIds", f"must hold security group ids (sg-...), got {group!r}")
+    cidrs = r.strings("ollamaAllowedCidrs")
+    for cidr in cidrs:
+        try:
+            network = ipaddress.ip_network(cidr, strict=True)
+        except ValueError:
+            r.problem("ollamaAllowedCidrs", f"must hold CIDR ranges like 10.0.0.0/16, got {cidr!r}")
+            continue
+        # Ollama's API has no authentication: never the internet, never a public range.
+        if network.prefixlen == 0 or not network.is_private:
+            r.problem("ollamaAllowedCidrs", f"{cidr} is not a private range: Ollama's API has no authentication")
+    return NetworkConfig(vpc_id, subnets, groups, cidrs)
+
+
+def _dataset(r: _Reader) -> DatasetConfig:
+    secret = r.text("databaseSecretArn")
+    if not secret:
+        r.problem("databaseSecretArn", "is required: the Secrets Manager secret with the database connection "
+                                       "(the password never goes into the Lambda's environment)")
+    elif not SECRET_ARN.fullmatch(secret):
+        r.problem("databaseSecretArn", f"must be a Secrets Manager secret ARN, got {secret!r}")
+    group = r.optional("databaseSecurityGroupId")
+    if group and not re.fullmatch(r"sg-[0-9a-f]{8,17}", group):
+        r.problem("databaseSecurityGroupId", f"must be a security group id (sg-...), got {group!r}")
+    in_vpc = r.boolean("datasetInVpc")
+    if group and not in_vpc:
+        r.problem("databaseSecurityGroupId", "needs datasetInVpc true: a Lambda outside the VPC has no security group")
+    seeds = r.optional("seedProfilesUri")
+    if seeds and not seeds.startswith("s3://"):
+        r.problem("seedProfilesUri", f"must be an s3:// URI, got {seeds!r}")
+    return DatasetConfig(secret, in_vpc, group, r.integer("databasePort", 1, 65535), seeds)
+
+
+def _images(r: _Reader) -> ImagesConfig:
+    uris = {}
+    for key in ("trainingImageUri", "conversionImageUri"):
+        uris[key] = r.optional(key)
+        if uris[key] and not ECR_IMAGE.fullmatch(uris[key]):
+            r.problem(key, f"must be an ECR image URI (<account>.dkr.ecr.<region>.amazonaws.com/<repo>:<tag>), got {uris[key]!r}")
+    return ImagesConfig(uris["trainingImageUri"], uris["conversionImageUri"])
+
+
+def _training(r: _Reader) -> TrainingConfig:
+    instance_type = r.text("trainingInstanceType")
+    if instance_type.rsplit(".", 1)[0] not in TRAINING_INSTANCE_FAMILIES or instance_type.count(".") != 2:
+        r.problem("trainingInstanceType", f"must be a SageMaker GPU instance of {', '.join(TRAINING_INSTANCE_FAMILIES)} "
+                                          f"(e.g. ml.g4dn.xlarge), got {instance_type!r}")
+    max_runtime = r.integer("trainingMaxRuntimeSeconds", 600, MAX_TRAINING_SECONDS)
+    max_wait = r.integer("trainingMaxWaitSeconds", 600, MAX_TRAINING_SECONDS)
+    if max_wait < max_runtime:
+        r.problem("trainingMaxWaitSeconds", f"must be at least trainingMaxRuntimeSeconds ({max_runtime}), got {max_wait}")
+    prefix = r.text("trainingJobPrefix")
+    if not NAME_PREFIX.fullmatch(prefix):
+        r.problem("trainingJobPrefix", f"must be 1-26 lowercase letters, digits or single '-' (training job names are <prefix>-<execution name>, at most 63), got {prefix!r}")
+    base_model = r.optional("baseModelS3Uri")
+    if base_model and not re.fullmatch(r"s3://[a-z0-9.-]{3,63}/.+", base_model):
+        r.problem("baseModelS3Uri", f"must be s3://<bucket>/<prefix>, got {base_model!r}")
+    overrides = _hyperparameters(r)
+    return TrainingConfig(base_model.rstrip("/") + "/" if base_model else None, instance_type,
+                          r.integer("trainingVolumeSizeGb", MIN_TRAINING_VOLUME_GB, MAX_TRAINING_VOLUME_GB),
+                          max_runtime, max_wait, prefix, overrides,
+                          r.integer("trainingPollSeconds", 30, 3600))
+
+
+def _hyperparameters(r: _Reader) -> dict[str, str]:
+    text = r.text("trainingHyperparameters") or "{}"
+    try:
+        values = json.loads(text)
+    except json.JSONDecodeError as exc:
+        r.problem("trainingHyperparameters", f"must be a JSON object: {exc}")
+        return {}
+    if not isinstance(values, dict):
+        r.problem("trainingHyperparameters", f"must be a JSON object, got {text!r}")
+        return {}
+    overrides = {name: value if isinstance(value, str) else json.dumps(value) for name, value in values.items()}
+    try:
+        hyperparameters.parse(overrides)  # the training container's own check, at `pulumi up`
+    except InvalidArgument as exc:
+        r.problem("trainingHyperparameters", str(exc))
+    return overrides
+
+
+def _host(r: _Reader) -> HostConfig:
+    instance_type = r.text("ollamaInstanceType")
+    if instance_type.split(".")[0] not in HOST_INSTANCE_FAMILIES or instance_type.count(".") != 1:
+        r.problem("ollamaInstanceType", f"must be an EC2 GPU instance of {', '.join(HOST_INSTANCE_FAMILIES)} "
+                                        f"(e.g. g4dn.xlarge), got {instance_type!r}")
+    ami_parameter = r.text("ollamaAmiParameter")
+    if not ami_parameter.startswith("/"):
+        r.problem("ollamaAmiParameter", f"must be an SSM parameter name starting with '/', got {ami_parameter!r}")
+    ollama = OllamaHostSettings(version=r.text("ollamaVersion"), archive_url=r.text("ollamaArchiveUrl"),
+                                archive_sha256=r.text("ollamaArchiveSha256"))
+    try:
+        ollama.values()
+    except UserDataError as exc:
+        r.problem("ollamaVersion/ollamaArchiveUrl/ollamaArchiveSha256", str(exc))
+    return HostConfig(instance_type, ami_parameter, r.integer("ollamaRootVolumeGb", MIN_HOST_VOLUME_GB, MAX_HOST_VOLUME_GB),
+                      ollama, r.boolean("keepHostRunning"))
+
+
+def _serving(r: _Reader) -> ModelServingConfig:
+    name = r.text("modelName")
+    if not MODEL_NAME.fullmatch(name):
+        r.problem("modelName", f"must be an Ollama model name (lowercase letters, digits, '.', '_', '-'), got {name!r}")
+    gates = {field_name: r.number(key, 0.0, 1.0) for key, field_name in FRACTION_GATES.items()}
+    gates |= {field_name: r.number(key, 0.0, None, above=True) for key, field_name in SECONDS_GATES.items()}
+    quantization = r.text("quantization").lower()
+    if quantization not in QUANTIZATIONS:
+        r.problem("quantization", f"must be one of {', '.join(QUANTIZATIONS)}, got {quantization!r}")
+    return ModelServingConfig(name, gates, r.integer("validationConcurrency", 1, 32), quantization)
+
+
+def _schedule(r: _Reader) -> ScheduleConfig:
+    expression = r.text("scheduleExpression")
+    match = CRON.fullmatch(expression)
+    fields_ = match.group("fields").split() if match else []
+    if len(fields_) != 6 or not all(CRON_FIELD.fullmatch(part) for part in fields_):
+        r.problem("scheduleExpression", f"must be cron(minutes hours day-of-month month day-of-week year), e.g. "
+                                        f"cron(0 3 ? * MON *), got {expression!r}")
+    elif (fields_[2] == "?") == (fields_[4] == "?"):
+        r.problem("scheduleExpression", f"needs '?' in exactly one of day-of-month and day-of-week, got {expression!r}")
+    timezone = r.text("scheduleTimezone")
+    try:
+        zoneinfo.ZoneInfo(timezone)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        r.problem("scheduleTimezone", f"must be an IANA time zone such as UTC or Europe/Berlin, got {timezone!r}")
+    return ScheduleConfig(expression, timezone, r.boolean("scheduleEnabled"))
+
+
+def _alert_email(r: _Reader) -> str | None:
+    email = r.optional("alertEmail")
+    if email and not re.fullmatch(r"[^@\s]+@[^@\s]+\.[^@\s]+", email):
+        r.problem("alertEmail", f"must be an email address, got {email!r}")
+    return email

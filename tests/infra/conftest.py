@@ -1,9 +1,33 @@
-"""Pulumi under mocks (pulumi/examples testing-unit-py): every resource is recorded, none created."""
+"""Pulumi under mocks (pulumi/examples testing-unit-py): every resource is recorded, none created.
+
+The mocks answer what AWS would compute (ARNs, ids, a private IP, an image digest) so that the
+program's Outputs resolve; the resources' inputs are what the tests check.
+"""
 
 from __future__ import annotations
 
+import hashlib
+
 import pulumi
 import pytest
+
+ACCOUNT, REGION, PARTITION = "123456789012", "eu-west-1", "aws"
+AMI_ID = "ami-0123456789abcdef0"
+
+# A complete, valid stack configuration (what Pulumi.dev.yaml's example amounts to).
+VALID_CONFIG = {
+    "vpcId": "vpc-0a1b2c3d4e5f67890",
+    "privateSubnetIds": '["subnet-0a1b2c3d4e5f67890", "subnet-0fedcba9876543210"]',
+    "databaseSecretArn": f"arn:aws:secretsmanager:{REGION}:{ACCOUNT}:secret:researcher-db-AbCdEf",
+    "databaseSecurityGroupId": "sg-0123456789abcdef0",
+    "ollamaAllowedSecurityGroupIds": '["sg-0fedcba9876543210"]',
+    "ollamaAllowedCidrs": '["10.20.0.0/16"]',
+    "alertEmail": "ml-oncall@example.com",
+}
+
+
+def _arn(service: str, resource: str) -> str:
+    return f"arn:{PARTITION}:{service}:{REGION}:{ACCOUNT}:{resource}"
 
 
 class RecordingMocks(pulumi.runtime.Mocks):
@@ -13,16 +37,68 @@ class RecordingMocks(pulumi.runtime.Mocks):
     def new_resource(self, args: pulumi.runtime.MockResourceArgs):
         self.resources.append(args)
         state = dict(args.inputs)
-        if args.typ == "aws:s3/bucket:Bucket":
-            state.setdefault("bucket", f"{args.name}-abc123")
+        name, typ = args.name, args.typ
+        physical = state.get("name") or f"{name}-abc123"
+        if typ == "aws:s3/bucket:Bucket":
+            state.setdefault("bucket", f"{name}-abc123")
             state["arn"] = f"arn:aws:s3:::{state['bucket']}"
-        return f"{args.name}-id", state
+        elif typ == "aws:iam/role:Role":
+            state["name"] = physical
+            state["arn"] = f"arn:aws:iam::{ACCOUNT}:role/{physical}"
+        elif typ == "aws:lambda/function:Function":
+            state["arn"] = _arn("lambda", f"function:{physical}")
+            state["name"] = physical
+        elif typ == "aws:lambda/layerVersion:LayerVersion":
+            state["arn"] = _arn("lambda", f"layer:{state.get('layerName', name)}:1")
+        elif typ == "aws:sfn/stateMachine:StateMachine":
+            state["arn"] = _arn("states", f"stateMachine:{physical}")
+        elif typ == "aws:sns/topic:Topic":
+            state["arn"] = _arn("sns", physical)
+        elif typ == "aws:cloudwatch/logGroup:LogGroup":
+            state["arn"] = _arn("logs", f"log-group:{physical}")
+        elif typ == "aws:ec2/instance:Instance":
+            state["privateIp"] = "10.0.1.23"
+            return "i-0123456789abcdef0", state
+        elif typ == "aws:ec2/securityGroup:SecurityGroup":
+            return f"sg-{hashlib.sha256(name.encode()).hexdigest()[:17]}", state
+        elif typ == "aws:ecr/repository:Repository":
+            state["registryId"] = ACCOUNT
+            state["repositoryUrl"] = f"{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com/{physical}"
+            state["arn"] = _arn("ecr", f"repository/{physical}")
+        elif typ == "docker-build:index:Image":
+            digest = hashlib.sha256(name.encode()).hexdigest()
+            state["digest"] = f"sha256:{digest}"
+            state["ref"] = f"{state['tags'][0].split(':')[0]}@sha256:{digest}"
+        elif typ == "aws:scheduler/schedule:Schedule":
+            state["name"] = physical
+            state["arn"] = _arn("scheduler", f"schedule/default/{physical}")
+        elif typ == "aws:iam/instanceProfile:InstanceProfile":
+            state["name"] = physical
+        return f"{name}-id", state
 
     def call(self, args: pulumi.runtime.MockCallArgs):
+        if args.token == "aws:index/getCallerIdentity:getCallerIdentity":
+            return {"accountId": ACCOUNT, "arn": f"arn:aws:iam::{ACCOUNT}:user/deployer", "userId": "AIDA", "id": ACCOUNT}
+        if args.token == "aws:index/getRegion:getRegion":
+            return {"region": REGION, "name": REGION, "id": REGION, "endpoint": f"ec2.{REGION}.amazonaws.com",
+                    "description": "Europe (Ireland)"}
+        if args.token == "aws:index/getPartition:getPartition":
+            return {"partition": PARTITION, "dnsSuffix": "amazonaws.com", "id": PARTITION,
+                    "reverseDnsPrefix": "com.amazonaws"}
+        if args.token == "aws:ssm/getParameter:getParameter":
+            return {"name": args.args["name"], "value": AMI_ID, "insecureValue": AMI_ID, "type": "String", "id": args.args["name"]}
+        if args.token == "aws:ecr/getAuthorizationToken:getAuthorizationToken":
+            return {"userName": "AWS", "password": "mock-token", "proxyEndpoint": f"https://{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com",
+                    "authorizationToken": "bW9jaw==", "expiresAt": "2026-11-26T00:00:00Z", "id": ACCOUNT}
         return {}
 
     def of_type(self, typ: str) -> list[pulumi.runtime.MockResourceArgs]:
         return [resource for resource in self.resources if resource.typ == typ]
+
+    def named(self, typ: str, name: str) -> pulumi.runtime.MockResourceArgs:
+        matches = [resource for resource in self.of_type(typ) if resource.name == name]
+        assert len(matches) == 1, f"{typ} {name}: {[r.name for r in self.of_type(typ)]}"
+        return matches[0]
 
 
 @pytest.fixture
@@ -30,3 +106,8 @@ def mocks() -> RecordingMocks:
     recorder = RecordingMocks()
     pulumi.runtime.set_mocks(recorder, project="researcher-scorer", stack="test", preview=False)
     return recorder
+
+
+def set_config(values: dict[str, str]) -> None:
+    """Stack configuration as `pulumi config set` gives it: strings, with the project prefix."""
+    pulumi.runtime.set_all_config({f"researcher-scorer:{key}": value for key, value in values.items()})

@@ -1,0 +1,52 @@
+"""ConvertToGGUF: the streaming base + LoRA -> GGUF export as a container-image Lambda at Lambda's
+ceiling (10,240 MB, 900 s); memory stays bounded by the largest tensor (DESIGN deviation 2)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pulumi
+
+from infra import functions, iam
+
+# Lambda's maxima. pipeline/gguf/budget.py plans the export against the same figures (it needs numpy,
+# which the Pulumi program's environment does not have; a test asserts they agree).
+MEMORY_MB = 10_240
+TIMEOUT_S = 900
+EPHEMERAL_STORAGE_MB = 1024  # the tokenizer files only; tensors stream from S3 to S3
+
+
+@dataclass
+class GgufConversionArgs:
+    image_uri: pulumi.Input[str]
+    bucket_arn: pulumi.Input[str]
+    base_model_uri: pulumi.Input[str]
+    account: pulumi.Output[iam.Account]
+    log_retention_days: int
+    kms_key_arn: str | None
+
+
+class GgufConversion(pulumi.ComponentResource):
+    def __init__(self, name: str, args: GgufConversionArgs, opts: pulumi.ResourceOptions | None = None):
+        super().__init__("researcher-scorer:conversion:GgufConversion", name, None, opts)
+
+        def statements(values) -> list[iam.Statement]:
+            bucket_arn, account, base_model_uri = values
+            base_bucket_arn, base_pattern = iam.s3_uri_arns(base_model_uri, account.partition)
+            result = iam.s3_access("Artifacts", bucket_arn, read=["runs/*/training/*"],
+                                   write=["runs/*/model.gguf", "runs/*/model.gguf.json"])
+            if base_bucket_arn == bucket_arn:
+                result.append(iam.Statement("BaseModelRead", ["s3:GetObject"], [f"{bucket_arn}/{base_pattern}"]))
+            else:
+                result += iam.s3_access("BaseModel", base_bucket_arn, read=[base_pattern])
+            return result + iam.kms_use("ArtifactKey", args.kms_key_arn)
+
+        self.deployed = functions.declare(functions.FunctionSpec(
+            "convert_to_gguf", "ConvertToGGUF: base model + LoRA adapter -> quantized GGUF, streamed",
+            MEMORY_MB, TIMEOUT_S,
+            pulumi.Output.all(args.bucket_arn, args.account, args.base_model_uri).apply(statements),
+            {"POWERTOOLS_SERVICE_NAME": "convert-to-gguf"}, image_uri=args.image_uri,
+            ephemeral_storage_mb=EPHEMERAL_STORAGE_MB,
+        ), parent=self, account=args.account, log_retention_days=args.log_retention_days, kms_key_arn=args.kms_key_arn)
+        self.function = self.deployed.function
+        self.register_outputs({"function_arn": self.function.arn})

@@ -1,0 +1,93 @@
+"""GenerateDataset and ValidateData: zip Lambdas (pipeline/ + a layer of Linux wheels, psycopg2-binary
+among them), the database password only ever read from Secrets Manager at run time."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pulumi
+import pulumi_aws as aws
+
+from infra import functions, iam, packaging
+from infra.config import DatasetConfig, NetworkConfig
+
+# Export of ~1M profiles measured at 56 MiB peak RSS and ~40 s (docs/benchmarks.md); headroom for
+# the seed profiles' scoring prompts and a slower database.
+GENERATE_MEMORY_MB, GENERATE_TIMEOUT_S = 1024, 900
+VALIDATE_MEMORY_MB, VALIDATE_TIMEOUT_S = 1024, 900
+
+
+@dataclass
+class DatasetFunctionsArgs:
+    config: DatasetConfig
+    network: NetworkConfig
+    bucket_name: pulumi.Input[str]
+    bucket_arn: pulumi.Input[str]
+    account: pulumi.Output[iam.Account]
+    log_retention_days: int
+    kms_key_arn: str | None
+
+
+class DatasetFunctions(pulumi.ComponentResource):
+    def __init__(self, name: str, args: DatasetFunctionsArgs, opts: pulumi.ResourceOptions | None = None):
+        super().__init__("researcher-scorer:dataset:DatasetFunctions", name, None, opts)
+        config = args.config
+        layer = functions.dependency_layer(f"{name}-deps", "dataset.txt", self)
+        code = packaging.archive(packaging.code_directory())
+
+        network = None
+        self.security_group = None
+        if config.in_vpc:
+            self.security_group = functions.security_group(f"{name}-lambda", args.network.vpc_id,
+                                                           "GenerateDataset Lambda: to the database and AWS APIs", self)
+            self._database_path(name, config)
+            network = functions.Network(args.network.private_subnet_ids, [self.security_group.id])
+
+        def generate_statements(values) -> list[iam.Statement]:
+            bucket_arn, account = values
+            statements = iam.s3_access("Dataset", bucket_arn, write=["runs/*/dataset/*"])
+            statements.append(iam.Statement("DatabaseSecret", ["secretsmanager:GetSecretValue"], [config.database_secret_arn]))
+            if config.seed_profiles_uri:
+                seeds_bucket, seeds_key = iam.s3_uri_arns(config.seed_profiles_uri, account.partition)
+                statements += iam.s3_access("SeedProfiles", seeds_bucket, read=[seeds_key])
+            return statements + iam.kms_use("BucketKey", args.kms_key_arn)
+
+        environment = {"ARTIFACT_BUCKET": args.bucket_name, "DATABASE_SECRET_ARN": config.database_secret_arn,
+                       "POWERTOOLS_SERVICE_NAME": "generate-dataset"}
+        if config.seed_profiles_uri:
+            environment["SEED_PROFILES_URI"] = config.seed_profiles_uri
+        common = dict(parent=self, account=args.account, log_retention_days=args.log_retention_days,
+                      kms_key_arn=args.kms_key_arn, code=code, layers=[layer.arn])
+        self.generate = functions.declare(functions.FunctionSpec(
+            "generate_dataset", "GenerateDataset: PostgreSQL -> runs/<run_id>/dataset/ (JSONL splits, manifest)",
+            GENERATE_MEMORY_MB, GENERATE_TIMEOUT_S,
+            pulumi.Output.all(args.bucket_arn, args.account).apply(generate_statements), environment,
+        ), network=network, **common)
+        self.validate = functions.declare(functions.FunctionSpec(
+            "validate_data", "ValidateData: the run's dataset against the training contract",
+            VALIDATE_MEMORY_MB, VALIDATE_TIMEOUT_S,
+            pulumi.Output.from_input(args.bucket_arn).apply(
+                lambda arn: iam.s3_access("Dataset", arn, read=["runs/*/dataset/*"]) + iam.kms_use("BucketKey", args.kms_key_arn)),
+            {"ARTIFACT_BUCKET": args.bucket_name, "POWERTOOLS_SERVICE_NAME": "validate-data"},
+        ), **common)
+        self.register_outputs({"generate_dataset_arn": self.generate.function.arn,
+                               "validate_data_arn": self.validate.function.arn})
+
+    def _database_path(self, name: str, config: DatasetConfig) -> None:
+        """Egress to the database port; with the database's group known, the matching ingress on it."""
+        group = self.security_group
+        child = pulumi.ResourceOptions(parent=group)
+        if config.database_security_group_id:
+            aws.vpc.SecurityGroupEgressRule(f"{name}-database-egress", security_group_id=group.id, ip_protocol="tcp",
+                                            from_port=config.database_port, to_port=config.database_port,
+                                            referenced_security_group_id=config.database_security_group_id,
+                                            description="PostgreSQL", opts=child)
+            aws.vpc.SecurityGroupIngressRule(f"{name}-database-ingress", security_group_id=config.database_security_group_id,
+                                             ip_protocol="tcp", from_port=config.database_port, to_port=config.database_port,
+                                             referenced_security_group_id=group.id,
+                                             description="GenerateDataset Lambda of researcher-scorer", opts=child)
+        else:
+            aws.vpc.SecurityGroupEgressRule(f"{name}-database-egress", security_group_id=group.id, ip_protocol="tcp",
+                                            from_port=config.database_port, to_port=config.database_port,
+                                            cidr_ipv4="0.0.0.0/0", description="PostgreSQL (database group not configured)",
+                                            opts=child)

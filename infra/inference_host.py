@@ -1,0 +1,90 @@
+"""The Ollama host: one GPU instance in a private subnet, reachable on Ollama's port only from the
+serving Lambdas' client group and the configured groups/CIDRs; administered through SSM (no key
+pair, no SSH, no public address)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pulumi
+import pulumi_aws as aws
+
+from infra import functions, iam, user_data
+from infra.config import HostConfig, NetworkConfig
+
+OLLAMA_PORT = user_data.OllamaHostSettings.port
+# IMDSv2 only, one hop: Ollama runs on the host itself, no container needs the metadata service.
+METADATA_HOP_LIMIT = 1
+
+
+@dataclass
+class OllamaHostArgs:
+    config: HostConfig
+    network: NetworkConfig
+    account: pulumi.Output[iam.Account]
+    kms_key_arn: str | None
+
+
+class OllamaHost(pulumi.ComponentResource):
+    """``instance``, ``endpoint`` (http://<private ip>:11434) and ``client_security_group`` (members
+    may call Ollama)."""
+
+    def __init__(self, name: str, args: OllamaHostArgs, opts: pulumi.ResourceOptions | None = None):
+        super().__init__("researcher-scorer:inference_host:OllamaHost", name, None, opts)
+        config, network = args.config, args.network
+        child = pulumi.ResourceOptions(parent=self)
+
+        self.security_group = functions.security_group(f"{name}-host", network.vpc_id,
+                                                       "Ollama host: port 11434 from its clients only", self)
+        self.client_security_group = functions.security_group(f"{name}-client", network.vpc_id,
+                                                              "Clients of the Ollama host (serving Lambdas)", self)
+        aws.vpc.SecurityGroupEgressRule(f"{name}-client-to-ollama", security_group_id=self.client_security_group.id,
+                                        ip_protocol="tcp", from_port=OLLAMA_PORT, to_port=OLLAMA_PORT,
+                                        referenced_security_group_id=self.security_group.id, description="Ollama API",
+                                        opts=pulumi.ResourceOptions(parent=self.client_security_group))
+        sources = [("client", {"referenced_security_group_id": self.client_security_group.id})]
+        sources += [(f"group-{i}", {"referenced_security_group_id": group})
+                    for i, group in enumerate(network.ollama_allowed_security_group_ids)]
+        sources += [(f"cidr-{i}", {"cidr_ipv4": cidr}) for i, cidr in enumerate(network.ollama_allowed_cidrs)]
+        for label, source in sources:
+            aws.vpc.SecurityGroupIngressRule(f"{name}-ollama-from-{label}", security_group_id=self.security_group.id,
+                                             ip_protocol="tcp", from_port=OLLAMA_PORT, to_port=OLLAMA_PORT,
+                                             description="Ollama API", **source,
+                                             opts=pulumi.ResourceOptions(parent=self.security_group))
+
+        def statements(account: iam.Account) -> list[iam.Statement]:
+            bucket_arn, key = iam.s3_uri_arns(config.ollama.archive_url, account.partition)
+            return [iam.Statement("OllamaArchive", ["s3:GetObject"], [f"{bucket_arn}/{key}"])]
+
+        staged_archive = config.ollama.archive_url.startswith("s3://")
+        self.role, _ = iam.service_role(f"{name}-host", "ec2.amazonaws.com",
+                                        args.account.apply(statements) if staged_archive else None, self,
+                                        "The Ollama host (SSM management; the staged Ollama archive if any)")
+        aws.iam.RolePolicyAttachment(f"{name}-host-ssm", role=self.role.name,
+                                     policy_arn=args.account.apply(lambda a: iam.managed_policy_arn(a.partition, iam.SSM_CORE)),
+                                     opts=pulumi.ResourceOptions(parent=self.role))
+        profile = aws.iam.InstanceProfile(f"{name}-host", role=self.role.name, opts=child)
+        ami = aws.ssm.get_parameter_output(name=config.ami_parameter)
+
+        self.instance = aws.ec2.Instance(
+            f"{name}-host",
+            ami=ami.value,
+            instance_type=config.instance_type,
+            subnet_id=network.private_subnet_ids[0],
+            vpc_security_group_ids=[self.security_group.id],
+            associate_public_ip_address=False,
+            iam_instance_profile=profile.name,
+            metadata_options=aws.ec2.InstanceMetadataOptionsArgs(http_endpoint="enabled", http_tokens="required",
+                                                                 http_put_response_hop_limit=METADATA_HOP_LIMIT),
+            root_block_device=aws.ec2.InstanceRootBlockDeviceArgs(volume_type="gp3", volume_size=config.root_volume_gb,
+                                                                  encrypted=True, kms_key_id=args.kms_key_arn,
+                                                                  delete_on_termination=True),
+            user_data=user_data.render(config.ollama),
+            instance_initiated_shutdown_behavior="stop",
+            tags={"Name": f"{pulumi.get_project()}-{pulumi.get_stack()}-ollama"},
+            # A newer AMI release must not replace the host (and the models on its disk).
+            opts=pulumi.ResourceOptions(parent=self, ignore_changes=["ami"]),
+        )
+        self.endpoint = self.instance.private_ip.apply(lambda ip: f"http://{ip}:{OLLAMA_PORT}")
+        self.register_outputs({"instance_id": self.instance.id, "endpoint": self.endpoint,
+                               "client_security_group_id": self.client_security_group.id})

@@ -1,0 +1,70 @@
+"""DeployModel, ValidateModel, PromoteModel and RollbackModel: zip Lambdas in the Ollama host's VPC,
+members of the host's client security group (the only group, besides configured ones, that reaches
+port 11434)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import pulumi
+
+from infra import functions, iam, packaging
+from infra.config import ModelServingConfig, NetworkConfig
+
+# Deploy streams a 4-8 GB GGUF from S3 into Ollama's blob API: 2 GB gives a full vCPU and the
+# network share with it. Validate scores a few hundred profiles and draws three plots.
+DEPLOY_MEMORY_MB, DEPLOY_TIMEOUT_S = 2048, 900
+VALIDATE_MEMORY_MB, VALIDATE_TIMEOUT_S = 2048, 900
+POINTER_MEMORY_MB, POINTER_TIMEOUT_S = 512, 300  # promote / rollback: a few small API calls
+
+
+@dataclass
+class ModelLifecycleFunctionsArgs:
+    config: ModelServingConfig
+    network: NetworkConfig
+    ollama_url: pulumi.Input[str]
+    client_security_group_id: pulumi.Input[str]
+    bucket_name: pulumi.Input[str]
+    bucket_arn: pulumi.Input[str]
+    account: pulumi.Output[iam.Account]
+    log_retention_days: int
+    kms_key_arn: str | None
+
+
+class ModelLifecycleFunctions(pulumi.ComponentResource):
+    def __init__(self, name: str, args: ModelLifecycleFunctionsArgs, opts: pulumi.ResourceOptions | None = None):
+        super().__init__("researcher-scorer:serving:ModelLifecycleFunctions", name, None, opts)
+        layer = functions.dependency_layer(f"{name}-deps", "serving.txt", self)
+        code = packaging.archive(packaging.code_directory())
+        network = functions.Network(args.network.private_subnet_ids, [args.client_security_group_id])
+        environment = {"OLLAMA_URL": args.ollama_url, "ARTIFACT_BUCKET": args.bucket_name,
+                       "MODEL_NAME": args.config.model_name}
+
+        def access(read: list[str], write: list[str] = ()):  # on the artifact bucket
+            return pulumi.Output.from_input(args.bucket_arn).apply(
+                lambda arn: iam.s3_access("Artifacts", arn, read=read, write=write) + iam.kms_use("BucketKey", args.kms_key_arn))
+
+        common = dict(parent=self, account=args.account, log_retention_days=args.log_retention_days,
+                      kms_key_arn=args.kms_key_arn, code=code, layers=[layer.arn], network=network)
+        self.deploy = functions.declare(functions.FunctionSpec(
+            "deploy_model", "DeployModel: the run's GGUF into Ollama as a candidate tag",
+            DEPLOY_MEMORY_MB, DEPLOY_TIMEOUT_S, access(read=["runs/*"], write=["runs/*/Modelfile"]),
+            {**environment, "POWERTOOLS_SERVICE_NAME": "deploy-model"}), **common)
+        self.validate = functions.declare(functions.FunctionSpec(
+            "validate_model", "ValidateModel: the candidate against the quality gates; report to runs/<run_id>/report/",
+            VALIDATE_MEMORY_MB, VALIDATE_TIMEOUT_S, access(read=["runs/*"], write=["runs/*/report/*"]),
+            {**environment, "QUALITY_GATES": json.dumps(args.config.quality_gates, sort_keys=True),
+             "VALIDATION_CONCURRENCY": str(args.config.validation_concurrency), "MPLCONFIGDIR": "/tmp/matplotlib",
+             "POWERTOOLS_SERVICE_NAME": "validate-model"}), **common)
+        self.promote = functions.declare(functions.FunctionSpec(
+            "promote_model", "PromoteModel: the candidate becomes production; then models/current.json",
+            POINTER_MEMORY_MB, POINTER_TIMEOUT_S, access(read=["runs/*", "models/*"], write=["models/*"]),
+            {**environment, "POWERTOOLS_SERVICE_NAME": "promote-model"}), **common)
+        self.rollback = functions.declare(functions.FunctionSpec(
+            "rollback_model", "Rollback: remove the candidate; production stays as models/current.json names it",
+            POINTER_MEMORY_MB, POINTER_TIMEOUT_S, access(read=["runs/*", "models/*"]),
+            {**environment, "POWERTOOLS_SERVICE_NAME": "rollback-model"}), **common)
+        self.register_outputs({stage: deployed.function.arn for stage, deployed in (
+            ("deploy_model_arn", self.deploy), ("validate_model_arn", self.validate),
+            ("promote_model_arn", self.promote), ("rollback_model_arn", self.rollback))})

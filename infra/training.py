@@ -1,0 +1,96 @@
+"""The SageMaker training job specification and its execution role.
+
+No training job is a resource here (DESIGN deviation 4): the state machine's StartTraining creates
+one per execution from these values. The job runs with network isolation: SageMaker itself moves
+the channels (training, base_model), the adapter output and the checkpoints with this role."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import pulumi
+import pulumi_aws as aws
+
+from infra import iam
+from infra.config import TrainingConfig
+from pipeline.training import trainer
+
+BASE_MODEL_PREFIX = "base-models/Mistral-7B-Instruct-v0.2/"
+TRAINING_LOG_GROUP = "/aws/sagemaker/TrainingJobs"
+
+
+def default_base_model_uri(bucket: str) -> str:
+    return f"s3://{bucket}/{BASE_MODEL_PREFIX}"
+
+
+def repository_arn(image_uri: str, partition: str) -> str:
+    """<account>.dkr.ecr.<region>.amazonaws.com/<repo>[:tag|@digest] -> the repository's ARN."""
+    registry, _, path = image_uri.partition("/")
+    account, _, rest = registry.partition(".dkr.ecr.")
+    region = rest.split(".", 1)[0]
+    repository = path.split("@", 1)[0].split(":", 1)[0]
+    return f"arn:{partition}:ecr:{region}:{account}:repository/{repository}"
+
+
+@dataclass
+class TrainingJobSpecArgs:
+    config: TrainingConfig
+    bucket_name: pulumi.Input[str]
+    bucket_arn: pulumi.Input[str]
+    image_uri: pulumi.Input[str]
+    account: pulumi.Output[iam.Account]
+    kms_key_arn: str | None
+
+
+class TrainingJobSpec(pulumi.ComponentResource):
+    """``role`` plus ``values``: the state machine's Training* placeholders."""
+
+    def __init__(self, name: str, args: TrainingJobSpecArgs, opts: pulumi.ResourceOptions | None = None):
+        super().__init__("researcher-scorer:training:TrainingJobSpec", name, None, opts)
+        config = args.config
+        self.base_model_uri = (pulumi.Output.from_input(config.base_model_s3_uri) if config.base_model_s3_uri
+                               else pulumi.Output.from_input(args.bucket_name).apply(default_base_model_uri))
+
+        def statements(values) -> list[iam.Statement]:
+            bucket_arn, account, base_model_uri, image_uri = values
+            base_bucket_arn, base_pattern = iam.s3_uri_arns(base_model_uri, account.partition)
+            result = iam.s3_access("Artifacts", bucket_arn, read=["runs/*/dataset/*", "checkpoints/*"],
+                                   write=["runs/*/training/*", "checkpoints/*"])
+            if base_bucket_arn == bucket_arn:
+                result.append(iam.Statement("BaseModelRead", ["s3:GetObject"], [f"{bucket_arn}/{base_pattern}"]))
+            else:
+                result += iam.s3_access("BaseModel", base_bucket_arn, read=[base_pattern])
+            result += [
+                iam.Statement("PullTrainingImage", ["ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer",
+                                                    "ecr:BatchCheckLayerAvailability"],
+                              [repository_arn(image_uri, account.partition)]),
+                iam.Statement("EcrLogin", ["ecr:GetAuthorizationToken"], ["*"]),
+                iam.Statement("TrainingLogs", ["logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents",
+                                               "logs:DescribeLogStreams"],
+                              [account.arn("logs", f"log-group:{TRAINING_LOG_GROUP}"),
+                               account.arn("logs", f"log-group:{TRAINING_LOG_GROUP}:*")]),
+                iam.Statement("TrainingMetrics", ["cloudwatch:PutMetricData"], ["*"],
+                              {"StringEquals": {"cloudwatch:namespace": "/aws/sagemaker/TrainingJobs"}}),
+                *iam.kms_use("ArtifactKey", args.kms_key_arn),
+            ]
+            return result
+
+        self.role, self.policy = iam.service_role(
+            f"{name}-sagemaker", "sagemaker.amazonaws.com",
+            pulumi.Output.all(args.bucket_arn, args.account, self.base_model_uri, args.image_uri).apply(statements),
+            self, "SageMaker training jobs of the researcher-scorer pipeline")
+        self.values: dict[str, pulumi.Input[Any]] = {
+            "SageMakerRoleArn": self.role.arn,
+            "TrainingImageUri": args.image_uri,
+            "TrainingInstanceType": config.instance_type,
+            "TrainingVolumeSizeGb": config.volume_size_gb,
+            "TrainingMaxRuntimeSeconds": config.max_runtime_seconds,
+            "TrainingMaxWaitSeconds": config.max_wait_seconds,
+            "TrainingJobPrefix": config.job_prefix,
+            "TrainingMetricDefinitions": trainer.metric_definitions(),
+            "TrainingHyperParameters": dict(config.hyperparameters),
+            "TrainingPollSeconds": config.poll_seconds,
+            "BaseModelS3Uri": self.base_model_uri,
+        }
+        self.register_outputs({"role_arn": self.role.arn, "base_model_uri": self.base_model_uri})
