@@ -32,7 +32,7 @@ class DatasetFunctions(pulumi.ComponentResource):
     def __init__(self, name: str, args: DatasetFunctionsArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("researcher-scorer:dataset:DatasetFunctions", name, None, opts)
         config = args.config
-        layer = functions.dependency_layer(f"{name}-deps", "dataset.txt", self)
+        layer = functions.dependency_layer(f"{name}-deps", "dataset.txt", args.bucket_name, self)
         code = packaging.archive(packaging.code_directory())
 
         network = None

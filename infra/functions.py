@@ -13,6 +13,9 @@ import pulumi_aws as aws
 from infra import iam, packaging
 
 
+LAYERS_PREFIX = "lambda-layers/"  # in the artifact bucket
+
+
 @dataclass(frozen=True)
 class Network:
     subnet_ids: Sequence[str]
@@ -85,12 +88,18 @@ def declare(spec: FunctionSpec, *, parent: pulumi.Resource, account: pulumi.Outp
     return Deployed(function, role, log_group)
 
 
-def dependency_layer(name: str, requirements: str, parent: pulumi.Resource) -> aws.lambda_.LayerVersion:
+def dependency_layer(name: str, requirements: str, bucket_name: pulumi.Input[str],
+                     parent: pulumi.Resource) -> aws.lambda_.LayerVersion:
+    """The layer's zip goes through the artifact bucket: a direct upload is capped at 50 MB zipped,
+    and the serving layer (numpy, matplotlib) is ~44 MB."""
     directory = packaging.dependency_layer(packaging.ROOT / "requirements" / requirements)
+    upload = aws.s3.BucketObjectv2(f"{name}-layer-zip", bucket=bucket_name,
+                                   key=f"{LAYERS_PREFIX}{pulumi.get_stack()}/{directory.name}.zip",
+                                   source=packaging.archive(directory), opts=pulumi.ResourceOptions(parent=parent))
     return aws.lambda_.LayerVersion(
         f"{name}-layer", layer_name=f"{pulumi.get_project()}-{pulumi.get_stack()}-{name}",
-        code=packaging.archive(directory), compatible_runtimes=[packaging.LAMBDA_RUNTIME],
-        compatible_architectures=[packaging.LAMBDA_ARCHITECTURE],
+        s3_bucket=upload.bucket, s3_key=upload.key, source_code_hash=upload.etag,
+        compatible_runtimes=[packaging.LAMBDA_RUNTIME], compatible_architectures=[packaging.LAMBDA_ARCHITECTURE],
         description=f"requirements/{requirements} for {packaging.LAMBDA_RUNTIME} {packaging.LAMBDA_ARCHITECTURE}",
         opts=pulumi.ResourceOptions(parent=parent))
 

@@ -35,7 +35,7 @@ class ModelLifecycleFunctionsArgs:
 class ModelLifecycleFunctions(pulumi.ComponentResource):
     def __init__(self, name: str, args: ModelLifecycleFunctionsArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("researcher-scorer:serving:ModelLifecycleFunctions", name, None, opts)
-        layer = functions.dependency_layer(f"{name}-deps", "serving.txt", self)
+        layer = functions.dependency_layer(f"{name}-deps", "serving.txt", args.bucket_name, self)
         code = packaging.archive(packaging.code_directory())
         network = functions.Network(args.network.private_subnet_ids, [args.client_security_group_id])
         environment = {"OLLAMA_URL": args.ollama_url, "ARTIFACT_BUCKET": args.bucket_name,

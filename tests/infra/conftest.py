@@ -111,3 +111,49 @@ def mocks() -> RecordingMocks:
 def set_config(values: dict[str, str]) -> None:
     """Stack configuration as `pulumi config set` gives it: strings, with the project prefix."""
     pulumi.runtime.set_all_config({f"researcher-scorer:{key}": value for key, value in values.items()})
+
+
+PROGRAM = __import__("pathlib").Path(__file__).resolve().parents[2] / "__main__.py"
+
+
+class Deployment:
+    """What one run of the program declared: resources (inputs resolved), their options, exports."""
+
+    def __init__(self, mocks: RecordingMocks):
+        self.mocks = mocks
+        self.options: dict[str, pulumi.ResourceOptions] = {}
+        self.exports: dict[str, object] = {}
+
+    def one(self, typ: str, name: str):
+        return self.mocks.named(typ, name).inputs
+
+    def all(self, typ: str):
+        return self.mocks.of_type(typ)
+
+
+def run_program(mocks: RecordingMocks, config: dict[str, str], monkeypatch) -> Deployment:
+    """Run __main__.py as `pulumi up` would, under the mocks, with ``config`` as the stack's."""
+    import runpy
+
+    set_config(config)
+    deployment = Deployment(mocks)
+    declared: dict[str, pulumi.Output] = {}
+    monkeypatch.setattr(pulumi, "export", lambda name, value: declared.__setitem__(name, value))
+
+    def record_options(args):
+        deployment.options[args.name] = args.opts
+        return None
+
+    @pulumi.runtime.test
+    def up():
+        pulumi.runtime.register_stack_transformation(record_options)
+        runpy.run_path(str(PROGRAM), run_name="__main__")
+        return pulumi.Output.all(**declared).apply(deployment.exports.update)
+
+    up()
+    return deployment
+
+
+@pytest.fixture
+def deploy(mocks, monkeypatch):
+    return lambda config=VALID_CONFIG: run_program(mocks, config, monkeypatch)

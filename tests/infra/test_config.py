@@ -1,25 +1,128 @@
+"""The stack configuration: Pulumi.yaml's block is the one home of defaults; bad values are named."""
+
+from __future__ import annotations
+
+import json
+
 import pulumi
 import pytest
+import yaml
 
 from infra import config as stack_config
+from infra import conversion
+from tests.infra.conftest import VALID_CONFIG, set_config
+
+ROOT = stack_config.PULUMI_YAML.parent
 
 
-def set_config(monkeypatch, values: dict[str, str]) -> None:
-    pulumi.runtime.set_all_config({f"researcher-scorer:{k}": v for k, v in values.items()})
+def load(values: dict[str, str]) -> stack_config.StackConfig:
+    set_config(values)
+    return stack_config.load()
 
 
-def test_defaults(mocks, monkeypatch):
-    set_config(monkeypatch, {})
-    loaded = stack_config.load()
+def test_defaults_are_the_seeds_settings(mocks):
+    loaded = load(VALID_CONFIG)
     assert loaded.storage == stack_config.StorageConfig(14, 90, 2, None)
+    training = loaded.training
+    assert (training.instance_type, training.volume_size_gb, training.max_runtime_seconds, training.max_wait_seconds) == (
+        "ml.g4dn.xlarge", 50, 7200, 14400)
+    assert training.base_model_s3_uri is None and training.hyperparameters == {}
+    assert loaded.host.instance_type == "g4dn.xlarge" and loaded.host.keep_running is False
+    assert loaded.serving.model_name == "mistral-researcher" and loaded.serving.quantization == "q4_k_m"
+    assert loaded.schedule == stack_config.ScheduleConfig("cron(0 3 ? * MON *)", "UTC", True)
+    assert loaded.network.private_subnet_ids == ("subnet-0a1b2c3d4e5f67890", "subnet-0fedcba9876543210")
+
+
+def test_typed_values_are_converted(mocks):
+    loaded = load({**VALID_CONFIG, "trainingHyperparameters": '{"num_train_epochs": 2, "r": "8"}',
+                   "baseModelS3Uri": "s3://models-bucket/mistral", "scheduleEnabled": "false",
+                   "gateCorrelationMin": "0.9", "trainingVolumeSizeGb": "80"})
+    assert loaded.training.hyperparameters == {"num_train_epochs": "2", "r": "8"}
+    assert loaded.training.base_model_s3_uri == "s3://models-bucket/mistral/"
+    assert loaded.schedule.enabled is False and loaded.training.volume_size_gb == 80
+    assert loaded.serving.quality_gates["correlation_min"] == 0.9
 
 
 @pytest.mark.parametrize("values, message", [
+    ({"trainingInstanceType": "ml.m5.xlarge"}, "trainingInstanceType must be a SageMaker GPU instance"),
+    ({"trainingInstanceType": "g4dn.xlarge"}, "trainingInstanceType must be a SageMaker GPU instance"),
+    ({"ollamaInstanceType": "t3.large"}, "ollamaInstanceType must be an EC2 GPU instance"),
+    ({"scheduleExpression": "0 3 * * 1"}, "scheduleExpression must be cron("),
+    ({"scheduleExpression": "cron(0 3 * * MON *)"}, "needs '?' in exactly one of day-of-month and day-of-week"),
+    ({"scheduleExpression": "cron(0 3 ? * MON)"}, "scheduleExpression must be cron("),
+    ({"scheduleTimezone": "Mars/Olympus"}, "scheduleTimezone must be an IANA time zone"),
+    ({"gateSeedMeanMin": "1.2"}, "gateSeedMeanMin must be within [0, 1], got 1.2"),
+    ({"gateCorrelationMin": "-0.1"}, "gateCorrelationMin must be within [0, 1]"),
+    ({"gateValidJsonRateMin": "high"}, "gateValidJsonRateMin must be a number"),
+    ({"gateLatencyP95MaxSeconds": "0"}, "gateLatencyP95MaxSeconds must be above 0"),
+    ({"databaseSecretArn": ""}, "databaseSecretArn is required"),
+    ({"databaseSecretArn": "my-db-password"}, "databaseSecretArn must be a Secrets Manager secret ARN"),
+    ({"vpcId": ""}, "vpcId is required"),
+    ({"privateSubnetIds": "subnet-1"}, "privateSubnetIds must be a list"),
+    ({"ollamaAllowedCidrs": '["0.0.0.0/0"]'}, "0.0.0.0/0 is not a private range"),
+    ({"ollamaAllowedCidrs": '["8.8.8.0/24"]'}, "8.8.8.0/24 is not a private range"),
+    ({"trainingMaxWaitSeconds": "3600"}, "trainingMaxWaitSeconds must be at least trainingMaxRuntimeSeconds"),
+    ({"trainingHyperparameters": '{"learning_rat": "1e-4"}'}, "unknown hyperparameter 'learning_rat'"),
+    ({"trainingHyperparameters": "[1]"}, "trainingHyperparameters must be a JSON object"),
+    ({"trainingJobPrefix": "Mistral_Researcher"}, "trainingJobPrefix must be 1-26 lowercase"),
+    ({"quantization": "q3_k"}, "quantization must be one of"),
     ({"checkpointRetentionDays": "0"}, "checkpointRetentionDays must be between 1 and 3650"),
-    ({"noncurrentVersionRetentionDays": "99999"}, "noncurrentVersionRetentionDays must be between 1 and 3650"),
+    ({"logRetentionDays": "10"}, "logRetentionDays must be one of CloudWatch's periods"),
     ({"kmsKeyArn": "my-key"}, "kmsKeyArn must be a KMS key ARN"),
+    ({"trainingImageUri": "docker.io/me/train:1"}, "trainingImageUri must be an ECR image URI"),
+    ({"ollamaArchiveSha256": "abc"}, "sha256 must be 64 lowercase hex digits"),
+    ({"datasetInVpc": "maybe"}, "datasetInVpc must be true or false"),
+    ({"datasetInVpc": "false"}, "databaseSecurityGroupId needs datasetInVpc true"),
+    ({"alertEmail": "oncall"}, "alertEmail must be an email address"),
 ])
-def test_bad_values_fail_with_one_clear_message(mocks, monkeypatch, values, message):
-    set_config(monkeypatch, values)
-    with pytest.raises(pulumi.RunError, match=message):
-        stack_config.load()
+def test_a_bad_value_fails_with_its_name_and_what_is_expected(mocks, values, message):
+    with pytest.raises(pulumi.RunError, match=r"invalid stack configuration") as error:
+        load({**VALID_CONFIG, **values})
+    assert message in str(error.value)
+
+
+def test_every_problem_is_listed_in_one_message(mocks):
+    with pytest.raises(pulumi.RunError) as error:
+        load({})
+    lines = [line for line in str(error.value).splitlines() if line.startswith("  - ")]
+    assert [line.split()[1] for line in lines] == ["researcher-scorer:vpcId", "researcher-scorer:privateSubnetIds",
+                                                   "researcher-scorer:databaseSecretArn"]
+
+
+def test_pulumi_yaml_declares_every_setting_read_and_only_those(mocks, monkeypatch):
+    read: set[str] = set()
+    raw = stack_config._Reader.raw
+    monkeypatch.setattr(stack_config._Reader, "raw", lambda self, key: (read.add(key), raw(self, key))[1])
+    load(VALID_CONFIG)
+    declared = stack_config.declared()
+    assert read == set(declared)
+    for key, spec in declared.items():
+        assert {"type", "default", "description"} <= set(spec), key
+        assert spec["type"] in ("string", "integer", "boolean", "array"), key
+
+
+def test_pulumi_dev_yaml_is_a_complete_valid_example(mocks):
+    example = yaml.safe_load((ROOT / "Pulumi.dev.yaml").read_text())["config"]
+    settings = {key.split(":", 1)[1]: value for key, value in example.items() if key.startswith("researcher-scorer:")}
+    assert set(settings) == set(stack_config.declared())
+    # As the Pulumi engine hands them to the program: arrays as JSON, everything else as text.
+    as_given = {key: json.dumps(value) if isinstance(value, list) else str(value).lower() if isinstance(value, bool)
+                else str(value) for key, value in settings.items()}
+    loaded = load(as_given)
+    assert loaded.network.vpc_id == settings["vpcId"]
+
+
+def test_mirrored_names_match_pipeline():
+    """The Pulumi environment has no numpy, so infra/ mirrors these; they must not drift."""
+    from dataclasses import asdict, fields
+
+    from pipeline.evaluation.gates import QualityGates
+    from pipeline.gguf import budget, quant
+
+    assert set(stack_config.QUANTIZATIONS) == {t.value for t in quant.OutputType}
+    gate_fields = {f.name for f in fields(QualityGates)}
+    assert set(stack_config.FRACTION_GATES.values()) | set(stack_config.SECONDS_GATES.values()) == gate_fields
+    defaults = stack_config.declared()
+    gate_keys = stack_config.FRACTION_GATES | stack_config.SECONDS_GATES
+    assert {field: float(defaults[key]["default"]) for key, field in gate_keys.items()} == asdict(QualityGates())
+    assert (conversion.MEMORY_MB, conversion.TIMEOUT_S) == (budget.LAMBDA_MEMORY_MB, budget.LAMBDA_SECONDS)

@@ -1,34 +1,189 @@
-"""The whole Pulumi program (__main__.py) under mocks, as `pulumi up` would run it."""
+"""The whole Pulumi program (__main__.py) under mocks, as `pulumi up` would run it: every component,
+the key properties of its resources, every output, and config errors."""
 
-import runpy
-from pathlib import Path
+from __future__ import annotations
+
+import json
 
 import pulumi
+import pytest
 
-PROGRAM = Path(__file__).resolve().parents[2] / "__main__.py"
+from infra import asl
+from pipeline.training.trainer import metric_definitions
+from tests.infra.conftest import ACCOUNT, AMI_ID, REGION, VALID_CONFIG
 
-
-@pulumi.runtime.test
-def test_program_declares_the_artifact_bucket_with_its_protections(mocks):
-    pulumi.runtime.set_all_config({})
-    namespace = runpy.run_path(str(PROGRAM))
-    storage = namespace["storage"]
-
-    def check(_):
-        types = {resource.typ for resource in mocks.resources}
-        assert {"aws:s3/bucket:Bucket", "aws:s3/bucketPublicAccessBlock:BucketPublicAccessBlock",
-                "aws:s3/bucketPolicy:BucketPolicy", "aws:s3/bucketLifecycleConfiguration:BucketLifecycleConfiguration"} <= types
-
-    return pulumi.Output.all(storage.bucket.id, storage.policy.id, storage.lifecycle.id).apply(check)
+FUNCTION = "aws:lambda/function:Function"
+STAGES = ("generate-dataset", "validate-data", "convert-to-gguf", "deploy-model", "validate-model", "promote-model",
+          "rollback-model")
 
 
-def test_pulumi_yaml_declares_every_setting_the_program_reads():
-    import yaml
+def component_types(deployment) -> set[str]:
+    return {resource.typ for resource in deployment.mocks.resources if resource.typ.startswith("researcher-scorer:")}
 
-    declared = yaml.safe_load((PROGRAM.parent / "Pulumi.yaml").read_text())["config"]
-    read = ("checkpointRetentionDays", "noncurrentVersionRetentionDays", "incompleteUploadDays", "kmsKeyArn")
-    for key in read:
-        entry = declared[f"researcher-scorer:{key}"]
-        assert {"type", "default", "description"} <= set(entry)
-    example = yaml.safe_load((PROGRAM.parent / "Pulumi.dev.yaml").read_text())["config"]
-    assert {f"researcher-scorer:{key}" for key in read} <= set(example)
+
+def test_every_component_is_declared_once(deploy):
+    deployment = deploy()
+    assert component_types(deployment) == {
+        "researcher-scorer:storage:ArtifactStorage", "researcher-scorer:images:ContainerImages",
+        "researcher-scorer:dataset:DatasetFunctions", "researcher-scorer:training:TrainingJobSpec",
+        "researcher-scorer:conversion:GgufConversion", "researcher-scorer:inference_host:OllamaHost",
+        "researcher-scorer:serving:ModelLifecycleFunctions", "researcher-scorer:orchestration:PipelineOrchestration",
+        "researcher-scorer:schedule:WeeklySchedule",
+    }
+    assert sorted(r.name for r in deployment.all(FUNCTION)) == sorted(STAGES)
+
+
+def test_outputs_name_what_operators_need(deploy):
+    exports = deploy().exports
+    assert set(exports) == {"artifact_bucket", "base_model_uri", "state_machine_arn", "state_machine_console_url",
+                            "ollama_instance_id", "ollama_private_endpoint", "schedule_name", "ecr_repositories",
+                            "training_image_uri", "conversion_image_uri", "failure_topic_arn"}
+    machine_arn = f"arn:aws:states:{REGION}:{ACCOUNT}:stateMachine:researcher-scorer-test"
+    assert exports["state_machine_arn"] == machine_arn
+    assert exports["state_machine_console_url"] == (
+        f"https://{REGION}.console.aws.amazon.com/states/home?region={REGION}#/statemachines/view/{machine_arn}")
+    assert exports["ollama_instance_id"] == "i-0123456789abcdef0"
+    assert exports["ollama_private_endpoint"] == "http://10.0.1.23:11434"
+    assert exports["base_model_uri"] == f"s3://{exports['artifact_bucket']}/base-models/Mistral-7B-Instruct-v0.2/"
+    assert set(exports["ecr_repositories"]) == {"training", "conversion"}
+    assert exports["training_image_uri"].startswith(exports["ecr_repositories"]["training"] + "@sha256:")
+    assert exports["failure_topic_arn"].startswith(f"arn:aws:sns:{REGION}:{ACCOUNT}:")
+
+
+def test_state_machine_definition_is_filled_with_this_stack(deploy):
+    deployment = deploy()
+    machine = deployment.one("aws:sfn/stateMachine:StateMachine", "pipeline-state-machine")
+    definition = machine["definition"]
+    assert not asl.placeholders(definition), "every ${Placeholder} filled"
+    parsed = json.loads(definition)
+    functions = {r.name: f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:{r.name}-abc123" for r in deployment.all(FUNCTION)}
+    invoked = {state["Parameters"]["FunctionName"] for state in parsed["States"].values()
+               if state.get("Resource") == "arn:aws:states:::lambda:invoke"}
+    assert invoked == set(functions.values())
+    training = parsed["States"]["StartTraining"]["Parameters"]
+    assert training["ResourceConfig"] == {"InstanceType": "ml.g4dn.xlarge", "InstanceCount": 1, "VolumeSizeInGB": 50}
+    assert training["StoppingCondition"] == {"MaxRuntimeInSeconds": 7200, "MaxWaitTimeInSeconds": 14400}
+    assert training["EnableManagedSpotTraining"] is True and training["EnableNetworkIsolation"] is True
+    assert training["OutputDataConfig"]["CompressionType"] == "NONE"
+    assert training["AlgorithmSpecification"]["MetricDefinitions"] == metric_definitions()
+    assert training["AlgorithmSpecification"]["TrainingImage"] == deployment.exports["training_image_uri"]
+    assert [c["ChannelName"] for c in training["InputDataConfig"]] == ["training", "base_model"]
+    sagemaker_role = deployment.one("aws:iam/role:Role", "training-sagemaker-role")
+    assert training["RoleArn"] == f"arn:aws:iam::{ACCOUNT}:role/training-sagemaker-role-abc123"
+    assert "sagemaker.amazonaws.com" in sagemaker_role["assumeRolePolicy"]
+    assert machine["loggingConfiguration"]["logDestination"] == (
+        f"arn:aws:logs:{REGION}:{ACCOUNT}:log-group:/aws/vendedlogs/states/researcher-scorer-test:*")
+    log_group = deployment.one("aws:cloudwatch/logGroup:LogGroup", "pipeline-logs")
+    assert log_group["name"] == "/aws/vendedlogs/states/researcher-scorer-test"
+    assert machine["tracingConfiguration"] == {"enabled": True}
+
+
+def test_lambdas_have_their_sizes_environment_and_network(deploy):
+    deployment = deploy()
+    functions = {r.name: r.inputs for r in deployment.all(FUNCTION)}
+    convert = functions["convert-to-gguf"]
+    assert (convert["packageType"], convert["memorySize"], convert["timeout"]) == ("Image", 10240, 900)
+    assert convert["imageUri"] == deployment.exports["conversion_image_uri"]
+    generate = functions["generate-dataset"]
+    assert generate["runtime"] == "python3.12" and generate["handler"] == "lambdas.generate_dataset.handler.handler"
+    assert generate["environment"]["variables"]["DATABASE_SECRET_ARN"] == VALID_CONFIG["databaseSecretArn"]
+    assert generate["vpcConfig"]["subnetIds"] == json.loads(VALID_CONFIG["privateSubnetIds"])
+    assert "vpcConfig" not in functions["validate-data"], "ValidateData only needs S3"
+    for stage in ("deploy-model", "validate-model", "promote-model", "rollback-model"):
+        assert functions[stage]["vpcConfig"]["securityGroupIds"] == [f"sg-{_sg('ollama-client-sg')}"]
+        assert functions[stage]["environment"]["variables"]["OLLAMA_URL"] == "http://10.0.1.23:11434"
+        assert functions[stage]["environment"]["variables"]["MODEL_NAME"] == "mistral-researcher"
+    gates = json.loads(functions["validate-model"]["environment"]["variables"]["QUALITY_GATES"])
+    assert gates == {"seed_mean_min": 0.75, "seed_min_min": 0.5, "correlation_min": 0.85, "valid_json_rate_min": 0.98,
+                     "latency_p50_max_s": 5.0, "latency_p95_max_s": 5.0}
+    for name, inputs in functions.items():
+        assert inputs["tracingConfig"] == {"mode": "Active"}, name
+        assert inputs["loggingConfig"]["logGroup"] == f"/researcher-scorer/test/lambda/{name.replace('-', '_')}", name
+    layers = {r.name: r.inputs for r in deployment.all("aws:lambda/layerVersion:LayerVersion")}
+    assert set(layers) == {"dataset-deps-layer", "serving-deps-layer"}
+    assert all(layer["compatibleRuntimes"] == ["python3.12"] and layer["s3Key"].startswith("lambda-layers/test/")
+               for layer in layers.values())
+
+
+def _sg(name: str) -> str:
+    import hashlib
+
+    return hashlib.sha256(name.encode()).hexdigest()[:17]
+
+
+def test_ollama_host(deploy):
+    deployment = deploy()
+    host = deployment.one("aws:ec2/instance:Instance", "ollama-host")
+    assert host["instanceType"] == "g4dn.xlarge" and host["ami"] == AMI_ID
+    assert host["subnetId"] == json.loads(VALID_CONFIG["privateSubnetIds"])[0]
+    assert host["rootBlockDevice"] == {"volumeType": "gp3", "volumeSize": 150, "encrypted": True,
+                                       "deleteOnTermination": True}
+    assert "127.0.0.1" not in host["userData"] and "OLLAMA_VERSION=\"0.12.6\"" in host["userData"]
+    assert deployment.options["ollama-host"].ignore_changes == ["ami"]
+    ingress = [r.inputs for r in deployment.all("aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule")
+               if r.name.startswith("ollama-ollama-from-")]
+    assert sorted((rule.get("referencedSecurityGroupId") or rule.get("cidrIpv4")) for rule in ingress) == sorted(
+        [f"sg-{_sg('ollama-client-sg')}", "sg-0fedcba9876543210", "10.20.0.0/16"])
+    assert all((rule["fromPort"], rule["toPort"]) == (11434, 11434) for rule in ingress)
+
+
+def test_schedule_starts_this_state_machine_weekly(deploy):
+    deployment = deploy({**VALID_CONFIG, "scheduleExpression": "cron(30 4 ? * SUN *)", "scheduleTimezone": "Europe/Berlin"})
+    schedule = deployment.one("aws:scheduler/schedule:Schedule", "schedule-weekly")
+    assert schedule["scheduleExpression"] == "cron(30 4 ? * SUN *)"
+    assert schedule["scheduleExpressionTimezone"] == "Europe/Berlin" and schedule["state"] == "ENABLED"
+    assert schedule["target"]["arn"] == deployment.exports["state_machine_arn"]
+    assert json.loads(schedule["target"]["input"]) == {"trigger": "schedule"}
+    policy = json.loads(deployment.one("aws:iam/rolePolicy:RolePolicy", "schedule-scheduler-policy")["policy"])
+    assert policy["Statement"] == [{"Sid": "StartPipeline", "Effect": "Allow", "Action": ["states:StartExecution"],
+                                    "Resource": [deployment.exports["state_machine_arn"]]}]
+
+
+def test_prebuilt_images_are_used_as_given_and_nothing_is_built(deploy):
+    training = f"{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com/team/train:v3"
+    conversion = f"{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com/team/convert@sha256:{'a' * 64}"
+    deployment = deploy({**VALID_CONFIG, "trainingImageUri": training, "conversionImageUri": conversion})
+    assert not deployment.all("docker-build:index:Image") and not deployment.all("aws:ecr/repository:Repository")
+    assert deployment.exports["ecr_repositories"] == {}
+    assert deployment.one(FUNCTION, "convert-to-gguf")["imageUri"] == conversion
+    policy = json.loads(deployment.one("aws:iam/rolePolicy:RolePolicy", "training-sagemaker-policy")["policy"])
+    pull = next(s for s in policy["Statement"] if s["Sid"] == "PullTrainingImage")
+    assert pull["Resource"] == [f"arn:aws:ecr:{REGION}:{ACCOUNT}:repository/team/train"]
+
+
+def test_dataset_lambda_outside_the_vpc_when_the_database_is_public(deploy):
+    config = {k: v for k, v in VALID_CONFIG.items() if k != "databaseSecurityGroupId"}
+    deployment = deploy({**config, "datasetInVpc": "false"})
+    assert "vpcConfig" not in deployment.one(FUNCTION, "generate-dataset")
+    assert not [r for r in deployment.all("aws:ec2/securityGroup:SecurityGroup") if r.name.startswith("dataset")]
+
+
+def test_database_group_gets_an_ingress_rule_from_the_dataset_lambda_only(deploy):
+    deployment = deploy()
+    rule = deployment.one("aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule", "dataset-database-ingress")
+    assert rule["securityGroupId"] == VALID_CONFIG["databaseSecurityGroupId"]
+    assert rule["referencedSecurityGroupId"] == f"sg-{_sg('dataset-lambda-sg')}"
+    assert (rule["fromPort"], rule["toPort"]) == (5432, 5432)
+
+
+def test_a_bad_configuration_stops_the_program_before_any_resource(deploy, mocks):
+    with pytest.raises(pulumi.RunError) as error:
+        deploy({**VALID_CONFIG, "trainingInstanceType": "ml.m5.xlarge", "scheduleExpression": "every monday",
+                "gateCorrelationMin": "1.5", "databaseSecretArn": ""})
+    message = str(error.value)
+    for key in ("trainingInstanceType", "scheduleExpression", "gateCorrelationMin", "databaseSecretArn"):
+        assert f"researcher-scorer:{key}" in message
+    assert not mocks.resources
+
+
+def test_kms_key_encrypts_what_it_can(deploy):
+    key = f"arn:aws:kms:{REGION}:{ACCOUNT}:key/1234abcd-12ab-34cd-56ef-1234567890ab"
+    deployment = deploy({**VALID_CONFIG, "kmsKeyArn": key})
+    encryption = deployment.one("aws:s3/bucketServerSideEncryptionConfiguration:BucketServerSideEncryptionConfiguration",
+                                "artifacts-encryption")
+    assert encryption["rules"][0]["applyServerSideEncryptionByDefault"]["kmsMasterKeyId"] == key
+    assert deployment.one("aws:ec2/instance:Instance", "ollama-host")["rootBlockDevice"]["kmsKeyId"] == key
+    assert all(r.inputs["kmsKeyId"] == key for r in deployment.all("aws:cloudwatch/logGroup:LogGroup"))
+    assert deployment.one("aws:sns/topic:Topic", "pipeline-failures")["kmsMasterKeyId"] == key
+    policy = json.loads(deployment.one("aws:iam/rolePolicy:RolePolicy", "pipeline-states-policy")["policy"])
+    assert any(s["Sid"] == "HostVolumeKey" and s["Resource"] == [key] for s in policy["Statement"])
