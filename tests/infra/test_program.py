@@ -187,3 +187,37 @@ def test_kms_key_encrypts_what_it_can(deploy):
     assert deployment.one("aws:sns/topic:Topic", "pipeline-failures")["kmsMasterKeyId"] == key
     policy = json.loads(deployment.one("aws:iam/rolePolicy:RolePolicy", "pipeline-states-policy")["policy"])
     assert any(s["Sid"] == "HostVolumeKey" and s["Resource"] == [key] for s in policy["Statement"])
+
+
+def statements(deployment, policy_name: str) -> dict[str, dict]:
+    document = json.loads(deployment.one("aws:iam/rolePolicy:RolePolicy", policy_name)["policy"])
+    return {statement["Sid"]: statement for statement in document["Statement"]}
+
+
+def test_state_machine_role_reaches_only_this_pipeline(deploy):
+    deployment = deploy()
+    granted = statements(deployment, "pipeline-states-policy")
+    functions = sorted(f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:{stage}-abc123" for stage in STAGES)
+    assert sorted(granted["InvokeStages"]["Resource"]) == sorted(functions + [f"{arn}:*" for arn in functions])
+    assert granted["TrainingJobs"]["Resource"] == [f"arn:aws:sagemaker:{REGION}:{ACCOUNT}:training-job/mistral-researcher-*"]
+    assert granted["PassSageMakerRole"] == {
+        "Sid": "PassSageMakerRole", "Effect": "Allow", "Action": ["iam:PassRole"],
+        "Resource": [f"arn:aws:iam::{ACCOUNT}:role/training-sagemaker-role-abc123"],
+        "Condition": {"StringEquals": {"iam:PassedToService": "sagemaker.amazonaws.com"}}}
+    assert granted["StartStopHost"]["Resource"] == [f"arn:aws:ec2:{REGION}:{ACCOUNT}:instance/i-0123456789abcdef0"]
+    assert granted["OneExecutionAtATime"]["Resource"] == [deployment.exports["state_machine_arn"]]
+    assert granted["NotifyFailure"]["Resource"] == [deployment.exports["failure_topic_arn"]]
+
+
+def test_sagemaker_role_reads_the_inputs_and_writes_only_training_output(deploy):
+    deployment = deploy()
+    bucket = f"arn:aws:s3:::{deployment.exports['artifact_bucket']}"
+    granted = statements(deployment, "training-sagemaker-policy")
+    assert granted["ArtifactsRead"]["Resource"] == [f"{bucket}/runs/*/dataset/*", f"{bucket}/checkpoints/*"]
+    assert granted["ArtifactsWrite"]["Resource"] == [f"{bucket}/runs/*/training/*", f"{bucket}/checkpoints/*"]
+    assert granted["BaseModelRead"]["Resource"] == [f"{bucket}/base-models/Mistral-7B-Instruct-v0.2/*"]
+    assert granted["TrainingMetrics"]["Condition"] == {"StringEquals": {"cloudwatch:namespace": "/aws/sagemaker/TrainingJobs"}}
+    dataset = statements(deployment, "generate-dataset-policy")
+    assert dataset["DatabaseSecret"]["Resource"] == [VALID_CONFIG["databaseSecretArn"]]
+    assert dataset["DatasetWrite"]["Resource"] == [f"{bucket}/runs/*/dataset/*"]
+    assert "ArtifactsWrite" not in statements(deployment, "rollback-model-policy")
