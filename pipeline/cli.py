@@ -99,6 +99,14 @@ def build_parser() -> argparse.ArgumentParser:
     tiny = commands.add_parser("tiny-model", help="build a tiny Mistral-architecture model with a local tokenizer")
     tiny.add_argument("--out", required=True, help="the model directory to write")
     tiny.add_argument("--layers", type=_positive_int, default=2, help="transformer blocks (default %(default)s)")
+    stage = commands.add_parser("stage-base-model", help="copy a local base model directory to S3 once (the training "
+                                "job's base_model channel, ConvertToGGUF's input)")
+    stage.add_argument("--from", dest="source", required=True,
+                       help="Hugging Face model directory: config.json, tokenizer.model, *.safetensors")
+    stage.add_argument("--to", dest="destination", required=True,
+                       help="s3://<bucket>/base-models/Mistral-7B-Instruct-v0.2/ (the stack's base_model_uri output)")
+    stage.add_argument("--replace", action="store_true", help="replace a different model staged there")
+    stage.add_argument("--no-progress", action="store_true", help="no progress bar")
     modelfile = commands.add_parser("modelfile", help="print the Ollama Modelfile for a GGUF (what DeployModel creates)")
     modelfile.add_argument("--gguf", required=True, help="the GGUF file the Modelfile's FROM names")
 
@@ -251,6 +259,16 @@ def _convert(args) -> int:
     return EXIT_OK
 
 
+def _stage_base_model(args) -> int:
+    from pipeline import staging
+
+    result = staging.stage_base_model(args.source, args.destination, replace=args.replace, progress=not args.no_progress)
+    size = sum(entry["size"] for entry in result["files"].values())
+    print(f"staged {len(result['files'])} files ({size:,} bytes) at {result['destination']}: "
+          f"{len(result['uploaded'])} uploaded, {len(result['skipped'])} already there; manifest {staging.STAGED_MANIFEST}")
+    return EXIT_OK
+
+
 def _tiny_model(args) -> int:
     from pipeline.training import tiny_model
 
@@ -354,6 +372,7 @@ HANDLERS = {
     ("modelfile", None): _modelfile,
     ("validate", None): _validate_model,
     ("run", None): _run,
+    ("stage-base-model", None): _stage_base_model,
 }
 
 

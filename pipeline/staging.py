@@ -1,0 +1,103 @@
+"""Stage the base model once where the pipeline reads it (DESIGN deviation 3): a local Hugging Face
+directory -> s3://… (the training job's base_model channel and ConvertToGGUF read it there; no hub
+download at run time, so the training job runs with network isolation).
+
+Each file is streamed (multipart to S3, never whole in memory) with its sha256; ``staged.json``
+is written last and lists every file's size and sha256, so a staged model is complete exactly when
+it exists. A second run skips files already staged with the same content (an interrupted upload of
+14.5 GB resumes file by file).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from pipeline import storage
+from pipeline.errors import InvalidArgument, PipelineError
+from pipeline.model_files import CONFIG_FILE, TOKENIZER_FILES
+
+STAGED_MANIFEST = "staged.json"
+# Beside config, tokenizer and weights: generation defaults and the sharded-weights index.
+OPTIONAL_FILES = ("generation_config.json", "model.safetensors.index.json")
+CHUNK_BYTES = 8 * 1024 * 1024
+
+
+class DestinationHoldsAnotherModel(PipelineError):
+    """The destination has a staged model with other files: replacing it is asked for explicitly."""
+
+
+class BaseModelIncomplete(PipelineError):
+    """The directory lacks what training and conversion read: config, SentencePiece tokenizer, safetensors."""
+
+
+def model_files(source: Path) -> list[Path]:
+    if not source.is_dir():
+        raise InvalidArgument(f"--from {source} is not a directory")
+    missing = [name for name in (CONFIG_FILE, "tokenizer.model") if not (source / name).is_file()]
+    if missing:
+        raise BaseModelIncomplete(f"{source} has no {', '.join(missing)} (the conversion builds the GGUF vocabulary "
+                                  "from tokenizer.model)")
+    weights = sorted(source.glob("*.safetensors"))
+    if not weights:
+        bins = [path.name for path in source.glob("*.bin")]
+        raise BaseModelIncomplete(f"{source} has no *.safetensors weights" + (f" (only {', '.join(bins)}: convert them "
+                                  "to safetensors first)" if bins else ""))
+    names = [CONFIG_FILE, *TOKENIZER_FILES, *OPTIONAL_FILES]
+    return [source / name for name in names if (source / name).is_file()] + weights
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as stream:
+        while chunk := stream.read(CHUNK_BYTES):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _previous(destination: str) -> dict[str, Any]:
+    manifest = storage.join(destination, STAGED_MANIFEST)
+    return storage.read_json(manifest).get("files", {}) if storage.exists(manifest) else {}
+
+
+def stage_base_model(source: str | Path, destination: str, *, replace: bool = False,
+                     progress: bool = True) -> dict[str, Any]:
+    """Copy the model directory ``source`` to ``destination`` (s3:// or a path); returns the manifest
+    plus ``uploaded``/``skipped`` file names. A destination holding a different staged model is
+    refused unless ``replace``: earlier runs were trained on it."""
+    source = Path(source)
+    files = model_files(source)
+    destination = destination.rstrip("/")
+    if storage.is_s3(destination):
+        storage.split_s3_uri(destination + "/")  # a bucket is named
+    previous = _previous(destination)
+    if previous and not replace:
+        differing = sorted(set(previous) ^ {path.name for path in files})
+        if differing:
+            raise DestinationHoldsAnotherModel(
+                f"{destination}/ holds a staged model with other files ({', '.join(differing)}); stage to a new "
+                "prefix (and set baseModelS3Uri), or pass --replace")
+    manifest: dict[str, Any] = {"source": str(source.resolve()), "files": {}}
+    uploaded, skipped = [], []
+    total = sum(path.stat().st_size for path in files)
+    with tqdm(total=total, unit="B", unit_scale=True, desc="stage base model", disable=not progress) as bar:
+        for path in files:
+            size, sha256 = path.stat().st_size, _sha256(path)
+            target = storage.join(destination, path.name)
+            if previous.get(path.name) == {"size": size, "sha256": sha256} and storage.exists(target) \
+                    and storage.size_of(target) == size:
+                skipped.append(path.name)
+            else:
+                with storage.open_write(target) as out, open(path, "rb") as stream:
+                    while chunk := stream.read(CHUNK_BYTES):
+                        out.write(chunk)
+                uploaded.append(path.name)
+            manifest["files"][path.name] = {"size": size, "sha256": sha256}
+            bar.update(size)
+    manifest["staged_at"] = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    storage.write_json(storage.join(destination, STAGED_MANIFEST), manifest)
+    return {**manifest, "uploaded": uploaded, "skipped": skipped, "destination": destination + "/"}
