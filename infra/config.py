@@ -408,3 +408,18 @@ def _alert_email(r: _Reader) -> str | None:
     if email and not re.fullmatch(r"[^@\s]+@[^@\s]+\.[^@\s]+", email):
         r.problem("alertEmail", f"must be an email address, got {email!r}")
     return email
+
+
+REFERENCE_BEGIN, REFERENCE_END = "<!-- config-reference:begin -->", "<!-- config-reference:end -->"
+
+
+def reference_markdown() -> str:
+    """The README's configuration reference, generated from Pulumi.yaml's block (scripts/config_reference.py)."""
+    def cell(value: Any) -> str:
+        text = json.dumps(value) if isinstance(value, (list, bool)) else str(value)
+        return (f"`{text}`" if text not in ("", '""') else '`""`').replace("|", "\\|")
+
+    lines = ["| setting | type | default | what it is |", "| --- | --- | --- | --- |"]
+    for key, spec in declared().items():
+        lines.append(f"| `{key}` | {spec['type']} | {cell(spec['default'])} | {spec['description'].replace('|', '/')} |")
+    return "\n".join(lines)

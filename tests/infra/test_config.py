@@ -126,3 +126,14 @@ def test_mirrored_names_match_pipeline():
     gate_keys = stack_config.FRACTION_GATES | stack_config.SECONDS_GATES
     assert {field: float(defaults[key]["default"]) for key, field in gate_keys.items()} == asdict(QualityGates())
     assert (conversion.MEMORY_MB, conversion.TIMEOUT_S) == (budget.LAMBDA_MEMORY_MB, budget.LAMBDA_SECONDS)
+
+
+def test_readme_configuration_reference_is_generated_from_pulumi_yaml():
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, str(ROOT / "scripts" / "config_reference.py"), "--check"],
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    reference = stack_config.reference_markdown()
+    assert all(f"| `{key}` |" in reference for key in stack_config.declared())
