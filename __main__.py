@@ -16,21 +16,19 @@ from infra.storage import ArtifactStorage, ArtifactStorageArgs
 from infra.training import TrainingJobSpec, TrainingJobSpecArgs
 
 config = stack_config.load()
-account = iam.current_account()
-kms_key_arn = config.storage.kms_key_arn
-logs = dict(log_retention_days=config.log_retention_days, kms_key_arn=kms_key_arn)
+context = iam.StackContext(iam.current_account(), config.log_retention_days, config.storage.kms_key_arn)
 
 storage = ArtifactStorage("artifacts", ArtifactStorageArgs(config.storage))
 bucket = dict(bucket_name=storage.bucket.bucket, bucket_arn=storage.bucket.arn)
-images = ContainerImages("images", ContainerImagesArgs(config.images, kms_key_arn))
-dataset = DatasetFunctions("dataset", DatasetFunctionsArgs(config.dataset, config.network, account=account, **bucket, **logs))
+images = ContainerImages("images", ContainerImagesArgs(config.images, context.kms_key_arn))
+dataset = DatasetFunctions("dataset", DatasetFunctionsArgs(config.dataset, config.network, context=context, **bucket))
 training = TrainingJobSpec("training", TrainingJobSpecArgs(config.training, image_uri=images.training_image_uri,
-                                                           account=account, kms_key_arn=kms_key_arn, **bucket))
+                                                           context=context, **bucket))
 conversion = GgufConversion("conversion", GgufConversionArgs(images.conversion_image_uri, storage.bucket.arn,
-                                                             training.base_model_uri, account, **logs))
-host = OllamaHost("ollama", OllamaHostArgs(config.host, config.network, account, kms_key_arn))
+                                                             training.base_model_uri, context))
+host = OllamaHost("ollama", OllamaHostArgs(config.host, config.network, context))
 serving = ModelLifecycleFunctions("serving", ModelLifecycleFunctionsArgs(
-    config.serving, config.network, host.endpoint, host.client_security_group.id, account=account, **bucket, **logs))
+    config.serving, config.network, host.endpoint, host.client_security_group.id, context=context, **bucket))
 orchestration = PipelineOrchestration("pipeline", PipelineOrchestrationArgs(
     functions=StageFunctions(
         GenerateDatasetFunctionArn=dataset.generate.function.arn,
@@ -43,7 +41,7 @@ orchestration = PipelineOrchestration("pipeline", PipelineOrchestrationArgs(
     ),
     training_values=training.values, sagemaker_role_arn=training.role.arn, training_job_prefix=config.training.job_prefix,
     bucket_name=storage.bucket.bucket, host_instance_id=host.instance.id, keep_host_running=config.host.keep_running,
-    quantization=config.serving.quantization, alert_email=config.alert_email, account=account, **logs,
+    quantization=config.serving.quantization, alert_email=config.alert_email, context=context,
 ))
 schedule = WeeklySchedule("schedule", WeeklyScheduleArgs(config.schedule, orchestration.state_machine.arn))
 

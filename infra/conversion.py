@@ -21,9 +21,7 @@ class GgufConversionArgs:
     image_uri: pulumi.Input[str]
     bucket_arn: pulumi.Input[str]
     base_model_uri: pulumi.Input[str]
-    account: pulumi.Output[iam.Account]
-    log_retention_days: int
-    kms_key_arn: str | None
+    context: iam.StackContext
 
 
 class GgufConversion(pulumi.ComponentResource):
@@ -39,14 +37,14 @@ class GgufConversion(pulumi.ComponentResource):
                 result.append(iam.Statement("BaseModelRead", ["s3:GetObject"], [f"{bucket_arn}/{base_pattern}"]))
             else:
                 result += iam.s3_access("BaseModel", base_bucket_arn, read=[base_pattern])
-            return result + iam.kms_use("ArtifactKey", args.kms_key_arn)
+            return result + iam.kms_use("ArtifactKey", args.context.kms_key_arn)
 
         self.deployed = functions.declare(functions.FunctionSpec(
             "convert_to_gguf", "ConvertToGGUF: base model + LoRA adapter -> quantized GGUF, streamed",
             MEMORY_MB, TIMEOUT_S,
-            pulumi.Output.all(args.bucket_arn, args.account, args.base_model_uri).apply(statements),
+            pulumi.Output.all(args.bucket_arn, args.context.account, args.base_model_uri).apply(statements),
             {"POWERTOOLS_SERVICE_NAME": "convert-to-gguf"}, image_uri=args.image_uri,
             ephemeral_storage_mb=EPHEMERAL_STORAGE_MB,
-        ), parent=self, account=args.account, log_retention_days=args.log_retention_days, kms_key_arn=args.kms_key_arn)
+        ), parent=self, context=args.context)
         self.function = self.deployed.function
         self.register_outputs({"function_arn": self.function.arn})

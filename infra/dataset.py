@@ -23,9 +23,7 @@ class DatasetFunctionsArgs:
     network: NetworkConfig
     bucket_name: pulumi.Input[str]
     bucket_arn: pulumi.Input[str]
-    account: pulumi.Output[iam.Account]
-    log_retention_days: int
-    kms_key_arn: str | None
+    context: iam.StackContext
 
 
 class DatasetFunctions(pulumi.ComponentResource):
@@ -50,24 +48,24 @@ class DatasetFunctions(pulumi.ComponentResource):
             if config.seed_profiles_uri:
                 seeds_bucket, seeds_key = iam.s3_uri_arns(config.seed_profiles_uri, account.partition)
                 statements += iam.s3_access("SeedProfiles", seeds_bucket, read=[seeds_key])
-            return statements + iam.kms_use("BucketKey", args.kms_key_arn)
+            return statements + iam.kms_use("BucketKey", args.context.kms_key_arn)
 
         environment = {"ARTIFACT_BUCKET": args.bucket_name, "DATABASE_SECRET_ARN": config.database_secret_arn,
                        "POWERTOOLS_SERVICE_NAME": "generate-dataset"}
         if config.seed_profiles_uri:
             environment["SEED_PROFILES_URI"] = config.seed_profiles_uri
-        common = dict(parent=self, account=args.account, log_retention_days=args.log_retention_days,
-                      kms_key_arn=args.kms_key_arn, code=code, layers=[layer.arn])
+        common = dict(parent=self, context=args.context,
+                      code=code, layers=[layer.arn])
         self.generate = functions.declare(functions.FunctionSpec(
             "generate_dataset", "GenerateDataset: PostgreSQL -> runs/<run_id>/dataset/ (JSONL splits, manifest)",
             GENERATE_MEMORY_MB, GENERATE_TIMEOUT_S,
-            pulumi.Output.all(args.bucket_arn, args.account).apply(generate_statements), environment,
+            pulumi.Output.all(args.bucket_arn, args.context.account).apply(generate_statements), environment,
         ), network=network, **common)
         self.validate = functions.declare(functions.FunctionSpec(
             "validate_data", "ValidateData: the run's dataset against the training contract",
             VALIDATE_MEMORY_MB, VALIDATE_TIMEOUT_S,
             pulumi.Output.from_input(args.bucket_arn).apply(
-                lambda arn: iam.s3_access("Dataset", arn, read=["runs/*/dataset/*"]) + iam.kms_use("BucketKey", args.kms_key_arn)),
+                lambda arn: iam.s3_access("Dataset", arn, read=["runs/*/dataset/*"]) + iam.kms_use("BucketKey", args.context.kms_key_arn)),
             {"ARTIFACT_BUCKET": args.bucket_name, "POWERTOOLS_SERVICE_NAME": "validate-data"},
         ), **common)
         self.register_outputs({"generate_dataset_arn": self.generate.function.arn,

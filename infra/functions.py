@@ -45,13 +45,14 @@ def log_group_name(stage: str) -> str:
     return f"/{pulumi.get_project()}/{pulumi.get_stack()}/lambda/{stage}"
 
 
-def declare(spec: FunctionSpec, *, parent: pulumi.Resource, account: pulumi.Output[iam.Account],
-            log_retention_days: int, kms_key_arn: str | None, code: pulumi.Archive | None = None,
+def declare(spec: FunctionSpec, *, parent: pulumi.Resource, context: iam.StackContext,
+            code: pulumi.Archive | None = None,
             layers: Sequence[pulumi.Input[str]] = (), network: Network | None = None) -> Deployed:
     name = spec.stage.replace("_", "-")
     child = pulumi.ResourceOptions(parent=parent)
     log_group = aws.cloudwatch.LogGroup(f"{name}-logs", name=log_group_name(spec.stage),
-                                        retention_in_days=log_retention_days, kms_key_id=kms_key_arn, opts=child)
+                                        retention_in_days=context.log_retention_days,
+                                        kms_key_id=context.kms_key_arn, opts=child)
 
     def statements(values) -> list[iam.Statement]:
         account_, own = values
@@ -62,7 +63,7 @@ def declare(spec: FunctionSpec, *, parent: pulumi.Resource, account: pulumi.Outp
         return result
 
     role, policy = iam.service_role(name, "lambda.amazonaws.com",
-                                    pulumi.Output.all(account, spec.statements).apply(statements), parent,
+                                    pulumi.Output.all(context.account, spec.statements).apply(statements), parent,
                                     f"{spec.description} (Lambda {spec.stage})")
     common = dict(
         description=spec.description,
@@ -77,7 +78,7 @@ def declare(spec: FunctionSpec, *, parent: pulumi.Resource, account: pulumi.Outp
         vpc_config=aws.lambda_.FunctionVpcConfigArgs(subnet_ids=list(network.subnet_ids),
                                                      security_group_ids=list(network.security_group_ids))
         if network is not None else None,
-        kms_key_arn=kms_key_arn,
+        kms_key_arn=context.kms_key_arn,
         opts=pulumi.ResourceOptions(parent=parent, depends_on=[policy, log_group]),
     )
     if spec.image_uri is not None:

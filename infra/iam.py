@@ -119,6 +119,15 @@ class Account:
         return f"arn:{self.partition}:{service}:{self.region if regional else ''}:{self.account_id}:{resource}"
 
 
+@dataclass(frozen=True)
+class StackContext:
+    """What every component takes from the stack: the account's ARN parts, log retention, the KMS key."""
+
+    account: pulumi.Output[Account]
+    log_retention_days: int
+    kms_key_arn: str | None
+
+
 def current_account() -> pulumi.Output[Account]:
     identity = aws.get_caller_identity_output()
     region = aws.get_region_output()

@@ -21,8 +21,7 @@ METADATA_HOP_LIMIT = 1
 class OllamaHostArgs:
     config: HostConfig
     network: NetworkConfig
-    account: pulumi.Output[iam.Account]
-    kms_key_arn: str | None
+    context: iam.StackContext
 
 
 class OllamaHost(pulumi.ComponentResource):
@@ -58,10 +57,10 @@ class OllamaHost(pulumi.ComponentResource):
 
         staged_archive = config.ollama.archive_url.startswith("s3://")
         self.role, _ = iam.service_role(f"{name}-host", "ec2.amazonaws.com",
-                                        args.account.apply(statements) if staged_archive else None, self,
+                                        args.context.account.apply(statements) if staged_archive else None, self,
                                         "The Ollama host (SSM management; the staged Ollama archive if any)")
         aws.iam.RolePolicyAttachment(f"{name}-host-ssm", role=self.role.name,
-                                     policy_arn=args.account.apply(lambda a: iam.managed_policy_arn(a.partition, iam.SSM_CORE)),
+                                     policy_arn=args.context.account.apply(lambda a: iam.managed_policy_arn(a.partition, iam.SSM_CORE)),
                                      opts=pulumi.ResourceOptions(parent=self.role))
         profile = aws.iam.InstanceProfile(f"{name}-host", role=self.role.name, opts=child)
         ami = aws.ssm.get_parameter_output(name=config.ami_parameter)
@@ -77,7 +76,7 @@ class OllamaHost(pulumi.ComponentResource):
             metadata_options=aws.ec2.InstanceMetadataOptionsArgs(http_endpoint="enabled", http_tokens="required",
                                                                  http_put_response_hop_limit=METADATA_HOP_LIMIT),
             root_block_device=aws.ec2.InstanceRootBlockDeviceArgs(volume_type="gp3", volume_size=config.root_volume_gb,
-                                                                  encrypted=True, kms_key_id=args.kms_key_arn,
+                                                                  encrypted=True, kms_key_id=args.context.kms_key_arn,
                                                                   delete_on_termination=True),
             user_data=user_data.render(config.ollama),
             instance_initiated_shutdown_behavior="stop",

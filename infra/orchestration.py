@@ -51,9 +51,7 @@ class PipelineOrchestrationArgs:
     keep_host_running: bool
     quantization: str
     alert_email: str | None
-    account: pulumi.Output[iam.Account]
-    log_retention_days: int
-    kms_key_arn: str | None
+    context: iam.StackContext
 
 
 class PipelineOrchestration(pulumi.ComponentResource):
@@ -63,12 +61,12 @@ class PipelineOrchestration(pulumi.ComponentResource):
         machine_name = state_machine_name()
 
         self.topic = aws.sns.Topic(f"{name}-failures", display_name="researcher-scorer pipeline failures",
-                                   kms_master_key_id=args.kms_key_arn, opts=child)
+                                   kms_master_key_id=args.context.kms_key_arn, opts=child)
         if args.alert_email:
             aws.sns.TopicSubscription(f"{name}-failures-email", topic=self.topic.arn, protocol="email",
                                       endpoint=args.alert_email, opts=pulumi.ResourceOptions(parent=self.topic))
         self.log_group = aws.cloudwatch.LogGroup(f"{name}-logs", name=f"{LOG_GROUP_PREFIX}{machine_name}",
-                                                 retention_in_days=args.log_retention_days, kms_key_id=args.kms_key_arn,
+                                                 retention_in_days=args.context.log_retention_days, kms_key_id=args.context.kms_key_arn,
                                                  opts=child)
         functions = vars(args.functions)
 
@@ -95,15 +93,15 @@ class PipelineOrchestration(pulumi.ComponentResource):
                 iam.Statement("XRayTracing", ["xray:PutTraceSegments", "xray:PutTelemetryRecords",
                                               "xray:GetSamplingRules", "xray:GetSamplingTargets"], ["*"]),
             ]
-            if args.kms_key_arn:
+            if args.context.kms_key_arn:
                 # Starting the host attaches its CMK-encrypted volume: EC2 needs a grant on the key.
-                result.append(iam.Statement("HostVolumeKey", ["kms:CreateGrant"], [args.kms_key_arn],
+                result.append(iam.Statement("HostVolumeKey", ["kms:CreateGrant"], [args.context.kms_key_arn],
                                             {"Bool": {"kms:GrantIsForAWSResource": "true"}}))
             return result
 
         self.role, self.policy = iam.service_role(
             f"{name}-states", "states.amazonaws.com",
-            pulumi.Output.all(args.account, list(functions.values()), args.sagemaker_role_arn, args.host_instance_id,
+            pulumi.Output.all(args.context.account, list(functions.values()), args.sagemaker_role_arn, args.host_instance_id,
                               self.topic.arn).apply(statements),
             self, "The researcher-scorer state machine")
 
@@ -138,7 +136,7 @@ class PipelineOrchestration(pulumi.ComponentResource):
             comparison_operator="GreaterThanOrEqualToThreshold", treat_missing_data="notBreaching",
             alarm_actions=[self.topic.arn], opts=child,
         )
-        self.console_url = pulumi.Output.all(args.account, self.state_machine.arn).apply(
+        self.console_url = pulumi.Output.all(args.context.account, self.state_machine.arn).apply(
             lambda v: console_url(v[0].region, v[1]))
         self.register_outputs({"state_machine_arn": self.state_machine.arn, "console_url": self.console_url,
                                "topic_arn": self.topic.arn})

@@ -27,9 +27,7 @@ class ModelLifecycleFunctionsArgs:
     client_security_group_id: pulumi.Input[str]
     bucket_name: pulumi.Input[str]
     bucket_arn: pulumi.Input[str]
-    account: pulumi.Output[iam.Account]
-    log_retention_days: int
-    kms_key_arn: str | None
+    context: iam.StackContext
 
 
 class ModelLifecycleFunctions(pulumi.ComponentResource):
@@ -43,10 +41,10 @@ class ModelLifecycleFunctions(pulumi.ComponentResource):
 
         def access(read: list[str], write: list[str] = ()):  # on the artifact bucket
             return pulumi.Output.from_input(args.bucket_arn).apply(
-                lambda arn: iam.s3_access("Artifacts", arn, read=read, write=write) + iam.kms_use("BucketKey", args.kms_key_arn))
+                lambda arn: iam.s3_access("Artifacts", arn, read=read, write=write) + iam.kms_use("BucketKey", args.context.kms_key_arn))
 
-        common = dict(parent=self, account=args.account, log_retention_days=args.log_retention_days,
-                      kms_key_arn=args.kms_key_arn, code=code, layers=[layer.arn], network=network)
+        common = dict(parent=self, context=args.context,
+                      code=code, layers=[layer.arn], network=network)
         self.deploy = functions.declare(functions.FunctionSpec(
             "deploy_model", "DeployModel: the run's GGUF into Ollama as a candidate tag",
             DEPLOY_MEMORY_MB, DEPLOY_TIMEOUT_S, access(read=["runs/*"], write=["runs/*/Modelfile"]),

@@ -2,7 +2,11 @@
 
 No training job is a resource here (DESIGN deviation 4): the state machine's StartTraining creates
 one per execution from these values. The job runs with network isolation: SageMaker itself moves
-the channels (training, base_model), the adapter output and the checkpoints with this role."""
+the channels (training, base_model), the adapter output and the checkpoints with this role.
+
+KMS, where configured: the bucket's default encryption applies the key to everything the job writes
+(adapter, checkpoints) and the role may use the key; no VolumeKmsKeyId, because g4dn/g5/g6
+instances train on local NVMe instance storage, for which SageMaker refuses a volume key."""
 
 from __future__ import annotations
 
@@ -39,8 +43,7 @@ class TrainingJobSpecArgs:
     bucket_name: pulumi.Input[str]
     bucket_arn: pulumi.Input[str]
     image_uri: pulumi.Input[str]
-    account: pulumi.Output[iam.Account]
-    kms_key_arn: str | None
+    context: iam.StackContext
 
 
 class TrainingJobSpec(pulumi.ComponentResource):
@@ -72,13 +75,13 @@ class TrainingJobSpec(pulumi.ComponentResource):
                                account.arn("logs", f"log-group:{TRAINING_LOG_GROUP}:*")]),
                 iam.Statement("TrainingMetrics", ["cloudwatch:PutMetricData"], ["*"],
                               {"StringEquals": {"cloudwatch:namespace": "/aws/sagemaker/TrainingJobs"}}),
-                *iam.kms_use("ArtifactKey", args.kms_key_arn),
+                *iam.kms_use("ArtifactKey", args.context.kms_key_arn),
             ]
             return result
 
         self.role, self.policy = iam.service_role(
             f"{name}-sagemaker", "sagemaker.amazonaws.com",
-            pulumi.Output.all(args.bucket_arn, args.account, self.base_model_uri, args.image_uri).apply(statements),
+            pulumi.Output.all(args.bucket_arn, args.context.account, self.base_model_uri, args.image_uri).apply(statements),
             self, "SageMaker training jobs of the researcher-scorer pipeline")
         self.values: dict[str, pulumi.Input[Any]] = {
             "SageMakerRoleArn": self.role.arn,

@@ -221,3 +221,40 @@ def test_sagemaker_role_reads_the_inputs_and_writes_only_training_output(deploy)
     assert dataset["DatabaseSecret"]["Resource"] == [VALID_CONFIG["databaseSecretArn"]]
     assert dataset["DatasetWrite"]["Resource"] == [f"{bucket}/runs/*/dataset/*"]
     assert "ArtifactsWrite" not in statements(deployment, "rollback-model-policy")
+
+
+BLOCKER = """
+import importlib.abc, runpy, sys
+BLOCKED = {"numpy", "torch", "transformers", "peft", "psycopg2", "httpx", "smart_open", "gguf", "llama_cpp",
+           "sentencepiece", "tqdm", "aws_lambda_powertools", "boto3", "botocore", "matplotlib"}
+
+class Blocker(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in BLOCKED:
+            raise ImportError(f"the Pulumi program imported {name}, which requirements.txt does not install")
+
+sys.meta_path.insert(0, Blocker())
+sys.path[:0] = [@ROOT@, @TESTS@]
+import pulumi
+from conftest import RecordingMocks, VALID_CONFIG, set_config
+mocks = RecordingMocks()
+pulumi.runtime.set_mocks(mocks, project="researcher-scorer", stack="test", preview=False)
+set_config(VALID_CONFIG)
+pulumi.runtime.test(lambda: runpy.run_path(@PROGRAM@, run_name="__main__"))()
+print(len(mocks.resources), "resources")
+"""
+
+
+def test_program_runs_with_only_its_own_requirements(tmp_path):
+    """`pulumi up` runs in requirements.txt's environment: no ML, HTTP or database library is imported."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    script = tmp_path / "blocked.py"
+    script.write_text(BLOCKER.replace("@ROOT@", repr(str(root))).replace("@TESTS@", repr(str(root / "tests" / "infra")))
+                      .replace("@PROGRAM@", repr(str(root / "__main__.py"))))
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, cwd=root, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert int(done.stdout.split()[0]) > 50
