@@ -30,13 +30,9 @@ class GgufConversion(pulumi.ComponentResource):
 
         def statements(values) -> list[iam.Statement]:
             bucket_arn, account, base_model_uri = values
-            base_bucket_arn, base_pattern = iam.s3_uri_arns(base_model_uri, account.partition)
             result = iam.s3_access("Artifacts", bucket_arn, read=["runs/*/training/*"],
                                    write=["runs/*/model.gguf", "runs/*/model.gguf.json"])
-            if base_bucket_arn == bucket_arn:
-                result.append(iam.Statement("BaseModelRead", ["s3:GetObject"], [f"{bucket_arn}/{base_pattern}"]))
-            else:
-                result += iam.s3_access("BaseModel", base_bucket_arn, read=[base_pattern])
+            result += iam.base_model_read(base_model_uri, bucket_arn, account.partition)
             return result + iam.kms_use("ArtifactKey", args.context.kms_key_arn)
 
         self.deployed = functions.declare(functions.FunctionSpec(

@@ -177,3 +177,11 @@ def s3_uri_arns(uri: str, partition: str = "aws") -> tuple[str, str]:
     """s3://bucket/prefix/ -> (bucket ARN, "prefix/*"); s3://bucket/key -> (bucket ARN, "key")."""
     bucket, _, key = uri.removeprefix("s3://").partition("/")
     return f"arn:{partition}:s3:::{bucket}", key if key and not key.endswith("/") else f"{key}*"
+
+
+def base_model_read(base_model_uri: str, artifact_bucket_arn: str, partition: str) -> list[Statement]:
+    """Read the staged base model: a prefix of the artifact bucket (listed already) or of another bucket."""
+    bucket_arn, pattern = s3_uri_arns(base_model_uri, partition)
+    if bucket_arn == artifact_bucket_arn:
+        return [Statement("BaseModelRead", ["s3:GetObject"], [f"{bucket_arn}/{pattern}"])]
+    return s3_access("BaseModel", bucket_arn, read=[pattern])

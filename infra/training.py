@@ -57,13 +57,9 @@ class TrainingJobSpec(pulumi.ComponentResource):
 
         def statements(values) -> list[iam.Statement]:
             bucket_arn, account, base_model_uri, image_uri = values
-            base_bucket_arn, base_pattern = iam.s3_uri_arns(base_model_uri, account.partition)
             result = iam.s3_access("Artifacts", bucket_arn, read=["runs/*/dataset/*", "checkpoints/*"],
                                    write=["runs/*/training/*", "checkpoints/*"])
-            if base_bucket_arn == bucket_arn:
-                result.append(iam.Statement("BaseModelRead", ["s3:GetObject"], [f"{bucket_arn}/{base_pattern}"]))
-            else:
-                result += iam.s3_access("BaseModel", base_bucket_arn, read=[base_pattern])
+            result += iam.base_model_read(base_model_uri, bucket_arn, account.partition)
             result += [
                 iam.Statement("PullTrainingImage", ["ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer",
                                                     "ecr:BatchCheckLayerAvailability"],
