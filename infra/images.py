@@ -76,8 +76,9 @@ class ContainerImages(pulumi.ComponentResource):
             platforms=[docker_build.Platform.LINUX_AMD64],
             push=True,
             tags=[repository.repository_url.apply(lambda url: f"{url}:{packaging.source_tag(source.dockerfile)}")],
-            registries=[docker_build.RegistryArgs(address=repository.repository_url, username=token.user_name,
-                                                  password=token.password)],
+            # Credentials are per registry host (<account>.dkr.ecr.<region>.amazonaws.com), not per repository.
+            registries=[docker_build.RegistryArgs(address=repository.repository_url.apply(lambda url: url.split("/", 1)[0]),
+                                                  username=token.user_name, password=token.password)],
             opts=pulumi.ResourceOptions(parent=repository),
         )
         return image.ref

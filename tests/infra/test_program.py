@@ -258,3 +258,16 @@ def test_program_runs_with_only_its_own_requirements(tmp_path):
     done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, cwd=root, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     assert int(done.stdout.split()[0]) > 50
+
+
+def test_images_are_built_for_lambda_and_sagemaker_and_pushed_to_their_repositories(deploy):
+    deployment = deploy()
+    built = {r.name: r.inputs for r in deployment.all("docker-build:index:Image")}
+    assert set(built) == {"images-training-image", "images-conversion-image"}
+    registry = f"{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com"
+    for key, dockerfile in (("training", "training_image/Dockerfile"), ("conversion", "lambdas/convert_to_gguf/Dockerfile")):
+        image = built[f"images-{key}-image"]
+        assert image["push"] is True and image["platforms"] == ["linux/amd64"]
+        assert image["dockerfile"]["location"].endswith(dockerfile)
+        assert image["registries"] == [{"address": registry, "username": "AWS", "password": "mock-token"}]
+        assert image["tags"][0].startswith(f"{deployment.exports['ecr_repositories'][key]}:src-")
