@@ -137,3 +137,24 @@ def test_readme_configuration_reference_is_generated_from_pulumi_yaml():
     assert done.returncode == 0, done.stderr
     reference = stack_config.reference_markdown()
     assert all(f"| `{key}` |" in reference for key in stack_config.declared())
+
+
+PULUMI_TYPES = {"string": str, "integer": int, "boolean": bool, "array": list}
+
+
+def _matches(spec: dict, value) -> bool:
+    kind = PULUMI_TYPES[spec["type"]]
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        return False
+    return spec["type"] != "array" or all(_matches(spec["items"], item) for item in value)
+
+
+def test_defaults_and_example_values_have_their_declared_types():
+    """What the Pulumi CLI checks before running the program: a default or stack value of another
+    type stops `pulumi up` (project keys namespaced by the project may declare types)."""
+    raw = yaml.safe_load(stack_config.PULUMI_YAML.read_text())["config"]
+    assert all(key.startswith(f"{stack_config.PROJECT}:") for key in raw)
+    example = yaml.safe_load((ROOT / "Pulumi.dev.yaml").read_text())["config"]
+    for key, spec in raw.items():
+        assert _matches(spec, spec["default"]), f"default of {key}"
+        assert _matches(spec, example[key]), f"Pulumi.dev.yaml's {key}"
