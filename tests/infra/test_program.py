@@ -271,3 +271,30 @@ def test_images_are_built_for_lambda_and_sagemaker_and_pushed_to_their_repositor
         assert image["dockerfile"]["location"].endswith(dockerfile)
         assert image["registries"] == [{"address": registry, "username": "AWS", "password": "mock-token"}]
         assert image["tags"][0].startswith(f"{deployment.exports['ecr_repositories'][key]}:src-")
+
+
+def test_failures_raise_the_alarm_and_reach_the_topic(deploy):
+    deployment = deploy()
+    alarm = deployment.one("aws:cloudwatch/metricAlarm:MetricAlarm", "pipeline-failed-executions")
+    assert (alarm["namespace"], alarm["metricName"], alarm["statistic"]) == ("AWS/States", "ExecutionsFailed", "Sum")
+    assert alarm["dimensions"] == {"StateMachineArn": deployment.exports["state_machine_arn"]}
+    assert (alarm["threshold"], alarm["comparisonOperator"]) == (1, "GreaterThanOrEqualToThreshold")
+    assert alarm["alarmActions"] == [deployment.exports["failure_topic_arn"]]
+    subscription = deployment.one("aws:sns/topicSubscription:TopicSubscription", "pipeline-failures-email")
+    assert (subscription["protocol"], subscription["endpoint"]) == ("email", VALID_CONFIG["alertEmail"])
+    definition = json.loads(deployment.one("aws:sfn/stateMachine:StateMachine", "pipeline-state-machine")["definition"])
+    assert definition["States"]["NotifyFailure"]["Parameters"]["TopicArn"] == deployment.exports["failure_topic_arn"]
+
+
+def test_host_is_managed_through_ssm_only(deploy):
+    deployment = deploy()
+    attachment = deployment.one("aws:iam/rolePolicyAttachment:RolePolicyAttachment", "ollama-host-ssm")
+    assert attachment["policyArn"] == "arn:aws:iam::aws:policy/AmazonSSMManagedInstanceCore"
+    role = deployment.one("aws:iam/role:Role", "ollama-host-role")
+    assert json.loads(role["assumeRolePolicy"])["Statement"][0]["Principal"] == {"Service": "ec2.amazonaws.com"}
+    assert not [r for r in deployment.all("aws:iam/rolePolicy:RolePolicy") if r.name == "ollama-host-policy"], \
+        "no inline grants without a staged Ollama archive"
+    profile = deployment.one("aws:iam/instanceProfile:InstanceProfile", "ollama-host")
+    host = deployment.one("aws:ec2/instance:Instance", "ollama-host")
+    assert host["iamInstanceProfile"] == "ollama-host-abc123" and profile["role"] == "ollama-host-role-abc123"
+    assert "keyName" not in host and host["associatePublicIpAddress"] is False
