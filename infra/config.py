@@ -163,6 +163,9 @@ class _Reader:
     def problem(self, key: str, message: str) -> None:
         self.problems.append(f"{PROJECT}:{key} {message}")
 
+    def has_problem(self, key: str) -> bool:
+        return any(problem.startswith(f"{PROJECT}:{key} ") for problem in self.problems)
+
     def raw(self, key: str) -> Any:
         if key not in declared():
             raise KeyError(f"{key} is not declared in Pulumi.yaml")  # a programming error, not a user's
@@ -266,7 +269,7 @@ def _network(r: _Reader) -> NetworkConfig:
     elif not re.fullmatch(r"vpc-[0-9a-f]{8,17}", vpc_id):
         r.problem("vpcId", f"must be a VPC id (vpc-...), got {vpc_id!r}")
     subnets = r.strings("privateSubnetIds")
-    if not subnets:
+    if not subnets and not r.has_problem("privateSubnetIds"):
         r.problem("privateSubnetIds", "is required: at least one private subnet of vpcId")
     for subnet in subnets:
         if not re.fullmatch(r"subnet-[0-9a-f]{8,17}", subnet):

@@ -59,6 +59,7 @@ def test_typed_values_are_converted(mocks):
     ({"databaseSecretArn": "my-db-password"}, "databaseSecretArn must be a Secrets Manager secret ARN"),
     ({"vpcId": ""}, "vpcId is required"),
     ({"privateSubnetIds": "subnet-1"}, "privateSubnetIds must be a list"),
+    ({"privateSubnetIds": "[]"}, "privateSubnetIds is required"),
     ({"ollamaAllowedCidrs": '["0.0.0.0/0"]'}, "0.0.0.0/0 is not a private range"),
     ({"ollamaAllowedCidrs": '["8.8.8.0/24"]'}, "8.8.8.0/24 is not a private range"),
     ({"trainingMaxWaitSeconds": "3600"}, "trainingMaxWaitSeconds must be at least trainingMaxRuntimeSeconds"),
@@ -79,6 +80,12 @@ def test_a_bad_value_fails_with_its_name_and_what_is_expected(mocks, values, mes
     with pytest.raises(pulumi.RunError, match=r"invalid stack configuration") as error:
         load({**VALID_CONFIG, **values})
     assert message in str(error.value)
+
+
+def test_a_malformed_list_is_reported_once(mocks):
+    with pytest.raises(pulumi.RunError) as error:
+        load({**VALID_CONFIG, "privateSubnetIds": "subnet-1"})
+    assert str(error.value).count("researcher-scorer:privateSubnetIds") == 1
 
 
 def test_every_problem_is_listed_in_one_message(mocks):
