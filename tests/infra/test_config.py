@@ -165,3 +165,9 @@ def test_defaults_and_example_values_have_their_declared_types():
     for key, spec in raw.items():
         assert _matches(spec, spec["default"]), f"default of {key}"
         assert _matches(spec, example[key]), f"Pulumi.dev.yaml's {key}"
+
+
+def test_pulumi_runs_the_program_in_the_repositorys_virtualenv():
+    project = yaml.safe_load(stack_config.PULUMI_YAML.read_text())
+    assert project["name"] == stack_config.PROJECT and project["description"]
+    assert project["runtime"] == {"name": "python", "options": {"toolchain": "pip", "virtualenv": ".venv"}}
