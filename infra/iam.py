@@ -19,6 +19,7 @@ import pulumi_aws as aws
 WILDCARD_RESOURCE_ACTIONS: Mapping[str, str] = {
     "ec2:DescribeInstances": "state machine: is the Ollama host running (DescribeHost)",
     "ec2:DescribeNetworkInterfaces": "Lambdas in the VPC: Lambda manages their network interfaces",
+    "ec2:DescribeSubnets": "Lambdas in the VPC: Lambda checks their subnets",
     "ecr:GetAuthorizationToken": "SageMaker: pull the training image",
     "cloudwatch:PutMetricData": "SageMaker: the training job's metrics (namespace-conditioned)",
     "xray:PutTraceSegments": "state machine and Lambdas: X-Ray tracing",
@@ -148,7 +149,7 @@ def vpc_networking(account: Account) -> list[Statement]:
                    "ec2:UnassignPrivateIpAddresses"],
                   [account.arn("ec2", "network-interface/*"), account.arn("ec2", "subnet/*"),
                    account.arn("ec2", "security-group/*")]),
-        Statement("VpcDescribeNetworkInterfaces", ["ec2:DescribeNetworkInterfaces"], ["*"]),
+        Statement("VpcDescribe", ["ec2:DescribeNetworkInterfaces", "ec2:DescribeSubnets"], ["*"]),
     ]
 
 

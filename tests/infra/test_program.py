@@ -298,3 +298,17 @@ def test_host_is_managed_through_ssm_only(deploy):
     host = deployment.one("aws:ec2/instance:Instance", "ollama-host")
     assert host["iamInstanceProfile"] == "ollama-host-abc123" and profile["role"] == "ollama-host-role-abc123"
     assert "keyName" not in host and host["associatePublicIpAddress"] is False
+
+
+def test_only_lambdas_in_the_vpc_may_manage_network_interfaces(deploy):
+    deployment = deploy()
+    for stage in STAGES:
+        granted = statements(deployment, f"{stage}-policy")
+        in_vpc = "vpcConfig" in deployment.one(FUNCTION, stage)
+        assert ("VpcNetworkInterfaces" in granted) == in_vpc, stage
+        if in_vpc:
+            assert granted["VpcNetworkInterfaces"]["Resource"] == [
+                f"arn:aws:ec2:{REGION}:{ACCOUNT}:network-interface/*", f"arn:aws:ec2:{REGION}:{ACCOUNT}:subnet/*",
+                f"arn:aws:ec2:{REGION}:{ACCOUNT}:security-group/*"]
+        assert granted["OwnLogGroup"]["Resource"] == [
+            f"arn:aws:logs:{REGION}:{ACCOUNT}:log-group:/researcher-scorer/test/lambda/{stage.replace('-', '_')}:*"]
