@@ -189,18 +189,25 @@ class _Reader:
             self.problem(key, f"must be between {low} and {high}, got {number}")
         return number
 
-    def number(self, key: str, low: float, high: float | None, *, above: bool = False) -> float:
+    def _float(self, key: str) -> float | None:
         value = self.raw(key)
         try:
-            number = float(str(value).strip())
+            return float(str(value).strip())
         except ValueError:
             self.problem(key, f"must be a number, got {value!r}")
-            return float(declared()[key]["default"])
-        if above and not number > low:
-            self.problem(key, f"must be above {low:g}, got {number:g}")
-        elif not above and not (low <= number <= (high if high is not None else number)):
-            self.problem(key, f"must be within [{low:g}, {high:g}], got {number:g}")
-        return number
+            return None
+
+    def fraction(self, key: str) -> float:
+        number = self._float(key)
+        if number is not None and not 0.0 <= number <= 1.0:
+            self.problem(key, f"must be within [0, 1], got {number:g}")
+        return float(declared()[key]["default"]) if number is None else number
+
+    def positive(self, key: str) -> float:
+        number = self._float(key)
+        if number is not None and not number > 0:
+            self.problem(key, f"must be above 0, got {number:g}")
+        return float(declared()[key]["default"]) if number is None else number
 
     def boolean(self, key: str) -> bool:
         value = self.raw(key)
@@ -381,8 +388,8 @@ def _serving(r: _Reader) -> ModelServingConfig:
     name = r.text("modelName")
     if not MODEL_NAME.fullmatch(name):
         r.problem("modelName", f"must be an Ollama model name (lowercase letters, digits, '.', '_', '-'), got {name!r}")
-    gates = {field_name: r.number(key, 0.0, 1.0) for key, field_name in FRACTION_GATES.items()}
-    gates |= {field_name: r.number(key, 0.0, None, above=True) for key, field_name in SECONDS_GATES.items()}
+    gates = {field_name: r.fraction(key) for key, field_name in FRACTION_GATES.items()}
+    gates |= {field_name: r.positive(key) for key, field_name in SECONDS_GATES.items()}
     quantization = r.text("quantization").lower()
     if quantization not in QUANTIZATIONS:
         r.problem("quantization", f"must be one of {', '.join(QUANTIZATIONS)}, got {quantization!r}")

@@ -175,7 +175,10 @@ def s3_access(sid: str, bucket_arn: str, *, read: Sequence[str] = (), write: Seq
 
 
 def s3_uri_arns(uri: str, partition: str = "aws") -> tuple[str, str]:
-    """s3://bucket/prefix/ -> (bucket ARN, "prefix/*"); s3://bucket/key -> (bucket ARN, "key")."""
+    """s3://bucket/prefix/ -> (bucket ARN, "prefix/*"); s3://bucket/key -> (bucket ARN, "key").
+
+    Not pipeline.storage.split_s3_uri: that module imports boto3 and smart_open, which the Pulumi
+    program's environment does not have. Config has checked the URI's form already."""
     bucket, _, key = uri.removeprefix("s3://").partition("/")
     return f"arn:{partition}:s3:::{bucket}", key if key and not key.endswith("/") else f"{key}*"
 

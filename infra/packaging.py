@@ -17,6 +17,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+import pulumi
+
 ROOT = Path(__file__).resolve().parents[1]
 BUILD_DIR = ROOT / ".build" / "lambda"
 LAMBDA_RUNTIME = "python3.12"
@@ -91,10 +93,8 @@ def code_directory() -> Path:
     return target
 
 
-def archive(directory: Path):
+def archive(directory: Path) -> pulumi.AssetArchive:
     """The directory as a Pulumi archive, without the build marker."""
-    import pulumi
-
     return pulumi.AssetArchive({
         path.name: pulumi.FileArchive(str(path)) if path.is_dir() else pulumi.FileAsset(str(path))
         for path in sorted(directory.iterdir()) if path.name != ".complete"

@@ -11,3 +11,6 @@ TOKENIZER_FILES = (
     "chat_template.jinja",
 )
 CONFIG_FILE = "config.json"
+# The weights: one safetensors file, or shards named by an index. (.bin checkpoints are not read.)
+WEIGHTS_SUFFIX = ".safetensors"
+WEIGHTS_INDEX_FILE = "model.safetensors.index.json"

@@ -19,11 +19,11 @@ from tqdm import tqdm
 
 from pipeline import storage
 from pipeline.errors import InvalidArgument, PipelineError
-from pipeline.model_files import CONFIG_FILE, TOKENIZER_FILES
+from pipeline.model_files import CONFIG_FILE, TOKENIZER_FILES, WEIGHTS_INDEX_FILE, WEIGHTS_SUFFIX
 
 STAGED_MANIFEST = "staged.json"
 # Beside config, tokenizer and weights: generation defaults and the sharded-weights index.
-OPTIONAL_FILES = ("generation_config.json", "model.safetensors.index.json")
+OPTIONAL_FILES = ("generation_config.json", WEIGHTS_INDEX_FILE)
 CHUNK_BYTES = 8 * 1024 * 1024
 
 
@@ -42,7 +42,7 @@ def model_files(source: Path) -> list[Path]:
     if missing:
         raise BaseModelIncomplete(f"{source} has no {', '.join(missing)} (the conversion builds the GGUF vocabulary "
                                   "from tokenizer.model)")
-    weights = sorted(source.glob("*.safetensors"))
+    weights = sorted(source.glob(f"*{WEIGHTS_SUFFIX}"))
     if not weights:
         bins = [path.name for path in source.glob("*.bin")]
         raise BaseModelIncomplete(f"{source} has no *.safetensors weights" + (f" (only {', '.join(bins)}: convert them "
@@ -52,6 +52,8 @@ def model_files(source: Path) -> list[Path]:
 
 
 def _sha256(path: Path) -> str:
+    # Hashed before uploading (not through storage.HashingWriter while uploading): the hash decides
+    # whether the file is already staged, so it must be known first. One extra local read.
     digest = hashlib.sha256()
     with open(path, "rb") as stream:
         while chunk := stream.read(CHUNK_BYTES):
@@ -61,7 +63,14 @@ def _sha256(path: Path) -> str:
 
 def _previous(destination: str) -> dict[str, Any]:
     manifest = storage.join(destination, STAGED_MANIFEST)
-    return storage.read_json(manifest).get("files", {}) if storage.exists(manifest) else {}
+    if not storage.exists(manifest):
+        return {}
+    files = storage.read_json(manifest)
+    files = files.get("files") if isinstance(files, dict) else None
+    if not isinstance(files, dict):
+        raise DestinationHoldsAnotherModel(f"{manifest} is not a staging manifest (no files object); stage to a new "
+                                           "prefix, or remove it")
+    return files
 
 
 def stage_base_model(source: str | Path, destination: str, *, replace: bool = False,

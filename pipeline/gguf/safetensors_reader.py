@@ -14,12 +14,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pipeline import storage
+from pipeline import model_files, storage
 from pipeline.errors import PipelineError
 
 HEADER_LENGTH_BYTES = 8
 MAX_HEADER_BYTES = 100 * 1024 * 1024  # safetensors' own limit
-INDEX_FILE = "model.safetensors.index.json"
+INDEX_FILE = model_files.WEIGHTS_INDEX_FILE
 SINGLE_FILE = "model.safetensors"
 DTYPES = {"F32": np.float32, "F16": np.float16, "BF16": np.uint16}  # BF16 widened by hand below
 ITEM_SIZES = {"F32": 4, "F16": 2, "BF16": 2}

@@ -26,6 +26,11 @@ VALID_CONFIG = {
 }
 
 
+def security_group_id(name: str) -> str:
+    """The id the mocks give the security group resource ``name``."""
+    return f"sg-{hashlib.sha256(name.encode()).hexdigest()[:17]}"
+
+
 def _arn(service: str, resource: str) -> str:
     return f"arn:{PARTITION}:{service}:{REGION}:{ACCOUNT}:{resource}"
 
@@ -60,7 +65,7 @@ class RecordingMocks(pulumi.runtime.Mocks):
             state["privateIp"] = "10.0.1.23"
             return "i-0123456789abcdef0", state
         elif typ == "aws:ec2/securityGroup:SecurityGroup":
-            return f"sg-{hashlib.sha256(name.encode()).hexdigest()[:17]}", state
+            return security_group_id(name), state
         elif typ == "aws:ecr/repository:Repository":
             state["registryId"] = ACCOUNT
             state["repositoryUrl"] = f"{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com/{physical}"

@@ -119,6 +119,14 @@ def test_pulumi_dev_yaml_is_a_complete_valid_example(mocks):
     assert loaded.network.vpc_id == settings["vpcId"]
 
 
+def test_instance_type_descriptions_name_every_accepted_family():
+    declared = stack_config.declared()
+    for key, families in (("trainingInstanceType", stack_config.TRAINING_INSTANCE_FAMILIES),
+                          ("ollamaInstanceType", stack_config.HOST_INSTANCE_FAMILIES)):
+        named = set(declared[key]["description"].split("(", 1)[1].rstrip(").").replace(",", " ").split())
+        assert set(families) <= named, key
+
+
 def test_mirrored_names_match_pipeline():
     """The Pulumi environment has no numpy, so infra/ mirrors these; they must not drift."""
     from dataclasses import asdict, fields

@@ -10,7 +10,7 @@ import pytest
 
 from infra import asl
 from pipeline.training.trainer import metric_definitions
-from tests.infra.conftest import ACCOUNT, AMI_ID, REGION, VALID_CONFIG
+from tests.infra.conftest import ACCOUNT, AMI_ID, REGION, VALID_CONFIG, security_group_id
 
 FUNCTION = "aws:lambda/function:Function"
 STAGES = ("generate-dataset", "validate-data", "convert-to-gguf", "deploy-model", "validate-model", "promote-model",
@@ -90,7 +90,7 @@ def test_lambdas_have_their_sizes_environment_and_network(deploy):
     assert generate["vpcConfig"]["subnetIds"] == json.loads(VALID_CONFIG["privateSubnetIds"])
     assert "vpcConfig" not in functions["validate-data"], "ValidateData only needs S3"
     for stage in ("deploy-model", "validate-model", "promote-model", "rollback-model"):
-        assert functions[stage]["vpcConfig"]["securityGroupIds"] == [f"sg-{_sg('ollama-client-sg')}"]
+        assert functions[stage]["vpcConfig"]["securityGroupIds"] == [security_group_id("ollama-client-sg")]
         assert functions[stage]["environment"]["variables"]["OLLAMA_URL"] == "http://10.0.1.23:11434"
         assert functions[stage]["environment"]["variables"]["MODEL_NAME"] == "mistral-researcher"
     gates = json.loads(functions["validate-model"]["environment"]["variables"]["QUALITY_GATES"])
@@ -105,12 +105,6 @@ def test_lambdas_have_their_sizes_environment_and_network(deploy):
                for layer in layers.values())
 
 
-def _sg(name: str) -> str:
-    import hashlib
-
-    return hashlib.sha256(name.encode()).hexdigest()[:17]
-
-
 def test_ollama_host(deploy):
     deployment = deploy()
     host = deployment.one("aws:ec2/instance:Instance", "ollama-host")
@@ -123,7 +117,7 @@ def test_ollama_host(deploy):
     ingress = [r.inputs for r in deployment.all("aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule")
                if r.name.startswith("ollama-ollama-from-")]
     assert sorted((rule.get("referencedSecurityGroupId") or rule.get("cidrIpv4")) for rule in ingress) == sorted(
-        [f"sg-{_sg('ollama-client-sg')}", "sg-0fedcba9876543210", "10.20.0.0/16"])
+        [security_group_id("ollama-client-sg"), "sg-0fedcba9876543210", "10.20.0.0/16"])
     assert all((rule["fromPort"], rule["toPort"]) == (11434, 11434) for rule in ingress)
 
 
@@ -137,6 +131,13 @@ def test_schedule_starts_this_state_machine_weekly(deploy):
     policy = json.loads(deployment.one("aws:iam/rolePolicy:RolePolicy", "schedule-scheduler-policy")["policy"])
     assert policy["Statement"] == [{"Sid": "StartPipeline", "Effect": "Allow", "Action": ["states:StartExecution"],
                                     "Resource": [deployment.exports["state_machine_arn"]]}]
+
+
+def test_a_disabled_schedule_and_a_host_kept_running(deploy):
+    deployment = deploy({**VALID_CONFIG, "scheduleEnabled": "false", "keepHostRunning": "true"})
+    assert deployment.one("aws:scheduler/schedule:Schedule", "schedule-weekly")["state"] == "DISABLED"
+    definition = json.loads(deployment.one("aws:sfn/stateMachine:StateMachine", "pipeline-state-machine")["definition"])
+    assert definition["States"]["Prepare"]["Parameters"]["keep_host_running"] is True
 
 
 def test_prebuilt_images_are_used_as_given_and_nothing_is_built(deploy):
@@ -162,7 +163,7 @@ def test_database_group_gets_an_ingress_rule_from_the_dataset_lambda_only(deploy
     deployment = deploy()
     rule = deployment.one("aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule", "dataset-database-ingress")
     assert rule["securityGroupId"] == VALID_CONFIG["databaseSecurityGroupId"]
-    assert rule["referencedSecurityGroupId"] == f"sg-{_sg('dataset-lambda-sg')}"
+    assert rule["referencedSecurityGroupId"] == security_group_id("dataset-lambda-sg")
     assert (rule["fromPort"], rule["toPort"]) == (5432, 5432)
 
 
@@ -187,6 +188,11 @@ def test_kms_key_encrypts_what_it_can(deploy):
     assert deployment.one("aws:sns/topic:Topic", "pipeline-failures")["kmsMasterKeyId"] == key
     policy = json.loads(deployment.one("aws:iam/rolePolicy:RolePolicy", "pipeline-states-policy")["policy"])
     assert any(s["Sid"] == "HostVolumeKey" and s["Resource"] == [key] for s in policy["Statement"])
+    training = statements(deployment, "training-sagemaker-policy")
+    assert training["ArtifactKey"]["Resource"] == [key]
+    repositories = deployment.all("aws:ecr/repository:Repository")
+    assert repositories and all(r.inputs["encryptionConfigurations"] == [{"encryptionType": "KMS", "kmsKey": key}]
+                                for r in repositories)
 
 
 def statements(deployment, policy_name: str) -> dict[str, dict]:

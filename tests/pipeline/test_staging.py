@@ -89,6 +89,14 @@ def test_an_incomplete_directory_is_refused_before_any_upload(model_dir, bucket,
     assert keys(bucket, "base/") == {}
 
 
+@pytest.mark.parametrize("manifest", [b"[1, 2]", b'{"files": "all"}', b"not json"])
+def test_a_foreign_staged_json_is_a_named_error(model_dir, bucket, manifest):
+    boto3.client("s3").put_object(Bucket=bucket, Key=f"base/{staging.STAGED_MANIFEST}", Body=manifest)
+    with pytest.raises((staging.DestinationHoldsAnotherModel, storage.StorageError)):
+        staging.stage_base_model(model_dir, f"s3://{bucket}/base", progress=False)
+    assert set(keys(bucket, "base/")) == {staging.STAGED_MANIFEST}
+
+
 def test_cli_names_the_error_and_exits_1(tmp_path, bucket, capsys):
     assert cli.main(["stage-base-model", "--from", str(tmp_path / "nope"), "--to", f"s3://{bucket}/x"]) == cli.EXIT_ERROR
     assert "InvalidArgument" in capsys.readouterr().err
