@@ -7,8 +7,14 @@ LOCAL_STAMP := $(VENV)/.installed-local
 DEV_STAMP := $(VENV)/.installed-dev
 
 NODE_STAMP := node_modules/.installed
+# The deploy rehearsal (tests/deploy_rehearsal): the Lambda layers as `pulumi up` builds them, the
+# runtime's boto3, and a python3.12 environment from requirements/convert.txt alone (the conversion
+# image's). Prepared here, where the package index is reachable; the tests themselves use no network.
+REHEARSAL_STAMP := .build/.rehearsal-ready
+LAMBDA_PYTHON ?= $(firstword $(wildcard $(HOME)/.pyenv/versions/3.12*/bin/python3.12) $(shell command -v python3.12 2>/dev/null))
+CONVERT_VENV := .build/convert-venv
 
-.PHONY: demo test bench clean
+.PHONY: demo test bench clean rehearsal-assets
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -36,8 +42,20 @@ $(NODE_STAMP): package.json package-lock.json
 demo: $(LOCAL_STAMP)
 	$(PY) -m pipeline run || [ $$? -eq 3 ]
 
+$(REHEARSAL_STAMP): $(DEV_STAMP) requirements/dataset.txt requirements/serving.txt requirements/convert.txt requirements/lambda-runtime.txt infra/packaging.py
+	@test -n "$(LAMBDA_PYTHON)" || { echo "the deploy rehearsal needs Python 3.12 (the Lambda runtime's): set LAMBDA_PYTHON" >&2; exit 1; }
+	$(PY) -m infra.packaging
+	rm -rf .build/lambda-runtime && $(PY) -m pip install -q --target .build/lambda-runtime/python --only-binary=:all: \
+		--implementation cp --python-version 3.12 --platform manylinux2014_x86_64 -r requirements/lambda-runtime.txt
+	rm -rf $(CONVERT_VENV) && $(LAMBDA_PYTHON) -m venv $(CONVERT_VENV)
+	CMAKE_ARGS="-DGGML_NATIVE=OFF" $(CONVERT_VENV)/bin/python -m pip install -q -r requirements/convert.txt
+	$(PY) -c "from tests.pipeline.gguf.conftest import ensure_converter; ensure_converter()"
+	touch $@
+
+rehearsal-assets: $(REHEARSAL_STAMP)
+
 # The whole suite against a throwaway PostgreSQL server (installed if missing, always stopped).
-test: $(DEV_STAMP) $(NODE_STAMP)
+test: $(DEV_STAMP) $(NODE_STAMP) $(REHEARSAL_STAMP)
 	scripts/with-postgres.sh $(PY) -m pytest
 
 bench: $(DEV_STAMP)

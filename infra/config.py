@@ -24,6 +24,7 @@ import pulumi
 import yaml
 
 from infra.user_data import OllamaHostSettings, UserDataError
+from pipeline import contracts
 from pipeline.errors import InvalidArgument
 from pipeline.training import hyperparameters
 
@@ -58,16 +59,18 @@ SECONDS_GATES = {  # config key -> QualityGates field; above 0
 # EventBridge Scheduler's cron: cron(minutes hours day-of-month month day-of-week year).
 CRON = re.compile(r"cron\((?P<fields>[^()]+)\)")
 CRON_FIELD = re.compile(r"[0-9A-Za-z*?,/#L W-]+")
-NAME_PREFIX = re.compile(r"[a-z0-9](-?[a-z0-9]){0,25}")  # <prefix>-<36-char execution id>: SageMaker's 63
 SECRET_ARN = re.compile(r"arn:aws[a-z-]*:secretsmanager:[a-z0-9-]+:\d{12}:secret:.+")
 KMS_ARN = re.compile(r"arn:aws[a-z-]*:kms:[a-z0-9-]+:\d{12}:key/.+")
-ECR_IMAGE = re.compile(r"\d{12}\.dkr\.ecr\.[a-z0-9-]+\.amazonaws\.com(\.cn)?/[a-z0-9._/-]+([:@][A-Za-z0-9._:-]+)?")
+# Lambda's CreateFunction accepts `repo:tag` or `repo@sha256:…`, never both; SageMaker likewise. A
+# prebuilt image is named by digest so that what was tested is what runs.
+ECR_IMAGE = re.compile(r"\d{12}\.dkr\.ecr\.[a-z0-9-]+\.amazonaws\.com(\.cn)?/[a-z0-9._/-]+@sha256:[0-9a-f]{64}")
 MODEL_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,62}")
 
 
 @dataclass(frozen=True)
 class StorageConfig:
     checkpoint_retention_days: int
+    gguf_retention_days: int
     noncurrent_version_retention_days: int
     incomplete_upload_days: int
     kms_key_arn: str | None
@@ -87,7 +90,8 @@ class DatasetConfig:
     in_vpc: bool
     database_security_group_id: str | None
     database_port: int
-    seed_profiles_uri: str | None
+    seed_profiles_uri: str
+    min_seed_profiles: int
 
 
 @dataclass(frozen=True)
@@ -248,6 +252,7 @@ def _read(r: _Reader) -> StackConfig:
         r.problem("kmsKeyArn", f"must be a KMS key ARN (arn:aws:kms:<region>:<account>:key/<id>), got {kms_key_arn!r}")
     storage = StorageConfig(
         checkpoint_retention_days=r.integer("checkpointRetentionDays", 1, MAX_RETENTION_DAYS),
+        gguf_retention_days=r.integer("ggufRetentionDays", 1, MAX_RETENTION_DAYS),
         noncurrent_version_retention_days=r.integer("noncurrentVersionRetentionDays", 1, MAX_RETENTION_DAYS),
         incomplete_upload_days=r.integer("incompleteUploadDays", 1, MAX_RETENTION_DAYS),
         kms_key_arn=kms_key_arn,
@@ -311,10 +316,14 @@ def _dataset(r: _Reader) -> DatasetConfig:
     in_vpc = r.boolean("datasetInVpc")
     if group and not in_vpc:
         r.problem("databaseSecurityGroupId", "needs datasetInVpc true: a Lambda outside the VPC has no security group")
-    seeds = r.optional("seedProfilesUri")
-    if seeds and not seeds.startswith("s3://"):
-        r.problem("seedProfilesUri", f"must be an s3:// URI, got {seeds!r}")
-    return DatasetConfig(secret, in_vpc, group, r.integer("databasePort", 1, 65535), seeds)
+    seeds = r.text("seedProfilesUri")
+    if not seeds:
+        r.problem("seedProfilesUri", "is required: an s3:// text file with one twitter_id of a known researcher per line "
+                                     "(the seed gates score those profiles; nothing else says who they are)")
+    elif not re.fullmatch(r"s3://[a-z0-9.-]{3,63}/.+[^/]", seeds):
+        r.problem("seedProfilesUri", f"must be an s3:// URI of one object, got {seeds!r}")
+    return DatasetConfig(secret, in_vpc, group, r.integer("databasePort", 1, 65535), seeds,
+                         r.integer("minSeedProfiles", 1, 100_000))
 
 
 def _images(r: _Reader) -> ImagesConfig:
@@ -322,7 +331,8 @@ def _images(r: _Reader) -> ImagesConfig:
     for key in ("trainingImageUri", "conversionImageUri"):
         uris[key] = r.optional(key)
         if uris[key] and not ECR_IMAGE.fullmatch(uris[key]):
-            r.problem(key, f"must be an ECR image URI (<account>.dkr.ecr.<region>.amazonaws.com/<repo>:<tag>), got {uris[key]!r}")
+            r.problem(key, "must be an ECR image pinned by digest (<account>.dkr.ecr.<region>.amazonaws.com/<repo>@sha256:<64 hex>; "
+                           f"`aws ecr describe-images` shows the digest), got {uris[key]!r}")
     return ImagesConfig(uris["trainingImageUri"], uris["conversionImageUri"])
 
 
@@ -336,8 +346,9 @@ def _training(r: _Reader) -> TrainingConfig:
     if max_wait < max_runtime:
         r.problem("trainingMaxWaitSeconds", f"must be at least trainingMaxRuntimeSeconds ({max_runtime}), got {max_wait}")
     prefix = r.text("trainingJobPrefix")
-    if not NAME_PREFIX.fullmatch(prefix):
-        r.problem("trainingJobPrefix", f"must be 1-26 lowercase letters, digits or single '-' (training job names are <prefix>-<execution name>, at most 63), got {prefix!r}")
+    if not contracts.TRAINING_JOB_PREFIX_PATTERN.fullmatch(prefix):
+        r.problem("trainingJobPrefix", f"must be 1-26 lowercase letters, digits or single '-' (training job names are "
+                  f"<prefix>-<run id, shortened>-<hash>, at most 63), got {prefix!r}")
     base_model = r.optional("baseModelS3Uri")
     if base_model and not re.fullmatch(r"s3://[a-z0-9.-]{3,63}/.+", base_model):
         r.problem("baseModelS3Uri", f"must be s3://<bucket>/<prefix>, got {base_model!r}")

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import pulumi
 
-from infra import functions, iam
+from infra import functions, iam, storage
 
 # Lambda's maxima. pipeline/gguf/budget.py plans the export against the same figures (it needs numpy,
 # which the Pulumi program's environment does not have; a test asserts they agree).
@@ -32,6 +32,7 @@ class GgufConversion(pulumi.ComponentResource):
             bucket_arn, account, base_model_uri = values
             result = iam.s3_access("Artifacts", bucket_arn, read=["runs/*/training/*"],
                                    write=["runs/*/model.gguf", "runs/*/model.gguf.json"])
+            result.append(storage.gguf_retention_tagging(bucket_arn))
             result += iam.base_model_read(base_model_uri, bucket_arn, account.partition)
             return result + iam.kms_use("ArtifactKey", args.context.kms_key_arn)
 

@@ -30,7 +30,7 @@ class DatasetFunctions(pulumi.ComponentResource):
     def __init__(self, name: str, args: DatasetFunctionsArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("researcher-scorer:dataset:DatasetFunctions", name, None, opts)
         config = args.config
-        layer = functions.dependency_layer(f"{name}-deps", "dataset.txt", args.bucket_name, self)
+        layer = functions.dependency_layer(f"{name}-deps", packaging.DATASET_LAYER, args.bucket_name, self)
         code = packaging.archive(packaging.code_directory())
 
         network = None
@@ -45,15 +45,12 @@ class DatasetFunctions(pulumi.ComponentResource):
             bucket_arn, account = values
             statements = iam.s3_access("Dataset", bucket_arn, write=["runs/*/dataset/*"])
             statements.append(iam.Statement("DatabaseSecret", ["secretsmanager:GetSecretValue"], [config.database_secret_arn]))
-            if config.seed_profiles_uri:
-                seeds_bucket, seeds_key = iam.s3_uri_arns(config.seed_profiles_uri, account.partition)
-                statements += iam.s3_access("SeedProfiles", seeds_bucket, read=[seeds_key])
+            seeds_bucket, seeds_key = iam.s3_uri_arns(config.seed_profiles_uri, account.partition)
+            statements += iam.s3_access("SeedProfiles", seeds_bucket, read=[seeds_key])
             return statements + iam.kms_use("BucketKey", args.context.kms_key_arn)
 
         environment = {"ARTIFACT_BUCKET": args.bucket_name, "DATABASE_SECRET_ARN": config.database_secret_arn,
-                       "POWERTOOLS_SERVICE_NAME": "generate-dataset"}
-        if config.seed_profiles_uri:
-            environment["SEED_PROFILES_URI"] = config.seed_profiles_uri
+                       "SEED_PROFILES_URI": config.seed_profiles_uri, "POWERTOOLS_SERVICE_NAME": "generate-dataset"}
         common = dict(parent=self, context=args.context,
                       code=code, layers=[layer.arn])
         self.generate = functions.declare(functions.FunctionSpec(
@@ -66,7 +63,8 @@ class DatasetFunctions(pulumi.ComponentResource):
             VALIDATE_MEMORY_MB, VALIDATE_TIMEOUT_S,
             pulumi.Output.from_input(args.bucket_arn).apply(
                 lambda arn: iam.s3_access("Dataset", arn, read=["runs/*/dataset/*"]) + iam.kms_use("BucketKey", args.context.kms_key_arn)),
-            {"ARTIFACT_BUCKET": args.bucket_name, "POWERTOOLS_SERVICE_NAME": "validate-data"},
+            {"ARTIFACT_BUCKET": args.bucket_name, "MIN_SEED_PROFILES": str(config.min_seed_profiles),
+             "POWERTOOLS_SERVICE_NAME": "validate-data"},
         ), **common)
         self.register_outputs({"generate_dataset_arn": self.generate.function.arn,
                                "validate_data_arn": self.validate.function.arn})

@@ -75,10 +75,16 @@ class ContainerImages(pulumi.ComponentResource):
             dockerfile=docker_build.DockerfileArgs(location=str(packaging.ROOT / source.dockerfile)),
             platforms=[docker_build.Platform.LINUX_AMD64],
             push=True,
+            # In-process buildx (not exec mode): the provider turns buildx's default provenance
+            # attestation off there (provider/internal/client.go, Attests provenance nil), so the push is
+            # one image manifest, not the OCI index that Lambda refuses. Exec mode would not.
+            exec_=False,
             tags=[repository.repository_url.apply(lambda url: f"{url}:{packaging.source_tag(source.dockerfile)}")],
             # Credentials are per registry host (<account>.dkr.ecr.<region>.amazonaws.com), not per repository.
             registries=[docker_build.RegistryArgs(address=repository.repository_url.apply(lambda url: url.split("/", 1)[0]),
                                                   username=token.user_name, password=token.password)],
             opts=pulumi.ResourceOptions(parent=repository),
         )
-        return image.ref
+        # Not image.ref: the provider makes it `repo:tag@sha256:…` (pulumi-docker-build image.go, addDigest;
+        # its issue #571), which Lambda's CreateFunction refuses ("Source image … is not valid").
+        return pulumi.Output.concat(repository.repository_url, "@", image.digest)

@@ -53,7 +53,9 @@ class OllamaHost(pulumi.ComponentResource):
 
         def statements(account: iam.Account) -> list[iam.Statement]:
             bucket_arn, key = iam.s3_uri_arns(config.ollama.archive_url, account.partition)
-            return [iam.Statement("OllamaArchive", ["s3:GetObject"], [f"{bucket_arn}/{key}"])]
+            # A staged copy in a bucket encrypted with the stack's key is read through that key.
+            return [iam.Statement("OllamaArchive", ["s3:GetObject"], [f"{bucket_arn}/{key}"]),
+                    *iam.kms_use("ArchiveKey", args.context.kms_key_arn, ("kms:Decrypt",))]
 
         staged_archive = config.ollama.archive_url.startswith("s3://")
         self.role, _ = iam.service_role(f"{name}-host", "ec2.amazonaws.com",

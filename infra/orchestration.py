@@ -11,6 +11,7 @@ import pulumi
 import pulumi_aws as aws
 
 from infra import asl, iam
+from pipeline.contracts import RUNS_DIR, TRAINING_DIR
 
 # Any failed execution in a 5-minute period raises the alarm (a weekly job: one failure matters).
 ALARM_PERIOD_S = 300
@@ -71,7 +72,7 @@ class PipelineOrchestration(pulumi.ComponentResource):
         functions = vars(args.functions)
 
         def statements(values) -> list[iam.Statement]:
-            account, arns, role_arn, instance_id, topic_arn = values
+            account, arns, role_arn, instance_id, topic_arn, bucket_name = values
             result = [
                 iam.Statement("InvokeStages", ["lambda:InvokeFunction"],
                               [arn for function_arn in arns for arn in (function_arn, f"{function_arn}:*")]),
@@ -84,6 +85,9 @@ class PipelineOrchestration(pulumi.ComponentResource):
                               [account.arn("ec2", f"instance/{instance_id}")]),
                 iam.Statement("DescribeHost", ["ec2:DescribeInstances"], ["*"]),
                 iam.Statement("NotifyFailure", ["sns:Publish"], [topic_arn]),
+                # CheckAdapter: is there an adapter under the training job's output (a key name, no content)?
+                iam.Statement("FindAdapter", ["s3:ListBucket"], [f"arn:{account.partition}:s3:::{bucket_name}"],
+                              {"StringLike": {"s3:prefix": [f"{RUNS_DIR}/*/{TRAINING_DIR}/*"]}}),
                 iam.Statement("OneExecutionAtATime", ["states:ListExecutions"],
                               [account.arn("states", f"stateMachine:{machine_name}")]),
                 iam.Statement("VendedLogDelivery", ["logs:CreateLogDelivery", "logs:GetLogDelivery",
@@ -93,6 +97,8 @@ class PipelineOrchestration(pulumi.ComponentResource):
                 iam.Statement("XRayTracing", ["xray:PutTraceSegments", "xray:PutTelemetryRecords",
                                               "xray:GetSamplingRules", "xray:GetSamplingTargets"], ["*"]),
             ]
+            # The failures topic is encrypted with the stack's key: publishing needs a data key from it.
+            result += iam.kms_use("TopicKey", args.context.kms_key_arn)
             if args.context.kms_key_arn:
                 # Starting the host attaches its CMK-encrypted volume: EC2 needs a grant on the key.
                 result.append(iam.Statement("HostVolumeKey", ["kms:CreateGrant"], [args.context.kms_key_arn],
@@ -102,7 +108,7 @@ class PipelineOrchestration(pulumi.ComponentResource):
         self.role, self.policy = iam.service_role(
             f"{name}-states", "states.amazonaws.com",
             pulumi.Output.all(args.context.account, list(functions.values()), args.sagemaker_role_arn, args.host_instance_id,
-                              self.topic.arn).apply(statements),
+                              self.topic.arn, args.bucket_name).apply(statements),
             self, "The researcher-scorer state machine")
 
         values: dict[str, pulumi.Input[Any]] = {

@@ -29,6 +29,10 @@ LAMBDA_PLATFORMS = ("manylinux2014_x86_64", "manylinux_2_17_x86_64", "manylinux_
 # In the Lambda runtime already; ~80 MB unzipped that would count against the 250 MB limit.
 RUNTIME_PROVIDED = ("boto3", "botocore", "s3transfer")
 CODE_PACKAGES = ("pipeline", "lambdas")
+# The zip Lambdas' dependency layers, by requirements file (requirements/<name>).
+DATASET_LAYER = "dataset.txt"
+SERVING_LAYER = "serving.txt"
+LAYERS = (DATASET_LAYER, SERVING_LAYER)
 SKIPPED = shutil.ignore_patterns("__pycache__", "*.pyc", "Dockerfile", ".pytest_cache")
 
 
@@ -110,3 +114,10 @@ def source_tag(dockerfile: str) -> str:
                    if path.is_file() and "__pycache__" not in path.parts and path.suffix != ".pyc")
     return "src-" + _digest((ROOT / dockerfile).read_bytes(),
                             *(str(p.relative_to(ROOT)).encode() + b"\0" + p.read_bytes() for p in files))
+
+
+if __name__ == "__main__":
+    # `make test` builds the layers once, where the package index is reachable; `pulumi up` and the
+    # tests then find them in the cache (.build/lambda/).
+    for requirements in LAYERS:
+        print(dependency_layer(ROOT / "requirements" / requirements))

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import pulumi
 
-from infra import functions, iam, packaging
+from infra import functions, iam, packaging, storage
 from infra.config import ModelServingConfig, NetworkConfig
 
 # Deploy streams a 4-8 GB GGUF from S3 into Ollama's blob API: 2 GB gives a full vCPU and the
@@ -33,7 +33,7 @@ class ModelLifecycleFunctionsArgs:
 class ModelLifecycleFunctions(pulumi.ComponentResource):
     def __init__(self, name: str, args: ModelLifecycleFunctionsArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("researcher-scorer:serving:ModelLifecycleFunctions", name, None, opts)
-        layer = functions.dependency_layer(f"{name}-deps", "serving.txt", args.bucket_name, self)
+        layer = functions.dependency_layer(f"{name}-deps", packaging.SERVING_LAYER, args.bucket_name, self)
         code = packaging.archive(packaging.code_directory())
         network = functions.Network(args.network.private_subnet_ids, [args.client_security_group_id])
         environment = {"OLLAMA_URL": args.ollama_url, "ARTIFACT_BUCKET": args.bucket_name,
@@ -57,7 +57,9 @@ class ModelLifecycleFunctions(pulumi.ComponentResource):
              "POWERTOOLS_SERVICE_NAME": "validate-model"}), **common)
         self.promote = functions.declare(functions.FunctionSpec(
             "promote_model", "PromoteModel: the candidate becomes production; then models/current.json",
-            POINTER_MEMORY_MB, POINTER_TIMEOUT_S, access(read=["runs/*", "models/*"], write=["models/*"]),
+            POINTER_MEMORY_MB, POINTER_TIMEOUT_S,
+            pulumi.Output.all(access(read=["runs/*", "models/*"], write=["models/*"]), args.bucket_arn).apply(
+                lambda values: [*values[0], storage.gguf_retention_tagging(values[1])]),
             {**environment, "POWERTOOLS_SERVICE_NAME": "promote-model"}), **common)
         self.rollback = functions.declare(functions.FunctionSpec(
             "rollback_model", "Rollback: remove the candidate; production stays as models/current.json names it",

@@ -7,7 +7,9 @@ import json
 import pulumi
 import pulumi_aws as aws
 
+from infra import iam
 from infra.config import StorageConfig
+from pipeline.contracts import GGUF_NAME, RETENTION_EXPIRING, RETENTION_TAG, RUNS_DIR
 
 # Training checkpoints (managed spot) live under this prefix so that one lifecycle rule expires them.
 CHECKPOINTS_PREFIX = "checkpoints/"
@@ -80,6 +82,15 @@ class ArtifactStorage(pulumi.ComponentResource):
                     filter=aws.s3.BucketLifecycleConfigurationRuleFilterArgs(prefix=CHECKPOINTS_PREFIX),
                     expiration=aws.s3.BucketLifecycleConfigurationRuleExpirationArgs(days=config.checkpoint_retention_days),
                 ),
+                # Old runs' GGUFs (~4.4 GB each). Promotion re-tags production's and its restore
+                # point's, so those two never match (pipeline/serving/lifecycle.py).
+                aws.s3.BucketLifecycleConfigurationRuleArgs(
+                    id="expire-old-run-gguf-files",
+                    status="Enabled",
+                    filter=aws.s3.BucketLifecycleConfigurationRuleFilterArgs(
+                        tag=aws.s3.BucketLifecycleConfigurationRuleFilterTagArgs(key=RETENTION_TAG, value=RETENTION_EXPIRING)),
+                    expiration=aws.s3.BucketLifecycleConfigurationRuleExpirationArgs(days=config.gguf_retention_days),
+                ),
                 aws.s3.BucketLifecycleConfigurationRuleArgs(
                     id="expire-noncurrent-versions",
                     status="Enabled",
@@ -98,6 +109,12 @@ class ArtifactStorage(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self, depends_on=[self.public_access_block]),
         )
         self.register_outputs({"bucket_name": self.bucket.bucket, "bucket_arn": self.bucket.arn})
+
+
+def gguf_retention_tagging(bucket_arn: str) -> iam.Statement:
+    """Setting a run GGUF's retention tag (ConvertToGGUF marks it expiring, PromoteModel re-tags)."""
+    return iam.Statement("GgufRetentionTag", ["s3:PutObjectTagging", "s3:GetObjectTagging"],
+                         [f"{bucket_arn}/{RUNS_DIR}/*/{GGUF_NAME}"])
 
 
 def tls_only_policy(bucket_arn: str) -> str:

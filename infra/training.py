@@ -88,7 +88,8 @@ class TrainingJobSpec(pulumi.ComponentResource):
             "TrainingMaxWaitSeconds": config.max_wait_seconds,
             "TrainingJobPrefix": config.job_prefix,
             "TrainingMetricDefinitions": trainer.metric_definitions(),
-            "TrainingHyperParameters": dict(config.hyperparameters),
+            # The trainer plans its steps to MaxRuntime (pipeline/training/trainer.py, TimeBudget).
+            "TrainingHyperParameters": {"time_budget_seconds": str(config.max_runtime_seconds), **config.hyperparameters},
             "TrainingPollSeconds": config.poll_seconds,
             "BaseModelS3Uri": self.base_model_uri,
         }

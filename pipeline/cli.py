@@ -14,6 +14,7 @@ import sys
 import time
 from typing import Iterator, Sequence
 
+from pipeline import contracts
 from pipeline.errors import PipelineError
 
 EXIT_OK = 0
@@ -67,7 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--teachers", default=None, help="comma-separated scored_by values (default: the seed's two)")
     export.add_argument("--split", default=None, help="train,validation,holdout fractions (default 0.8,0.1,0.1)")
     export.add_argument("--seed-profiles", default=None,
-                        help="file or s3:// URI with one seed-profile twitter_id per line (default: the bundled seed set)")
+                        help="file or s3:// URI with one seed-profile twitter_id per line (required with --database-url; "
+                             "the embedded sample brings its own)")
     export.add_argument("--no-validate", action="store_true",
                         help="skip the ValidateData check after the export (run `dataset validate` later)")
     export.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -129,6 +131,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="PostgreSQL URL (default: $DATABASE_URL; neither: an embedded PostgreSQL with the sample)")
     run.add_argument("--profiles", type=_positive_int, default=DEMO_SAMPLE_PROFILES,
                      help="sample profiles for the embedded PostgreSQL (default %(default)s)")
+    run.add_argument("--seed-profiles", default=None,
+                     help="file or s3:// URI with one seed-profile twitter_id per line (required with --database-url)")
     run.add_argument("--base-model", default=None,
                      help="a local Hugging Face model directory, e.g. Mistral-7B-Instruct-v0.2 (default: the tiny model on CPU)")
     run.add_argument("--ollama-url", default=None,
@@ -195,8 +199,8 @@ def _dataset_export(args) -> int:
     config = export.ExportConfig(
         teachers=export.parse_teachers(args.teachers) if args.teachers else source.DEFAULT_TEACHERS,
         fractions=split.SplitFractions.parse(args.split) if args.split else split.SplitFractions(),
-        seed_ids=split.load_seed_ids(args.seed_profiles) if args.seed_profiles else sample.seed_profile_ids(),
-        min_rows=args.min_rows or export.DEFAULT_MIN_ROWS,
+        seed_ids=split.seed_ids_for(args.database_url, args.seed_profiles, bundled_sample=True),
+        min_rows=args.min_rows or contracts.DEFAULT_MIN_ROWS,
         progress=not args.no_progress,
     )
     with _database_url(args.database_url) as url:
@@ -214,7 +218,7 @@ def _dataset_export(args) -> int:
 def _dataset_validate(args) -> int:
     from pipeline.dataset import export, validate
 
-    result = validate.validate_dataset(args.data, args.min_rows or export.DEFAULT_MIN_ROWS)
+    result = validate.validate_dataset(args.data, args.min_rows or contracts.DEFAULT_MIN_ROWS)
     _print_validation(result)
     return EXIT_OK if result.valid else EXIT_GATE_FAILED
 
@@ -331,7 +335,8 @@ def _run(args) -> int:
 
     console = Console(stderr=True)
     options = local_run.RunOptions(
-        root=args.root, run_id=args.run_id, database_url=args.database_url, sample_profiles=args.profiles,
+        root=args.root, run_id=args.run_id, database_url=args.database_url, seed_profiles=args.seed_profiles,
+        sample_profiles=args.profiles,
         base_model=args.base_model, training_overrides=hyperparameters.parse_assignments(args.set),
         quantization=args.quant, ollama_url=args.ollama_url, gates=_parse_gates(args.gate), concurrency=args.concurrency,
         max_holdout=args.max_holdout, min_rows=args.min_rows, progress=not args.no_progress)

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from pipeline import runs, storage
+from pipeline import contracts, runs, storage
 from pipeline.errors import PipelineError
 from pipeline.evaluation.gates import QualityGates
 from pipeline.serving.lifecycle import ServingConfig
@@ -40,6 +40,7 @@ class RunOptions:
     root: str = "."
     run_id: str | None = None
     database_url: str | None = None
+    seed_profiles: str | None = None  # required with database_url; the embedded sample brings its own
     sample_profiles: int = 3000
     base_model: str | None = None  # None: the tiny model (built once, cached)
     training_overrides: dict[str, str] = field(default_factory=dict)
@@ -104,7 +105,7 @@ def _base_model(options: RunOptions, note: Callable[[str], None]) -> Path:
 def run(options: RunOptions, note: Callable[[str], None] = print,
         on_stage: Callable[[str, int], None] | None = None) -> RunResult:
     """Run (or resume, when ``options.run_id`` names an unfinished run) the whole loop."""
-    from pipeline.dataset import export, source, stage as dataset_stage
+    from pipeline.dataset import export, source, split, stage as dataset_stage
     from pipeline.evaluation import stage as evaluation
     from pipeline.gguf import export as gguf_export, quant
     from pipeline.serving import lifecycle, scorer
@@ -142,15 +143,16 @@ def run(options: RunOptions, note: Callable[[str], None] = print,
 
     try:
         with stage("dataset"):
-            if (dataset_dir / export.MANIFEST_NAME).is_file():
+            if (dataset_dir / contracts.MANIFEST_NAME).is_file():
                 note(f"dataset: reusing {dataset_dir}")
             else:
                 with _database(options) as url:
                     generated = dataset_stage.generate_dataset(
                         source.ConnectionParams.from_url(url), root, run_id,
-                        min_rows=options.min_rows or export.DEFAULT_MIN_ROWS, progress=options.progress)
+                        seed_ids=split.seed_ids_for(options.database_url, options.seed_profiles, bundled_sample=True),
+                        min_rows=options.min_rows or contracts.DEFAULT_MIN_ROWS, progress=options.progress)
                 note(f"dataset: {json.dumps(generated['counts'])}")
-            validation = dataset_stage.validate_data(str(dataset_dir), options.min_rows or export.DEFAULT_MIN_ROWS)
+            validation = dataset_stage.validate_data(str(dataset_dir), options.min_rows or contracts.DEFAULT_MIN_ROWS)
             summary["dataset"] = {"uri": str(dataset_dir), "counts": validation["counts"], "valid": validation["valid"]}
             if not validation["valid"]:
                 raise StageFailed(f"stage dataset: the dataset is not valid: {json.dumps(validation['problems'])}")
@@ -198,7 +200,7 @@ def run(options: RunOptions, note: Callable[[str], None] = print,
                 model=config.candidate(run_id) if client else None, concurrency=options.concurrency)
             verdict = evaluation.validate_model(
                 backends, model=summary["candidate"], backend_name=backend_name,
-                holdout_uri=str(dataset_dir / runs.HOLDOUT_FILE), seeds_uri=str(dataset_dir / runs.SEEDS_FILE),
+                holdout_uri=str(dataset_dir / contracts.HOLDOUT_FILE), seeds_uri=str(dataset_dir / contracts.SEEDS_FILE),
                 out_uri=str(report_dir), gates=options.gates,
                 max_holdout=options.max_holdout or evaluation.DEFAULT_MAX_HOLDOUT, progress=options.progress)
             summary["validation"] = verdict

@@ -11,18 +11,8 @@ import re
 import secrets
 
 from pipeline import storage
+from pipeline.contracts import ADAPTER_DIR, DATASET_DIR, GGUF_NAME, REPORT_DIR, RUN_ID_PATTERN, RUNS_DIR
 from pipeline.errors import InvalidArgument
-
-RUNS_DIR = "runs"
-DATASET_DIR = "dataset"
-TRAINING_DIR = "training"  # SageMaker writes <TRAINING_DIR>/<job name>/output/model/ (the adapter)
-ADAPTER_DIR = "adapter"  # the local loop's adapter
-GGUF_NAME = "model.gguf"
-REPORT_DIR = "report"
-HOLDOUT_FILE = "holdout.jsonl"
-SEEDS_FILE = "seeds.jsonl"
-# Step Functions execution names: 1-80 characters of letters, digits, '-' and '_'.
-RUN_ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,80}$")
 
 
 def new_run_id(prefix: str = "run") -> str:

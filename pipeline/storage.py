@@ -177,6 +177,30 @@ def exists(uri: str) -> bool:
     return Path(uri).exists()
 
 
+def set_tags(uri: str, tags: dict[str, str]) -> bool:
+    """Replace an S3 object's tags (the lifecycle rules read them). Local files have no tags: False."""
+    if not is_s3(uri):
+        return False
+    bucket, key = split_s3_uri(uri)
+    try:
+        _s3_client().put_object_tagging(Bucket=bucket, Key=key, Tagging={
+            "TagSet": [{"Key": name, "Value": value} for name, value in sorted(tags.items())]})
+    except AWS_ERRORS as exc:
+        raise StorageError(f"cannot tag {uri}: {exc}") from exc
+    return True
+
+
+def get_tags(uri: str) -> dict[str, str]:
+    if not is_s3(uri):
+        return {}
+    bucket, key = split_s3_uri(uri)
+    try:
+        tag_set = _s3_client().get_object_tagging(Bucket=bucket, Key=key)["TagSet"]
+    except AWS_ERRORS as exc:
+        raise StorageError(f"cannot read the tags of {uri}: {exc}") from exc
+    return {tag["Key"]: tag["Value"] for tag in tag_set}
+
+
 class HashingWriter:
     """Wraps a binary writer; counts bytes and computes sha256 as data streams through."""
 

@@ -15,12 +15,20 @@ def cli(*args, env_extra=None):
     return subprocess.run([sys.executable, "-m", "pipeline", *args], cwd=ROOT, capture_output=True, text=True, env=env, timeout=300)
 
 
+def seed_list(tmp_path) -> str:
+    """The bundled sample's seed-profile ids, as a user passes their own list with --seed-profiles."""
+    seeds = tmp_path / "seeds.txt"
+    assert cli("dataset", "seed-profiles", "--out", str(seeds)).returncode == 0
+    return str(seeds)
+
+
 def test_sample_then_export_then_validate(database_url, tmp_path):
     loaded = cli("dataset", "sample", "--database-url", database_url, "--profiles", "1200", "--seed", "5")
     assert loaded.returncode == 0, loaded.stderr
     assert "loaded 1240 profiles" in loaded.stdout
     out = tmp_path / "dataset"
-    exported = cli("dataset", "export", "--database-url", database_url, "--out", str(out), "--min-rows", "1000")
+    exported = cli("dataset", "export", "--database-url", database_url, "--out", str(out), "--min-rows", "1000",
+                   "--seed-profiles", seed_list(tmp_path))
     assert exported.returncode == 0, exported.stderr
     assert "dataset valid" in exported.stdout
     assert "rows/s" in exported.stderr or " rows" in exported.stderr  # tqdm's progress line
@@ -47,7 +55,8 @@ def test_export_flags_teachers_split_and_seed_list(database_url, tmp_path):
 
 
 def test_unreachable_database_is_one_line_no_traceback(tmp_path):
-    result = cli("dataset", "export", "--database-url", "postgresql://u@127.0.0.1:1/db", "--out", str(tmp_path / "x"))
+    result = cli("dataset", "export", "--database-url", "postgresql://u@127.0.0.1:1/db", "--out", str(tmp_path / "x"),
+                 "--seed-profiles", seed_list(tmp_path))
     assert result.returncode == 1
     assert "Traceback" not in result.stderr
     lines = result.stderr.strip().splitlines()
@@ -56,13 +65,25 @@ def test_unreachable_database_is_one_line_no_traceback(tmp_path):
 
 
 def test_empty_table_exits_non_zero_with_insufficient_data(database_url, db, tmp_path):
-    result = cli("dataset", "export", "--database-url", database_url, "--out", str(tmp_path / "x"))
+    result = cli("dataset", "export", "--database-url", database_url, "--out", str(tmp_path / "x"),
+                 "--seed-profiles", seed_list(tmp_path))
     assert result.returncode == 1 and "error: InsufficientData:" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_real_database_without_a_seed_list_is_refused_before_any_export(database_url, tmp_path):
+    """The bundled sample's synthetic seed ids are the demo's; a real database needs the team's list."""
+    assert cli("dataset", "sample", "--database-url", database_url, "--profiles", "300").returncode == 0
+    result = cli("dataset", "export", "--database-url", database_url, "--out", str(tmp_path / "x"))
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode != 0 and len(lines) == 1 and "Traceback" not in result.stderr
+    assert lines[0].startswith("error: InvalidArgument: a seed-profile list is required") and "--seed-profiles" in lines[0]
+    assert not (tmp_path / "x").exists()
 
 
 def test_bad_flags_are_usage_errors(tmp_path):
     for args in (["--split", "0.5,0.5"], ["--min-rows", "0"], ["--teachers", " , "], ["--database-url", "not a url at all"]):
-        result = cli("dataset", "export", "--database-url", "postgresql://u@127.0.0.1:1/db", "--out", str(tmp_path), *args)
+        result = cli("dataset", "export", "--database-url", "postgresql://u@127.0.0.1:1/db", "--out", str(tmp_path),
+                     "--seed-profiles", str(ROOT / "README.md"), *args)
         assert result.returncode in (1, 2), args
         assert "Traceback" not in result.stderr, args
 

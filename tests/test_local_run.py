@@ -25,8 +25,18 @@ def loaded_database(db, database_url) -> str:
     return database_url
 
 
+@pytest.fixture
+def seed_list(tmp_path_factory) -> str:
+    """The sample's seed-profile ids as a file: a real database is given its team's list."""
+    path = tmp_path_factory.mktemp("seeds") / "seed-profiles.txt"
+    path.write_text("".join(f"{twitter_id}\n" for twitter_id in sorted(sample.seed_profile_ids())))
+    return str(path)
+
+
 def cli(root: Path, database_url: str, *extra: str) -> int:
-    return main(["run", "--root", str(root), "--database-url", database_url, *FAST, *extra])
+    seeds = root / "seed-profiles.txt"
+    seeds.write_text("".join(f"{twitter_id}\n" for twitter_id in sorted(sample.seed_profile_ids())))
+    return main(["run", "--root", str(root), "--database-url", database_url, "--seed-profiles", str(seeds), *FAST, *extra])
 
 
 def teacher_scores(run_dir: Path) -> dict[str, float]:
@@ -40,7 +50,7 @@ def teacher_scores(run_dir: Path) -> dict[str, float]:
     return scores
 
 
-def test_a_run_that_passes_the_gates_is_promoted_and_everything_agrees(loaded_database, tmp_path):
+def test_a_run_that_passes_the_gates_is_promoted_and_everything_agrees(loaded_database, seed_list, tmp_path):
     with OllamaContractServer() as ollama:
         cache: dict[str, float] = {}
 
@@ -51,7 +61,8 @@ def test_a_run_that_passes_the_gates_is_promoted_and_everything_agrees(loaded_da
             return echo_teacher_responder(cache)(model, body)
 
         ollama.state.responder = respond
-        options = local_run.RunOptions(root=str(tmp_path), database_url=loaded_database, ollama_url=ollama.url,
+        options = local_run.RunOptions(root=str(tmp_path), database_url=loaded_database, seed_profiles=seed_list,
+                                       ollama_url=ollama.url,
                                        training_overrides={"num_train_epochs": "1", "max_train_examples": "48"},
                                        quantization="q8_0", max_holdout=12, min_rows=300, progress=False)
         result = local_run.run(options, note=lambda message: None)
@@ -111,7 +122,7 @@ def test_an_interrupted_run_resumes_where_it_stopped(loaded_database, tmp_path, 
 
 
 def test_stage_errors_name_the_stage_and_what_to_do(tmp_path, capsys):
-    code = main(["run", "--root", str(tmp_path), "--database-url", "postgresql://nobody@127.0.0.1:9/none", *FAST])
+    code = cli(tmp_path, "postgresql://nobody@127.0.0.1:9/none")
     assert code == 1
     err = capsys.readouterr().err
     assert "stage dataset failed: DatabaseUnavailable" in err and "--database-url" in err

@@ -15,6 +15,7 @@ OLLAMA_MODELS_DIR="@@OLLAMA_MODELS_DIR@@"
 OLLAMA_KEEP_ALIVE="@@OLLAMA_KEEP_ALIVE@@"
 OLLAMA_NUM_PARALLEL="@@OLLAMA_NUM_PARALLEL@@"
 HEALTH_TIMEOUT_S=300
+OLLAMA_HOME=/var/lib/ollama
 
 log() {
     logger -t ollama-bootstrap -- "$*"
@@ -67,7 +68,13 @@ bind_address() {
 
 write_unit() {
     local address="$1"
-    id -u ollama >/dev/null 2>&1 || useradd --system --home-dir /var/lib/ollama --shell /usr/sbin/nologin ollama
+    id -u ollama >/dev/null 2>&1 \
+        || useradd --system --user-group --create-home --home-dir "${OLLAMA_HOME}" --shell /usr/sbin/nologin ollama
+    # `ollama serve` creates its key pair under $HOME/.ollama at start and exits when it cannot: the
+    # home directory must exist and be the user's (also for a user left by an earlier boot).
+    local home
+    home=$(getent passwd ollama | cut -d: -f6)
+    install -d -o ollama -g ollama -m 0750 "${home}"
     # The GPU device nodes belong to the video/render groups.
     usermod -a -G video ollama
     getent group render >/dev/null && usermod -a -G render ollama

@@ -11,7 +11,7 @@ import os
 
 from aws_lambda_powertools import Logger
 
-from pipeline import storage
+from pipeline import contracts, storage
 from pipeline.errors import InvalidArgument
 from pipeline.gguf import budget, export, quant
 
@@ -36,5 +36,7 @@ def handler(event: dict, context) -> dict:
     memory_mb = int(os.environ.get("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", budget.LAMBDA_MEMORY_MB))
     description = export.export_gguf(uris["base_model_uri"], uris["adapter_uri"], uris["out_uri"], output,
                                      threads=os.cpu_count() or 1, progress=False, limits=(seconds_left, memory_mb))
+    # Run GGUFs expire after the stack's ggufRetentionDays unless promotion re-tags them.
+    storage.set_tags(uris["out_uri"], {contracts.RETENTION_TAG: contracts.RETENTION_EXPIRING})
     logger.info("gguf written", extra=description)
     return description

@@ -1,6 +1,6 @@
 """ValidateData Lambda: checks the run's dataset before training is started.
 
-Environment: ARTIFACT_BUCKET. Event: {"run_id": "...", "dataset_uri": "s3://..."?, "min_rows": 1000?} (min_rows may
+Environment: ARTIFACT_BUCKET, MIN_SEED_PROFILES (the stack's minSeedProfiles; not an execution option). Event: {"run_id": "...", "dataset_uri": "s3://..."?, "min_rows": 1000?} (min_rows may
 also come under "options", the execution input).
 Returns {valid, problems, counts, class_balance, warnings, dataset_uri}; the state machine fails
 the execution with InsufficientData when valid is false.
@@ -12,7 +12,7 @@ import os
 
 from aws_lambda_powertools import Logger
 
-from pipeline import runs
+from pipeline import contracts, runs
 from pipeline.dataset import export, stage
 from pipeline.errors import InvalidArgument
 
@@ -30,6 +30,7 @@ def handler(event: dict, context) -> dict:
         raise InvalidArgument(f"dataset_uri must be inside s3://{bucket}/, got {dataset_uri!r}")
     options = event.get("options") if isinstance(event.get("options"), dict) else {}
     min_rows = event.get("min_rows", options.get("min_rows"))
-    result = stage.validate_data(dataset_uri, export.parse_min_rows(min_rows))
+    min_seed_profiles = export.parse_min_rows(os.environ.get("MIN_SEED_PROFILES") or contracts.DEFAULT_MIN_SEED_PROFILES)
+    result = stage.validate_data(dataset_uri, export.parse_min_rows(min_rows), min_seed_profiles)
     logger.info("dataset validated", extra={"valid": result["valid"], "problems": result["problems"]})
     return result

@@ -16,18 +16,14 @@ from typing import Any
 from tqdm import tqdm
 
 from pipeline import prompt, storage
+from pipeline.contracts import DEFAULT_MIN_ROWS, MANIFEST_FORMAT, MANIFEST_NAME, POSITIVE_SCORE
 from pipeline.dataset import records, source
 from pipeline.dataset.split import Split, SplitFractions, assign_split
 from pipeline.errors import InsufficientData, InvalidArgument
 
-MANIFEST_NAME = "manifest.json"
-MANIFEST_FORMAT = "researcher-scorer-dataset/v2"  # v2: seed profiles in seeds.jsonl
-DEFAULT_MIN_ROWS = 1000
 # Lines gathered per split before one write (and one sha256 update): fewer, larger writes.
 WRITE_BATCH_ROWS = 1000
 PROGRESS_EVERY_ROWS = 1000
-# Scores at or above this are the "researcher" class when class balance is reported.
-POSITIVE_SCORE = 0.5
 DEDUP_RULE = (
     "one row per profile: the most recent score (scored_at) among the allowed teachers, ties by "
     "teacher name; one profile per handle (case-insensitive): the most recently scored, the others "

@@ -81,6 +81,20 @@ def read_seed_ids(text: str) -> frozenset[str]:
     return frozenset(ids)
 
 
+def seed_ids_for(database_url: str | None, seed_profiles_uri: str | None, *, bundled_sample: bool) -> frozenset[str]:
+    """The seed profiles of an export: the list at ``seed_profiles_uri``; the bundled sample's own ids
+    only when the database is that sample (the demo). A real database without a list is an error:
+    the sample's synthetic ids match nobody there, and the seed gates would have nothing to score."""
+    if seed_profiles_uri:
+        return load_seed_ids(seed_profiles_uri)
+    if bundled_sample and not database_url:
+        from pipeline.dataset import sample  # demo data, imported only for the demo
+
+        return sample.seed_profile_ids()
+    raise InvalidArgument("a seed-profile list is required with a real database (--seed-profiles FILE|s3://…, or "
+                          "the stack setting seedProfilesUri): one twitter_id of a known researcher per line")
+
+
 def load_seed_ids(uri: str) -> frozenset[str]:
     """Read a seed-profile list from a local path or an s3:// URI."""
     try:

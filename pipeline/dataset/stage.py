@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from pipeline import runs, storage
-from pipeline.dataset import export, sample, source, split, validate
+from pipeline import contracts, runs, storage
+from pipeline.contracts import MANIFEST_NAME
+from pipeline.dataset import export, source, split, validate
 
 
 def generate_dataset(
@@ -19,8 +20,8 @@ def generate_dataset(
     *,
     teachers: tuple[str, ...] = source.DEFAULT_TEACHERS,
     fractions: split.SplitFractions | None = None,
-    seed_profiles_uri: str | None = None,
-    min_rows: int = export.DEFAULT_MIN_ROWS,
+    seed_ids: frozenset[str],
+    min_rows: int = contracts.DEFAULT_MIN_ROWS,
     progress: bool = False,
 ) -> dict[str, Any]:
     """Export ``runs/<run_id>/dataset/`` under ``artifact_root``; returns URIs, counts and hashes."""
@@ -28,7 +29,7 @@ def generate_dataset(
     config = export.ExportConfig(
         teachers=teachers,
         fractions=fractions or split.SplitFractions(),
-        seed_ids=split.load_seed_ids(seed_profiles_uri) if seed_profiles_uri else sample.seed_profile_ids(),
+        seed_ids=seed_ids,
         min_rows=min_rows,
         progress=progress,
     )
@@ -36,7 +37,7 @@ def generate_dataset(
     return {
         "run_id": run_id,
         "dataset_uri": dataset_uri,
-        "manifest_uri": storage.join(dataset_uri, export.MANIFEST_NAME),
+        "manifest_uri": storage.join(dataset_uri, MANIFEST_NAME),
         "counts": manifest["counts"],
         "rejects": manifest["rejects"],
         "files": {
@@ -46,7 +47,8 @@ def generate_dataset(
     }
 
 
-def validate_data(dataset_uri: str, min_rows: int = export.DEFAULT_MIN_ROWS) -> dict[str, Any]:
+def validate_data(dataset_uri: str, min_rows: int = contracts.DEFAULT_MIN_ROWS,
+                  min_seed_profiles: int = contracts.DEFAULT_MIN_SEED_PROFILES) -> dict[str, Any]:
     """``{valid, problems, counts, class_balance, warnings, dataset_uri}``."""
-    result = validate.validate_dataset(dataset_uri, min_rows)
+    result = validate.validate_dataset(dataset_uri, min_rows, min_seed_profiles)
     return {**result.to_dict(), "dataset_uri": dataset_uri}

@@ -15,7 +15,7 @@ from enum import Enum
 from typing import Any
 
 from pipeline import prompt, storage
-from pipeline.dataset.export import DEFAULT_MIN_ROWS, MANIFEST_FORMAT, MANIFEST_NAME, POSITIVE_SCORE
+from pipeline.contracts import DEFAULT_MIN_ROWS, DEFAULT_MIN_SEED_PROFILES, MANIFEST_FORMAT, MANIFEST_NAME, POSITIVE_SCORE
 from pipeline.dataset.split import Split
 from pipeline.errors import StorageError
 
@@ -37,6 +37,7 @@ class Problem(str, Enum):
     COUNT_MISMATCH = "CountMismatch"
     MALFORMED_ROW = "MalformedRow"
     DUPLICATE_HANDLE = "DuplicateHandle"
+    TOO_FEW_SEED_PROFILES = "TooFewSeedProfiles"
 
 
 @dataclass
@@ -99,7 +100,8 @@ def _handle_key(handle: str) -> bytes:
     return hashlib.blake2b(handle.strip().lower().encode("utf-8"), digest_size=8).digest()
 
 
-def validate_dataset(dataset_uri: str, min_rows: int = DEFAULT_MIN_ROWS) -> ValidationResult:
+def validate_dataset(dataset_uri: str, min_rows: int = DEFAULT_MIN_ROWS,
+                     min_seed_profiles: int = DEFAULT_MIN_SEED_PROFILES) -> ValidationResult:
     findings = _Findings()
     manifest_uri = storage.join(dataset_uri, MANIFEST_NAME)
     try:
@@ -152,6 +154,11 @@ def validate_dataset(dataset_uri: str, min_rows: int = DEFAULT_MIN_ROWS) -> Vali
         findings.add(Problem.INSUFFICIENT_DATA, f"{usable} usable rows, at least {min_rows} needed")
     elif counts.get(Split.TRAIN.value, 0) == 0:
         findings.add(Problem.INSUFFICIENT_DATA, "the train split is empty")
+
+    if Split.SEEDS.value in counts and counts[Split.SEEDS.value] < min_seed_profiles:
+        findings.add(Problem.TOO_FEW_SEED_PROFILES,
+                     f"{counts[Split.SEEDS.value]} seed profiles found in the database, at least {min_seed_profiles} needed "
+                     "(is the seed-profile list the right one?)")
 
     class_balance: dict[str, float | None] = {
         name: round(positives[name] / counts[name], 4) if counts.get(name) else None for name in positives

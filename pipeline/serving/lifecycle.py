@@ -16,13 +16,13 @@ import posixpath
 from dataclasses import dataclass
 from typing import Any
 
-from pipeline import runs, storage
+from pipeline import contracts, runs, storage
 from pipeline.errors import PipelineError
 from pipeline.serving import modelfile
 from pipeline.serving.ollama import OllamaClient
 
 POINTER_PATH = ("models", "current.json")
-GGUF_FILE_NAME = "model.gguf"
+GGUF_FILE_NAME = contracts.GGUF_NAME
 MODELFILE_NAME = "Modelfile"
 HASH_CHUNK_BYTES = 8 * 1024 * 1024
 
@@ -104,10 +104,36 @@ def promote(client: OllamaClient, root: str, run_id: str, record: dict[str, Any]
     tags = client.tags()
     if candidate not in tags:
         raise PromotionError(f"{candidate} is not on the Ollama server at {client.base_url}; deploy it first")
+    replaced = read_pointer(root, config)
+    # Protected before it becomes production: the GGUF in production never carries the expiring tag.
+    _retain(_gguf_of(root, record, run_id), contracts.RETENTION_PRODUCTION, required=True)
     client.copy(candidate, config.production)
     pointer = write_pointer(root, run_id, record, model=candidate, production=config.production, config=config)
     _prune(client, config, keep={candidate, pointer["previous"]["model"] if pointer["previous"] else candidate})
+    kept = {run_id, *(entry["run_id"] for entry in [pointer["previous"]] if entry)}
+    if pointer["previous"] and pointer["previous"]["run_id"] != run_id:
+        _retain(_gguf_of(root, pointer["previous"]), contracts.RETENTION_RESTORE_POINT)
+    for entry in (replaced, (replaced or {}).get("previous")):
+        if entry and entry.get("run_id") not in kept:
+            _retain(_gguf_of(root, entry), contracts.RETENTION_EXPIRING)  # back to the lifecycle rule
     return pointer
+
+
+def _gguf_of(root: str, entry: dict[str, Any], run_id: str | None = None) -> str:
+    return entry.get("gguf_uri") or runs.gguf_uri(root, run_id or entry["run_id"])
+
+
+def _retain(uri: str, retention: str, *, required: bool = False) -> None:
+    """Tag a GGUF for the bucket's lifecycle rule. Only the production tag must succeed (an untagged
+    older GGUF is merely kept longer); a GGUF that is gone is skipped."""
+    try:
+        if storage.exists(uri):
+            storage.set_tags(uri, {contracts.RETENTION_TAG: retention})
+        elif required and storage.is_s3(uri):
+            raise PromotionError(f"{uri} does not exist: the run to promote has no GGUF in the bucket")
+    except storage.StorageError as exc:
+        if required:
+            raise PromotionError(f"cannot mark {uri} as production (it would expire): {exc}") from None
 
 
 def write_pointer(root: str, run_id: str, record: dict[str, Any], *, model: str, production: str,

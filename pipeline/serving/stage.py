@@ -8,8 +8,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-from pipeline import runs, storage
-from pipeline.dataset.export import MANIFEST_NAME
+from pipeline import contracts, runs, storage
+from pipeline.contracts import MANIFEST_NAME
 from pipeline.errors import InvalidArgument
 from pipeline.evaluation import report as report_files
 from pipeline.evaluation import stage as evaluation
@@ -63,7 +63,7 @@ def validate_model(client: OllamaClient, root: str, run_id: str, *, gates: Quali
     candidate = config.candidate(run_id)
     summary = evaluation.validate_model(
         [OllamaBackend(client, candidate)] * concurrency, model=candidate, backend_name=f"ollama {client.base_url}",
-        holdout_uri=storage.join(dataset, runs.HOLDOUT_FILE), seeds_uri=storage.join(dataset, runs.SEEDS_FILE),
+        holdout_uri=storage.join(dataset, contracts.HOLDOUT_FILE), seeds_uri=storage.join(dataset, contracts.SEEDS_FILE),
         out_uri=runs.report_uri(root, run_id), gates=gates, max_holdout=max_holdout, progress=progress,
     )
     return {"run_id": run_id, **summary}

@@ -53,6 +53,9 @@ class Hyperparameters:
     gradient_checkpointing: Switch = Switch.AUTO  # auto: on with a GPU
     seed: int = 42
     max_train_examples: int = 0  # 0: all; for quick local runs
+    # Seconds the job may run (SageMaker's MaxRuntimeInSeconds, filled in by the stack); 0: no limit.
+    # The trainer measures its step time and stops in time to save the adapter (trainer.TimeBudget).
+    time_budget_seconds: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -123,6 +126,8 @@ def _check(hp: Hyperparameters) -> None:
         raise InvalidArgument("hyperparameters lora_dropout and warmup_ratio must be in [0, 1)")
     if hp.max_train_examples < 0:
         raise InvalidArgument("hyperparameter max_train_examples must be 0 (all) or more")
+    if hp.time_budget_seconds < 0:
+        raise InvalidArgument("hyperparameter time_budget_seconds must be 0 (no limit) or more")
     if hp.bias not in {"none", "all", "lora_only"}:
         raise InvalidArgument(f"hyperparameter bias must be none, all or lora_only, got {hp.bias!r}")
 

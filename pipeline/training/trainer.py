@@ -30,7 +30,15 @@ VALIDATION_FILE = "validation.jsonl"
 METRICS_FILE = "training_metrics.json"
 
 # Printed one per line as ``name=value``; SageMaker's MetricDefinitions use these regexes.
-METRIC_NAMES = ("train_loss", "eval_loss", "learning_rate", "epoch")
+METRIC_NAMES = ("train_loss", "eval_loss", "learning_rate", "epoch", "planned_steps", "seconds_per_step")
+# The time budget: optimizer steps timed before the plan is made (the first one, with its warm-up,
+# is not counted), and what is kept back at the end for the last evaluation, saving the adapter,
+# and SageMaker's upload: a fixed floor or a share of the budget, whichever is more.
+BUDGET_PROBE_STEPS = 3
+BUDGET_RESERVE_SECONDS = 300
+BUDGET_RESERVE_SHARE = 0.05
+ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
+_clock = time.monotonic  # tests replace it: the plan is arithmetic on the times it reads
 NUMBER = r"([-+]?[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)"
 
 
@@ -40,7 +48,14 @@ def metric_definitions() -> list[dict[str, str]]:
 
 
 class TrainingInterrupted(PipelineError):
-    """SIGTERM (spot interruption, StopTrainingJob): a checkpoint was saved; rerun to resume."""
+    """SIGTERM (spot interruption, StopTrainingJob, MaxRuntime): a checkpoint was saved, and the
+    best finished epoch's adapter, if an epoch finished, is in the output directory."""
+
+
+def steps_that_fit(budget_s: float, elapsed_s: float, seconds_per_step: float) -> int:
+    """Optimizer steps that still fit in the budget, after the reserve for the end of the job."""
+    reserve = max(BUDGET_RESERVE_SECONDS, BUDGET_RESERVE_SHARE * budget_s)
+    return max(0, int((budget_s - elapsed_s - reserve) // seconds_per_step))
 
 
 class ModelLoadError(PipelineError):
@@ -118,8 +133,55 @@ class _ListDataset:
         return {"input_ids": ids, "attention_mask": [1] * len(ids), "labels": self.split.labels[index]}
 
 
-def _callbacks(stop_requested: dict):
+def _callbacks(stop_requested: dict, hp: Hyperparameters, started: float, paths: TrainingPaths):
     from transformers import TrainerCallback
+
+    class TimeBudget(TrainerCallback):
+        """Times the first steps, then plans the steps that fit the job's time budget; stops there
+        (the cut epoch is evaluated and saved as any epoch), so the job ends Completed with its best adapter."""
+
+        def __init__(self) -> None:
+            self.probe_from: tuple[int, float] | None = None
+            self.stop_at: int | None = None
+
+        def on_step_end(self, args, state, control, **kwargs):
+            if not hp.time_budget_seconds:
+                return control
+            now = _clock()
+            if self.probe_from is None:
+                self.probe_from = (state.global_step, now)  # after the first step: warm-up excluded
+            elif self.stop_at is None and state.global_step - self.probe_from[0] >= BUDGET_PROBE_STEPS:
+                per_step = (now - self.probe_from[1]) / (state.global_step - self.probe_from[0])
+                fits = steps_that_fit(hp.time_budget_seconds, now - started, per_step)
+                remaining = state.max_steps - state.global_step
+                planned = state.global_step + min(fits, remaining)
+                self.stop_at = planned
+                if state.is_world_process_zero:
+                    verdict = "all fit" if fits >= remaining else f"stopping at step {planned} (epoch {planned / max(state.max_steps, 1) * args.num_train_epochs:.2f})"
+                    print(f"time budget: {hp.time_budget_seconds} s, {now - started:.0f} s used, {per_step:.2f} s/step; "
+                          f"{state.max_steps} steps planned, {verdict}", flush=True)
+                    print(f"planned_steps={planned} step={state.global_step}\nseconds_per_step={per_step:.4g} step={state.global_step}",
+                          flush=True)
+            if self.stop_at is not None and state.global_step >= self.stop_at and state.global_step < state.max_steps:
+                # The epoch is cut here; its end evaluates and saves (eval/save strategy "epoch").
+                control.should_training_stop = True
+            return control
+
+    class BestAdapterToOutput(TrainerCallback):
+        """After each evaluated save, the best adapter so far goes to the output directory: a job
+        stopped later (SIGTERM at MaxRuntime) still leaves its best finished epoch's adapter there."""
+
+        def on_save(self, args, state, control, **kwargs):
+            best = state.best_model_checkpoint
+            if not state.is_world_process_zero or not best or Path(best).name != f"checkpoint-{state.global_step}":
+                return control
+            paths.output_dir.mkdir(parents=True, exist_ok=True)
+            for name in ADAPTER_FILES:
+                shutil.copy2(Path(best) / name, paths.output_dir / name)
+            _copy_tokenizer(paths.base_model_dir, paths.output_dir)
+            (paths.output_dir / "adapter_origin.json").write_text(json.dumps(
+                {"checkpoint": Path(best).name, "epoch": state.epoch, "eval_loss": state.best_metric}) + "\n")
+            return control
 
     class StopOnSignal(TrainerCallback):
         """Managed spot: on SIGTERM save a checkpoint at the end of the current step, then stop."""
@@ -128,6 +190,14 @@ def _callbacks(stop_requested: dict):
             if stop_requested["flag"]:
                 control.should_save = True
                 control.should_training_stop = True
+            return control
+
+        def on_epoch_end(self, args, state, control, **kwargs):
+            # The cut epoch is saved for the resume, not evaluated: SageMaker kills the job 120 s
+            # after SIGTERM, and the adapter in the output directory stays the best finished epoch's.
+            if stop_requested["flag"]:
+                control.should_evaluate = False
+                control.should_save = True
             return control
 
     class PrintMetrics(TrainerCallback):
@@ -142,7 +212,7 @@ def _callbacks(stop_requested: dict):
                 lines.append(f"epoch={state.epoch or 0:.4f} step={state.global_step}")
                 print("\n".join(lines), flush=True)
 
-    return [StopOnSignal(), PrintMetrics()]
+    return [TimeBudget(), BestAdapterToOutput(), StopOnSignal(), PrintMetrics()]  # TimeBudget first: train() reads it
 
 
 def train(paths: TrainingPaths, hp: Hyperparameters, progress: bool = True) -> dict[str, Any]:
@@ -151,7 +221,7 @@ def train(paths: TrainingPaths, hp: Hyperparameters, progress: bool = True) -> d
     from transformers import AutoModelForCausalLM, DataCollatorForSeq2Seq, Trainer, TrainingArguments
     from transformers.trainer_utils import get_last_checkpoint
 
-    started = time.monotonic()
+    started = _clock()
     hardware = detect_hardware()
     precision = resolve_precision(hp, hardware)
     qlora = resolve_qlora(hp, hardware)
@@ -217,6 +287,8 @@ def train(paths: TrainingPaths, hp: Hyperparameters, progress: bool = True) -> d
         disable_tqdm=not progress,
     )
     stop_requested = {"flag": False}
+    callbacks = _callbacks(stop_requested, hp, started, paths)
+    time_budget = callbacks[0]
     previous_handler = signal.signal(signal.SIGTERM, lambda signum, frame: stop_requested.update(flag=True))
     try:
         trainer = Trainer(
@@ -225,7 +297,7 @@ def train(paths: TrainingPaths, hp: Hyperparameters, progress: bool = True) -> d
             train_dataset=_ListDataset(train_split),
             eval_dataset=_ListDataset(validation_split),
             data_collator=DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=data.IGNORE_INDEX),
-            callbacks=_callbacks(stop_requested),
+            callbacks=callbacks,
         )
         resume_from = get_last_checkpoint(str(paths.checkpoint_dir)) if paths.checkpoint_dir.is_dir() else None
         resumed_from_step = int(Path(resume_from).name.split("-")[-1]) if resume_from else 0
@@ -235,7 +307,10 @@ def train(paths: TrainingPaths, hp: Hyperparameters, progress: bool = True) -> d
     finally:
         signal.signal(signal.SIGTERM, previous_handler)
     if stop_requested["flag"]:
-        raise TrainingInterrupted(f"stopped by SIGTERM at step {trainer.state.global_step}; checkpoint in {paths.checkpoint_dir}")
+        adapter = (paths.output_dir / ADAPTER_FILES[0]).is_file()
+        raise TrainingInterrupted(
+            f"stopped by SIGTERM at step {trainer.state.global_step}; checkpoint in {paths.checkpoint_dir}; "
+            + ("the best finished epoch's adapter is in " + str(paths.output_dir) if adapter else "no epoch finished: no adapter"))
 
     paths.output_dir.mkdir(parents=True, exist_ok=True)
     if trainer.is_world_process_zero():
@@ -253,7 +328,9 @@ def train(paths: TrainingPaths, hp: Hyperparameters, progress: bool = True) -> d
         "train_tokens_per_epoch": train_split.tokens,
         "global_steps": trainer.state.global_step,
         "resumed_from_step": resumed_from_step,
-        "seconds": round(time.monotonic() - started, 1),
+        "seconds": round(_clock() - started, 1),
+        "planned_stop_step": time_budget.stop_at,
+        "stopped_by_time_budget": trainer.state.global_step < trainer.state.max_steps,
         "precision": precision.value,
         "qlora": qlora,
         "device": hardware.device,

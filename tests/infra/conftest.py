@@ -1,7 +1,10 @@
 """Pulumi under mocks (pulumi/examples testing-unit-py): every resource is recorded, none created.
 
-The mocks answer what AWS would compute (ARNs, ids, a private IP, an image digest) so that the
-program's Outputs resolve; the resources' inputs are what the tests check.
+The mocks answer what the providers answer: ids and outputs in the formats pulumi-aws (the Terraform
+AWS provider's resource ids: a bucket's id is its name, a topic's and a state machine's their ARN, a
+schedule's "<group>/<name>") and pulumi-docker-build (image.go: `ref` is the first tag with
+"@sha256:<digest>" appended) report, so that the program is checked against the values it will
+really receive; the resources' inputs are what the tests check.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ VALID_CONFIG = {
     "ollamaAllowedSecurityGroupIds": '["sg-0fedcba9876543210"]',
     "ollamaAllowedCidrs": '["10.20.0.0/16"]',
     "alertEmail": "ml-oncall@example.com",
+    "seedProfilesUri": "s3://researcher-scorer-config/seed-profiles.txt",
 }
 
 
@@ -38,29 +42,46 @@ def _arn(service: str, resource: str) -> str:
 class RecordingMocks(pulumi.runtime.Mocks):
     def __init__(self) -> None:
         self.resources: list[pulumi.runtime.MockResourceArgs] = []
+        self.states: dict[tuple[str, str], dict] = {}  # (type, name) -> the outputs answered
 
     def new_resource(self, args: pulumi.runtime.MockResourceArgs):
         self.resources.append(args)
+        resource_id, state = self._answer(args)
+        self.states[(args.typ, args.name)] = state
+        return resource_id, state
+
+    def _answer(self, args: pulumi.runtime.MockResourceArgs):
         state = dict(args.inputs)
         name, typ = args.name, args.typ
         physical = state.get("name") or f"{name}-abc123"
         if typ == "aws:s3/bucket:Bucket":
             state.setdefault("bucket", f"{name}-abc123")
             state["arn"] = f"arn:aws:s3:::{state['bucket']}"
+            return state["bucket"], state
         elif typ == "aws:iam/role:Role":
             state["name"] = physical
             state["arn"] = f"arn:aws:iam::{ACCOUNT}:role/{physical}"
+            return physical, state
         elif typ == "aws:lambda/function:Function":
             state["arn"] = _arn("lambda", f"function:{physical}")
             state["name"] = physical
+            state["invokeArn"] = f"arn:aws:apigateway:{REGION}:lambda:path/2015-03-31/functions/{state['arn']}/invocations"
+            state["qualifiedArn"] = f"{state['arn']}:$LATEST"
+            return physical, state
         elif typ == "aws:lambda/layerVersion:LayerVersion":
-            state["arn"] = _arn("lambda", f"layer:{state.get('layerName', name)}:1")
+            state["layerArn"] = _arn("lambda", f"layer:{state.get('layerName', name)}")
+            state["arn"] = f"{state['layerArn']}:1"
+            state["version"] = "1"
+            return state["arn"], state
         elif typ == "aws:sfn/stateMachine:StateMachine":
             state["arn"] = _arn("states", f"stateMachine:{physical}")
+            return state["arn"], state
         elif typ == "aws:sns/topic:Topic":
             state["arn"] = _arn("sns", physical)
+            return state["arn"], state
         elif typ == "aws:cloudwatch/logGroup:LogGroup":
             state["arn"] = _arn("logs", f"log-group:{physical}")
+            return physical, state
         elif typ == "aws:ec2/instance:Instance":
             state["privateIp"] = "10.0.1.23"
             return "i-0123456789abcdef0", state
@@ -70,15 +91,23 @@ class RecordingMocks(pulumi.runtime.Mocks):
             state["registryId"] = ACCOUNT
             state["repositoryUrl"] = f"{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com/{physical}"
             state["arn"] = _arn("ecr", f"repository/{physical}")
+            return physical, state
         elif typ == "docker-build:index:Image":
+            # As the provider reports a pushed image (pulumi-docker-build provider/internal/image.go:
+            # Create): digest from the exporter, ref = the first tag with the digest added.
             digest = hashlib.sha256(name.encode()).hexdigest()
             state["digest"] = f"sha256:{digest}"
-            state["ref"] = f"{state['tags'][0].split(':')[0]}@sha256:{digest}"
+            state["ref"] = f"{state['tags'][0]}@sha256:{digest}"
+            state["contextHash"] = hashlib.sha256(b"context" + name.encode()).hexdigest()
+            return f"sha256:{digest}", state
         elif typ == "aws:scheduler/schedule:Schedule":
             state["name"] = physical
-            state["arn"] = _arn("scheduler", f"schedule/default/{physical}")
+            state["arn"] = _arn("scheduler", f"schedule/{state.get('groupName') or 'default'}/{physical}")
+            return f"{state.get('groupName') or 'default'}/{physical}", state
         elif typ == "aws:iam/instanceProfile:InstanceProfile":
             state["name"] = physical
+            state["arn"] = f"arn:aws:iam::{ACCOUNT}:instance-profile/{physical}"
+            return physical, state
         return f"{name}-id", state
 
     def call(self, args: pulumi.runtime.MockCallArgs):

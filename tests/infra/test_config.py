@@ -22,7 +22,7 @@ def load(values: dict[str, str]) -> stack_config.StackConfig:
 
 def test_defaults_are_the_seeds_settings(mocks):
     loaded = load(VALID_CONFIG)
-    assert loaded.storage == stack_config.StorageConfig(14, 90, 2, None)
+    assert loaded.storage == stack_config.StorageConfig(14, 30, 90, 2, None)
     training = loaded.training
     assert (training.instance_type, training.volume_size_gb, training.max_runtime_seconds, training.max_wait_seconds) == (
         "ml.g4dn.xlarge", 50, 7200, 14400)
@@ -70,7 +70,12 @@ def test_typed_values_are_converted(mocks):
     ({"checkpointRetentionDays": "0"}, "checkpointRetentionDays must be between 1 and 3650"),
     ({"logRetentionDays": "10"}, "logRetentionDays must be one of CloudWatch's periods"),
     ({"kmsKeyArn": "my-key"}, "kmsKeyArn must be a KMS key ARN"),
-    ({"trainingImageUri": "docker.io/me/train:1"}, "trainingImageUri must be an ECR image URI"),
+    ({"trainingImageUri": "docker.io/me/train:1"}, "trainingImageUri must be an ECR image pinned by digest"),
+    # A tag, or a tag and a digest together (what docker-build's `ref` output looks like): Lambda
+    # and SageMaker take one or the other, and only a digest pins what was tested.
+    ({"conversionImageUri": "123456789012.dkr.ecr.eu-west-1.amazonaws.com/convert:v3"}, "conversionImageUri must be an ECR image pinned by digest"),
+    ({"conversionImageUri": f"123456789012.dkr.ecr.eu-west-1.amazonaws.com/convert:v3@sha256:{'a' * 64}"},
+     "conversionImageUri must be an ECR image pinned by digest"),
     ({"ollamaArchiveSha256": "abc"}, "sha256 must be 64 lowercase hex digits"),
     ({"datasetInVpc": "maybe"}, "datasetInVpc must be true or false"),
     ({"datasetInVpc": "false"}, "databaseSecurityGroupId needs datasetInVpc true"),
@@ -93,7 +98,7 @@ def test_every_problem_is_listed_in_one_message(mocks):
         load({})
     lines = [line for line in str(error.value).splitlines() if line.startswith("  - ")]
     assert [line.split()[1] for line in lines] == ["researcher-scorer:vpcId", "researcher-scorer:privateSubnetIds",
-                                                   "researcher-scorer:databaseSecretArn"]
+                                                   "researcher-scorer:databaseSecretArn", "researcher-scorer:seedProfilesUri"]
 
 
 def test_pulumi_yaml_declares_every_setting_read_and_only_those(mocks, monkeypatch):

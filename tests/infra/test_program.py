@@ -141,7 +141,7 @@ def test_a_disabled_schedule_and_a_host_kept_running(deploy):
 
 
 def test_prebuilt_images_are_used_as_given_and_nothing_is_built(deploy):
-    training = f"{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com/team/train:v3"
+    training = f"{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com/team/train@sha256:{'b' * 64}"
     conversion = f"{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com/team/convert@sha256:{'a' * 64}"
     deployment = deploy({**VALID_CONFIG, "trainingImageUri": training, "conversionImageUri": conversion})
     assert not deployment.all("docker-build:index:Image") and not deployment.all("aws:ecr/repository:Repository")

@@ -41,10 +41,10 @@ def by_type(resources) -> dict[str, list]:
     return grouped
 
 
-def bucket_controls(resources) -> list[str]:
+def bucket_controls(resources, states) -> list[str]:
     grouped = by_type(resources)
     violations = []
-    buckets = {f"{r.name}-id" for r in grouped["aws:s3/bucket:Bucket"]}
+    buckets = {states[(r.typ, r.name)]["bucket"] for r in grouped["aws:s3/bucket:Bucket"]}  # a bucket's id is its name
 
     def covered(typ: str, accept) -> set[str]:
         return {r.inputs["bucket"] for r in grouped[typ] if accept(r.inputs)}
@@ -65,7 +65,7 @@ def bucket_controls(resources) -> list[str]:
     return violations
 
 
-def instance_controls(resources) -> list[str]:
+def instance_controls(resources, states) -> list[str]:
     violations = []
     for r in by_type(resources)["aws:ec2/instance:Instance"]:
         i = r.inputs
@@ -79,7 +79,7 @@ def instance_controls(resources) -> list[str]:
     return violations
 
 
-def network_controls(resources) -> list[str]:
+def network_controls(resources, states) -> list[str]:
     grouped = by_type(resources)
     violations = [f"NET-1 open ingress rule: {r.name}"
                   for r in grouped["aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule"]
@@ -103,7 +103,7 @@ def _listed(value) -> list:
     return value if isinstance(value, list) else [value]
 
 
-def iam_controls(resources) -> list[str]:
+def iam_controls(resources, states) -> list[str]:
     violations = []
     for name, statement in policy_statements(resources):
         actions, targets = _listed(statement.get("Action", [])), _listed(statement.get("Resource", []))
@@ -131,7 +131,7 @@ def iam_controls(resources) -> list[str]:
     return violations
 
 
-def state_machine_controls(resources) -> list[str]:
+def state_machine_controls(resources, states) -> list[str]:
     violations = []
     for r in by_type(resources)["aws:sfn/stateMachine:StateMachine"]:
         logging = r.inputs.get("loggingConfiguration", {})
@@ -142,7 +142,7 @@ def state_machine_controls(resources) -> list[str]:
     return violations
 
 
-def lambda_controls(resources) -> list[str]:
+def lambda_controls(resources, states) -> list[str]:
     violations = []
     for r in by_type(resources)["aws:lambda/function:Function"]:
         for key, value in r.inputs.get("environment", {}).get("variables", {}).items():
@@ -153,7 +153,70 @@ def lambda_controls(resources) -> list[str]:
     return violations
 
 
-CONTROLS = (bucket_controls, instance_controls, network_controls, iam_controls, state_machine_controls, lambda_controls)
+DIGEST_PINNED_IMAGE = re.compile(r"\d{12}\.dkr\.ecr\.[a-z0-9-]+\.amazonaws\.com/[a-z0-9._/-]+@sha256:[0-9a-f]{64}")
+
+
+def image_controls(resources, states) -> list[str]:
+    """IMG-1: Lambda's CreateFunction and SageMaker's CreateTrainingJob get `repo@sha256:<digest>`:
+    one image, the one that was built and tested (never `repo:tag@sha256:…`, which Lambda refuses)."""
+    grouped = by_type(resources)
+    uris = [(r.name, r.inputs["imageUri"]) for r in grouped["aws:lambda/function:Function"] if r.inputs.get("imageUri")]
+    for r in grouped["aws:sfn/stateMachine:StateMachine"]:
+        for name, state in json.loads(r.inputs["definition"])["States"].items():
+            image = state.get("Parameters", {}).get("AlgorithmSpecification", {}).get("TrainingImage")
+            if image is not None:
+                uris.append((f"{r.name}.{name}", image))
+    violations = [f"IMG-1 image not pinned by digest alone: {name} {uri}" for name, uri in uris
+                  if not DIGEST_PINNED_IMAGE.fullmatch(uri)]
+    return violations + (["IMG-1 no image URIs found"] if not uris else [])
+
+
+def _grants(resources, key_arn: str) -> dict[str, set[str]]:
+    """Role policy name -> the kms actions it allows on ``key_arn``."""
+    granted: dict[str, set[str]] = defaultdict(set)
+    for name, statement in policy_statements(resources):
+        if key_arn in _listed(statement.get("Resource", [])):
+            granted[name] |= {action for action in _listed(statement["Action"]) if action.startswith("kms:")}
+    return granted
+
+
+def kms_controls(resources, states) -> list[str]:
+    """KMS-1: every role that writes to or reads from something encrypted with the stack's key may
+    use that key for it (SNS: GenerateDataKey and Decrypt to publish; S3: GenerateDataKey to write,
+    Decrypt to read). A missing grant is a denied call at run time, swallowed by a Catch."""
+    grouped = by_type(resources)
+    encrypted_topics = {states[(r.typ, r.name)]["arn"]: r.inputs["kmsMasterKeyId"]
+                        for r in grouped["aws:sns/topic:Topic"] if r.inputs.get("kmsMasterKeyId")}
+    bucket_names = {states[(r.typ, r.name)]["bucket"]: r for r in grouped["aws:s3/bucket:Bucket"]}
+    encrypted_buckets = {}
+    for r in grouped["aws:s3/bucketServerSideEncryptionConfiguration:BucketServerSideEncryptionConfiguration"]:
+        default = r.inputs["rules"][0]["applyServerSideEncryptionByDefault"]
+        if default.get("kmsMasterKeyId") and r.inputs["bucket"] in bucket_names:
+            encrypted_buckets[f"arn:aws:s3:::{r.inputs['bucket']}"] = default["kmsMasterKeyId"]
+    violations = []
+    for name, statement in policy_statements(resources):
+        actions, targets = set(_listed(statement.get("Action", []))), _listed(statement.get("Resource", []))
+        needs: dict[str, set[str]] = defaultdict(set)
+        if "sns:Publish" in actions:
+            for target in targets:
+                if target in encrypted_topics:
+                    needs[encrypted_topics[target]] |= {"kms:GenerateDataKey", "kms:Decrypt"}
+        for target in targets:
+            bucket = target.split("/", 1)[0]
+            if bucket in encrypted_buckets and "/" in target:
+                if actions & {"s3:PutObject"}:
+                    needs[encrypted_buckets[bucket]].add("kms:GenerateDataKey")
+                if actions & {"s3:GetObject"}:
+                    needs[encrypted_buckets[bucket]].add("kms:Decrypt")
+        for key, wanted in needs.items():
+            missing = wanted - _grants(resources, key)[name]
+            if missing:
+                violations.append(f"KMS-1 {name} ({statement.get('Sid')}) lacks {sorted(missing)} on {key}")
+    return violations
+
+
+CONTROLS = (bucket_controls, instance_controls, network_controls, iam_controls, state_machine_controls, lambda_controls,
+            image_controls, kms_controls)
 
 STAGED = {
     **VALID_CONFIG,
@@ -164,19 +227,37 @@ STAGED = {
 }
 
 
-@pytest.mark.parametrize("config", [VALID_CONFIG, STAGED], ids=["defaults", "kms-and-staged-inputs"])
+PREBUILT_IMAGES = {
+    **STAGED,
+    "trainingImageUri": f"{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com/team/train@sha256:{'b' * 64}",
+    "conversionImageUri": f"{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com/team/convert@sha256:{'c' * 64}",
+}
+# Each option that changes policies: the dataset Lambda outside the VPC (no database security group
+# then), an always-on host.
+DATASET_OUTSIDE_VPC = {key: value for key, value in {**VALID_CONFIG, "datasetInVpc": "false"}.items()
+                       if key != "databaseSecurityGroupId"}
+HOST_ALWAYS_ON = {**STAGED, "keepHostRunning": "true"}
+CONFIGURATIONS = {"defaults": VALID_CONFIG, "kms-and-staged-inputs": STAGED, "prebuilt-images": PREBUILT_IMAGES,
+                  "dataset-outside-vpc": DATASET_OUTSIDE_VPC, "host-always-on": HOST_ALWAYS_ON}
+
+
+@pytest.mark.parametrize("config", list(CONFIGURATIONS.values()), ids=list(CONFIGURATIONS))
 @pytest.mark.parametrize("control", CONTROLS, ids=lambda control: control.__name__)
 def test_the_program_passes_the_control(deploy, config, control):
     deployment = deploy(config)
     assert deployment.mocks.resources
-    assert control(deployment.mocks.resources) == []
+    assert control(deployment.mocks.resources, deployment.mocks.states) == []
 
 
 def test_the_controls_catch_violations(deploy):
     """Each control, fed a graph with one planted violation, reports it (they are not vacuous)."""
     import copy
 
+    kms_deployment = deploy(STAGED)
+    kms_resources, states = copy.deepcopy(kms_deployment.mocks.resources), dict(kms_deployment.mocks.states)
+    kms_deployment.mocks.resources.clear()  # one recorder per test: the next run starts empty
     resources = copy.deepcopy(deploy().mocks.resources)
+    states.update(kms_deployment.mocks.states)
     grouped = by_type(resources)
     grouped["aws:s3/bucketVersioning:BucketVersioning"][0].inputs["versioningConfiguration"]["status"] = "Suspended"
     grouped["aws:ec2/instance:Instance"][0].inputs["metadataOptions"]["httpTokens"] = "optional"
@@ -189,9 +270,18 @@ def test_the_controls_catch_violations(deploy):
     policy.inputs["policy"] = json.dumps(document)
     grouped["aws:sfn/stateMachine:StateMachine"][0].inputs["tracingConfiguration"]["enabled"] = False
     grouped["aws:lambda/function:Function"][0].inputs["environment"]["variables"]["DATABASE_PASSWORD"] = "hunter2"
-    found = [violation for control in CONTROLS for violation in control(resources)]
+    [convert] = [r for r in grouped["aws:lambda/function:Function"] if r.inputs.get("imageUri")]
+    convert.inputs["imageUri"] = convert.inputs["imageUri"].replace("@sha256:", ":src-1@sha256:")  # docker-build's `ref`
+    # The state machine's role without its grant on the key that encrypts the failures topic (defect #13.7).
+    for r in by_type(kms_resources)["aws:iam/rolePolicy:RolePolicy"]:
+        document = json.loads(r.inputs["policy"])
+        document["Statement"] = [st for st in document["Statement"] if st.get("Sid") != "TopicKey"]
+        r.inputs["policy"] = json.dumps(document)
+    found = [violation for control in CONTROLS for violation in control(resources, states)]
+    found += kms_controls(kms_resources, states)
     for expected in ("S3-4", "EC2-1", "NET-1", "IAM-1 wildcard action s3:*", "IAM-2 Resource * for s3:GetObject",
-                     "IAM-3", "SFN-1 tracing", "LAM-1 secret in environment DATABASE_PASSWORD"):
+                     "IAM-3", "SFN-1 tracing", "LAM-1 secret in environment DATABASE_PASSWORD",
+                     "IMG-1 image not pinned by digest alone: convert-to-gguf", "KMS-1 pipeline-states-policy (NotifyFailure)"):
         assert any(violation.startswith(expected) for violation in found), expected
 
 

@@ -4,7 +4,7 @@ import pulumi
 
 from infra.config import StorageConfig
 
-CONFIG = StorageConfig(checkpoint_retention_days=14, noncurrent_version_retention_days=90, incomplete_upload_days=2, kms_key_arn=None)
+CONFIG = StorageConfig(checkpoint_retention_days=14, gguf_retention_days=30, noncurrent_version_retention_days=90, incomplete_upload_days=2, kms_key_arn=None)
 
 
 def build(config=CONFIG):
@@ -50,7 +50,7 @@ def test_every_resource_is_a_child_of_the_component(mocks):
 @pulumi.runtime.test
 def test_kms_key_is_used_when_configured(mocks):
     key = "arn:aws:kms:us-east-1:123456789012:key/abcd"
-    storage = build(StorageConfig(14, 90, 2, key))
+    storage = build(StorageConfig(14, 30, 90, 2, key))
 
     def check(_):
         [encryption] = mocks.of_type("aws:s3/bucketServerSideEncryptionConfiguration:BucketServerSideEncryptionConfiguration")
@@ -86,5 +86,21 @@ def test_lifecycle_aborts_uploads_and_expires_checkpoints_and_old_versions(mocks
         assert rules["expire-training-checkpoints"]["expiration"] == {"days": 14}
         assert rules["expire-noncurrent-versions"]["noncurrentVersionExpiration"] == {"noncurrentDays": 90}
         assert all(rule["status"] == "Enabled" for rule in rules.values())
+
+    return children_done(storage).apply(check)
+
+
+@pulumi.runtime.test
+def test_old_run_gguf_files_expire_by_their_retention_tag(mocks):
+    from pipeline import contracts
+
+    storage = build()
+
+    def check(_):
+        [lifecycle] = mocks.of_type("aws:s3/bucketLifecycleConfiguration:BucketLifecycleConfiguration")
+        rule = {rule["id"]: rule for rule in lifecycle.inputs["rules"]}["expire-old-run-gguf-files"]
+        # The tag the pipeline writes (tests/pipeline/serving/test_lifecycle.py shows who carries it).
+        assert rule["filter"] == {"tag": {"key": contracts.RETENTION_TAG, "value": contracts.RETENTION_EXPIRING}}
+        assert rule["expiration"] == {"days": 30} and rule["status"] == "Enabled"
 
     return children_done(storage).apply(check)

@@ -9,6 +9,7 @@ import pytest
 
 from lambdas.generate_dataset import handler as generate
 from lambdas.validate_data import handler as validate
+from pipeline import contracts
 from pipeline.errors import DatabaseUnavailable, InsufficientData, InvalidArgument
 from tests.factories import load_rows, researchers
 
@@ -30,6 +31,10 @@ def make_secret(database_url: str, **override) -> str:
 
 @pytest.fixture
 def lambda_env(monkeypatch, bucket, database_url):
+    boto3.client("s3").create_bucket(Bucket="stack-config")
+    seeds = "".join(f"{profile.twitter_id}\n" for profile, _ in researchers(12))  # the stack's seed-profile list
+    boto3.client("s3").put_object(Bucket="stack-config", Key="seed-profiles.txt", Body=seeds.encode())
+    monkeypatch.setenv("SEED_PROFILES_URI", "s3://stack-config/seed-profiles.txt")
     monkeypatch.setenv("ARTIFACT_BUCKET", bucket)
     monkeypatch.setenv("DATABASE_SECRET_ARN", make_secret(database_url))
     monkeypatch.setenv("POWERTOOLS_SERVICE_NAME", "test")
@@ -45,6 +50,8 @@ def test_generate_then_validate_under_the_run_prefix(db, lambda_env):
     keys = {o["Key"] for o in boto3.client("s3").list_objects_v2(Bucket=lambda_env)["Contents"]}
     assert keys == {f"runs/weekly-2026-11-25/dataset/{n}" for n in ("train.jsonl", "validation.jsonl", "holdout.jsonl", "seeds.jsonl", "manifest.json")}
     assert result["files"]["train"]["uri"] == f"s3://{lambda_env}/runs/weekly-2026-11-25/dataset/train.jsonl"
+    assert result["counts"]["seed_profiles_in_holdout"] == 12
+    assert result["training_job_name"] == contracts.training_job_name("weekly-2026-11-25")
 
     verdict = validate.handler({"run_id": "weekly-2026-11-25", "dataset_uri": result["dataset_uri"], "min_rows": 50}, FakeContext())
     assert verdict["valid"] and verdict["counts"]["total"] == 80
@@ -73,6 +80,23 @@ def test_malformed_events_are_named_errors(db, lambda_env, event):
 def test_validate_refuses_a_dataset_outside_its_bucket(lambda_env):
     with pytest.raises(InvalidArgument):
         validate.handler({"run_id": "r1", "dataset_uri": "s3://someone-elses-bucket/runs/r1/dataset"}, FakeContext())
+
+
+def test_without_the_stacks_seed_profile_list_nothing_is_exported(monkeypatch, db, lambda_env):
+    load_rows(db, researchers(80))
+    monkeypatch.delenv("SEED_PROFILES_URI")
+    with pytest.raises(InvalidArgument, match="SEED_PROFILES_URI"):
+        generate.handler({"run_id": "r1", "min_rows": 50}, FakeContext())
+    assert boto3.client("s3").list_objects_v2(Bucket=lambda_env).get("KeyCount") == 0
+
+
+def test_too_few_seed_profiles_in_the_database_is_invalid_data(monkeypatch, db, lambda_env):
+    load_rows(db, researchers(80))
+    monkeypatch.setenv("MIN_SEED_PROFILES", "20")  # the stack's minSeedProfiles
+    result = generate.handler({"run_id": "r1", "min_rows": 50}, FakeContext())
+    verdict = validate.handler({"run_id": "r1", "min_rows": 50, "options": {"min_seed_profiles": 1}}, FakeContext())
+    assert not verdict["valid"] and [p["reason"] for p in verdict["problems"]] == ["TooFewSeedProfiles"]
+    assert result["counts"]["seed_profiles_in_holdout"] == 12
 
 
 def test_missing_secret_is_a_named_error(monkeypatch, lambda_env):

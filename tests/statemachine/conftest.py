@@ -21,7 +21,7 @@ import pytest
 from moto import mock_aws
 
 from infra import asl
-from pipeline import prompt, storage
+from pipeline import contracts, prompt, storage
 from pipeline.dataset import sample
 from pipeline.errors import PipelineError
 from pipeline.model_files import TOKENIZER_FILES
@@ -55,11 +55,21 @@ class LambdaContext:
         return 900_000
 
 
+# Failures the tests inject: a Lambda whose handler raises, or an AWS API call that answers an error.
+INJECTED = {"lambda": None, "api": None}
+
+
+class InjectedFailure(Exception):
+    """A handler failing as any unexpected error would."""
+
+
 def route_lambda_in_process(self, event=None):
     """Replaces moto's Docker-based LambdaFunction._invoke_lambda: run our handler here and answer
     as Lambda does (a result, or an error payload whose errorType Step Functions matches on)."""
     handler = importlib.import_module(FUNCTIONS[self.function_name]).handler
     payload = json.loads(event) if isinstance(event, str) else (event or {})
+    if INJECTED["lambda"] == self.function_name:
+        return json.dumps({"errorType": "InjectedFailure", "errorMessage": f"{self.function_name} failed (injected)"}), True, ""
     try:
         return json.dumps(handler(payload, LambdaContext(self.function_name))), False, ""
     except PipelineError as exc:
@@ -96,6 +106,28 @@ def aws_sdk_casing_as_aws_does(monkeypatch) -> None:
     monkeypatch.setattr(sdk.StateTaskServiceAwsSdk, "_normalise_response", normalise_response, raising=False)
 
 
+def inject_api_failures(monkeypatch) -> None:
+    """AWS calls made while INJECTED["api"] = (service, operation, from_call) answer an error from
+    that call on, as a real throttled or failing API would (a ClientError to the caller)."""
+    import botocore.client
+    from botocore.exceptions import ClientError
+
+    original = botocore.client.BaseClient._make_api_call
+    calls: dict[tuple[str, str], int] = {}
+
+    def make_api_call(self, operation_name, api_params):
+        target = INJECTED["api"]
+        key = (self.meta.service_model.service_name, operation_name)
+        if target and key == target[:2]:
+            calls[key] = calls.get(key, 0) + 1
+            if calls[key] >= target[2]:
+                raise ClientError({"Error": {"Code": "InjectedFailure", "Message": f"{operation_name} failed (injected)"},
+                                   "ResponseMetadata": {"HTTPStatusCode": 400, "RequestId": "injected"}}, operation_name)
+        return original(self, operation_name, api_params)
+
+    monkeypatch.setattr(botocore.client.BaseClient, "_make_api_call", make_api_call)
+
+
 @dataclass
 class World:
     bucket: str
@@ -103,12 +135,13 @@ class World:
     state_machine_arn: str
     instance_id: str
     ollama: OllamaContractServer
+    topic_arn: str = ""
     training_statuses: list[dict[str, Any]] = field(default_factory=list)
     adapter_dir: Path | None = None
 
     def stage_adapter(self, run_id: str) -> None:
         """What the training job would write: the adapter under the job's output."""
-        prefix = f"runs/{run_id}/training/{JOB_PREFIX}-{run_id}/output/model"
+        prefix = f"runs/{run_id}/training/{contracts.training_job_name(run_id, JOB_PREFIX)}/output/model"
         for path in self.adapter_dir.iterdir():
             if path.is_file():
                 boto3.client("s3").upload_file(str(path), self.bucket, f"{prefix}/{path.name}")
@@ -133,6 +166,13 @@ class World:
     def pointer(self) -> bytes | None:
         uri = f"s3://{self.bucket}/models/current.json"
         return storage.read_bytes(uri) if storage.exists(uri) else None
+
+    def notifications(self) -> list[str]:
+        """Messages published to the failures topic."""
+        from moto.sns.models import sns_backends
+
+        topic = sns_backends["123456789012"][REGION].topics[self.topic_arn]
+        return [message for _, message, *_ in topic.sent_notifications]
 
     def host_state(self) -> str:
         reservations = boto3.client("ec2").describe_instances(InstanceIds=[self.instance_id])["Reservations"]
@@ -197,6 +237,9 @@ def world(monkeypatch, db, database_url, tiny_model_and_adapter) -> Iterator[Wor
         ec2.stop_instances(InstanceIds=[instance])  # the host sleeps between weekly runs
         monkeypatch.setenv("ARTIFACT_BUCKET", bucket)
         monkeypatch.setenv("DATABASE_SECRET_ARN", make_secret(database_url))
+        seeds_uri = f"s3://{bucket}/config/seed-profiles.txt"  # what the stack's seedProfilesUri names
+        storage.write_bytes(seeds_uri, "".join(f"{twitter_id}\n" for twitter_id in sorted(sample.seed_profile_ids())).encode())
+        monkeypatch.setenv("SEED_PROFILES_URI", seeds_uri)
         monkeypatch.setenv("OLLAMA_URL", server.url)
         monkeypatch.setenv("QUALITY_GATES", json.dumps({"latency_p50_max_s": 5, "latency_p95_max_s": 5}))
         arns = {}
@@ -207,7 +250,9 @@ def world(monkeypatch, db, database_url, tiny_model_and_adapter) -> Iterator[Wor
         definition = asl.render(definition_values(arns, bucket, role, instance, topic))
         sfn = boto3.client("stepfunctions")
         machine = sfn.create_state_machine(name="training", definition=definition, roleArn=role)["stateMachineArn"]
-        world = World(bucket, sfn, machine, instance, server, adapter_dir=adapter)
+        world = World(bucket, sfn, machine, instance, server, topic_arn=topic, adapter_dir=adapter)
+        inject_api_failures(monkeypatch)
+        INJECTED.update(api=None, **{"lambda": None})
         _script_training_statuses(monkeypatch, world)
         yield world
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 from pathlib import Path
 
@@ -64,9 +65,17 @@ def test_cfn_lint_e3601_accepts_it_and_rejects_a_broken_copy(definition, tmp_pat
 def test_the_seeds_states_are_there_by_name(definition):
     assert SEED_STATES <= set(definition["States"])
     assert definition["States"]["WaitForTraining"]["Next"] == "CheckStatus"
-    choices = {c["StringEquals"]: c["Next"] for c in definition["States"]["TrainingDone"]["Choices"]}
-    assert choices["InProgress"] == "WaitForTraining" and choices["Completed"] == "DescribeHost"
+    choices = {c["StringEquals"]: c["Next"] for c in definition["States"]["TrainingDone"]["Choices"] if "StringEquals" in c}
+    assert choices["InProgress"] == "WaitForTraining" and choices["Completed"] == "CheckAdapter"
     assert choices["Failed"] == "DescribeFailedTraining"
+    # SageMaker: a job stopped at MaxRuntime is Stopped with SecondaryStatus MaxRuntimeExceeded; what
+    # it left in /opt/ml/model is uploaded. It goes on only if that holds an adapter.
+    [max_runtime] = [c for c in definition["States"]["TrainingDone"]["Choices"] if "And" in c]
+    assert {(v["Variable"], v["StringEquals"]) for v in max_runtime["And"]} == {
+        ("$.training_status.TrainingJobStatus", "Stopped"), ("$.training_status.SecondaryStatus", "MaxRuntimeExceeded")}
+    assert max_runtime["Next"] == "CheckAdapter"
+    assert definition["States"]["AdapterFound"]["Choices"][0]["Next"] == "DescribeHost"
+    assert definition["States"]["AdapterFound"]["Default"] == "NoAdapter"
 
 
 def test_every_task_is_caught_and_every_lambda_retries_transient_errors(definition):
@@ -80,6 +89,52 @@ def test_every_task_is_caught_and_every_lambda_retries_transient_errors(definiti
     for name in ("DeployModel", "ValidateModel", "PromoteModel"):
         assert definition["States"][name]["Catch"][0]["Next"] == "Rollback"
     assert "DatabaseUnavailable" in {e for r in definition["States"]["GenerateDataset"]["Retry"] for e in r["ErrorEquals"]}
+
+
+# What each service's throttling is called in a Task's Error: "<Service>.<ErrorName>", the error
+# name always with the suffix "Exception" (AWS Step Functions developer guide, "AWS SDK service
+# integrations": e.g. S3's BucketAlreadyExists is S3.BucketAlreadyExistsException).
+THROTTLING = {
+    "arn:aws:states:::lambda:invoke": "Lambda.TooManyRequestsException",
+    "arn:aws:states:::sns:publish": "SNS.ThrottledException",
+    "sagemaker": "SageMaker.ThrottlingException",
+    "ec2": "Ec2.RequestLimitExceededException",
+    "sfn": "Sfn.ThrottlingException",
+    "s3": "S3.SlowDownException",
+}
+
+
+def test_every_aws_call_retries_its_services_throttling(definition):
+    for name, state in definition["States"].items():
+        if state["Type"] != "Task":
+            continue
+        resource = state["Resource"]
+        key = resource if resource in THROTTLING else resource.split(":")[-2]
+        retried = {error for retry in state.get("Retry", []) for error in retry["ErrorEquals"]}
+        assert THROTTLING[key] in retried, f"{name} does not retry {THROTTLING[key]}"
+        assert not any(error.startswith("Ec2.") and not error.endswith("Exception") for error in retried), name
+
+
+def paths_read(value) -> set[str]:
+    """The top-level fields of the state's input that its Parameters (or Choice rules) read."""
+    found = set()
+    text = json.dumps(value)
+    for match in re.finditer(r"\$\.([A-Za-z_]+)", text):
+        found.add(match.group(1))
+    return found
+
+
+def test_every_catch_writes_what_the_states_after_it_read(definition):
+    """A Catch's output is its ResultPath; the state it goes to (and those that state leads to before
+    the run ends) must not read an $.error that the Catch did not write. NotifyFailure and Fail read
+    $.error: every Catch that reaches them writes $.error, or had it written before."""
+    states = definition["States"]
+    for name, state in states.items():
+        for catch in state.get("Catch", []):
+            target = states[catch["Next"]]
+            if "error" in paths_read(target.get("Parameters", {})) and catch["ResultPath"] != "$.error":
+                # allowed only where $.error was written before this state could run
+                assert name in {"Rollback"}, f"{name}'s Catch writes {catch['ResultPath']}, {catch['Next']} reads $.error"
 
 
 def test_every_placeholder_is_filled_and_typed_values_stay_typed(definition):

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+import re
 
 import boto3
+import pytest
 
+from pipeline import contracts
 from tests.pipeline.serving.ollama_contract_server import echo_teacher_responder
 
 MAIN_PATH = ["Prepare", "CheckNoOtherExecution", "OnlyExecution", "GenerateDataset", "ValidateData", "DataValid",
@@ -43,11 +46,11 @@ def test_happy_path_trains_converts_deploys_validates_and_promotes(world):
     pointer = json.loads(world.pointer())
     assert pointer["run_id"] == "run-1" and pointer["model"] == "mistral-researcher:run-1"
     assert pointer["gguf_uri"] == f"s3://{world.bucket}/runs/run-1/model.gguf"
-    assert pointer["adapter_uri"].endswith("/runs/run-1/training/researcher-scorer-run-1/output/model")
+    assert pointer["adapter_uri"].endswith(f"/runs/run-1/training/{contracts.training_job_name('run-1', 'researcher-scorer')}/output/model")
     assert pointer["metrics"]["pearson"] > 0.99
     assert world.ollama.state.models["mistral-researcher:latest"] == world.ollama.state.models["mistral-researcher:run-1"]
     assert world.host_state() == "stopped"  # returned to the state it was found in
-    job = boto3.client("sagemaker").describe_training_job(TrainingJobName="researcher-scorer-run-1")
+    job = boto3.client("sagemaker").describe_training_job(TrainingJobName=contracts.training_job_name("run-1", "researcher-scorer"))
     assert job["EnableNetworkIsolation"] is True and job["EnableManagedSpotTraining"] is True
     assert job["OutputDataConfig"]["S3OutputPath"] == f"s3://{world.bucket}/runs/run-1/training"
     assert {c["ChannelName"] for c in job["InputDataConfig"]} == {"training", "base_model"}
@@ -65,11 +68,13 @@ def test_training_failure_fails_the_execution_with_the_jobs_reason(world):
 
 def test_conversion_error_is_named_and_nothing_is_deployed(world):
     world.stage_adapter("run-3")
-    arn = world.start("run-3-other", {"min_rows": 100})  # its adapter was never written
+    prefix = f"runs/run-3/training/{contracts.training_job_name('run-3', 'researcher-scorer')}/output/model"
+    boto3.client("s3").put_object(Bucket=world.bucket, Key=f"{prefix}/adapter_config.json", Body=b'{"peft_type": "LORA"}')
+    arn = world.start("run-3", {"min_rows": 100})  # an adapter without r / lora_alpha
     result = world.wait(arn)
     visited = world.visited(arn)
     assert result["status"] == "FAILED" and result["error"] == "AdapterMismatch", result
-    assert "adapter" in result["cause"]
+    assert "lora_alpha" in result["cause"]
     assert "ConvertToGGUF" in visited and "DeployModel" not in visited and "StopHost" in visited
     assert world.pointer() is None and world.host_state() == "stopped"
 
@@ -123,3 +128,106 @@ def test_invalid_data_fails_with_insufficient_data(world):
     assert result["status"] == "FAILED" and result["error"] == "InsufficientData"
     assert "StartTraining" not in visited and "DataInvalid" in visited
 
+
+
+def test_a_job_stopped_at_max_runtime_with_an_adapter_goes_on(world):
+    """SageMaker ends a job at MaxRuntime as Stopped / MaxRuntimeExceeded and uploads /opt/ml/model,
+    where the trainer left its best finished epoch's adapter."""
+    world.training_statuses[:] = [{"TrainingJobStatus": "Stopped", "SecondaryStatus": "MaxRuntimeExceeded"}]
+    world.ollama.state.responder = teacher_agreeing(world, "run-10")
+    result, visited = run(world, "run-10")
+    assert result["status"] == "SUCCEEDED", result
+    assert visited.index("CheckAdapter") < visited.index("ConvertToGGUF") and "PromoteModel" in visited
+
+
+def test_a_job_stopped_at_max_runtime_without_an_adapter_is_never_converted(world):
+    world.training_statuses[:] = [{"TrainingJobStatus": "Stopped", "SecondaryStatus": "MaxRuntimeExceeded"}]
+    arn = world.start("run-11", {"min_rows": 100})  # no adapter staged: no epoch finished
+    result, visited = world.wait(arn), world.visited(arn)
+    assert result["status"] == "FAILED" and result["error"] == "TrainingEndedWithoutAdapter", result
+    assert "MaxRuntimeExceeded" in result["cause"]
+    assert "ConvertToGGUF" not in visited and "DescribeHost" not in visited
+    assert any("TrainingEndedWithoutAdapter" in message for message in world.notifications())
+
+
+def test_a_job_a_person_stopped_fails_as_stopped(world):
+    world.training_statuses[:] = [{"TrainingJobStatus": "Stopped", "SecondaryStatus": "Stopped"}]
+    result, visited = run(world, "run-12")
+    assert result["status"] == "FAILED" and result["error"] == "TrainingStopped"
+    assert "CheckAdapter" not in visited
+
+
+def test_any_execution_name_the_console_accepts_makes_a_valid_training_job_name(world):
+    import botocore.session
+
+    shape = botocore.session.get_session().get_service_model("sagemaker").shape_for("TrainingJobName")
+    run_id = "Weekly_retrain_" + "x" * 54 + "_2026_11_29"  # 80 characters, underscores: a valid execution name
+    assert len(run_id) == 80
+    world.ollama.state.responder = teacher_agreeing(world, run_id)
+    result, _ = run(world, run_id)
+    assert result["status"] == "SUCCEEDED", result
+    [job] = boto3.client("sagemaker").list_training_jobs()["TrainingJobSummaries"]
+    name = job["TrainingJobName"]
+    assert len(name) <= shape.metadata["max"] and re.fullmatch(shape.metadata["pattern"], name), name
+    assert name.startswith("researcher-scorer-Weekly-retrain-xxx")  # traceable to the run
+
+
+# Every Task failing in turn: where the failure is injected, and the execution it must end as.
+# (state, how to fail it, training status script, error the execution ends with or None for the injected one)
+FAILURES = [
+    ("CheckNoOtherExecution", ("api", ("stepfunctions", "ListExecutions", 1)), None, None),
+    ("GenerateDataset", ("lambda", "generate-dataset"), None, "InjectedFailure"),
+    ("ValidateData", ("lambda", "validate-data"), None, "InjectedFailure"),
+    ("StartTraining", ("api", ("sagemaker", "CreateTrainingJob", 1)), None, None),
+    ("CheckStatus", ("api", ("sagemaker", "DescribeTrainingJob", 1)), None, None),
+    ("DescribeFailedTraining", ("api", ("sagemaker", "DescribeTrainingJob", 2)),
+     [{"TrainingJobStatus": "Failed", "FailureReason": "CUDA out of memory"}], "TrainingFailed"),
+    ("CheckAdapter", ("api", ("s3", "ListObjectsV2", 1)), None, None),
+    ("DescribeHost", ("api", ("ec2", "DescribeInstances", 1)), None, None),
+    ("StartHost", ("api", ("ec2", "StartInstances", 1)), None, None),
+    ("ConvertToGGUF", ("lambda", "convert-to-gguf"), None, "InjectedFailure"),
+    ("DeployModel", ("lambda", "deploy-model"), None, "InjectedFailure"),
+    ("ValidateModel", ("lambda", "validate-model"), None, "InjectedFailure"),
+    ("PromoteModel", ("lambda", "promote-model"), None, "InjectedFailure"),
+    ("Rollback", ("lambda", "rollback-model"), "gates fail", "ValidationFailed"),
+    ("NotifyFailure", ("api", ("sns", "Publish", 1)), [{"TrainingJobStatus": "Failed", "FailureReason": "boom"}],
+     "TrainingFailed"),
+    ("StopHost", ("api", ("ec2", "StopInstances", 1)), None, None),
+]
+
+
+def test_the_failure_matrix_covers_every_task():
+    from tests.statemachine.conftest import sample_definition_values
+    from infra import asl
+
+    states = json.loads(asl.render(sample_definition_values()))["States"]
+    assert {name for name, state in states.items() if state["Type"] == "Task"} == {row[0] for row in FAILURES}
+
+
+@pytest.mark.parametrize("state,how,statuses,expected", FAILURES, ids=[row[0] for row in FAILURES])
+def test_each_task_failing_ends_the_execution_failed_notified_and_the_host_stopped(world, state, how, statuses, expected):
+    from tests.statemachine.conftest import INJECTED
+
+    run_id = f"fail-{state}"
+    if statuses == "gates fail":
+        world.ollama.state.responder = lambda model, body: '{"handle":"x","score":"0.10","reason":"not a researcher"}'
+    else:
+        world.ollama.state.responder = teacher_agreeing(world, run_id)
+        world.training_statuses[:] = statuses or []
+    INJECTED[how[0]] = how[1]
+    result, visited = run(world, run_id)
+    INJECTED.update(api=None, **{"lambda": None})
+    assert state in visited
+    assert result["status"] == "FAILED", (state, result)
+    assert result.get("error") and result["error"] != "States.Runtime", (state, result)
+    if expected:
+        assert result["error"] == expected, (state, result)
+    if state != "NotifyFailure":
+        notified = world.notifications() if state != "StopHost" else []
+        if state != "StopHost":
+            assert any(result["error"] in message and run_id in message for message in notified), (state, notified)
+    if state in {"StopHost"}:
+        assert "Succeeded" not in visited and "HostNotStopped" in visited
+    elif "DescribeHost" in visited and state not in {"DescribeHost", "StartHost"}:
+        assert world.host_state() == "stopped", state  # returned to the state it was found in
+    assert "PromoteModel" not in visited or state == "PromoteModel" or state == "StopHost"

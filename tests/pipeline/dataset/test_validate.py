@@ -8,12 +8,31 @@ from pipeline.dataset.split import SplitFractions
 from tests.factories import load_rows, researchers
 
 
+SEED_PROFILES = 12
+
+
+def export_with_seeds(db, database_url, directory, seed_count: int):
+    rows = researchers(60)
+    load_rows(db, rows)
+    seed_ids = frozenset(profile.twitter_id for profile, _ in rows[:seed_count])
+    export.export_dataset(source.ConnectionParams.from_url(database_url), str(directory),
+                          export.ExportConfig(progress=False, fractions=SplitFractions(0.5, 0.25, 0.25), seed_ids=seed_ids))
+    return directory
+
+
 @pytest.fixture
 def dataset(db, database_url, tmp_path):
-    load_rows(db, researchers(60))
-    export.export_dataset(source.ConnectionParams.from_url(database_url), str(tmp_path),
-                          export.ExportConfig(progress=False, fractions=SplitFractions(0.5, 0.25, 0.25)))
-    return tmp_path
+    return export_with_seeds(db, database_url, tmp_path, SEED_PROFILES)
+
+
+def test_too_few_seed_profiles_stop_the_run_before_training(db, database_url, tmp_path):
+    """A seed list that matches few profiles (the wrong list, or the demo's synthetic ids on a real
+    database) would leave the seed gates nothing to score after hours of GPU: refused here."""
+    export_with_seeds(db, database_url, tmp_path, 3)
+    result = validate.validate_dataset(str(tmp_path), min_rows=60, min_seed_profiles=10)
+    assert result.problem_names == ["TooFewSeedProfiles"]
+    assert "3 seed profiles found in the database, at least 10 needed" in result.problems[0]["examples"][0]
+    assert validate.validate_dataset(str(tmp_path), min_rows=60, min_seed_profiles=3).valid
 
 
 def test_a_fresh_export_is_valid_with_counts_and_class_balance(dataset):
@@ -82,6 +101,6 @@ def test_class_imbalance_is_a_warning_not_a_failure(db, database_url, tmp_path):
     from tests.factories import profile, score
     load_rows(db, [(profile(str(i)), [score(str(i), "0.01")]) for i in range(40)])
     export.export_dataset(source.ConnectionParams.from_url(database_url), str(tmp_path), export.ExportConfig(progress=False))
-    result = validate.validate_dataset(str(tmp_path), min_rows=10)
+    result = validate.validate_dataset(str(tmp_path), min_rows=10, min_seed_profiles=0)
     assert result.valid
     assert result.warnings == ["class imbalance: 0.0% of rows score >= 0.5"]

@@ -163,3 +163,40 @@ def test_serving_config_names(tmp_path):
     assert config.production == "mistral-researcher:prod" and config.candidate("run-1") == "mistral-researcher:run-1"
     with pytest.raises(Exception, match="run id"):
         config.candidate("bad id!")
+
+
+def expires_under_the_lifecycle_rule(uri: str) -> bool:
+    """S3's tag filter: a rule with filter {tag: {key, value}} applies to objects carrying that tag
+    (the rule itself is asserted in tests/infra/test_storage.py)."""
+    from pipeline import contracts
+
+    return storage.get_tags(uri).get(contracts.RETENTION_TAG) == contracts.RETENTION_EXPIRING
+
+
+def test_promotion_keeps_production_and_its_restore_point_out_of_the_gguf_expiry(ollama, client, bucket):
+    from pipeline import contracts
+
+    root = f"s3://{bucket}"
+    ggufs = {}
+    for number, run_id in enumerate(["run-1", "run-2", "run-3", "run-4"]):
+        ggufs[run_id] = f"{root}/runs/{run_id}/model.gguf"
+        storage.write_bytes(ggufs[run_id], b"GGUF" + bytes([number]) * 100)
+        storage.set_tags(ggufs[run_id], {contracts.RETENTION_TAG: contracts.RETENTION_EXPIRING})  # as ConvertToGGUF does
+        lifecycle.deploy(client, ggufs[run_id], run_id)
+        lifecycle.promote(client, root, run_id, {"gguf_uri": ggufs[run_id]})
+        production = lifecycle.read_pointer(root)
+        assert not expires_under_the_lifecycle_rule(ggufs[production["run_id"]])
+        if production["previous"]:
+            assert not expires_under_the_lifecycle_rule(ggufs[production["previous"]["run_id"]])
+    assert [run for run, uri in ggufs.items() if expires_under_the_lifecycle_rule(uri)] == ["run-1", "run-2"]
+    assert storage.get_tags(ggufs["run-4"]) == {contracts.RETENTION_TAG: contracts.RETENTION_PRODUCTION}
+    assert storage.get_tags(ggufs["run-3"]) == {contracts.RETENTION_TAG: contracts.RETENTION_RESTORE_POINT}
+
+
+def test_a_gguf_that_cannot_be_protected_is_not_promoted(ollama, client, bucket):
+    root = f"s3://{bucket}"
+    storage.write_bytes(f"{root}/runs/run-1/model.gguf", b"GGUF" + b"1" * 100)
+    lifecycle.deploy(client, f"{root}/runs/run-1/model.gguf", "run-1")
+    with pytest.raises(lifecycle.PromotionError, match="does not exist"):
+        lifecycle.promote(client, root, "run-1", {"gguf_uri": f"{root}/runs/run-1/elsewhere.gguf"})
+    assert PRODUCTION not in ollama.state.models and lifecycle.read_pointer(root) is None

@@ -79,3 +79,82 @@ def test_precision_and_qlora_follow_the_hardware():
         trainer.resolve_qlora(hyperparameters.parse({"qlora": "true"}), cpu)
     with pytest.raises(InvalidArgument):
         trainer.resolve_precision(hyperparameters.parse({"precision": "bf16"}), cpu)
+
+
+def test_steps_that_fit_keep_the_reserve_back():
+    # 7200 s budget, 600 s used, 9 s a step: (7200 - 600 - 360) / 9 -> 693 steps (reserve: 5 % of 7200)
+    assert trainer.steps_that_fit(7200, 600, 9.0) == 693
+    assert trainer.steps_that_fit(1000, 200, 10.0) == 50  # the 300 s floor
+    assert trainer.steps_that_fit(1000, 900, 10.0) == 0
+
+
+class TenSecondsPerCall:
+    """The trainer's clock, read once at the start and once per optimizer step: 10 s a step."""
+
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        self.now += 10.0
+        return self.now
+
+
+def run_training(paths, overrides, monkeypatch, extra_callback=None):
+    if extra_callback is not None:
+        original = trainer._callbacks
+        monkeypatch.setattr(trainer, "_callbacks", lambda *args: [*original(*args), extra_callback])
+    return trainer.train(paths, hyperparameters.parse({**QUICK, **overrides}), progress=False)
+
+
+def test_a_time_budget_plans_the_steps_that_fit_and_ends_with_the_best_adapter(tiny_model_dir, small_dataset, tmp_path,
+                                                                               monkeypatch, capsys):
+    monkeypatch.setattr(trainer, "_clock", TenSecondsPerCall())
+    paths = trainer.TrainingPaths(small_dataset, tiny_model_dir, tmp_path / "model", tmp_path / "checkpoints")
+    # 96 examples, batch 4: 24 steps an epoch, 48 planned. Timed over steps 1-4 (10 s each, 40 s used):
+    # (600 - 40 - 300 reserve) / 10 = 26 more steps fit -> stop at step 30, an evaluation and a save there.
+    metrics = run_training(paths, {"time_budget_seconds": "600"}, monkeypatch)
+    out = capsys.readouterr().out
+    assert "planned_steps=30 step=4" in out and "stopping at step 30" in out
+    assert metrics["global_steps"] == 30 and metrics["planned_stop_step"] == 30 and metrics["stopped_by_time_budget"]
+    assert [entry["epoch"] for entry in metrics["eval_loss_per_epoch"]] == pytest.approx([1.0, 1.25])
+    assert (paths.output_dir / "adapter_model.safetensors").is_file()
+    assert json.loads((paths.output_dir / trainer.METRICS_FILE).read_text())["stopped_by_time_budget"] is True
+
+
+def test_without_a_budget_every_planned_step_runs(trained):
+    _, metrics = trained
+    assert metrics["global_steps"] == 48 and metrics["planned_stop_step"] is None and not metrics["stopped_by_time_budget"]
+
+
+def sigterm_at_step(step: int):
+    """What SageMaker does at MaxRuntime (or a spot interruption): SIGTERM to the training process."""
+    import os
+    import signal
+
+    from transformers import TrainerCallback
+
+    class SigtermAtStep(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            if state.global_step == step:
+                os.kill(os.getpid(), signal.SIGTERM)
+            return control
+
+    return SigtermAtStep()
+
+
+def test_sigterm_after_an_epoch_leaves_that_epochs_adapter(tiny_model_dir, small_dataset, tmp_path, monkeypatch):
+    paths = trainer.TrainingPaths(small_dataset, tiny_model_dir, tmp_path / "model", tmp_path / "checkpoints")
+    with pytest.raises(trainer.TrainingInterrupted, match="best finished epoch's adapter is in"):
+        run_training(paths, {}, monkeypatch, sigterm_at_step(30))
+    origin = json.loads((paths.output_dir / "adapter_origin.json").read_text())
+    assert origin["checkpoint"] == "checkpoint-24" and origin["epoch"] == pytest.approx(1.0)
+    config = json.loads((paths.output_dir / "adapter_config.json").read_text())
+    assert config["r"] == 16 and (paths.output_dir / "adapter_model.safetensors").is_file()
+    assert (paths.output_dir / "tokenizer.model").is_file()  # what ConvertToGGUF reads beside the adapter
+
+
+def test_sigterm_before_an_epoch_finished_leaves_no_adapter(tiny_model_dir, small_dataset, tmp_path, monkeypatch):
+    paths = trainer.TrainingPaths(small_dataset, tiny_model_dir, tmp_path / "model", tmp_path / "checkpoints")
+    with pytest.raises(trainer.TrainingInterrupted, match="no epoch finished: no adapter"):
+        run_training(paths, {}, monkeypatch, sigterm_at_step(3))
+    assert not (paths.output_dir / "adapter_config.json").exists()

@@ -1,0 +1,72 @@
+"""The deploy rehearsal's world: the Pulumi program's own declarations (under the provider-format
+mocks of tests/infra), moto in server mode on loopback (the Lambdas run in processes of their own
+and reach it over HTTP, as they reach AWS), the real PostgreSQL, the Ollama contract-test server."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from typing import Iterator
+
+import boto3
+import psycopg2.extensions
+import pytest
+
+from tests.deploy_rehearsal.lambda_runtime import DeployedFunction, unpack_functions
+from tests.infra.conftest import VALID_CONFIG, RecordingMocks, run_program
+
+REGION = "eu-west-1"  # the mocked stack's region
+
+
+@pytest.fixture(scope="module")
+def deployed_functions(tmp_path_factory) -> dict[str, DeployedFunction]:
+    import pulumi
+
+    mocks = RecordingMocks()
+    pulumi.runtime.set_mocks(mocks, project="researcher-scorer", stack="test", preview=False)
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        deployment = run_program(mocks, VALID_CONFIG, monkeypatch)
+    return unpack_functions(deployment, tmp_path_factory.mktemp("lambda-packages"))
+
+
+@pytest.fixture(scope="module")
+def moto_server() -> Iterator[str]:
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_SESSION_TOKEN": "testing",
+               "AWS_REGION": REGION, "AWS_DEFAULT_REGION": REGION}
+
+
+@pytest.fixture
+def aws_world(moto_server, monkeypatch):
+    """This process's boto3 (the test's own setup and checks) on the same moto server."""
+    for name, value in {**CREDENTIALS, "AWS_ENDPOINT_URL": moto_server}.items():
+        monkeypatch.setenv(name, value)
+    return moto_server
+
+
+def lambda_environment(moto_server: str, **overrides: str) -> dict[str, str]:
+    """What Lambda adds to a function's variables (region, the role's credentials) plus the endpoint
+    of this world's AWS and the overrides naming this world's resources."""
+    return {**CREDENTIALS, "AWS_ENDPOINT_URL": moto_server, **overrides}
+
+
+def create_bucket(name: str) -> None:
+    s3 = boto3.client("s3")
+    if name not in {bucket["Name"] for bucket in s3.list_buckets()["Buckets"]}:
+        s3.create_bucket(Bucket=name, CreateBucketConfiguration={"LocationConstraint": REGION})
+
+
+def database_secret(database_url: str) -> str:
+    params = psycopg2.extensions.parse_dsn(database_url)
+    secret = {"host": params["host"], "port": int(params.get("port", 5432)), "username": params["user"],
+              "password": "unused-with-trust-auth", "dbname": params["dbname"]}
+    return boto3.client("secretsmanager").create_secret(Name=f"researcher-db-{uuid.uuid4().hex[:6]}",
+                                                       SecretString=json.dumps(secret))["ARN"]

@@ -1,0 +1,174 @@
+"""Stand-ins for what the Ollama host's boot script calls and this machine lacks: the Ollama
+binary, systemd's `systemctl`, the AWS CLI's `aws s3 cp`, journald's `logger` and the instance
+metadata service (IMDSv2). Each does what the real one does at the points the script depends on,
+no more. Run as ``python standins.py <name> [args…]``; test_boot_script.py installs them on PATH.
+
+- ollama: `--version` prints "ollama version is X"; `serve` first creates its key pair under
+  $HOME/.ollama (as Ollama's server does at start, initializeKeypair in its auth package, and exits
+  with an error when it cannot), then binds OLLAMA_HOST and answers GET /api/version.
+- systemctl: `daemon-reload`; `enable --now <unit>` starts the unit's ExecStart the way systemd
+  does for User=/Group=/Environment= (HOME, USER, LOGNAME and SHELL from the user database;
+  nothing else inherited) under Restart=always with RestartSec, in the background.
+- aws: `aws s3 cp [--only-show-errors] s3://bucket/key DEST` from a local directory of objects.
+- imds: PUT /latest/api/token, then GET /latest/meta-data/<path> with that token only.
+"""
+
+from __future__ import annotations
+
+import http.server
+import json
+import os
+import pwd
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+STATE = Path(os.environ.get("STANDIN_STATE", "/tmp/standin-state"))
+
+
+def ollama(args: list[str]) -> int:
+    version = os.environ.get("STANDIN_OLLAMA_VERSION", "0.0.0")
+    if args == ["--version"]:
+        print(f"ollama version is {version}")
+        return 0
+    if args != ["serve"]:
+        print(f"stand-in ollama: unsupported {args}", file=sys.stderr)
+        return 2
+    home = Path(os.environ.get("HOME", ""))
+    try:
+        (home / ".ollama").mkdir(mode=0o755, exist_ok=True)
+        key = home / ".ollama" / "id_ed25519"
+        if not key.exists():
+            key.write_bytes(os.urandom(64))
+            key.chmod(0o600)
+            (home / ".ollama" / "id_ed25519.pub").write_text("ssh-ed25519 STANDIN\n")
+    except OSError as exc:
+        print(f"Error: could not create directory {exc.filename}: {exc.strerror}", file=sys.stderr)
+        return 1
+    host, _, port = os.environ.get("OLLAMA_HOST", "127.0.0.1:11434").rpartition(":")
+    models = Path(os.environ.get("OLLAMA_MODELS", home / ".ollama" / "models"))
+    models.mkdir(parents=True, exist_ok=True)  # as the server does; fails unless the user owns it
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 (http.server's name)
+            if self.path != "/api/version":
+                self.send_error(404)
+                return
+            body = json.dumps({"version": version}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.HTTPServer((host, int(port)), Handler)
+    print(f"Listening on {host}:{port} (version {version})", flush=True)
+    server.serve_forever()
+    return 0
+
+
+def _unit(path: Path) -> dict[str, list[str]]:
+    settings: dict[str, list[str]] = {}
+    for line in path.read_text().splitlines():
+        key, sep, value = line.partition("=")
+        if sep and not line.startswith(("#", "[")):
+            settings.setdefault(key.strip(), []).append(value.strip())
+    return settings
+
+
+def systemctl(args: list[str]) -> int:
+    if args == ["daemon-reload"]:
+        return 0
+    if args[:2] != ["enable", "--now"] or len(args) != 3:
+        print(f"stand-in systemctl: unsupported {args}", file=sys.stderr)
+        return 2
+    unit = _unit(Path("/etc/systemd/system") / args[2])
+    user = pwd.getpwnam(unit["User"][0])
+    env = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME": user.pw_dir,
+           "USER": user.pw_name, "LOGNAME": user.pw_name, "SHELL": user.pw_shell,
+           "STANDIN_OLLAMA_VERSION": os.environ.get("STANDIN_OLLAMA_VERSION", "")}
+    for assignment in unit.get("Environment", []):
+        name, _, value = assignment.partition("=")
+        env[name] = value
+    command = ["setpriv", f"--reuid={user.pw_uid}", f"--regid={unit['Group'][0]}", "--init-groups",
+               *unit["ExecStart"][0].split()]
+    restart_s = float(unit.get("RestartSec", ["0.1"])[0])
+    STATE.mkdir(parents=True, exist_ok=True)
+    supervisor = [sys.executable, __file__, "supervise", json.dumps({"command": command, "env": env, "restart_s": restart_s})]
+    subprocess.Popen(supervisor, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return 0
+
+
+def supervise(args: list[str]) -> int:
+    spec = json.loads(args[0])
+    starts = STATE / "starts.log"
+    while True:  # Restart=always; ends with the namespace's PID 1
+        with starts.open("a") as log:
+            log.write(f"{time.time()}\n")
+        with (STATE / "service.log").open("a") as out:
+            subprocess.run(spec["command"], env=spec["env"], stdout=out, stderr=out)
+        time.sleep(spec["restart_s"])
+
+
+def aws(args: list[str]) -> int:
+    args = [arg for arg in args if arg != "--only-show-errors"]
+    if args[:2] != ["s3", "cp"] or len(args) != 4 or not args[2].startswith("s3://"):
+        print(f"stand-in aws: unsupported {args}", file=sys.stderr)
+        return 2
+    source = Path(os.environ["STANDIN_S3_ROOT"]) / args[2].removeprefix("s3://")
+    if not source.is_file():
+        print(f"fatal error: An error occurred (404) when calling the HeadObject operation: Key not found", file=sys.stderr)
+        return 1
+    shutil.copyfile(source, args[3])
+    return 0
+
+
+def logger(args: list[str]) -> int:
+    with (STATE / "journal.log").open("a") as journal:
+        journal.write(" ".join(args) + "\n")
+    return 0
+
+
+def imds(args: list[str]) -> int:
+    address, local_ipv4 = args
+    token = "standin-token"
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_PUT(self):  # noqa: N802
+            if self.path != "/latest/api/token" or not self.headers.get("X-aws-ec2-metadata-token-ttl-seconds"):
+                self.send_error(400)
+                return
+            self._answer(token)
+
+        def do_GET(self):  # noqa: N802
+            if self.headers.get("X-aws-ec2-metadata-token") != token:
+                self.send_error(401)  # IMDSv2 required: no token, no answer
+                return
+            if self.path != "/latest/meta-data/local-ipv4":
+                self.send_error(404)
+                return
+            self._answer(local_ipv4)
+
+        def _answer(self, text: str) -> None:
+            body = text.encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    http.server.HTTPServer((address, 80), Handler).serve_forever()
+    return 0
+
+
+if __name__ == "__main__":
+    name, rest = sys.argv[1], sys.argv[2:]
+    sys.exit({"ollama": ollama, "systemctl": systemctl, "supervise": supervise, "aws": aws, "logger": logger,
+              "imds": imds}[name](rest))

@@ -1,0 +1,137 @@
+"""The Ollama host's user data, run for real as far as this machine allows: the rendered script
+executes as root in a throwaway root of its own (mount, network and PID namespaces: a private
+copy of /etc, empty /usr/local and /var/lib, only a loopback network), with stand-ins for what
+the AMI has and this machine lacks (standins.py: Ollama, systemctl, the AWS CLI, journald's
+logger, IMDSv2). What runs unchanged: the script itself, bash, useradd/usermod/getent/install,
+tar, sha256sum, curl, and the unit file it writes, started as systemd would start it.
+
+Not covered here: the real Ollama binary, systemd and the GPU driver (none can run on this
+machine); the stand-in Ollama does what the real one does at start that the boot depends on.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import shutil
+import subprocess
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from infra import user_data
+
+HERE = Path(__file__).resolve().parent
+VERSION = user_data.DEFAULT_OLLAMA_VERSION
+ARCHIVE_URI = "s3://host-artifacts/ollama/ollama-linux-amd64.tgz"
+IMDS_ADDRESS = "169.254.169.254"  # inside the test's own network namespace only
+PRIVATE_IPV4 = "127.0.0.2"  # what the stand-in IMDS reports as the instance's private address
+# The script waits up to 300 s for Ollama; a test that fails should fail sooner. The only edit made
+# to the rendered script.
+HEALTH_TIMEOUT_S = 20
+SYSTEM_PYTHON = Path("/usr/bin/python3")  # the stand-in Ollama runs as the ollama user, who cannot read /root
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("unshare") or not SYSTEM_PYTHON.is_file(),
+                                reason="needs root, util-linux unshare and /usr/bin/python3 (CI and the dev machine have them)")
+
+
+def standin_archive() -> bytes:
+    """What Ollama's release archive holds for the script's purposes: bin/ollama (here, the stand-in)."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as archive:
+        def add(name: str, data: bytes, mode: int) -> None:
+            info = tarfile.TarInfo(name)
+            info.size, info.mode = len(data), mode
+            archive.addfile(info, io.BytesIO(data))
+        add("lib/ollama/standins.py", (HERE / "standins.py").read_bytes(), 0o644)
+        add("bin/ollama", f'#!/bin/sh\nexec {SYSTEM_PYTHON} /usr/local/lib/ollama/standins.py ollama "$@"\n'.encode(), 0o755)
+    return buffer.getvalue()
+
+
+def boot(tmp_path: Path, *, sha256: str = "", prepare: str = "") -> tuple[subprocess.CompletedProcess, dict]:
+    archive = standin_archive()
+    s3_root = tmp_path / "s3"
+    (s3_root / ARCHIVE_URI.removeprefix("s3://")).parent.mkdir(parents=True)
+    (s3_root / ARCHIVE_URI.removeprefix("s3://")).write_bytes(archive)
+    script = user_data.render(user_data.OllamaHostSettings(archive_url=ARCHIVE_URI, archive_sha256=sha256))
+    assert "HEALTH_TIMEOUT_S=300" in script
+    (tmp_path / "user-data.sh").write_text(script.replace("HEALTH_TIMEOUT_S=300", f"HEALTH_TIMEOUT_S={HEALTH_TIMEOUT_S}"))
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for name in ("systemctl", "aws", "logger"):
+        (bin_dir / name).write_text(f'#!/bin/sh\nexec {SYSTEM_PYTHON} {HERE / "standins.py"} {name} "$@"\n')
+        (bin_dir / name).chmod(0o755)
+    state = tmp_path / "state"
+    state.mkdir()
+    inside = f"""
+set -eu
+mount --make-rprivate /
+cp -a /etc {tmp_path}/etc && mount --bind {tmp_path}/etc /etc
+mount -t tmpfs tmpfs /usr/local
+mount -t tmpfs tmpfs /var/lib
+ip link set lo up
+ip addr add {IMDS_ADDRESS}/32 dev lo
+{SYSTEM_PYTHON} {HERE / 'standins.py'} imds {IMDS_ADDRESS} {PRIVATE_IPV4} &
+for _ in $(seq 50); do curl -s -o /dev/null -X PUT -H 'X-aws-ec2-metadata-token-ttl-seconds: 1' http://{IMDS_ADDRESS}/latest/api/token && break; sleep 0.1; done
+{prepare}
+rc=0
+PATH={bin_dir}:$PATH bash {tmp_path}/user-data.sh > {tmp_path}/boot.log 2>&1 || rc=$?
+home=$(getent passwd ollama | cut -d: -f6 || true)
+{SYSTEM_PYTHON} - "$rc" "$home" <<'PY'
+import json, os, pwd, sys, urllib.request
+rc, home = int(sys.argv[1]), sys.argv[2]
+def owner(path):
+    try:
+        return pwd.getpwuid(os.stat(path).st_uid).pw_name
+    except (FileNotFoundError, KeyError):
+        return None
+try:
+    version = json.load(urllib.request.urlopen("http://{PRIVATE_IPV4}:11434/api/version", timeout=2))["version"]
+except OSError:
+    version = None
+print(json.dumps({{"rc": rc, "home": home, "home_owner": owner(home), "key_owner": owner(home + "/.ollama/id_ed25519"),
+                  "models_owner": owner("/var/lib/ollama/models"), "version": version}}))
+PY
+"""
+    done = subprocess.run(["unshare", "--mount", "--net", "--pid", "--fork", "--mount-proc", "bash", "-c", inside],
+                          capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "STANDIN_STATE": str(state), "STANDIN_S3_ROOT": str(s3_root),
+                               "STANDIN_OLLAMA_VERSION": VERSION})
+    assert done.returncode == 0, done.stderr
+    return done, json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def starts(tmp_path: Path) -> int:
+    log = tmp_path / "state" / "starts.log"
+    return len(log.read_text().splitlines()) if log.is_file() else 0
+
+
+def test_the_host_boots_to_a_serving_ollama_on_its_private_address(tmp_path):
+    sha256 = hashlib.sha256(standin_archive()).hexdigest()
+    _, result = boot(tmp_path, sha256=sha256)
+    log = (tmp_path / "boot.log").read_text()
+    assert result["rc"] == 0, log
+    assert f"is serving on {PRIVATE_IPV4}:11434" in log
+    assert result["version"] == VERSION
+    # Ollama's key pair is created at its first start, in the service user's own home.
+    assert result["home"] == "/var/lib/ollama" and result["home_owner"] == "ollama" and result["key_owner"] == "ollama"
+    assert result["models_owner"] == "ollama"
+    assert starts(tmp_path) == 1, (tmp_path / "state" / "service.log").read_text()
+
+
+def test_a_user_left_without_a_home_by_an_earlier_boot_is_repaired(tmp_path):
+    """An instance booted with an older user data has the ollama user but no home directory."""
+    prepare = "useradd --system --home-dir /var/lib/ollama --shell /usr/sbin/nologin ollama"
+    _, result = boot(tmp_path, prepare=prepare)
+    assert result["rc"] == 0, (tmp_path / "boot.log").read_text()
+    assert result["key_owner"] == "ollama" and result["version"] == VERSION
+
+
+def test_a_wrong_archive_checksum_stops_the_boot_before_anything_is_installed(tmp_path):
+    _, result = boot(tmp_path, sha256="0" * 64)
+    log = (tmp_path / "boot.log").read_text()
+    assert result["rc"] == 1 and "sha256 mismatch" in log
+    assert result["version"] is None and starts(tmp_path) == 0
