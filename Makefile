@@ -48,7 +48,7 @@ $(REHEARSAL_STAMP): $(DEV_STAMP) requirements/dataset.txt requirements/serving.t
 	rm -rf .build/lambda-runtime && $(PY) -m pip install -q --target .build/lambda-runtime/python --only-binary=:all: \
 		--implementation cp --python-version 3.12 --platform manylinux2014_x86_64 -r requirements/lambda-runtime.txt
 	rm -rf $(CONVERT_VENV) && $(LAMBDA_PYTHON) -m venv $(CONVERT_VENV)
-	CMAKE_ARGS="-DGGML_NATIVE=OFF" $(CONVERT_VENV)/bin/python -m pip install -q -r requirements/convert.txt
+	CMAKE_ARGS="-DGGML_NATIVE=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TESTS=OFF" $(CONVERT_VENV)/bin/python -m pip install -q -r requirements/convert.txt
 	$(PY) -c "from tests.pipeline.gguf.conftest import ensure_converter; ensure_converter()"
 	touch $@
 

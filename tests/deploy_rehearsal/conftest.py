@@ -46,10 +46,14 @@ CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing
 
 @pytest.fixture
 def aws_world(moto_server, monkeypatch):
-    """This process's boto3 (the test's own setup and checks) on the same moto server."""
+    """This process's boto3 (the test's own setup and checks) on the same moto server. boto3's
+    default session caches the credentials it resolved: a fresh one here, and none left behind
+    for later tests (they would reach for real endpoints with these)."""
     for name, value in {**CREDENTIALS, "AWS_ENDPOINT_URL": moto_server}.items():
         monkeypatch.setenv(name, value)
-    return moto_server
+    monkeypatch.setattr(boto3, "DEFAULT_SESSION", None)
+    yield moto_server
+    boto3.DEFAULT_SESSION = None
 
 
 def lambda_environment(moto_server: str, **overrides: str) -> dict[str, str]:

@@ -84,6 +84,9 @@ def test_no_aws_credentials_is_a_named_error_not_a_traceback(monkeypatch, tmp_pa
     monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")  # never ask an instance-metadata address
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    import boto3
+
+    monkeypatch.setattr(boto3, "DEFAULT_SESSION", None)  # no credentials cached by an earlier test
     for call in (lambda: storage.write_bytes("s3://some-bucket/a", b"x"), lambda: storage.read_bytes("s3://some-bucket/a"),
                  lambda: storage.exists("s3://some-bucket/a"), lambda: storage.read_range("s3://some-bucket/a", 0, 8)):
         with pytest.raises(StorageError, match="credentials"):
