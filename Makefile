@@ -14,20 +14,22 @@ REHEARSAL_STAMP := .build/.rehearsal-ready
 LAMBDA_PYTHON ?= $(firstword $(wildcard $(HOME)/.pyenv/versions/3.12*/bin/python3.12) $(shell command -v python3.12 2>/dev/null))
 CONVERT_VENV := .build/convert-venv
 
-.PHONY: demo test bench clean rehearsal-assets
+.PHONY: demo test test-fast lint bench clean rehearsal-assets
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 
-$(LOCAL_STAMP): requirements.txt $(wildcard requirements/*.txt) | $(VENV)/bin/python
+$(LOCAL_STAMP): requirements.txt $(wildcard requirements/*.txt) pyproject.toml | $(VENV)/bin/python
 	CMAKE_ARGS="-DGGML_NATIVE=OFF" $(PY) -m pip install -q -r requirements/local.txt
+	$(PY) -m pip install -q --no-deps -e .
 	touch $@
 
 # llama-cpp-python compiles llama.cpp (several minutes on 2 cores); GGML_NATIVE=OFF keeps the
 # build portable, as in the conversion Lambda image.
-$(DEV_STAMP): requirements.txt $(wildcard requirements/*.txt) | $(VENV)/bin/python
+$(DEV_STAMP): requirements.txt $(wildcard requirements/*.txt) pyproject.toml | $(VENV)/bin/python
 	CMAKE_ARGS="-DGGML_NATIVE=OFF" $(PY) -m pip install -q -r requirements/dev.txt
+	$(PY) -m pip install -q --no-deps -e .
 	touch $@
 
 # asl-validator (npm) lints the state machine in the test suite; Node.js from Debian if missing.
@@ -54,12 +56,22 @@ $(REHEARSAL_STAMP): $(DEV_STAMP) requirements/dataset.txt requirements/serving.t
 
 rehearsal-assets: $(REHEARSAL_STAMP)
 
+# Lint (ruff), format check and types (mypy): part of `make test`, so of CI.
+lint: $(DEV_STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
 # The whole suite against a throwaway PostgreSQL server (installed if missing, always stopped).
-test: $(DEV_STAMP) $(NODE_STAMP) $(REHEARSAL_STAMP)
+test: lint $(NODE_STAMP) $(REHEARSAL_STAMP)
 	scripts/with-postgres.sh $(PY) -m pytest
 
+# The quick tier (under two minutes here): everything not marked slow.
+test-fast: $(DEV_STAMP) $(NODE_STAMP) $(REHEARSAL_STAMP)
+	scripts/with-postgres.sh $(PY) -m pytest -m "not slow" -q
+
 bench: $(DEV_STAMP)
-	scripts/with-postgres.sh $(PY) benchmarks/bench_export.py
+	scripts/with-postgres.sh $(PY) -m benchmarks.bench_export
 
 clean:
 	rm -rf $(VENV) .pytest_cache node_modules

@@ -22,27 +22,38 @@ storage = ArtifactStorage("artifacts", ArtifactStorageArgs(config.storage))
 bucket = dict(bucket_name=storage.bucket.bucket, bucket_arn=storage.bucket.arn)
 images = ContainerImages("images", ContainerImagesArgs(config.images, context.kms_key_arn))
 dataset = DatasetFunctions("dataset", DatasetFunctionsArgs(config.dataset, config.network, context=context, **bucket))
-training = TrainingJobSpec("training", TrainingJobSpecArgs(config.training, image_uri=images.training_image_uri,
-                                                           context=context, **bucket))
-conversion = GgufConversion("conversion", GgufConversionArgs(images.conversion_image_uri, storage.bucket.arn,
-                                                             training.base_model_uri, context))
+training = TrainingJobSpec("training", TrainingJobSpecArgs(config.training, image_uri=images.training_image_uri, context=context, **bucket))
+conversion = GgufConversion(
+    "conversion", GgufConversionArgs(images.conversion_image_uri, storage.bucket.arn, training.base_model_uri, context)
+)
 host = OllamaHost("ollama", OllamaHostArgs(config.host, config.network, context))
-serving = ModelLifecycleFunctions("serving", ModelLifecycleFunctionsArgs(
-    config.serving, config.network, host.endpoint, host.client_security_group.id, context=context, **bucket))
-orchestration = PipelineOrchestration("pipeline", PipelineOrchestrationArgs(
-    functions=StageFunctions(
-        GenerateDatasetFunctionArn=dataset.generate.function.arn,
-        ValidateDataFunctionArn=dataset.validate.function.arn,
-        ConvertToGgufFunctionArn=conversion.function.arn,
-        DeployModelFunctionArn=serving.deploy.function.arn,
-        ValidateModelFunctionArn=serving.validate.function.arn,
-        PromoteModelFunctionArn=serving.promote.function.arn,
-        RollbackModelFunctionArn=serving.rollback.function.arn,
+serving = ModelLifecycleFunctions(
+    "serving",
+    ModelLifecycleFunctionsArgs(config.serving, config.network, host.endpoint, host.client_security_group.id, context=context, **bucket),
+)
+orchestration = PipelineOrchestration(
+    "pipeline",
+    PipelineOrchestrationArgs(
+        functions=StageFunctions(
+            GenerateDatasetFunctionArn=dataset.generate.function.arn,
+            ValidateDataFunctionArn=dataset.validate.function.arn,
+            ConvertToGgufFunctionArn=conversion.function.arn,
+            DeployModelFunctionArn=serving.deploy.function.arn,
+            ValidateModelFunctionArn=serving.validate.function.arn,
+            PromoteModelFunctionArn=serving.promote.function.arn,
+            RollbackModelFunctionArn=serving.rollback.function.arn,
+        ),
+        training_values=training.values,
+        sagemaker_role_arn=training.role.arn,
+        training_job_prefix=config.training.job_prefix,
+        bucket_name=storage.bucket.bucket,
+        host_instance_id=host.instance.id,
+        keep_host_running=config.host.keep_running,
+        quantization=config.serving.quantization,
+        alert_email=config.alert_email,
+        context=context,
     ),
-    training_values=training.values, sagemaker_role_arn=training.role.arn, training_job_prefix=config.training.job_prefix,
-    bucket_name=storage.bucket.bucket, host_instance_id=host.instance.id, keep_host_running=config.host.keep_running,
-    quantization=config.serving.quantization, alert_email=config.alert_email, context=context,
-))
+)
 schedule = WeeklySchedule("schedule", WeeklyScheduleArgs(config.schedule, orchestration.state_machine.arn))
 
 pulumi.export("artifact_bucket", storage.bucket.bucket)

@@ -7,7 +7,7 @@ the route's peak RSS is the largest of its steps, its intermediate disk the merg
 f16 GGUF. Models: random bf16 weights, hidden 4096, FFN 14336, 32 heads, 8 KV heads, vocabulary
 32000, 2 and 4 layers, with a random r=16 adapter on q/k/v/o.
 
-Run: ``.venv/bin/python benchmarks/bench_convert.py [--layers 2,4] [--repeats 1]``.
+Run: ``.venv/bin/python -m benchmarks.bench_convert [--layers 2,4] [--repeats 1]``.
 """
 
 from __future__ import annotations
@@ -24,18 +24,28 @@ import tempfile
 import time
 from pathlib import Path
 
+from benchmarks.measure import timed, write_section
+from tests.pipeline.gguf.conftest import ensure_converter
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
-from benchmarks.measure import timed, write_section  # noqa: E402
-from tests.pipeline.gguf.conftest import ensure_converter  # noqa: E402
-
-SHAPES = dict(vocab_size=32000, hidden_size=4096, intermediate_size=14336, num_attention_heads=32, num_key_value_heads=8,
-              max_position_embeddings=32768, rope_theta=1_000_000.0, rms_norm_eps=1e-5, sliding_window=None,
-              tie_word_embeddings=False, bos_token_id=1, eos_token_id=2)
+SHAPES = dict(
+    vocab_size=32000,
+    hidden_size=4096,
+    intermediate_size=14336,
+    num_attention_heads=32,
+    num_key_value_heads=8,
+    max_position_embeddings=32768,
+    rope_theta=1_000_000.0,
+    rms_norm_eps=1e-5,
+    sliding_window=None,
+    tie_word_embeddings=False,
+    bos_token_id=1,
+    eos_token_id=2,
+)
 KERNEL_SAMPLE_ROWS = 4096  # x 4096 columns: 16.8 M parameters per kernel measurement
 
-BUILD = r'''
+BUILD = r"""
 import sys, shutil, torch
 from pathlib import Path
 from transformers import MistralConfig, MistralForCausalLM
@@ -50,9 +60,9 @@ for name in ("tokenizer.model", "tokenizer.json", "tokenizer_config.json"):
     shutil.copy2(tiny / name, out / "base" / name)
 lora = LoraConfig(r=16, lora_alpha=32, target_modules=["q_proj", "k_proj", "v_proj", "o_proj"], init_lora_weights=False)
 get_peft_model(model, lora).save_pretrained(str(out / "adapter"))
-'''
+"""
 
-MERGE = r'''
+MERGE = r"""
 import sys, shutil, torch
 from pathlib import Path
 from transformers import AutoModelForCausalLM
@@ -62,23 +72,23 @@ model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(str(base)
 model.merge_and_unload().save_pretrained(str(out))
 for name in ("tokenizer.model", "tokenizer.json", "tokenizer_config.json"):
     shutil.copy2(base / name, out / name)
-'''
+"""
 
-QUANTIZE = r'''
+QUANTIZE = r"""
 import sys, ctypes, llama_cpp
 params = llama_cpp.llama_model_quantize_default_params()
 params.ftype = llama_cpp.LLAMA_FTYPE_MOSTLY_Q4_K_M
 params.nthread = int(sys.argv[3])
 sys.exit(llama_cpp.llama_model_quantize(sys.argv[1].encode(), sys.argv[2].encode(), ctypes.byref(params)))
-'''
+"""
 
 
-READ = r'''
+READ = r"""
 import sys
 from pipeline.gguf.safetensors_reader import load_f32, model_tensors
 for ref in model_tensors(sys.argv[1]).values():
     load_f32(ref)
-'''
+"""
 
 
 def kernel_rates() -> dict[str, float]:
@@ -141,9 +151,29 @@ def main() -> None:
             ours, theirs = [], []
             for attempt in range(args.repeats):
                 out = work / f"ours-{layers}-{attempt}.gguf"
-                ours.append(tuple(timed([sys.executable, "-m", "pipeline", "convert", "--base-model", str(model / "base"),
-                                   "--adapter", str(model / "adapter"), "--out", str(out), "--quant", "q4_k_m",
-                                   "--threads", str(args.threads), "--no-progress"])))
+                ours.append(
+                    tuple(
+                        timed(
+                            [
+                                sys.executable,
+                                "-m",
+                                "pipeline",
+                                "convert",
+                                "--base-model",
+                                str(model / "base"),
+                                "--adapter",
+                                str(model / "adapter"),
+                                "--out",
+                                str(out),
+                                "--quant",
+                                "q4_k_m",
+                                "--threads",
+                                str(args.threads),
+                                "--no-progress",
+                            ]
+                        )
+                    )
+                )
                 description = json.loads(Path(f"{out}.json").read_text())
                 merged, f16, q4 = work / "merged", work / "route-f16.gguf", work / "route-q4.gguf"
                 steps = [
@@ -159,25 +189,38 @@ def main() -> None:
                 out.unlink()
             read_seconds = timed([sys.executable, "-c", READ, str(model / "base")]).seconds
             limit = kernel_limit_seconds(json.loads((model / "base" / "config.json").read_text()), args.threads, rates) + read_seconds
-            rows.append({
-                "layers": layers,
-                "ours_s": statistics.median(s for s, _ in ours), "ours_rss": statistics.median(r for _, r in ours),
-                "theirs_s": statistics.median(t[0] for t in theirs), "theirs_rss": statistics.median(t[1] for t in theirs),
-                "theirs_disk": statistics.median(t[2] for t in theirs), "tensor_types": description["tensor_types"],
-                "base_bytes": disk_bytes(model / "base"), "limit_s": limit, "read_s": read_seconds,
-            })
+            rows.append(
+                {
+                    "layers": layers,
+                    "ours_s": statistics.median(s for s, _ in ours),
+                    "ours_rss": statistics.median(r for _, r in ours),
+                    "theirs_s": statistics.median(t[0] for t in theirs),
+                    "theirs_rss": statistics.median(t[1] for t in theirs),
+                    "theirs_disk": statistics.median(t[2] for t in theirs),
+                    "tensor_types": description["tensor_types"],
+                    "base_bytes": disk_bytes(model / "base"),
+                    "limit_s": limit,
+                    "read_s": read_seconds,
+                }
+            )
             print(json.dumps(rows[-1]), flush=True)
             shutil.rmtree(model)
-    lines = [f"Measured {time.strftime('%Y-%m-%d')} on {platform.machine()}, {os.cpu_count()} cores, {args.threads} threads; "
-             f"medians of {args.repeats} run(s), each step a fresh process. llama.cpp's kernels measured here on one core: "
-             + ", ".join(f"{k} {v / 1e6:.1f} M parameters/s" for k, v in rates.items()) + ".", "",
-             "| layers | base bf16 MB | ours s | ours peak RSS MiB | ours intermediate disk | llama.cpp route s | route peak RSS MiB "
-             "| route intermediate disk MB | speed-up | kernel limit + one read s | ours / limit |",
-             "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = [
+        f"Measured {time.strftime('%Y-%m-%d')} on {platform.machine()}, {os.cpu_count()} cores, {args.threads} threads; "
+        f"medians of {args.repeats} run(s), each step a fresh process. llama.cpp's kernels measured here on one core: "
+        + ", ".join(f"{k} {v / 1e6:.1f} M parameters/s" for k, v in rates.items())
+        + ".",
+        "",
+        "| layers | base bf16 MB | ours s | ours peak RSS MiB | ours intermediate disk | llama.cpp route s | route peak RSS MiB "
+        "| route intermediate disk MB | speed-up | kernel limit + one read s | ours / limit |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     for row in rows:
-        lines.append(f"| {row['layers']} | {row['base_bytes'] / 1e6:,.0f} | {row['ours_s']:.1f} | {row['ours_rss']:.0f} | 0 "
-                     f"| {row['theirs_s']:.1f} | {row['theirs_rss']:.0f} | {row['theirs_disk'] / 1e6:,.0f} | {row['theirs_s'] / row['ours_s']:.2f}x "
-                     f"| {row['limit_s']:.1f} | {row['ours_s'] / row['limit_s']:.2f} |")
+        lines.append(
+            f"| {row['layers']} | {row['base_bytes'] / 1e6:,.0f} | {row['ours_s']:.1f} | {row['ours_rss']:.0f} | 0 "
+            f"| {row['theirs_s']:.1f} | {row['theirs_rss']:.0f} | {row['theirs_disk'] / 1e6:,.0f} | {row['theirs_s'] / row['ours_s']:.2f}x "
+            f"| {row['limit_s']:.1f} | {row['ours_s'] / row['limit_s']:.2f} |"
+        )
     print(write_section("convert-benchmark", "GGUF export vs llama.cpp's route (`benchmarks/bench_convert.py`)", "\n".join(lines)))
 
 

@@ -1,7 +1,7 @@
 """`make demo`'s run on this machine: wall time and peak memory of `python -m pipeline run` with the
 embedded defaults (the issue's budget: at most 10 minutes on 2 CPU cores), plus what it learned.
 
-    python benchmarks/bench_demo.py [--root DIR]
+    python -m benchmarks.bench_demo [--root DIR]
 """
 
 from __future__ import annotations
@@ -13,10 +13,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from benchmarks.measure import timed, write_section
 
-from benchmarks.measure import timed, write_section  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def main() -> None:
@@ -29,21 +28,24 @@ def main() -> None:
     summary = json.loads((run_dir / "run.json").read_text())
     metrics = summary["validation"]["metrics"]
     training = summary["training"]
-    body = "\n".join([
-        f"Machine: {os.cpu_count()} CPU cores, no GPU. One run of `python -m pipeline run` (embedded PostgreSQL, "
-        "3,000 sample profiles, tiny model built in the run, Q4_K_M, llama.cpp) in a fresh directory.",
-        "",
-        "| wall time | peak RSS | budget | outcome |",
-        "| --- | --- | --- | --- |",
-        f"| {sample.seconds:.0f} s | {sample.peak_rss_mib:.0f} MiB | 600 s | {summary['outcome']} |",
-        "",
-        "Time per stage: " + ", ".join(f"{name} {seconds:.0f} s" for name, seconds in summary["stages"].items()) + ".",
-        f"Training loss {training['first_loss']:.2f} -> {training['last_loss']:.2f} (eval per epoch "
-        + ", ".join(f"{loss:.2f}" for loss in training["eval_loss_per_epoch"]) + "); "
-        f"Pearson {metrics['pearson']:.2f}, Spearman {metrics['spearman']:.2f}, MAE {metrics['mae']:.2f}, "
-        f"seed mean {metrics['seed_mean']:.2f}, valid JSON {metrics['valid_json_rate']:.1%}, "
-        f"latency p95 {metrics['latency_p95_s']:.3f} s.",
-    ])
+    body = "\n".join(
+        [
+            f"Machine: {os.cpu_count()} CPU cores, no GPU. One run of `python -m pipeline run` (embedded PostgreSQL, "
+            "3,000 sample profiles, tiny model built in the run, Q4_K_M, llama.cpp) in a fresh directory.",
+            "",
+            "| wall time | peak RSS | budget | outcome |",
+            "| --- | --- | --- | --- |",
+            f"| {sample.seconds:.0f} s | {sample.peak_rss_mib:.0f} MiB | 600 s | {summary['outcome']} |",
+            "",
+            "Time per stage: " + ", ".join(f"{name} {seconds:.0f} s" for name, seconds in summary["stages"].items()) + ".",
+            f"Training loss {training['first_loss']:.2f} -> {training['last_loss']:.2f} (eval per epoch "
+            + ", ".join(f"{loss:.2f}" for loss in training["eval_loss_per_epoch"])
+            + "); "
+            f"Pearson {metrics['pearson']:.2f}, Spearman {metrics['spearman']:.2f}, MAE {metrics['mae']:.2f}, "
+            f"seed mean {metrics['seed_mean']:.2f}, valid JSON {metrics['valid_json_rate']:.1%}, "
+            f"latency p95 {metrics['latency_p95_s']:.3f} s.",
+        ]
+    )
     write_section("demo", "## `make demo` (python -m pipeline run) on 2 CPU cores", body)
     print(body)
 

@@ -7,7 +7,7 @@ Reports medians, rows/s, the export/COPY rate ratio and the RSS growth from 100k
 the table to docs/benchmarks.md (the section between the markers).
 
 Run: ``make bench`` (starts a throwaway PostgreSQL and sets DATABASE_URL), or
-``DATABASE_URL=... python benchmarks/bench_export.py [--sizes 100000,1000000] [--repeats 3]``.
+``DATABASE_URL=... python -m benchmarks.bench_export [--sizes 100000,1000000] [--repeats 3]``.
 """
 
 from __future__ import annotations
@@ -24,11 +24,11 @@ from pathlib import Path
 
 import psycopg2
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from benchmarks.measure import Sample, timed, write_section
+from pipeline.dataset import source
+from pipeline.local import sample
 
-from benchmarks.measure import Sample, timed, write_section  # noqa: E402
-from pipeline.dataset import sample, source  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 # Goals from the dataset issue.
 RATE_GOAL = 0.5  # export rows/s at least half of COPY's
@@ -43,8 +43,21 @@ def copy_command(database_url: str) -> list[str]:
 
 
 def export_command(database_url: str, out: str) -> list[str]:
-    return [sys.executable, "-m", "pipeline", "dataset", "export", "--database-url", database_url,
-            "--out", out, "--min-rows", "1", "--no-progress", "--no-validate"]
+    return [
+        sys.executable,
+        "-m",
+        "pipeline",
+        "dataset",
+        "export",
+        "--database-url",
+        database_url,
+        "--out",
+        out,
+        "--min-rows",
+        "1",
+        "--no-progress",
+        "--no-validate",
+    ]
 
 
 def fetch_only_command(database_url: str) -> list[str]:
@@ -76,8 +89,10 @@ def prepare_database(server_url: str, profiles: int) -> tuple[str, int]:
     conn.autocommit = True
     with conn.cursor() as cursor:
         cursor.execute("VACUUM ANALYZE")  # the planner's statistics, as a production table has them
-        cursor.execute(source.EXPORT_QUERY.replace("SELECT twitter_id,", "SELECT count(*) FROM (SELECT twitter_id,", 1) + ") counted",
-                       {"teachers": list(source.DEFAULT_TEACHERS)})
+        cursor.execute(
+            source.EXPORT_QUERY.replace("SELECT twitter_id,", "SELECT count(*) FROM (SELECT twitter_id,", 1) + ") counted",
+            {"teachers": list(source.DEFAULT_TEACHERS)},
+        )
         rows = cursor.fetchone()[0]
     conn.close()
     print(f"loaded {profiles} profiles in {time.perf_counter() - started:.0f}s; the query returns {rows} rows", flush=True)
@@ -115,11 +130,27 @@ def main() -> None:
         export_rate = rows / median(exports, "seconds")
         copy_rate = rows / median(copies, "seconds")
         peak[profiles] = median(exports, "peak_rss_mib")
-        rows_out.append((profiles, rows, median(exports, "seconds"), export_rate, median(exports, "peak_rss_mib"),
-                         median(copies, "seconds"), copy_rate, median(copies, "peak_rss_mib"), export_rate / copy_rate,
-                         median(validations, "seconds"), median(validations, "peak_rss_mib"), rows / median(fetches, "seconds")))
-        print(f"{profiles}: export {export_rate:,.0f} rows/s, COPY {copy_rate:,.0f} rows/s, ratio {export_rate / copy_rate:.2f}; "
-              f"export peak RSS {peak[profiles]:.0f} MiB", flush=True)
+        rows_out.append(
+            (
+                profiles,
+                rows,
+                median(exports, "seconds"),
+                export_rate,
+                median(exports, "peak_rss_mib"),
+                median(copies, "seconds"),
+                copy_rate,
+                median(copies, "peak_rss_mib"),
+                export_rate / copy_rate,
+                median(validations, "seconds"),
+                median(validations, "peak_rss_mib"),
+                rows / median(fetches, "seconds"),
+            )
+        )
+        print(
+            f"{profiles}: export {export_rate:,.0f} rows/s, COPY {copy_rate:,.0f} rows/s, ratio {export_rate / copy_rate:.2f}; "
+            f"export peak RSS {peak[profiles]:.0f} MiB",
+            flush=True,
+        )
 
     lines = [
         f"Measured {time.strftime('%Y-%m-%d')} on {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
@@ -130,16 +161,22 @@ def main() -> None:
         "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for profiles, rows, e_s, e_rate, e_rss, c_s, c_rate, c_rss, ratio, v_s, v_rss, f_rate in rows_out:
-        lines.append(f"| {profiles:,} | {rows:,} | {e_s:.2f} | {e_rate:,.0f} | {e_rss:.0f} | {c_s:.2f} | {c_rate:,.0f} | {c_rss:.0f} "
-                     f"| {ratio:.2f} | {f_rate:,.0f} | {v_s:.2f} | {v_rss:.0f} |")
+        lines.append(
+            f"| {profiles:,} | {rows:,} | {e_s:.2f} | {e_rate:,.0f} | {e_rss:.0f} | {c_s:.2f} | {c_rate:,.0f} | {c_rss:.0f} "
+            f"| {ratio:.2f} | {f_rate:,.0f} | {v_s:.2f} | {v_rss:.0f} |"
+        )
     lines.append("")
     ratios = [row[8] for row in rows_out]
-    lines.append(f"- Rate goal (export at least {RATE_GOAL:.0%} of COPY's rows/s): "
-                 f"{'met' if min(ratios) >= RATE_GOAL else 'NOT met'} (lowest ratio {min(ratios):.2f}).")
+    lines.append(
+        f"- Rate goal (export at least {RATE_GOAL:.0%} of COPY's rows/s): "
+        f"{'met' if min(ratios) >= RATE_GOAL else 'NOT met'} (lowest ratio {min(ratios):.2f})."
+    )
     if len(sizes) >= 2:
         growth = peak[sizes[-1]] / peak[sizes[0]]
-        lines.append(f"- Memory goal (peak RSS at {sizes[-1]:,} within {RSS_GROWTH_GOAL}x of {sizes[0]:,}): "
-                     f"{'met' if growth <= RSS_GROWTH_GOAL else 'NOT met'} ({growth:.2f}x).")
+        lines.append(
+            f"- Memory goal (peak RSS at {sizes[-1]:,} within {RSS_GROWTH_GOAL}x of {sizes[0]:,}): "
+            f"{'met' if growth <= RSS_GROWTH_GOAL else 'NOT met'} ({growth:.2f}x)."
+        )
     print(write_section("export-benchmark", "Dataset export vs COPY", "\n".join(lines)))
 
 

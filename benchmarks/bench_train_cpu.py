@@ -4,7 +4,7 @@ Builds the tiny model and a dataset from the sample (no database needed), then r
 command several times, each a fresh process under GNU time, and reports medians. Results go to
 docs/benchmarks.md between the markers.
 
-Run: ``.venv/bin/python benchmarks/bench_train_cpu.py [--rows 256] [--repeats 3]``.
+Run: ``.venv/bin/python -m benchmarks.bench_train_cpu [--rows 256] [--repeats 3]``.
 """
 
 from __future__ import annotations
@@ -19,23 +19,41 @@ import tempfile
 import time
 from pathlib import Path
 
+from benchmarks.measure import timed, write_section
+from pipeline.local import tiny_model
+from tests.pipeline.training.conftest import write_dataset
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from benchmarks.measure import timed, write_section  # noqa: E402
-from pipeline.training import tiny_model  # noqa: E402
-from tests.pipeline.training.conftest import write_dataset  # noqa: E402
-
 
 
 def run_once(model: Path, dataset: Path, out: Path, layers: int) -> dict:
-    command = [sys.executable, "-m", "pipeline", "train", "--dataset", str(dataset),
-               "--base-model", str(model), "--out", str(out), "--no-progress",
-               "--set", "num_train_epochs=1", "--set", "gradient_accumulation_steps=4", "--set", "logging_steps=1000"]
+    command = [
+        sys.executable,
+        "-m",
+        "pipeline",
+        "train",
+        "--dataset",
+        str(dataset),
+        "--base-model",
+        str(model),
+        "--out",
+        str(out),
+        "--no-progress",
+        "--set",
+        "num_train_epochs=1",
+        "--set",
+        "gradient_accumulation_steps=4",
+        "--set",
+        "logging_steps=1000",
+    ]
     sample = timed(command)
     metrics = json.loads((out / "training_metrics.json").read_text())
-    return {"tokens_per_second": metrics["train_tokens_per_epoch"] / metrics["seconds"], "peak_rss_mib": sample.peak_rss_mib,
-            "seconds": metrics["seconds"], "tokens": metrics["train_tokens_per_epoch"]}
+    return {
+        "tokens_per_second": metrics["train_tokens_per_epoch"] / metrics["seconds"],
+        "peak_rss_mib": sample.peak_rss_mib,
+        "seconds": metrics["seconds"],
+        "tokens": metrics["train_tokens_per_epoch"],
+    }
 
 
 def main() -> None:
@@ -62,8 +80,10 @@ def main() -> None:
         "|---|---:|---:|---:|---:|",
     ]
     for layers, median in rows:
-        lines.append(f"| tiny Mistral, {layers} layers, hidden 256 | {median['tokens']:,.0f} | {median['seconds']:.1f} "
-                     f"| {median['tokens_per_second']:,.0f} | {median['peak_rss_mib']:.0f} |")
+        lines.append(
+            f"| tiny Mistral, {layers} layers, hidden 256 | {median['tokens']:,.0f} | {median['seconds']:.1f} "
+            f"| {median['tokens_per_second']:,.0f} | {median['peak_rss_mib']:.0f} |"
+        )
     print(write_section("train-cpu-benchmark", "Training on CPU (`benchmarks/bench_train_cpu.py`)", "\n".join(lines)))
 
 

@@ -2,7 +2,7 @@
 prompt and answer tokens per profile (they set the latency budget on a g4dn; that latency itself is
 measured on AWS, not here).
 
-    python benchmarks/bench_validate.py --gguf runs/<run>/model.gguf --dataset runs/<run>/dataset [--concurrency 2]
+    python -m benchmarks.bench_validate --gguf runs/<run>/model.gguf --dataset runs/<run>/dataset [--concurrency 2]
 
 Use a GGUF from a finished `python -m pipeline run` (a trained tiny model answers in ~50 tokens;
 an untrained one babbles to the 256-token cap). Medians of --repeats runs, same machine, same run.
@@ -14,14 +14,11 @@ import argparse
 import os
 import platform
 import statistics
-import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from benchmarks.measure import write_section  # noqa: E402
-from pipeline.serving import scorer  # noqa: E402
+from benchmarks.measure import write_section
+from pipeline.scoring import scorer
 
 
 def main() -> None:
@@ -33,7 +30,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
 
-    profiles = (scorer.read_profiles(f"{args.dataset}/holdout.jsonl") + scorer.read_profiles(f"{args.dataset}/seeds.jsonl"))
+    profiles = scorer.read_profiles(f"{args.dataset}/holdout.jsonl") + scorer.read_profiles(f"{args.dataset}/seeds.jsonl")
     profiles = profiles[: args.profiles]
     rows, tokens = [], None
     for concurrency in sorted({1, args.concurrency}):
@@ -50,19 +47,21 @@ def main() -> None:
     prompt_tokens = [r.prompt_tokens for r in tokens]
     answer_tokens = [r.answer_tokens for r in tokens]
     valid = sum(r.ok for r in tokens)
-    body = "\n".join([
-        f"Machine: {os.cpu_count()} cores, {platform.processor() or platform.machine()}; tiny model GGUF "
-        f"`{Path(args.gguf).name}` ({Path(args.gguf).stat().st_size / 1e6:.1f} MB) in llama.cpp with the answer grammar; "
-        f"{len(profiles)} profiles, medians of {args.repeats}.",
-        "",
-        "| concurrency | profiles/s (median) | min | max | vs concurrency 1 |",
-        "| --- | --- | --- | --- | --- |",
-        *[f"| {c} | {m:.1f} | {lo:.1f} | {hi:.1f} | {m / base:.2f}x |" for c, m, lo, hi in rows],
-        "",
-        f"Tokens per profile: prompt median {statistics.median(prompt_tokens):.0f} (max {max(prompt_tokens)}), "
-        f"answer median {statistics.median(answer_tokens):.0f} (max {max(answer_tokens)}); {valid}/{len(tokens)} valid answers. "
-        "With the tiny tokenizer (2,000 pieces); Mistral's 32k vocabulary needs fewer tokens for the same text.",
-    ])
+    body = "\n".join(
+        [
+            f"Machine: {os.cpu_count()} cores, {platform.processor() or platform.machine()}; tiny model GGUF "
+            f"`{Path(args.gguf).name}` ({Path(args.gguf).stat().st_size / 1e6:.1f} MB) in llama.cpp with the answer grammar; "
+            f"{len(profiles)} profiles, medians of {args.repeats}.",
+            "",
+            "| concurrency | profiles/s (median) | min | max | vs concurrency 1 |",
+            "| --- | --- | --- | --- | --- |",
+            *[f"| {c} | {m:.1f} | {lo:.1f} | {hi:.1f} | {m / base:.2f}x |" for c, m, lo, hi in rows],
+            "",
+            f"Tokens per profile: prompt median {statistics.median(prompt_tokens):.0f} (max {max(prompt_tokens)}), "
+            f"answer median {statistics.median(answer_tokens):.0f} (max {max(answer_tokens)}); {valid}/{len(tokens)} valid answers. "
+            "With the tiny tokenizer (2,000 pieces); Mistral's 32k vocabulary needs fewer tokens for the same text.",
+        ]
+    )
     write_section("validate", "## Validation throughput (llama.cpp, tiny model)", body)
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import subprocess
 import time
-from typing import NamedTuple
 from pathlib import Path
+from typing import NamedTuple
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "docs" / "benchmarks.md"
@@ -27,8 +27,7 @@ def timed(command: list[str], ok_codes: tuple[int, ...] = (0,)) -> Sample:
     if not Path(GNU_TIME).exists():
         raise SystemExit(f"{GNU_TIME} is missing: apt-get install time")
     start = time.perf_counter()
-    result = subprocess.run([GNU_TIME, "-f", "%M", *command], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            cwd=ROOT, text=True)
+    result = subprocess.run([GNU_TIME, "-f", "%M", *command], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=ROOT, text=True)
     seconds = time.perf_counter() - start
     if result.returncode not in ok_codes:
         raise SystemExit(f"{command[:4]} failed:\n{result.stderr[-3000:]}")
@@ -41,7 +40,7 @@ def write_section(key: str, title: str, body: str) -> str:
     section = f"{begin}\n{body}\n{end}"
     text = RESULTS.read_text() if RESULTS.exists() else "# Benchmarks\n"
     if begin in text:
-        text = text[: text.index(begin)] + section + text[text.index(end) + len(end):]
+        text = text[: text.index(begin)] + section + text[text.index(end) + len(end) :]
     else:
         text = text.rstrip("\n") + f"\n\n## {title}\n\n{section}\n"
     RESULTS.write_text(text)

@@ -20,9 +20,19 @@ import time
 from pathlib import Path
 
 MISTRAL_7B_INSTRUCT_V02 = dict(
-    vocab_size=32000, hidden_size=4096, intermediate_size=14336, num_hidden_layers=32, num_attention_heads=32,
-    num_key_value_heads=8, max_position_embeddings=32768, rope_theta=1_000_000.0, rms_norm_eps=1e-5,
-    sliding_window=None, tie_word_embeddings=False, bos_token_id=1, eos_token_id=2,
+    vocab_size=32000,
+    hidden_size=4096,
+    intermediate_size=14336,
+    num_hidden_layers=32,
+    num_attention_heads=32,
+    num_key_value_heads=8,
+    max_position_embeddings=32768,
+    rope_theta=1_000_000.0,
+    rms_norm_eps=1e-5,
+    sliding_window=None,
+    tie_word_embeddings=False,
+    bos_token_id=1,
+    eos_token_id=2,
 )
 BATCH = 4
 ACCUMULATION = 4
@@ -50,12 +60,22 @@ def measure(model_dir: Path, seq_len: int, steps: int, dtype) -> dict:
     from transformers import AutoModelForCausalLM, BitsAndBytesConfig
 
     torch.cuda.reset_peak_memory_stats()
-    quantization = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-                                      bnb_4bit_compute_dtype=dtype)
+    quantization = BitsAndBytesConfig(
+        load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True, bnb_4bit_compute_dtype=dtype
+    )
     model = AutoModelForCausalLM.from_pretrained(str(model_dir), quantization_config=quantization, dtype=dtype, device_map={"": 0})
     model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=True)
-    model = get_peft_model(model, LoraConfig(r=16, lora_alpha=32, lora_dropout=0.05, bias="none", task_type="CAUSAL_LM",
-                                             target_modules=["q_proj", "k_proj", "v_proj", "o_proj"]))
+    model = get_peft_model(
+        model,
+        LoraConfig(
+            r=16,
+            lora_alpha=32,
+            lora_dropout=0.05,
+            bias="none",
+            task_type="CAUSAL_LM",
+            target_modules=["q_proj", "k_proj", "v_proj", "o_proj"],
+        ),
+    )
     # from_pretrained returns the model in eval mode, where transformers skips gradient checkpointing
     # (and dropout); the Trainer calls train() itself, so the benchmark must too.
     model.train()
@@ -100,8 +120,11 @@ def main() -> None:
     print("|---|---:|---:|---:|---:|---|")
     for seq_len in map(int, args.seq_lens.split(",")):
         r = measure(model_dir, seq_len, args.steps, dtype)
-        print(f"| {name} | {seq_len} | {r['step_seconds']:.2f} | {r['tokens_per_second']:,.0f} | {r['peak_gib']:.1f} "
-              f"| {'yes' if r['peak_gib'] < 15.0 else 'no'} |", flush=True)
+        print(
+            f"| {name} | {seq_len} | {r['step_seconds']:.2f} | {r['tokens_per_second']:,.0f} | {r['peak_gib']:.1f} "
+            f"| {'yes' if r['peak_gib'] < 15.0 else 'no'} |",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

@@ -4,9 +4,10 @@ Pulumi.yaml's ``config:`` block is the one home of every setting's type, default
 this module takes the defaults from there. Every problem found is collected, and `pulumi up` stops
 with one message listing them all, before any resource is declared.
 
-The Pulumi program's environment holds pulumi and pulumi-aws only (requirements.txt), so the
-quality gates and quantization names are checked against the values mirrored below; tests assert
-that they match pipeline/'s own (pipeline.evaluation.gates, pipeline.gguf.quant).
+The quality gates (names, defaults, ranges), quantization types and training-job names are
+checked against pipeline/contracts.py, which has no dependencies: the Pulumi program's environment
+(requirements.txt) has no numpy, torch or boto3. Pulumi.yaml repeats the defaults, because the
+Pulumi CLI reads them there; a test checks that they agree.
 """
 
 from __future__ import annotations
@@ -34,8 +35,7 @@ PULUMI_YAML = Path(__file__).resolve().parents[1] / "Pulumi.yaml"
 # Days, bounded so that a typo (3650 for 30) fails loudly instead of keeping data for a decade.
 MAX_RETENTION_DAYS = 3650
 # CloudWatch Logs accepts only these retention periods.
-LOG_RETENTION_DAYS = (1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922,
-                      3288, 3653)
+LOG_RETENTION_DAYS = (1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922, 3288, 3653)
 # GPU families. SageMaker spot training and the 4-bit kernels need NVIDIA GPUs; the host serves on one.
 TRAINING_INSTANCE_FAMILIES = ("ml.g4dn", "ml.g5", "ml.g6", "ml.g6e", "ml.p3", "ml.p4d", "ml.p4de", "ml.p5")
 HOST_INSTANCE_FAMILIES = ("g4dn", "g5", "g6", "g6e", "p3", "p4d", "p5")
@@ -44,18 +44,7 @@ MAX_TRAINING_SECONDS = 28 * 24 * 3600
 MIN_TRAINING_VOLUME_GB, MAX_TRAINING_VOLUME_GB = 30, 16384
 # The AMI's snapshot plus Ollama and a few 4-8 GB models.
 MIN_HOST_VOLUME_GB, MAX_HOST_VOLUME_GB = 100, 16384
-# Mirrors of pipeline.gguf.quant.OutputType and pipeline.evaluation.gates.QualityGates (see docstring).
-QUANTIZATIONS = ("f32", "f16", "q8_0", "q4_k_m")
-FRACTION_GATES = {  # config key -> QualityGates field; each in [0, 1]
-    "gateSeedMeanMin": "seed_mean_min",
-    "gateSeedMinMin": "seed_min_min",
-    "gateCorrelationMin": "correlation_min",
-    "gateValidJsonRateMin": "valid_json_rate_min",
-}
-SECONDS_GATES = {  # config key -> QualityGates field; above 0
-    "gateLatencyP50MaxSeconds": "latency_p50_max_s",
-    "gateLatencyP95MaxSeconds": "latency_p95_max_s",
-}
+QUANTIZATIONS = tuple(quantization.value for quantization in contracts.Quantization)
 # EventBridge Scheduler's cron: cron(minutes hours day-of-month month day-of-week year).
 CRON = re.compile(r"cron\((?P<fields>[^()]+)\)")
 CRON_FIELD = re.compile(r"[0-9A-Za-z*?,/#L W-]+")
@@ -201,17 +190,13 @@ class _Reader:
             self.problem(key, f"must be a number, got {value!r}")
             return None
 
-    def fraction(self, key: str) -> float:
-        number = self._float(key)
-        if number is not None and not 0.0 <= number <= 1.0:
-            self.problem(key, f"must be within [0, 1], got {number:g}")
-        return float(declared()[key]["default"]) if number is None else number
-
-    def positive(self, key: str) -> float:
-        number = self._float(key)
-        if number is not None and not number > 0:
-            self.problem(key, f"must be above 0, got {number:g}")
-        return float(declared()[key]["default"]) if number is None else number
+    def threshold(self, rule: contracts.GateRule) -> float:
+        """A quality gate's threshold, checked against the gate's own range (pipeline.contracts.GATES)."""
+        number = self._float(rule.setting)
+        problem = rule.problem(number) if number is not None else None
+        if problem:
+            self.problem(rule.setting, problem)
+        return float(declared()[rule.setting]["default"]) if number is None else number
 
     def boolean(self, key: str) -> bool:
         value = self.raw(key)
@@ -241,8 +226,7 @@ def load() -> StackConfig:
     reader = _Reader(pulumi.Config())
     loaded = _read(reader)
     if reader.problems:
-        raise pulumi.RunError("invalid stack configuration (pulumi config set <key> <value>):\n  - "
-                              + "\n  - ".join(reader.problems))
+        raise pulumi.RunError("invalid stack configuration (pulumi config set <key> <value>):\n  - " + "\n  - ".join(reader.problems))
     return loaded
 
 
@@ -306,8 +290,10 @@ def _network(r: _Reader) -> NetworkConfig:
 def _dataset(r: _Reader) -> DatasetConfig:
     secret = r.text("databaseSecretArn")
     if not secret:
-        r.problem("databaseSecretArn", "is required: the Secrets Manager secret with the database connection "
-                                       "(the password never goes into the Lambda's environment)")
+        r.problem(
+            "databaseSecretArn",
+            "is required: the Secrets Manager secret with the database connection (the password never goes into the Lambda's environment)",
+        )
     elif not SECRET_ARN.fullmatch(secret):
         r.problem("databaseSecretArn", f"must be a Secrets Manager secret ARN, got {secret!r}")
     group = r.optional("databaseSecurityGroupId")
@@ -318,45 +304,61 @@ def _dataset(r: _Reader) -> DatasetConfig:
         r.problem("databaseSecurityGroupId", "needs datasetInVpc true: a Lambda outside the VPC has no security group")
     seeds = r.text("seedProfilesUri")
     if not seeds:
-        r.problem("seedProfilesUri", "is required: an s3:// text file with one twitter_id of a known researcher per line "
-                                     "(the seed gates score those profiles; nothing else says who they are)")
+        r.problem(
+            "seedProfilesUri",
+            "is required: an s3:// text file with one twitter_id of a known researcher per line "
+            "(the seed gates score those profiles; nothing else says who they are)",
+        )
     elif not re.fullmatch(r"s3://[a-z0-9.-]{3,63}/.+[^/]", seeds):
         r.problem("seedProfilesUri", f"must be an s3:// URI of one object, got {seeds!r}")
-    return DatasetConfig(secret, in_vpc, group, r.integer("databasePort", 1, 65535), seeds,
-                         r.integer("minSeedProfiles", 1, 100_000))
+    return DatasetConfig(secret, in_vpc, group, r.integer("databasePort", 1, 65535), seeds, r.integer("minSeedProfiles", 1, 100_000))
 
 
 def _images(r: _Reader) -> ImagesConfig:
     uris = {}
     for key in ("trainingImageUri", "conversionImageUri"):
-        uris[key] = r.optional(key)
-        if uris[key] and not ECR_IMAGE.fullmatch(uris[key]):
-            r.problem(key, "must be an ECR image pinned by digest (<account>.dkr.ecr.<region>.amazonaws.com/<repo>@sha256:<64 hex>; "
-                           f"`aws ecr describe-images` shows the digest), got {uris[key]!r}")
+        uri = uris[key] = r.optional(key)
+        if uri and not ECR_IMAGE.fullmatch(uri):
+            r.problem(
+                key,
+                "must be an ECR image pinned by digest (<account>.dkr.ecr.<region>.amazonaws.com/<repo>@sha256:<64 hex>; "
+                f"`aws ecr describe-images` shows the digest), got {uris[key]!r}",
+            )
     return ImagesConfig(uris["trainingImageUri"], uris["conversionImageUri"])
 
 
 def _training(r: _Reader) -> TrainingConfig:
     instance_type = r.text("trainingInstanceType")
     if instance_type.rsplit(".", 1)[0] not in TRAINING_INSTANCE_FAMILIES or instance_type.count(".") != 2:
-        r.problem("trainingInstanceType", f"must be a SageMaker GPU instance of {', '.join(TRAINING_INSTANCE_FAMILIES)} "
-                                          f"(e.g. ml.g4dn.xlarge), got {instance_type!r}")
+        r.problem(
+            "trainingInstanceType",
+            f"must be a SageMaker GPU instance of {', '.join(TRAINING_INSTANCE_FAMILIES)} (e.g. ml.g4dn.xlarge), got {instance_type!r}",
+        )
     max_runtime = r.integer("trainingMaxRuntimeSeconds", 600, MAX_TRAINING_SECONDS)
     max_wait = r.integer("trainingMaxWaitSeconds", 600, MAX_TRAINING_SECONDS)
     if max_wait < max_runtime:
         r.problem("trainingMaxWaitSeconds", f"must be at least trainingMaxRuntimeSeconds ({max_runtime}), got {max_wait}")
     prefix = r.text("trainingJobPrefix")
     if not contracts.TRAINING_JOB_PREFIX_PATTERN.fullmatch(prefix):
-        r.problem("trainingJobPrefix", f"must be 1-26 lowercase letters, digits or single '-' (training job names are "
-                  f"<prefix>-<run id, shortened>-<hash>, at most 63), got {prefix!r}")
+        r.problem(
+            "trainingJobPrefix",
+            f"must be 1-26 lowercase letters, digits or single '-' (training job names are "
+            f"<prefix>-<run id, shortened>-<hash>, at most 63), got {prefix!r}",
+        )
     base_model = r.optional("baseModelS3Uri")
     if base_model and not re.fullmatch(r"s3://[a-z0-9.-]{3,63}/.+", base_model):
         r.problem("baseModelS3Uri", f"must be s3://<bucket>/<prefix>, got {base_model!r}")
     overrides = _hyperparameters(r)
-    return TrainingConfig(base_model.rstrip("/") + "/" if base_model else None, instance_type,
-                          r.integer("trainingVolumeSizeGb", MIN_TRAINING_VOLUME_GB, MAX_TRAINING_VOLUME_GB),
-                          max_runtime, max_wait, prefix, overrides,
-                          r.integer("trainingPollSeconds", 30, 3600))
+    return TrainingConfig(
+        base_model.rstrip("/") + "/" if base_model else None,
+        instance_type,
+        r.integer("trainingVolumeSizeGb", MIN_TRAINING_VOLUME_GB, MAX_TRAINING_VOLUME_GB),
+        max_runtime,
+        max_wait,
+        prefix,
+        overrides,
+        r.integer("trainingPollSeconds", 30, 3600),
+    )
 
 
 def _hyperparameters(r: _Reader) -> dict[str, str]:
@@ -380,27 +382,34 @@ def _hyperparameters(r: _Reader) -> dict[str, str]:
 def _host(r: _Reader) -> HostConfig:
     instance_type = r.text("ollamaInstanceType")
     if instance_type.split(".")[0] not in HOST_INSTANCE_FAMILIES or instance_type.count(".") != 1:
-        r.problem("ollamaInstanceType", f"must be an EC2 GPU instance of {', '.join(HOST_INSTANCE_FAMILIES)} "
-                                        f"(e.g. g4dn.xlarge), got {instance_type!r}")
+        r.problem(
+            "ollamaInstanceType",
+            f"must be an EC2 GPU instance of {', '.join(HOST_INSTANCE_FAMILIES)} (e.g. g4dn.xlarge), got {instance_type!r}",
+        )
     ami_parameter = r.text("ollamaAmiParameter")
     if not ami_parameter.startswith("/"):
         r.problem("ollamaAmiParameter", f"must be an SSM parameter name starting with '/', got {ami_parameter!r}")
-    ollama = OllamaHostSettings(version=r.text("ollamaVersion"), archive_url=r.text("ollamaArchiveUrl"),
-                                archive_sha256=r.text("ollamaArchiveSha256"))
+    ollama = OllamaHostSettings(
+        version=r.text("ollamaVersion"), archive_url=r.text("ollamaArchiveUrl"), archive_sha256=r.text("ollamaArchiveSha256")
+    )
     try:
         ollama.values()
     except UserDataError as exc:
         r.problem("ollamaVersion/ollamaArchiveUrl/ollamaArchiveSha256", str(exc))
-    return HostConfig(instance_type, ami_parameter, r.integer("ollamaRootVolumeGb", MIN_HOST_VOLUME_GB, MAX_HOST_VOLUME_GB),
-                      ollama, r.boolean("keepHostRunning"))
+    return HostConfig(
+        instance_type,
+        ami_parameter,
+        r.integer("ollamaRootVolumeGb", MIN_HOST_VOLUME_GB, MAX_HOST_VOLUME_GB),
+        ollama,
+        r.boolean("keepHostRunning"),
+    )
 
 
 def _serving(r: _Reader) -> ModelServingConfig:
     name = r.text("modelName")
     if not MODEL_NAME.fullmatch(name):
         r.problem("modelName", f"must be an Ollama model name (lowercase letters, digits, '.', '_', '-'), got {name!r}")
-    gates = {field_name: r.fraction(key) for key, field_name in FRACTION_GATES.items()}
-    gates |= {field_name: r.positive(key) for key, field_name in SECONDS_GATES.items()}
+    gates = {rule.name: r.threshold(rule) for rule in contracts.GATES}
     quantization = r.text("quantization").lower()
     if quantization not in QUANTIZATIONS:
         r.problem("quantization", f"must be one of {', '.join(QUANTIZATIONS)}, got {quantization!r}")
@@ -412,8 +421,10 @@ def _schedule(r: _Reader) -> ScheduleConfig:
     match = CRON.fullmatch(expression)
     fields_ = match.group("fields").split() if match else []
     if len(fields_) != 6 or not all(CRON_FIELD.fullmatch(part) for part in fields_):
-        r.problem("scheduleExpression", f"must be cron(minutes hours day-of-month month day-of-week year), e.g. "
-                                        f"cron(0 3 ? * MON *), got {expression!r}")
+        r.problem(
+            "scheduleExpression",
+            f"must be cron(minutes hours day-of-month month day-of-week year), e.g. cron(0 3 ? * MON *), got {expression!r}",
+        )
     elif (fields_[2] == "?") == (fields_[4] == "?"):
         r.problem("scheduleExpression", f"needs '?' in exactly one of day-of-month and day-of-week, got {expression!r}")
     timezone = r.text("scheduleTimezone")
@@ -436,6 +447,7 @@ REFERENCE_BEGIN, REFERENCE_END = "<!-- config-reference:begin -->", "<!-- config
 
 def reference_markdown() -> str:
     """The README's configuration reference, generated from Pulumi.yaml's block (scripts/config_reference.py)."""
+
     def cell(value: Any) -> str:
         text = json.dumps(value) if isinstance(value, (list, bool)) else str(value)
         return (f"`{text}`" if text not in ("", '""') else '`""`').replace("|", "\\|")

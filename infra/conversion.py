@@ -8,11 +8,8 @@ from dataclasses import dataclass
 import pulumi
 
 from infra import functions, iam, storage
+from pipeline import contracts
 
-# Lambda's maxima. pipeline/gguf/budget.py plans the export against the same figures (it needs numpy,
-# which the Pulumi program's environment does not have; a test asserts they agree).
-MEMORY_MB = 10_240
-TIMEOUT_S = 900
 EPHEMERAL_STORAGE_MB = 1024  # the tokenizer files only; tensors stream from S3 to S3
 
 
@@ -30,18 +27,27 @@ class GgufConversion(pulumi.ComponentResource):
 
         def statements(values) -> list[iam.Statement]:
             bucket_arn, account, base_model_uri = values
-            result = iam.s3_access("Artifacts", bucket_arn, read=["runs/*/training/*"],
-                                   write=["runs/*/model.gguf", "runs/*/model.gguf.json"])
+            result = iam.s3_access(
+                "Artifacts", bucket_arn, read=["runs/*/training/*"], write=["runs/*/model.gguf", "runs/*/model.gguf.json"]
+            )
             result.append(storage.gguf_retention_tagging(bucket_arn))
             result += iam.base_model_read(base_model_uri, bucket_arn, account.partition)
             return result + iam.kms_use("ArtifactKey", args.context.kms_key_arn)
 
-        self.deployed = functions.declare(functions.FunctionSpec(
-            "convert_to_gguf", "ConvertToGGUF: base model + LoRA adapter -> quantized GGUF, streamed",
-            MEMORY_MB, TIMEOUT_S,
-            pulumi.Output.all(args.bucket_arn, args.context.account, args.base_model_uri).apply(statements),
-            {"POWERTOOLS_SERVICE_NAME": "convert-to-gguf"}, image_uri=args.image_uri,
-            ephemeral_storage_mb=EPHEMERAL_STORAGE_MB,
-        ), parent=self, context=args.context)
+        self.deployed = functions.declare(
+            functions.FunctionSpec(
+                "convert_to_gguf",
+                "ConvertToGGUF: base model + LoRA adapter -> quantized GGUF, streamed",
+                # Lambda's maxima: pipeline/gguf/budget.py plans the export against the same figures.
+                contracts.LAMBDA_MAX_MEMORY_MB,
+                contracts.LAMBDA_MAX_TIMEOUT_S,
+                pulumi.Output.all(args.bucket_arn, args.context.account, args.base_model_uri).apply(statements),
+                {"POWERTOOLS_SERVICE_NAME": "convert-to-gguf"},
+                image_uri=args.image_uri,
+                ephemeral_storage_mb=EPHEMERAL_STORAGE_MB,
+            ),
+            parent=self,
+            context=args.context,
+        )
         self.function = self.deployed.function
         self.register_outputs({"function_arn": self.function.arn})

@@ -4,6 +4,7 @@ among them), the database password only ever read from Secrets Manager at run ti
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import pulumi
 import pulumi_aws as aws
@@ -36,8 +37,9 @@ class DatasetFunctions(pulumi.ComponentResource):
         network = None
         self.security_group = None
         if config.in_vpc:
-            self.security_group = functions.security_group(f"{name}-lambda", args.network.vpc_id,
-                                                           "GenerateDataset Lambda: to the database and AWS APIs", self)
+            self.security_group = functions.security_group(
+                f"{name}-lambda", args.network.vpc_id, "GenerateDataset Lambda: to the database and AWS APIs", self
+            )
             self._database_path(name, config)
             network = functions.Network(args.network.private_subnet_ids, [self.security_group.id])
 
@@ -49,41 +51,80 @@ class DatasetFunctions(pulumi.ComponentResource):
             statements += iam.s3_access("SeedProfiles", seeds_bucket, read=[seeds_key])
             return statements + iam.kms_use("BucketKey", args.context.kms_key_arn)
 
-        environment = {"ARTIFACT_BUCKET": args.bucket_name, "DATABASE_SECRET_ARN": config.database_secret_arn,
-                       "SEED_PROFILES_URI": config.seed_profiles_uri, "POWERTOOLS_SERVICE_NAME": "generate-dataset"}
-        common = dict(parent=self, context=args.context,
-                      code=code, layers=[layer.arn])
-        self.generate = functions.declare(functions.FunctionSpec(
-            "generate_dataset", "GenerateDataset: PostgreSQL -> runs/<run_id>/dataset/ (JSONL splits, manifest)",
-            GENERATE_MEMORY_MB, GENERATE_TIMEOUT_S,
-            pulumi.Output.all(args.bucket_arn, args.context.account).apply(generate_statements), environment,
-        ), network=network, **common)
-        self.validate = functions.declare(functions.FunctionSpec(
-            "validate_data", "ValidateData: the run's dataset against the training contract",
-            VALIDATE_MEMORY_MB, VALIDATE_TIMEOUT_S,
-            pulumi.Output.from_input(args.bucket_arn).apply(
-                lambda arn: iam.s3_access("Dataset", arn, read=["runs/*/dataset/*"]) + iam.kms_use("BucketKey", args.context.kms_key_arn)),
-            {"ARTIFACT_BUCKET": args.bucket_name, "MIN_SEED_PROFILES": str(config.min_seed_profiles),
-             "POWERTOOLS_SERVICE_NAME": "validate-data"},
-        ), **common)
-        self.register_outputs({"generate_dataset_arn": self.generate.function.arn,
-                               "validate_data_arn": self.validate.function.arn})
+        environment = {
+            "ARTIFACT_BUCKET": args.bucket_name,
+            "DATABASE_SECRET_ARN": config.database_secret_arn,
+            "SEED_PROFILES_URI": config.seed_profiles_uri,
+            "POWERTOOLS_SERVICE_NAME": "generate-dataset",
+        }
+        common: dict[str, Any] = dict(parent=self, context=args.context, code=code, layers=[layer.arn])
+        self.generate = functions.declare(
+            functions.FunctionSpec(
+                "generate_dataset",
+                "GenerateDataset: PostgreSQL -> runs/<run_id>/dataset/ (JSONL splits, manifest)",
+                GENERATE_MEMORY_MB,
+                GENERATE_TIMEOUT_S,
+                pulumi.Output.all(args.bucket_arn, args.context.account).apply(generate_statements),
+                environment,
+            ),
+            network=network,
+            **common,
+        )
+        self.validate = functions.declare(
+            functions.FunctionSpec(
+                "validate_data",
+                "ValidateData: the run's dataset against the training contract",
+                VALIDATE_MEMORY_MB,
+                VALIDATE_TIMEOUT_S,
+                pulumi.Output.from_input(args.bucket_arn).apply(
+                    lambda arn: (
+                        iam.s3_access("Dataset", arn, read=["runs/*/dataset/*"]) + iam.kms_use("BucketKey", args.context.kms_key_arn)
+                    )
+                ),
+                {
+                    "ARTIFACT_BUCKET": args.bucket_name,
+                    "MIN_SEED_PROFILES": str(config.min_seed_profiles),
+                    "POWERTOOLS_SERVICE_NAME": "validate-data",
+                },
+            ),
+            **common,
+        )
+        self.register_outputs({"generate_dataset_arn": self.generate.function.arn, "validate_data_arn": self.validate.function.arn})
 
     def _database_path(self, name: str, config: DatasetConfig) -> None:
         """Egress to the database port; with the database's group known, the matching ingress on it."""
         group = self.security_group
+        assert group is not None, "only called for a dataset Lambda in the VPC"
         child = pulumi.ResourceOptions(parent=group)
         if config.database_security_group_id:
-            aws.vpc.SecurityGroupEgressRule(f"{name}-database-egress", security_group_id=group.id, ip_protocol="tcp",
-                                            from_port=config.database_port, to_port=config.database_port,
-                                            referenced_security_group_id=config.database_security_group_id,
-                                            description="PostgreSQL", opts=child)
-            aws.vpc.SecurityGroupIngressRule(f"{name}-database-ingress", security_group_id=config.database_security_group_id,
-                                             ip_protocol="tcp", from_port=config.database_port, to_port=config.database_port,
-                                             referenced_security_group_id=group.id,
-                                             description="GenerateDataset Lambda of researcher-scorer", opts=child)
+            aws.vpc.SecurityGroupEgressRule(
+                f"{name}-database-egress",
+                security_group_id=group.id,
+                ip_protocol="tcp",
+                from_port=config.database_port,
+                to_port=config.database_port,
+                referenced_security_group_id=config.database_security_group_id,
+                description="PostgreSQL",
+                opts=child,
+            )
+            aws.vpc.SecurityGroupIngressRule(
+                f"{name}-database-ingress",
+                security_group_id=config.database_security_group_id,
+                ip_protocol="tcp",
+                from_port=config.database_port,
+                to_port=config.database_port,
+                referenced_security_group_id=group.id,
+                description="GenerateDataset Lambda of researcher-scorer",
+                opts=child,
+            )
         else:
-            aws.vpc.SecurityGroupEgressRule(f"{name}-database-egress", security_group_id=group.id, ip_protocol="tcp",
-                                            from_port=config.database_port, to_port=config.database_port,
-                                            cidr_ipv4="0.0.0.0/0", description="PostgreSQL (database group not configured)",
-                                            opts=child)
+            aws.vpc.SecurityGroupEgressRule(
+                f"{name}-database-egress",
+                security_group_id=group.id,
+                ip_protocol="tcp",
+                from_port=config.database_port,
+                to_port=config.database_port,
+                cidr_ipv4="0.0.0.0/0",
+                description="PostgreSQL (database group not configured)",
+                opts=child,
+            )

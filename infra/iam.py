@@ -8,8 +8,9 @@ the mocked resource graph with the same list, so a statement added anywhere else
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import pulumi
 import pulumi_aws as aws
@@ -69,14 +70,12 @@ class Statement:
         if "*" in self.resources:
             broad = sorted(set(self.actions) - set(WILDCARD_RESOURCE_ACTIONS))
             if broad or len(self.resources) != 1:
-                raise PolicyError(f"{self.sid}: Resource '*' is allowed only for {sorted(WILDCARD_RESOURCE_ACTIONS)}, "
-                                  f"not {broad}")
+                raise PolicyError(f"{self.sid}: Resource '*' is allowed only for {sorted(WILDCARD_RESOURCE_ACTIONS)}, not {broad}")
         if not self.resources:
             raise PolicyError(f"{self.sid}: no resources")
 
     def as_dict(self) -> dict[str, Any]:
-        statement: dict[str, Any] = {"Sid": self.sid, "Effect": "Allow", "Action": sorted(self.actions),
-                                     "Resource": list(self.resources)}
+        statement: dict[str, Any] = {"Sid": self.sid, "Effect": "Allow", "Action": sorted(self.actions), "Resource": list(self.resources)}
         if self.conditions:
             statement["Condition"] = {k: dict(v) for k, v in self.conditions.items()}
         return statement
@@ -93,18 +92,30 @@ def assume_role_policy(service: str, conditions: Mapping[str, Mapping[str, Any]]
     return json.dumps({"Version": "2012-10-17", "Statement": [statement]}, sort_keys=True)
 
 
-def service_role(name: str, service: str, statements: pulumi.Input[Sequence[Statement]] | None,
-                 parent: pulumi.Resource, description: str, conditions: Mapping[str, Mapping[str, Any]] | None = None
-                 ) -> tuple[aws.iam.Role, aws.iam.RolePolicy | None]:
+def service_role(
+    name: str,
+    service: str,
+    statements: pulumi.Input[Sequence[Statement]] | None,
+    parent: pulumi.Resource,
+    description: str,
+    conditions: Mapping[str, Mapping[str, Any]] | None = None,
+) -> tuple[aws.iam.Role, aws.iam.RolePolicy | None]:
     """A role only ``service`` may assume, with one inline policy (each grant visible and scoped
     here; managed policies only from ALLOWED_MANAGED_POLICIES)."""
-    role = aws.iam.Role(f"{name}-role", assume_role_policy=assume_role_policy(service, conditions),
-                        description=description, opts=pulumi.ResourceOptions(parent=parent))
+    role = aws.iam.Role(
+        f"{name}-role",
+        assume_role_policy=assume_role_policy(service, conditions),
+        description=description,
+        opts=pulumi.ResourceOptions(parent=parent),
+    )
     if statements is None:
         return role, None
-    policy = aws.iam.RolePolicy(f"{name}-policy", role=role.id,
-                                policy=pulumi.Output.from_input(statements).apply(policy_json),
-                                opts=pulumi.ResourceOptions(parent=role))
+    policy = aws.iam.RolePolicy(
+        f"{name}-policy",
+        role=role.id,
+        policy=pulumi.Output.from_input(statements).apply(policy_json),
+        opts=pulumi.ResourceOptions(parent=role),
+    )
     return role, policy
 
 
@@ -144,11 +155,11 @@ def log_writing(sid: str, log_group_arn: str) -> Statement:
 def vpc_networking(account: Account) -> list[Statement]:
     """What a Lambda in a VPC needs for its network interfaces, scoped to this account and region."""
     return [
-        Statement("VpcNetworkInterfaces",
-                  ["ec2:CreateNetworkInterface", "ec2:DeleteNetworkInterface", "ec2:AssignPrivateIpAddresses",
-                   "ec2:UnassignPrivateIpAddresses"],
-                  [account.arn("ec2", "network-interface/*"), account.arn("ec2", "subnet/*"),
-                   account.arn("ec2", "security-group/*")]),
+        Statement(
+            "VpcNetworkInterfaces",
+            ["ec2:CreateNetworkInterface", "ec2:DeleteNetworkInterface", "ec2:AssignPrivateIpAddresses", "ec2:UnassignPrivateIpAddresses"],
+            [account.arn("ec2", "network-interface/*"), account.arn("ec2", "subnet/*"), account.arn("ec2", "security-group/*")],
+        ),
         Statement("VpcDescribe", ["ec2:DescribeNetworkInterfaces", "ec2:DescribeSubnets"], ["*"]),
     ]
 
@@ -169,8 +180,9 @@ def s3_access(sid: str, bucket_arn: str, *, read: Sequence[str] = (), write: Seq
     if read:
         statements.append(Statement(f"{sid}Read", ["s3:GetObject"], [f"{bucket_arn}/{pattern}" for pattern in read]))
     if write:
-        statements.append(Statement(f"{sid}Write", ["s3:PutObject", "s3:AbortMultipartUpload"],
-                                    [f"{bucket_arn}/{pattern}" for pattern in write]))
+        statements.append(
+            Statement(f"{sid}Write", ["s3:PutObject", "s3:AbortMultipartUpload"], [f"{bucket_arn}/{pattern}" for pattern in write])
+        )
     return statements
 
 

@@ -45,9 +45,13 @@ class ContainerImages(pulumi.ComponentResource):
         self.repositories: dict[str, aws.ecr.Repository] = {}
         self.training_image_uri = self._image(name, TRAINING, args.config.training_image_uri, args.kms_key_arn)
         self.conversion_image_uri = self._image(name, CONVERSION, args.config.conversion_image_uri, args.kms_key_arn)
-        self.register_outputs({"training_image_uri": self.training_image_uri,
-                               "conversion_image_uri": self.conversion_image_uri,
-                               "repositories": {key: repo.repository_url for key, repo in self.repositories.items()}})
+        self.register_outputs(
+            {
+                "training_image_uri": self.training_image_uri,
+                "conversion_image_uri": self.conversion_image_uri,
+                "repositories": {key: repo.repository_url for key, repo in self.repositories.items()},
+            }
+        )
 
     def _image(self, name: str, source: ImageSource, prebuilt: str | None, kms_key_arn: str | None) -> pulumi.Output[str]:
         if prebuilt:
@@ -57,15 +61,29 @@ class ContainerImages(pulumi.ComponentResource):
             f"{name}-{source.key}",
             image_tag_mutability="MUTABLE",  # the image is referenced by digest (image.ref), not tag
             image_scanning_configuration=aws.ecr.RepositoryImageScanningConfigurationArgs(scan_on_push=True),
-            encryption_configurations=[aws.ecr.RepositoryEncryptionConfigurationArgs(
-                encryption_type="KMS" if kms_key_arn else "AES256", kms_key=kms_key_arn)],
+            encryption_configurations=[
+                aws.ecr.RepositoryEncryptionConfigurationArgs(encryption_type="KMS" if kms_key_arn else "AES256", kms_key=kms_key_arn)
+            ],
             force_delete=False,
             opts=child,
         )
-        aws.ecr.LifecyclePolicy(f"{name}-{source.key}-lifecycle", repository=repository.name, policy=json.dumps({
-            "rules": [{"rulePriority": 1, "description": f"keep the last {KEEP_IMAGES} images",
-                       "selection": {"tagStatus": "any", "countType": "imageCountMoreThan", "countNumber": KEEP_IMAGES},
-                       "action": {"type": "expire"}}]}), opts=pulumi.ResourceOptions(parent=repository))
+        aws.ecr.LifecyclePolicy(
+            f"{name}-{source.key}-lifecycle",
+            repository=repository.name,
+            policy=json.dumps(
+                {
+                    "rules": [
+                        {
+                            "rulePriority": 1,
+                            "description": f"keep the last {KEEP_IMAGES} images",
+                            "selection": {"tagStatus": "any", "countType": "imageCountMoreThan", "countNumber": KEEP_IMAGES},
+                            "action": {"type": "expire"},
+                        }
+                    ]
+                }
+            ),
+            opts=pulumi.ResourceOptions(parent=repository),
+        )
         self.repositories[source.key] = repository
         token = aws.ecr.get_authorization_token_output(registry_id=repository.registry_id)
         # Tagged by the hash of the files the image is built from, for tracing an image to its source.
@@ -81,8 +99,13 @@ class ContainerImages(pulumi.ComponentResource):
             exec_=False,
             tags=[repository.repository_url.apply(lambda url: f"{url}:{packaging.source_tag(source.dockerfile)}")],
             # Credentials are per registry host (<account>.dkr.ecr.<region>.amazonaws.com), not per repository.
-            registries=[docker_build.RegistryArgs(address=repository.repository_url.apply(lambda url: url.split("/", 1)[0]),
-                                                  username=token.user_name, password=token.password)],
+            registries=[
+                docker_build.RegistryArgs(
+                    address=repository.repository_url.apply(lambda url: url.split("/", 1)[0]),
+                    username=token.user_name,
+                    password=token.password,
+                )
+            ],
             opts=pulumi.ResourceOptions(parent=repository),
         )
         # Not image.ref: the provider makes it `repo:tag@sha256:…` (pulumi-docker-build image.go, addDigest;

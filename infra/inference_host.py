@@ -5,6 +5,7 @@ pair, no SSH, no public address)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import pulumi
 import pulumi_aws as aws
@@ -33,37 +34,61 @@ class OllamaHost(pulumi.ComponentResource):
         config, network = args.config, args.network
         child = pulumi.ResourceOptions(parent=self)
 
-        self.security_group = functions.security_group(f"{name}-host", network.vpc_id,
-                                                       "Ollama host: port 11434 from its clients only", self)
-        self.client_security_group = functions.security_group(f"{name}-client", network.vpc_id,
-                                                              "Clients of the Ollama host (serving Lambdas)", self)
-        aws.vpc.SecurityGroupEgressRule(f"{name}-client-to-ollama", security_group_id=self.client_security_group.id,
-                                        ip_protocol="tcp", from_port=OLLAMA_PORT, to_port=OLLAMA_PORT,
-                                        referenced_security_group_id=self.security_group.id, description="Ollama API",
-                                        opts=pulumi.ResourceOptions(parent=self.client_security_group))
-        sources = [("client", {"referenced_security_group_id": self.client_security_group.id})]
-        sources += [(f"group-{i}", {"referenced_security_group_id": group})
-                    for i, group in enumerate(network.ollama_allowed_security_group_ids)]
+        self.security_group = functions.security_group(
+            f"{name}-host", network.vpc_id, "Ollama host: port 11434 from its clients only", self
+        )
+        self.client_security_group = functions.security_group(
+            f"{name}-client", network.vpc_id, "Clients of the Ollama host (serving Lambdas)", self
+        )
+        aws.vpc.SecurityGroupEgressRule(
+            f"{name}-client-to-ollama",
+            security_group_id=self.client_security_group.id,
+            ip_protocol="tcp",
+            from_port=OLLAMA_PORT,
+            to_port=OLLAMA_PORT,
+            referenced_security_group_id=self.security_group.id,
+            description="Ollama API",
+            opts=pulumi.ResourceOptions(parent=self.client_security_group),
+        )
+        sources: list[tuple[str, dict[str, Any]]] = [("client", {"referenced_security_group_id": self.client_security_group.id})]
+        sources += [
+            (f"group-{i}", {"referenced_security_group_id": group}) for i, group in enumerate(network.ollama_allowed_security_group_ids)
+        ]
         sources += [(f"cidr-{i}", {"cidr_ipv4": cidr}) for i, cidr in enumerate(network.ollama_allowed_cidrs)]
         for label, source in sources:
-            aws.vpc.SecurityGroupIngressRule(f"{name}-ollama-from-{label}", security_group_id=self.security_group.id,
-                                             ip_protocol="tcp", from_port=OLLAMA_PORT, to_port=OLLAMA_PORT,
-                                             description="Ollama API", **source,
-                                             opts=pulumi.ResourceOptions(parent=self.security_group))
+            aws.vpc.SecurityGroupIngressRule(
+                f"{name}-ollama-from-{label}",
+                security_group_id=self.security_group.id,
+                ip_protocol="tcp",
+                from_port=OLLAMA_PORT,
+                to_port=OLLAMA_PORT,
+                description="Ollama API",
+                **source,
+                opts=pulumi.ResourceOptions(parent=self.security_group),
+            )
 
         def statements(account: iam.Account) -> list[iam.Statement]:
             bucket_arn, key = iam.s3_uri_arns(config.ollama.archive_url, account.partition)
             # A staged copy in a bucket encrypted with the stack's key is read through that key.
-            return [iam.Statement("OllamaArchive", ["s3:GetObject"], [f"{bucket_arn}/{key}"]),
-                    *iam.kms_use("ArchiveKey", args.context.kms_key_arn, ("kms:Decrypt",))]
+            return [
+                iam.Statement("OllamaArchive", ["s3:GetObject"], [f"{bucket_arn}/{key}"]),
+                *iam.kms_use("ArchiveKey", args.context.kms_key_arn, ("kms:Decrypt",)),
+            ]
 
         staged_archive = config.ollama.archive_url.startswith("s3://")
-        self.role, _ = iam.service_role(f"{name}-host", "ec2.amazonaws.com",
-                                        args.context.account.apply(statements) if staged_archive else None, self,
-                                        "The Ollama host (SSM management; the staged Ollama archive if any)")
-        aws.iam.RolePolicyAttachment(f"{name}-host-ssm", role=self.role.name,
-                                     policy_arn=args.context.account.apply(lambda a: iam.managed_policy_arn(a.partition, iam.SSM_CORE)),
-                                     opts=pulumi.ResourceOptions(parent=self.role))
+        self.role, _ = iam.service_role(
+            f"{name}-host",
+            "ec2.amazonaws.com",
+            args.context.account.apply(statements) if staged_archive else None,
+            self,
+            "The Ollama host (SSM management; the staged Ollama archive if any)",
+        )
+        aws.iam.RolePolicyAttachment(
+            f"{name}-host-ssm",
+            role=self.role.name,
+            policy_arn=args.context.account.apply(lambda a: iam.managed_policy_arn(a.partition, iam.SSM_CORE)),
+            opts=pulumi.ResourceOptions(parent=self.role),
+        )
         profile = aws.iam.InstanceProfile(f"{name}-host", role=self.role.name, opts=child)
         ami = aws.ssm.get_parameter_output(name=config.ami_parameter)
 
@@ -75,11 +100,16 @@ class OllamaHost(pulumi.ComponentResource):
             vpc_security_group_ids=[self.security_group.id],
             associate_public_ip_address=False,
             iam_instance_profile=profile.name,
-            metadata_options=aws.ec2.InstanceMetadataOptionsArgs(http_endpoint="enabled", http_tokens="required",
-                                                                 http_put_response_hop_limit=METADATA_HOP_LIMIT),
-            root_block_device=aws.ec2.InstanceRootBlockDeviceArgs(volume_type="gp3", volume_size=config.root_volume_gb,
-                                                                  encrypted=True, kms_key_id=args.context.kms_key_arn,
-                                                                  delete_on_termination=True),
+            metadata_options=aws.ec2.InstanceMetadataOptionsArgs(
+                http_endpoint="enabled", http_tokens="required", http_put_response_hop_limit=METADATA_HOP_LIMIT
+            ),
+            root_block_device=aws.ec2.InstanceRootBlockDeviceArgs(
+                volume_type="gp3",
+                volume_size=config.root_volume_gb,
+                encrypted=True,
+                kms_key_id=args.context.kms_key_arn,
+                delete_on_termination=True,
+            ),
             user_data=user_data.render(config.ollama),
             instance_initiated_shutdown_behavior="stop",
             tags={"Name": f"{pulumi.get_project()}-{pulumi.get_stack()}-ollama"},
@@ -87,5 +117,6 @@ class OllamaHost(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self, ignore_changes=["ami"]),
         )
         self.endpoint = self.instance.private_ip.apply(lambda ip: f"http://{ip}:{OLLAMA_PORT}")
-        self.register_outputs({"instance_id": self.instance.id, "endpoint": self.endpoint,
-                               "client_security_group_id": self.client_security_group.id})
+        self.register_outputs(
+            {"instance_id": self.instance.id, "endpoint": self.endpoint, "client_security_group_id": self.client_security_group.id}
+        )

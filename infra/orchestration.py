@@ -4,8 +4,9 @@ alarm."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 import pulumi
 import pulumi_aws as aws
@@ -61,58 +62,102 @@ class PipelineOrchestration(pulumi.ComponentResource):
         child = pulumi.ResourceOptions(parent=self)
         machine_name = state_machine_name()
 
-        self.topic = aws.sns.Topic(f"{name}-failures", display_name="researcher-scorer pipeline failures",
-                                   kms_master_key_id=args.context.kms_key_arn, opts=child)
+        self.topic = aws.sns.Topic(
+            f"{name}-failures", display_name="researcher-scorer pipeline failures", kms_master_key_id=args.context.kms_key_arn, opts=child
+        )
         if args.alert_email:
-            aws.sns.TopicSubscription(f"{name}-failures-email", topic=self.topic.arn, protocol="email",
-                                      endpoint=args.alert_email, opts=pulumi.ResourceOptions(parent=self.topic))
-        self.log_group = aws.cloudwatch.LogGroup(f"{name}-logs", name=f"{LOG_GROUP_PREFIX}{machine_name}",
-                                                 retention_in_days=args.context.log_retention_days, kms_key_id=args.context.kms_key_arn,
-                                                 opts=child)
+            aws.sns.TopicSubscription(
+                f"{name}-failures-email",
+                topic=self.topic.arn,
+                protocol="email",
+                endpoint=args.alert_email,
+                opts=pulumi.ResourceOptions(parent=self.topic),
+            )
+        self.log_group = aws.cloudwatch.LogGroup(
+            f"{name}-logs",
+            name=f"{LOG_GROUP_PREFIX}{machine_name}",
+            retention_in_days=args.context.log_retention_days,
+            kms_key_id=args.context.kms_key_arn,
+            opts=child,
+        )
         functions = vars(args.functions)
 
         def statements(values) -> list[iam.Statement]:
             account, arns, role_arn, instance_id, topic_arn, bucket_name = values
             result = [
-                iam.Statement("InvokeStages", ["lambda:InvokeFunction"],
-                              [arn for function_arn in arns for arn in (function_arn, f"{function_arn}:*")]),
-                iam.Statement("TrainingJobs", ["sagemaker:CreateTrainingJob", "sagemaker:DescribeTrainingJob",
-                                               "sagemaker:AddTags"],
-                              [account.arn("sagemaker", f"training-job/{args.training_job_prefix.lower()}-*")]),
-                iam.Statement("PassSageMakerRole", ["iam:PassRole"], [role_arn],
-                              {"StringEquals": {"iam:PassedToService": "sagemaker.amazonaws.com"}}),
-                iam.Statement("StartStopHost", ["ec2:StartInstances", "ec2:StopInstances"],
-                              [account.arn("ec2", f"instance/{instance_id}")]),
+                iam.Statement(
+                    "InvokeStages", ["lambda:InvokeFunction"], [arn for function_arn in arns for arn in (function_arn, f"{function_arn}:*")]
+                ),
+                iam.Statement(
+                    "TrainingJobs",
+                    ["sagemaker:CreateTrainingJob", "sagemaker:DescribeTrainingJob", "sagemaker:AddTags"],
+                    [account.arn("sagemaker", f"training-job/{args.training_job_prefix.lower()}-*")],
+                ),
+                iam.Statement(
+                    "PassSageMakerRole", ["iam:PassRole"], [role_arn], {"StringEquals": {"iam:PassedToService": "sagemaker.amazonaws.com"}}
+                ),
+                iam.Statement(
+                    "StartStopHost", ["ec2:StartInstances", "ec2:StopInstances"], [account.arn("ec2", f"instance/{instance_id}")]
+                ),
                 iam.Statement("DescribeHost", ["ec2:DescribeInstances"], ["*"]),
                 iam.Statement("NotifyFailure", ["sns:Publish"], [topic_arn]),
                 # CheckAdapter: is there an adapter under the training job's output (a key name, no content)?
-                iam.Statement("FindAdapter", ["s3:ListBucket"], [f"arn:{account.partition}:s3:::{bucket_name}"],
-                              {"StringLike": {"s3:prefix": [f"{RUNS_DIR}/*/{TRAINING_DIR}/*"]}}),
-                iam.Statement("OneExecutionAtATime", ["states:ListExecutions"],
-                              [account.arn("states", f"stateMachine:{machine_name}")]),
-                iam.Statement("VendedLogDelivery", ["logs:CreateLogDelivery", "logs:GetLogDelivery",
-                                                    "logs:UpdateLogDelivery", "logs:DeleteLogDelivery",
-                                                    "logs:ListLogDeliveries", "logs:PutResourcePolicy",
-                                                    "logs:DescribeResourcePolicies", "logs:DescribeLogGroups"], ["*"]),
-                iam.Statement("XRayTracing", ["xray:PutTraceSegments", "xray:PutTelemetryRecords",
-                                              "xray:GetSamplingRules", "xray:GetSamplingTargets"], ["*"]),
+                iam.Statement(
+                    "FindAdapter",
+                    ["s3:ListBucket"],
+                    [f"arn:{account.partition}:s3:::{bucket_name}"],
+                    {"StringLike": {"s3:prefix": [f"{RUNS_DIR}/*/{TRAINING_DIR}/*"]}},
+                ),
+                iam.Statement("OneExecutionAtATime", ["states:ListExecutions"], [account.arn("states", f"stateMachine:{machine_name}")]),
+                iam.Statement(
+                    "VendedLogDelivery",
+                    [
+                        "logs:CreateLogDelivery",
+                        "logs:GetLogDelivery",
+                        "logs:UpdateLogDelivery",
+                        "logs:DeleteLogDelivery",
+                        "logs:ListLogDeliveries",
+                        "logs:PutResourcePolicy",
+                        "logs:DescribeResourcePolicies",
+                        "logs:DescribeLogGroups",
+                    ],
+                    ["*"],
+                ),
+                iam.Statement(
+                    "XRayTracing",
+                    ["xray:PutTraceSegments", "xray:PutTelemetryRecords", "xray:GetSamplingRules", "xray:GetSamplingTargets"],
+                    ["*"],
+                ),
             ]
             # The failures topic is encrypted with the stack's key: publishing needs a data key from it.
             result += iam.kms_use("TopicKey", args.context.kms_key_arn)
             if args.context.kms_key_arn:
                 # Starting the host attaches its CMK-encrypted volume: EC2 needs a grant on the key.
-                result.append(iam.Statement("HostVolumeKey", ["kms:CreateGrant"], [args.context.kms_key_arn],
-                                            {"Bool": {"kms:GrantIsForAWSResource": "true"}}))
+                result.append(
+                    iam.Statement(
+                        "HostVolumeKey", ["kms:CreateGrant"], [args.context.kms_key_arn], {"Bool": {"kms:GrantIsForAWSResource": "true"}}
+                    )
+                )
             return result
 
         self.role, self.policy = iam.service_role(
-            f"{name}-states", "states.amazonaws.com",
-            pulumi.Output.all(args.context.account, list(functions.values()), args.sagemaker_role_arn, args.host_instance_id,
-                              self.topic.arn, args.bucket_name).apply(statements),
-            self, "The researcher-scorer state machine")
+            f"{name}-states",
+            "states.amazonaws.com",
+            pulumi.Output.all(
+                args.context.account,
+                list(functions.values()),
+                args.sagemaker_role_arn,
+                args.host_instance_id,
+                self.topic.arn,
+                args.bucket_name,
+            ).apply(statements),
+            self,
+            "The researcher-scorer state machine",
+        )
 
         values: dict[str, pulumi.Input[Any]] = {
-            **functions, **args.training_values,
+            **functions,
+            **args.training_values,
             "ArtifactBucket": args.bucket_name,
             "NotificationTopicArn": self.topic.arn,
             "OllamaInstanceId": args.host_instance_id,
@@ -127,22 +172,26 @@ class PipelineOrchestration(pulumi.ComponentResource):
             role_arn=self.role.arn,
             definition=self.definition,
             logging_configuration=aws.sfn.StateMachineLoggingConfigurationArgs(
-                log_destination=self.log_group.arn.apply(lambda arn: f"{arn}:*"), include_execution_data=True,
-                level=LOG_LEVEL),
+                log_destination=self.log_group.arn.apply(lambda arn: f"{arn}:*"), include_execution_data=True, level=LOG_LEVEL
+            ),
             tracing_configuration=aws.sfn.StateMachineTracingConfigurationArgs(enabled=True),
             # The role's policy must exist first: Step Functions checks log delivery at creation.
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[self.policy]),
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[self.policy] if self.policy else []),
         )
         self.alarm = aws.cloudwatch.MetricAlarm(
             f"{name}-failed-executions",
             alarm_description="An execution of the researcher-scorer pipeline failed (see the failures topic and the state machine's logs)",
-            namespace="AWS/States", metric_name="ExecutionsFailed",
+            namespace="AWS/States",
+            metric_name="ExecutionsFailed",
             dimensions={"StateMachineArn": self.state_machine.arn},
-            statistic="Sum", period=ALARM_PERIOD_S, evaluation_periods=1, threshold=1,
-            comparison_operator="GreaterThanOrEqualToThreshold", treat_missing_data="notBreaching",
-            alarm_actions=[self.topic.arn], opts=child,
+            statistic="Sum",
+            period=ALARM_PERIOD_S,
+            evaluation_periods=1,
+            threshold=1,
+            comparison_operator="GreaterThanOrEqualToThreshold",
+            treat_missing_data="notBreaching",
+            alarm_actions=[self.topic.arn],
+            opts=child,
         )
-        self.console_url = pulumi.Output.all(args.context.account, self.state_machine.arn).apply(
-            lambda v: console_url(v[0].region, v[1]))
-        self.register_outputs({"state_machine_arn": self.state_machine.arn, "console_url": self.console_url,
-                               "topic_arn": self.topic.arn})
+        self.console_url = pulumi.Output.all(args.context.account, self.state_machine.arn).apply(lambda v: console_url(v[0].region, v[1]))
+        self.register_outputs({"state_machine_arn": self.state_machine.arn, "console_url": self.console_url, "topic_arn": self.topic.arn})

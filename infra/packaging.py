@@ -33,7 +33,8 @@ CODE_PACKAGES = ("pipeline", "lambdas")
 DATASET_LAYER = "dataset.txt"
 SERVING_LAYER = "serving.txt"
 LAYERS = (DATASET_LAYER, SERVING_LAYER)
-SKIPPED = shutil.ignore_patterns("__pycache__", "*.pyc", "Dockerfile", ".pytest_cache")
+# Demo and R&D code (pipeline/local/) never ships: not in the zip, not in the images (.dockerignore).
+DEMO_ONLY = ("pipeline/local",)
 
 
 class PackagingError(RuntimeError):
@@ -49,17 +50,33 @@ def _digest(*parts: bytes) -> str:
 
 def dependency_layer(requirements: Path) -> Path:
     """A directory laid out as a Lambda layer (``python/<packages>``) for ``requirements``."""
-    key = _digest(requirements.read_bytes(), LAMBDA_PYTHON_VERSION.encode(), " ".join(LAMBDA_PLATFORMS).encode(),
-                  " ".join(RUNTIME_PROVIDED).encode())
+    key = _digest(
+        requirements.read_bytes(), LAMBDA_PYTHON_VERSION.encode(), " ".join(LAMBDA_PLATFORMS).encode(), " ".join(RUNTIME_PROVIDED).encode()
+    )
     target = BUILD_DIR / f"layer-{requirements.stem}-{key}"
     if (target / ".complete").is_file():
         return target
     BUILD_DIR.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=BUILD_DIR))
-    command = [sys.executable, "-m", "pip", "install", "--quiet", "--no-compile", "--disable-pip-version-check",
-               "--only-binary=:all:", "--implementation", "cp", "--python-version", LAMBDA_PYTHON_VERSION,
-               *[arg for platform in LAMBDA_PLATFORMS for arg in ("--platform", platform)],
-               "--target", str(staging / "python"), "-r", str(requirements)]
+    command = [
+        sys.executable,
+        "-m",
+        "pip",
+        "install",
+        "--quiet",
+        "--no-compile",
+        "--disable-pip-version-check",
+        "--only-binary=:all:",
+        "--implementation",
+        "cp",
+        "--python-version",
+        LAMBDA_PYTHON_VERSION,
+        *[arg for platform in LAMBDA_PLATFORMS for arg in ("--platform", platform)],
+        "--target",
+        str(staging / "python"),
+        "-r",
+        str(requirements),
+    ]
     # The constraints of the machine running Pulumi are not the Lambda's.
     env = {k: v for k, v in os.environ.items() if k != "PIP_CONSTRAINT"} | {"PIP_CONSTRAINT": ""}
     done = subprocess.run(command, capture_output=True, text=True, env=env)
@@ -78,19 +95,30 @@ def dependency_layer(requirements: Path) -> Path:
     return target
 
 
+def _shipped(path: Path) -> bool:
+    relative = path.relative_to(ROOT).as_posix()
+    return (
+        path.is_file()
+        and "__pycache__" not in path.parts
+        and path.suffix != ".pyc"
+        and path.name != "Dockerfile"
+        and not any(relative == excluded or relative.startswith(f"{excluded}/") for excluded in DEMO_ONLY)
+    )
+
+
 def code_directory() -> Path:
-    """pipeline/ and lambdas/ without caches: every Lambda's handler is lambdas.<stage>.handler.handler."""
-    sources = sorted(path for package in CODE_PACKAGES for path in (ROOT / package).rglob("*")
-                     if path.is_file() and "__pycache__" not in path.parts and path.suffix != ".pyc"
-                     and path.name != "Dockerfile")
+    """pipeline/ and lambdas/ without caches and demo code: every Lambda's handler is
+    lambdas.<stage>.handler.handler."""
+    sources = sorted(path for package in CODE_PACKAGES for path in (ROOT / package).rglob("*") if _shipped(path))
     key = _digest(*(str(path.relative_to(ROOT)).encode() + b"\0" + path.read_bytes() for path in sources))
     target = BUILD_DIR / f"code-{key}"
     if (target / ".complete").is_file():
         return target
     BUILD_DIR.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=BUILD_DIR))
-    for package in CODE_PACKAGES:
-        shutil.copytree(ROOT / package, staging / package, ignore=SKIPPED)
+    for path in sources:
+        (staging / path.relative_to(ROOT)).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(path, staging / path.relative_to(ROOT))
     (staging / ".complete").write_text(key)
     shutil.rmtree(target, ignore_errors=True)
     staging.rename(target)
@@ -99,10 +127,13 @@ def code_directory() -> Path:
 
 def archive(directory: Path) -> pulumi.AssetArchive:
     """The directory as a Pulumi archive, without the build marker."""
-    return pulumi.AssetArchive({
-        path.name: pulumi.FileArchive(str(path)) if path.is_dir() else pulumi.FileAsset(str(path))
-        for path in sorted(directory.iterdir()) if path.name != ".complete"
-    })
+    return pulumi.AssetArchive(
+        {
+            path.name: pulumi.FileArchive(str(path)) if path.is_dir() else pulumi.FileAsset(str(path))
+            for path in sorted(directory.iterdir())
+            if path.name != ".complete"
+        }
+    )
 
 
 IMAGE_SOURCES = ("pipeline", "lambdas", "training_image", "requirements")
@@ -110,10 +141,13 @@ IMAGE_SOURCES = ("pipeline", "lambdas", "training_image", "requirements")
 
 def source_tag(dockerfile: str) -> str:
     """A tag naming the source an image was built from: a hash of its Dockerfile and the folders images copy."""
-    files = sorted(path for folder in IMAGE_SOURCES for path in (ROOT / folder).rglob("*")
-                   if path.is_file() and "__pycache__" not in path.parts and path.suffix != ".pyc")
-    return "src-" + _digest((ROOT / dockerfile).read_bytes(),
-                            *(str(p.relative_to(ROOT)).encode() + b"\0" + p.read_bytes() for p in files))
+    files = sorted(
+        path
+        for folder in IMAGE_SOURCES
+        for path in (ROOT / folder).rglob("*")
+        if path.is_file() and "__pycache__" not in path.parts and path.suffix != ".pyc"
+    )
+    return "src-" + _digest((ROOT / dockerfile).read_bytes(), *(str(p.relative_to(ROOT)).encode() + b"\0" + p.read_bytes() for p in files))
 
 
 if __name__ == "__main__":

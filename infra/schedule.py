@@ -31,10 +31,14 @@ class WeeklySchedule(pulumi.ComponentResource):
         super().__init__("researcher-scorer:schedule:WeeklySchedule", name, None, opts)
         config = args.config
         self.role, self.policy = iam.service_role(
-            f"{name}-scheduler", "scheduler.amazonaws.com",
+            f"{name}-scheduler",
+            "scheduler.amazonaws.com",
             pulumi.Output.from_input(args.state_machine_arn).apply(
-                lambda arn: [iam.Statement("StartPipeline", ["states:StartExecution"], [arn])]),
-            self, "EventBridge Scheduler: start the researcher-scorer pipeline")
+                lambda arn: [iam.Statement("StartPipeline", ["states:StartExecution"], [arn])]
+            ),
+            self,
+            "EventBridge Scheduler: start the researcher-scorer pipeline",
+        )
         self.schedule = aws.scheduler.Schedule(
             f"{name}-weekly",
             description="Weekly retraining of mistral-researcher",
@@ -47,8 +51,9 @@ class WeeklySchedule(pulumi.ComponentResource):
                 role_arn=self.role.arn,
                 input=json.dumps(SCHEDULED_INPUT),
                 retry_policy=aws.scheduler.ScheduleTargetRetryPolicyArgs(
-                    maximum_retry_attempts=RETRY_ATTEMPTS, maximum_event_age_in_seconds=RETRY_MAX_AGE_S),
+                    maximum_retry_attempts=RETRY_ATTEMPTS, maximum_event_age_in_seconds=RETRY_MAX_AGE_S
+                ),
             ),
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[self.policy]),
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[self.policy] if self.policy else []),
         )
         self.register_outputs({"schedule_name": self.schedule.name})

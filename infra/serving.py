@@ -5,7 +5,9 @@ port 11434)."""
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import pulumi
 
@@ -36,35 +38,74 @@ class ModelLifecycleFunctions(pulumi.ComponentResource):
         layer = functions.dependency_layer(f"{name}-deps", packaging.SERVING_LAYER, args.bucket_name, self)
         code = packaging.archive(packaging.code_directory())
         network = functions.Network(args.network.private_subnet_ids, [args.client_security_group_id])
-        environment = {"OLLAMA_URL": args.ollama_url, "ARTIFACT_BUCKET": args.bucket_name,
-                       "MODEL_NAME": args.config.model_name}
+        environment = {"OLLAMA_URL": args.ollama_url, "ARTIFACT_BUCKET": args.bucket_name, "MODEL_NAME": args.config.model_name}
 
-        def access(read: list[str], write: list[str] = ()):  # on the artifact bucket
+        def access(read: list[str], write: Sequence[str] = ()):  # on the artifact bucket
             return pulumi.Output.from_input(args.bucket_arn).apply(
-                lambda arn: iam.s3_access("Artifacts", arn, read=read, write=write) + iam.kms_use("BucketKey", args.context.kms_key_arn))
+                lambda arn: iam.s3_access("Artifacts", arn, read=read, write=write) + iam.kms_use("BucketKey", args.context.kms_key_arn)
+            )
 
-        common = dict(parent=self, context=args.context,
-                      code=code, layers=[layer.arn], network=network)
-        self.deploy = functions.declare(functions.FunctionSpec(
-            "deploy_model", "DeployModel: the run's GGUF into Ollama as a candidate tag",
-            DEPLOY_MEMORY_MB, DEPLOY_TIMEOUT_S, access(read=["runs/*"], write=["runs/*/Modelfile"]),
-            {**environment, "POWERTOOLS_SERVICE_NAME": "deploy-model"}), **common)
-        self.validate = functions.declare(functions.FunctionSpec(
-            "validate_model", "ValidateModel: the candidate against the quality gates; report to runs/<run_id>/report/",
-            VALIDATE_MEMORY_MB, VALIDATE_TIMEOUT_S, access(read=["runs/*"], write=["runs/*/report/*"]),
-            {**environment, "QUALITY_GATES": json.dumps(args.config.quality_gates, sort_keys=True),
-             "VALIDATION_CONCURRENCY": str(args.config.validation_concurrency), "MPLCONFIGDIR": "/tmp/matplotlib",
-             "POWERTOOLS_SERVICE_NAME": "validate-model"}), **common)
-        self.promote = functions.declare(functions.FunctionSpec(
-            "promote_model", "PromoteModel: the candidate becomes production; then models/current.json",
-            POINTER_MEMORY_MB, POINTER_TIMEOUT_S,
-            pulumi.Output.all(access(read=["runs/*", "models/*"], write=["models/*"]), args.bucket_arn).apply(
-                lambda values: [*values[0], storage.gguf_retention_tagging(values[1])]),
-            {**environment, "POWERTOOLS_SERVICE_NAME": "promote-model"}), **common)
-        self.rollback = functions.declare(functions.FunctionSpec(
-            "rollback_model", "Rollback: remove the candidate; production stays as models/current.json names it",
-            POINTER_MEMORY_MB, POINTER_TIMEOUT_S, access(read=["runs/*", "models/*"]),
-            {**environment, "POWERTOOLS_SERVICE_NAME": "rollback-model"}), **common)
-        self.register_outputs({stage: deployed.function.arn for stage, deployed in (
-            ("deploy_model_arn", self.deploy), ("validate_model_arn", self.validate),
-            ("promote_model_arn", self.promote), ("rollback_model_arn", self.rollback))})
+        common: dict[str, Any] = dict(parent=self, context=args.context, code=code, layers=[layer.arn], network=network)
+        self.deploy = functions.declare(
+            functions.FunctionSpec(
+                "deploy_model",
+                "DeployModel: the run's GGUF into Ollama as a candidate tag",
+                DEPLOY_MEMORY_MB,
+                DEPLOY_TIMEOUT_S,
+                access(read=["runs/*"], write=["runs/*/Modelfile"]),
+                {**environment, "POWERTOOLS_SERVICE_NAME": "deploy-model"},
+            ),
+            **common,
+        )
+        self.validate = functions.declare(
+            functions.FunctionSpec(
+                "validate_model",
+                "ValidateModel: the candidate against the quality gates; report to runs/<run_id>/report/",
+                VALIDATE_MEMORY_MB,
+                VALIDATE_TIMEOUT_S,
+                access(read=["runs/*"], write=["runs/*/report/*"]),
+                {
+                    **environment,
+                    "QUALITY_GATES": json.dumps(args.config.quality_gates, sort_keys=True),
+                    "VALIDATION_CONCURRENCY": str(args.config.validation_concurrency),
+                    "MPLCONFIGDIR": "/tmp/matplotlib",
+                    "POWERTOOLS_SERVICE_NAME": "validate-model",
+                },
+            ),
+            **common,
+        )
+        self.promote = functions.declare(
+            functions.FunctionSpec(
+                "promote_model",
+                "PromoteModel: the candidate becomes production; then models/current.json",
+                POINTER_MEMORY_MB,
+                POINTER_TIMEOUT_S,
+                pulumi.Output.all(access(read=["runs/*", "models/*"], write=["models/*"]), args.bucket_arn).apply(
+                    lambda values: [*values[0], storage.gguf_retention_tagging(values[1])]
+                ),
+                {**environment, "POWERTOOLS_SERVICE_NAME": "promote-model"},
+            ),
+            **common,
+        )
+        self.rollback = functions.declare(
+            functions.FunctionSpec(
+                "rollback_model",
+                "Rollback: remove the candidate; production stays as models/current.json names it",
+                POINTER_MEMORY_MB,
+                POINTER_TIMEOUT_S,
+                access(read=["runs/*", "models/*"]),
+                {**environment, "POWERTOOLS_SERVICE_NAME": "rollback-model"},
+            ),
+            **common,
+        )
+        self.register_outputs(
+            {
+                stage: deployed.function.arn
+                for stage, deployed in (
+                    ("deploy_model_arn", self.deploy),
+                    ("validate_model_arn", self.validate),
+                    ("promote_model_arn", self.promote),
+                    ("rollback_model_arn", self.rollback),
+                )
+            }
+        )

@@ -52,9 +52,11 @@ class ArtifactStorage(pulumi.ComponentResource):
         self.encryption = aws.s3.BucketServerSideEncryptionConfiguration(
             f"{name}-encryption",
             bucket=self.bucket.id,
-            rules=[aws.s3.BucketServerSideEncryptionConfigurationRuleArgs(
-                apply_server_side_encryption_by_default=encryption_default, bucket_key_enabled=True
-            )],
+            rules=[
+                aws.s3.BucketServerSideEncryptionConfigurationRuleArgs(
+                    apply_server_side_encryption_by_default=encryption_default, bucket_key_enabled=True
+                )
+            ],
             opts=child,
         )
         # Versioning: an overwritten or deleted model pointer or GGUF can be recovered.
@@ -88,7 +90,8 @@ class ArtifactStorage(pulumi.ComponentResource):
                     id="expire-old-run-gguf-files",
                     status="Enabled",
                     filter=aws.s3.BucketLifecycleConfigurationRuleFilterArgs(
-                        tag=aws.s3.BucketLifecycleConfigurationRuleFilterTagArgs(key=RETENTION_TAG, value=RETENTION_EXPIRING)),
+                        tag=aws.s3.BucketLifecycleConfigurationRuleFilterTagArgs(key=RETENTION_TAG, value=RETENTION_EXPIRING)
+                    ),
                     expiration=aws.s3.BucketLifecycleConfigurationRuleExpirationArgs(days=config.gguf_retention_days),
                 ),
                 aws.s3.BucketLifecycleConfigurationRuleArgs(
@@ -113,20 +116,23 @@ class ArtifactStorage(pulumi.ComponentResource):
 
 def gguf_retention_tagging(bucket_arn: str) -> iam.Statement:
     """Setting a run GGUF's retention tag (ConvertToGGUF marks it expiring, PromoteModel re-tags)."""
-    return iam.Statement("GgufRetentionTag", ["s3:PutObjectTagging", "s3:GetObjectTagging"],
-                         [f"{bucket_arn}/{RUNS_DIR}/*/{GGUF_NAME}"])
+    return iam.Statement("GgufRetentionTag", ["s3:PutObjectTagging", "s3:GetObjectTagging"], [f"{bucket_arn}/{RUNS_DIR}/*/{GGUF_NAME}"])
 
 
 def tls_only_policy(bucket_arn: str) -> str:
     """Deny every request to the bucket that does not use TLS."""
-    return json.dumps({
-        "Version": "2012-10-17",
-        "Statement": [{
-            "Sid": "DenyInsecureTransport",
-            "Effect": "Deny",
-            "Principal": "*",
-            "Action": "s3:*",
-            "Resource": [bucket_arn, f"{bucket_arn}/*"],
-            "Condition": {"Bool": {"aws:SecureTransport": "false"}},
-        }],
-    })
+    return json.dumps(
+        {
+            "Version": "2012-10-17",
+            "Statement": [
+                {
+                    "Sid": "DenyInsecureTransport",
+                    "Effect": "Deny",
+                    "Principal": "*",
+                    "Action": "s3:*",
+                    "Resource": [bucket_arn, f"{bucket_arn}/*"],
+                    "Condition": {"Bool": {"aws:SecureTransport": "false"}},
+                }
+            ],
+        }
+    )

@@ -14,11 +14,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import pulumi
-import pulumi_aws as aws
 
 from infra import iam
 from infra.config import TrainingConfig
-from pipeline.training import trainer
+from pipeline import contracts
 
 BASE_MODEL_PREFIX = "base-models/Mistral-7B-Instruct-v0.2/"
 TRAINING_LOG_GROUP = "/aws/sagemaker/TrainingJobs"
@@ -52,33 +51,47 @@ class TrainingJobSpec(pulumi.ComponentResource):
     def __init__(self, name: str, args: TrainingJobSpecArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("researcher-scorer:training:TrainingJobSpec", name, None, opts)
         config = args.config
-        self.base_model_uri = (pulumi.Output.from_input(config.base_model_s3_uri) if config.base_model_s3_uri
-                               else pulumi.Output.from_input(args.bucket_name).apply(default_base_model_uri))
+        self.base_model_uri = (
+            pulumi.Output.from_input(config.base_model_s3_uri)
+            if config.base_model_s3_uri
+            else pulumi.Output.from_input(args.bucket_name).apply(default_base_model_uri)
+        )
 
         def statements(values) -> list[iam.Statement]:
             bucket_arn, account, base_model_uri, image_uri = values
-            result = iam.s3_access("Artifacts", bucket_arn, read=["runs/*/dataset/*", "checkpoints/*"],
-                                   write=["runs/*/training/*", "checkpoints/*"])
+            result = iam.s3_access(
+                "Artifacts", bucket_arn, read=["runs/*/dataset/*", "checkpoints/*"], write=["runs/*/training/*", "checkpoints/*"]
+            )
             result += iam.base_model_read(base_model_uri, bucket_arn, account.partition)
             result += [
-                iam.Statement("PullTrainingImage", ["ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer",
-                                                    "ecr:BatchCheckLayerAvailability"],
-                              [repository_arn(image_uri, account.partition)]),
+                iam.Statement(
+                    "PullTrainingImage",
+                    ["ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer", "ecr:BatchCheckLayerAvailability"],
+                    [repository_arn(image_uri, account.partition)],
+                ),
                 iam.Statement("EcrLogin", ["ecr:GetAuthorizationToken"], ["*"]),
-                iam.Statement("TrainingLogs", ["logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents",
-                                               "logs:DescribeLogStreams"],
-                              [account.arn("logs", f"log-group:{TRAINING_LOG_GROUP}"),
-                               account.arn("logs", f"log-group:{TRAINING_LOG_GROUP}:*")]),
-                iam.Statement("TrainingMetrics", ["cloudwatch:PutMetricData"], ["*"],
-                              {"StringEquals": {"cloudwatch:namespace": "/aws/sagemaker/TrainingJobs"}}),
+                iam.Statement(
+                    "TrainingLogs",
+                    ["logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents", "logs:DescribeLogStreams"],
+                    [account.arn("logs", f"log-group:{TRAINING_LOG_GROUP}"), account.arn("logs", f"log-group:{TRAINING_LOG_GROUP}:*")],
+                ),
+                iam.Statement(
+                    "TrainingMetrics",
+                    ["cloudwatch:PutMetricData"],
+                    ["*"],
+                    {"StringEquals": {"cloudwatch:namespace": "/aws/sagemaker/TrainingJobs"}},
+                ),
                 *iam.kms_use("ArtifactKey", args.context.kms_key_arn),
             ]
             return result
 
         self.role, self.policy = iam.service_role(
-            f"{name}-sagemaker", "sagemaker.amazonaws.com",
+            f"{name}-sagemaker",
+            "sagemaker.amazonaws.com",
             pulumi.Output.all(args.bucket_arn, args.context.account, self.base_model_uri, args.image_uri).apply(statements),
-            self, "SageMaker training jobs of the researcher-scorer pipeline")
+            self,
+            "SageMaker training jobs of the researcher-scorer pipeline",
+        )
         self.values: dict[str, pulumi.Input[Any]] = {
             "SageMakerRoleArn": self.role.arn,
             "TrainingImageUri": args.image_uri,
@@ -87,7 +100,7 @@ class TrainingJobSpec(pulumi.ComponentResource):
             "TrainingMaxRuntimeSeconds": config.max_runtime_seconds,
             "TrainingMaxWaitSeconds": config.max_wait_seconds,
             "TrainingJobPrefix": config.job_prefix,
-            "TrainingMetricDefinitions": trainer.metric_definitions(),
+            "TrainingMetricDefinitions": contracts.metric_definitions(),
             # The trainer plans its steps to MaxRuntime (pipeline/training/trainer.py, TimeBudget).
             "TrainingHyperParameters": {"time_budget_seconds": str(config.max_runtime_seconds), **config.hyperparameters},
             "TrainingPollSeconds": config.poll_seconds,

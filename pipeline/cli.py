@@ -12,7 +12,7 @@ import json
 import os
 import sys
 import time
-from typing import Iterator, Sequence
+from collections.abc import Iterator, Sequence
 
 from pipeline import contracts
 from pipeline.errors import PipelineError
@@ -53,25 +53,35 @@ def build_parser() -> argparse.ArgumentParser:
     dataset_commands = dataset.add_subparsers(dest="dataset_command", required=True)
 
     sample = dataset_commands.add_parser("sample", help="create the source tables if absent and load synthetic profiles")
-    sample.add_argument("--database-url", default=os.environ.get("DATABASE_URL"), required="DATABASE_URL" not in os.environ,
-                        help="PostgreSQL URL (default: $DATABASE_URL)")
+    sample.add_argument(
+        "--database-url",
+        default=os.environ.get("DATABASE_URL"),
+        required="DATABASE_URL" not in os.environ,
+        help="PostgreSQL URL (default: $DATABASE_URL)",
+    )
     sample.add_argument("--profiles", type=_positive_int, default=DEMO_SAMPLE_PROFILES, help="profiles to generate (default %(default)s)")
     sample.add_argument("--seed", type=int, default=0, help="random seed; the same seed gives the same rows")
-    sample.add_argument("--dirty-fraction", type=_fraction, default=None,
-                        help="share of damaged teacher answers (default 0.01)")
+    sample.add_argument("--dirty-fraction", type=_fraction, default=None, help="share of damaged teacher answers (default 0.01)")
 
     export = dataset_commands.add_parser("export", help="export train/validation/holdout JSONL and manifest.json")
-    export.add_argument("--database-url", default=os.environ.get("DATABASE_URL"),
-                        help="PostgreSQL URL (default: $DATABASE_URL; neither: an embedded PostgreSQL with the sample)")
+    export.add_argument(
+        "--database-url",
+        default=os.environ.get("DATABASE_URL"),
+        help="PostgreSQL URL (default: $DATABASE_URL; neither: an embedded PostgreSQL with the sample)",
+    )
     export.add_argument("--out", required=True, help="a local directory or s3://bucket/prefix")
     export.add_argument("--min-rows", type=_positive_int, default=None, help="fewest usable rows to accept (default 1000)")
     export.add_argument("--teachers", default=None, help="comma-separated scored_by values (default: the seed's two)")
     export.add_argument("--split", default=None, help="train,validation,holdout fractions (default 0.8,0.1,0.1)")
-    export.add_argument("--seed-profiles", default=None,
-                        help="file or s3:// URI with one seed-profile twitter_id per line (required with --database-url; "
-                             "the embedded sample brings its own)")
-    export.add_argument("--no-validate", action="store_true",
-                        help="skip the ValidateData check after the export (run `dataset validate` later)")
+    export.add_argument(
+        "--seed-profiles",
+        default=None,
+        help="file or s3:// URI with one seed-profile twitter_id per line (required with --database-url; "
+        "the embedded sample brings its own)",
+    )
+    export.add_argument(
+        "--no-validate", action="store_true", help="skip the ValidateData check after the export (run `dataset validate` later)"
+    )
     export.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     validate = dataset_commands.add_parser("validate", help="check a written dataset (ValidateData)")
@@ -86,8 +96,13 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--base-model", required=True, help="Hugging Face model directory (with tokenizer.model)")
     train.add_argument("--out", required=True, help="where the adapter, tokenizer and training_metrics.json go")
     train.add_argument("--checkpoints", default=None, help="checkpoint directory, resumed from (default: OUT/checkpoints)")
-    train.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
-                       help="override a hyperparameter (repeatable), e.g. --set num_train_epochs=1")
+    train.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="override a hyperparameter (repeatable), e.g. --set num_train_epochs=1",
+    )
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     convert = commands.add_parser("convert", help="base model + LoRA adapter -> GGUF, streamed (ConvertToGGUF)")
@@ -101,12 +116,19 @@ def build_parser() -> argparse.ArgumentParser:
     tiny = commands.add_parser("tiny-model", help="build a tiny Mistral-architecture model with a local tokenizer")
     tiny.add_argument("--out", required=True, help="the model directory to write")
     tiny.add_argument("--layers", type=_positive_int, default=2, help="transformer blocks (default %(default)s)")
-    stage = commands.add_parser("stage-base-model", help="copy a local base model directory to S3 once (the training "
-                                "job's base_model channel, ConvertToGGUF's input)")
-    stage.add_argument("--from", dest="source", required=True,
-                       help="Hugging Face model directory: config.json, tokenizer.model, *.safetensors")
-    stage.add_argument("--to", dest="destination", required=True,
-                       help="s3://<bucket>/base-models/Mistral-7B-Instruct-v0.2/ (the stack's base_model_uri output)")
+    stage = commands.add_parser(
+        "stage-base-model",
+        help="copy a local base model directory to S3 once (the training job's base_model channel, ConvertToGGUF's input)",
+    )
+    stage.add_argument(
+        "--from", dest="source", required=True, help="Hugging Face model directory: config.json, tokenizer.model, *.safetensors"
+    )
+    stage.add_argument(
+        "--to",
+        dest="destination",
+        required=True,
+        help="s3://<bucket>/base-models/Mistral-7B-Instruct-v0.2/ (the stack's base_model_uri output)",
+    )
     stage.add_argument("--replace", action="store_true", help="replace a different model staged there")
     stage.add_argument("--no-progress", action="store_true", help="no progress bar")
     modelfile = commands.add_parser("modelfile", help="print the Ollama Modelfile for a GGUF (what DeployModel creates)")
@@ -121,22 +143,40 @@ def build_parser() -> argparse.ArgumentParser:
     validate_model.add_argument("--seeds", required=True, help="seeds.jsonl (the seed profiles): path or s3://")
     validate_model.add_argument("--out", required=True, help="report directory: report.json, report.md, plots")
     validate_model.add_argument("--concurrency", type=_positive_int, default=1, help="profiles scored at once (default 1)")
-    validate_model.add_argument("--max-holdout", type=_positive_int, default=None,
-                                help="holdout profiles scored at most, a fixed sample (default 500)")
-    validate_model.add_argument("--gate", action="append", default=[], metavar="NAME=VALUE",
-                                help="override a threshold, e.g. --gate correlation_min=0.8 (repeatable)")
+    validate_model.add_argument(
+        "--max-holdout", type=_positive_int, default=None, help="holdout profiles scored at most, a fixed sample (default 500)"
+    )
+    validate_model.add_argument(
+        "--gate",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="override a threshold, e.g. --gate correlation_min=0.8 (repeatable)",
+    )
     validate_model.add_argument("--no-progress", action="store_true", help="no progress bar")
     run = commands.add_parser("run", help="the whole pipeline on this machine: dataset -> train -> GGUF -> deploy -> gates -> promote")
-    run.add_argument("--database-url", default=os.environ.get("DATABASE_URL"),
-                     help="PostgreSQL URL (default: $DATABASE_URL; neither: an embedded PostgreSQL with the sample)")
-    run.add_argument("--profiles", type=_positive_int, default=DEMO_SAMPLE_PROFILES,
-                     help="sample profiles for the embedded PostgreSQL (default %(default)s)")
-    run.add_argument("--seed-profiles", default=None,
-                     help="file or s3:// URI with one seed-profile twitter_id per line (required with --database-url)")
-    run.add_argument("--base-model", default=None,
-                     help="a local Hugging Face model directory, e.g. Mistral-7B-Instruct-v0.2 (default: the tiny model on CPU)")
-    run.add_argument("--ollama-url", default=None,
-                     help="deploy, validate, promote and roll back on this Ollama (default: llama.cpp in-process)")
+    run.add_argument(
+        "--database-url",
+        default=os.environ.get("DATABASE_URL"),
+        help="PostgreSQL URL (default: $DATABASE_URL; neither: an embedded PostgreSQL with the sample)",
+    )
+    run.add_argument(
+        "--profiles",
+        type=_positive_int,
+        default=DEMO_SAMPLE_PROFILES,
+        help="sample profiles for the embedded PostgreSQL (default %(default)s)",
+    )
+    run.add_argument(
+        "--seed-profiles", default=None, help="file or s3:// URI with one seed-profile twitter_id per line (required with --database-url)"
+    )
+    run.add_argument(
+        "--base-model",
+        default=None,
+        help="a local Hugging Face model directory, e.g. Mistral-7B-Instruct-v0.2 (default: the tiny model on CPU)",
+    )
+    run.add_argument(
+        "--ollama-url", default=None, help="deploy, validate, promote and roll back on this Ollama (default: llama.cpp in-process)"
+    )
     run.add_argument("--run-id", default=None, help="resume this run (default: a new run id)")
     run.add_argument("--root", default=".", help="where runs/ lives (default: the current directory)")
     run.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", help="training hyperparameter override")
@@ -154,10 +194,10 @@ def _database_url(url: str | None) -> Iterator[str]:
     if url:
         yield url
         return
-    from pipeline.dataset import embedded, sample, source
+    from pipeline.dataset import source
+    from pipeline.local import embedded, sample
 
-    _note("no --database-url or DATABASE_URL: starting an embedded PostgreSQL with "
-          f"{DEMO_SAMPLE_PROFILES} sample profiles")
+    _note(f"no --database-url or DATABASE_URL: starting an embedded PostgreSQL with {DEMO_SAMPLE_PROFILES} sample profiles")
     with embedded.embedded_postgres() as embedded_url:
         conn = source.connect(source.ConnectionParams.from_url(embedded_url))
         try:
@@ -181,7 +221,8 @@ def _print_validation(result) -> None:
 
 
 def _dataset_sample(args) -> int:
-    from pipeline.dataset import sample, source
+    from pipeline.dataset import source
+    from pipeline.local import sample
 
     dirty = sample.DEFAULT_DIRTY_FRACTION if args.dirty_fraction is None else args.dirty_fraction
     conn = source.connect(source.ConnectionParams.from_url(args.database_url))
@@ -194,20 +235,23 @@ def _dataset_sample(args) -> int:
 
 
 def _dataset_export(args) -> int:
-    from pipeline.dataset import export, sample, source, split, validate
+    from pipeline.dataset import generate, source, split, validate
+    from pipeline.local import sample
 
-    config = export.ExportConfig(
-        teachers=export.parse_teachers(args.teachers) if args.teachers else source.DEFAULT_TEACHERS,
+    config = generate.ExportConfig(
+        teachers=generate.parse_teachers(args.teachers) if args.teachers else source.DEFAULT_TEACHERS,
         fractions=split.SplitFractions.parse(args.split) if args.split else split.SplitFractions(),
-        seed_ids=split.seed_ids_for(args.database_url, args.seed_profiles, bundled_sample=True),
+        seed_ids=sample.seed_ids_for(args.database_url, args.seed_profiles),
         min_rows=args.min_rows or contracts.DEFAULT_MIN_ROWS,
         progress=not args.no_progress,
     )
     with _database_url(args.database_url) as url:
-        manifest = export.export_dataset(source.ConnectionParams.from_url(url), args.out, config)
+        manifest = generate.export_dataset(source.ConnectionParams.from_url(url), args.out, config)
     counts = manifest["counts"]
-    print(f"wrote {args.out}: train {counts['train']}, validation {counts['validation']}, holdout {counts['holdout']} "
-          f"({counts['seed_profiles_in_holdout']} seed profiles); rejected {counts['rejected']} {json.dumps(manifest['rejects'])}")
+    print(
+        f"wrote {args.out}: train {counts['train']}, validation {counts['validation']}, holdout {counts['holdout']} "
+        f"({counts['seed_profiles_in_holdout']} seed profiles); rejected {counts['rejected']} {json.dumps(manifest['rejects'])}"
+    )
     if args.no_validate:
         return EXIT_OK
     result = validate.validate_dataset(args.out, config.min_rows)
@@ -216,7 +260,7 @@ def _dataset_export(args) -> int:
 
 
 def _dataset_validate(args) -> int:
-    from pipeline.dataset import export, validate
+    from pipeline.dataset import validate
 
     result = validate.validate_dataset(args.data, args.min_rows or contracts.DEFAULT_MIN_ROWS)
     _print_validation(result)
@@ -224,7 +268,7 @@ def _dataset_validate(args) -> int:
 
 
 def _dataset_seed_profiles(args) -> int:
-    from pipeline.dataset import sample
+    from pipeline.local import sample
 
     text = "".join(f"{twitter_id}\n" for twitter_id in sorted(sample.seed_profile_ids()))
     if args.out:
@@ -243,23 +287,33 @@ def _train(args) -> int:
 
     hp = hyperparameters.parse(hyperparameters.parse_assignments(args.set))
     out = Path(args.out)
-    paths = trainer.TrainingPaths(Path(args.dataset), Path(args.base_model), out,
-                                  Path(args.checkpoints) if args.checkpoints else out / "checkpoints")
+    paths = trainer.TrainingPaths(
+        Path(args.dataset), Path(args.base_model), out, Path(args.checkpoints) if args.checkpoints else out / "checkpoints"
+    )
     metrics = trainer.train(paths, hp, progress=not args.no_progress)
     losses = metrics["eval_loss_per_epoch"]
-    print(f"adapter written to {out} ({metrics['global_steps']} steps, {metrics['seconds']} s, {metrics['precision']}"
-          f"{', QLoRA' if metrics['qlora'] else ''}); eval loss per epoch: "
-          + ", ".join(f"{entry['eval_loss']:.4f}" for entry in losses))
+    print(
+        f"adapter written to {out} ({metrics['global_steps']} steps, {metrics['seconds']} s, {metrics['precision']}"
+        f"{', QLoRA' if metrics['qlora'] else ''}); eval loss per epoch: " + ", ".join(f"{entry['eval_loss']:.4f}" for entry in losses)
+    )
     return EXIT_OK
 
 
 def _convert(args) -> int:
-    from pipeline.gguf import export, quant
+    from pipeline.gguf import convert, quant
 
-    description = export.export_gguf(args.base_model, args.adapter, args.out, quant.OutputType(args.quant),
-                                      threads=args.threads or export.DEFAULT_THREADS, progress=not args.no_progress)
-    print(f"wrote {args.out}: {description['size']:,} bytes, sha256 {description['sha256']}, "
-          f"{json.dumps(description['tensor_types'])}, {description['seconds']} s")
+    description = convert.export_gguf(
+        args.base_model,
+        args.adapter,
+        args.out,
+        quant.OutputType(args.quant),
+        threads=args.threads or convert.DEFAULT_THREADS,
+        progress=not args.no_progress,
+    )
+    print(
+        f"wrote {args.out}: {description['size']:,} bytes, sha256 {description['sha256']}, "
+        f"{json.dumps(description['tensor_types'])}, {description['seconds']} s"
+    )
     return EXIT_OK
 
 
@@ -268,13 +322,15 @@ def _stage_base_model(args) -> int:
 
     result = staging.stage_base_model(args.source, args.destination, replace=args.replace, progress=not args.no_progress)
     size = sum(entry["size"] for entry in result["files"].values())
-    print(f"staged {len(result['files'])} files ({size:,} bytes) at {result['destination']}: "
-          f"{len(result['uploaded'])} uploaded, {len(result['skipped'])} already there; manifest {staging.STAGED_MANIFEST}")
+    print(
+        f"staged {len(result['files'])} files ({size:,} bytes) at {result['destination']}: "
+        f"{len(result['uploaded'])} uploaded, {len(result['skipped'])} already there; manifest {staging.STAGED_MANIFEST}"
+    )
     return EXIT_OK
 
 
 def _tiny_model(args) -> int:
-    from pipeline.training import tiny_model
+    from pipeline.local import tiny_model
 
     path = tiny_model.build_tiny_model(args.out, layers=args.layers)
     print(f"tiny model written to {path}: {json.dumps(tiny_model.describe(path))}")
@@ -297,8 +353,8 @@ def _parse_gates(assignments: list[str]):
 
 def _validate_model(args) -> int:
     from pipeline.errors import InvalidArgument
-    from pipeline.evaluation import stage
-    from pipeline.serving import scorer
+    from pipeline.evaluation import evaluate
+    from pipeline.scoring import scorer
     from pipeline.serving.ollama import OllamaClient
 
     gates = _parse_gates(args.gate)
@@ -306,16 +362,24 @@ def _validate_model(args) -> int:
         raise InvalidArgument("--model goes with --ollama-url; with --gguf the file is the model")
     with contextlib.ExitStack() as stack:
         client = stack.enter_context(OllamaClient(args.ollama_url)) if args.ollama_url else None
-        backends, backend_name = scorer.backends_for(gguf_path=args.gguf, client=client, model=args.model,
-                                                     concurrency=args.concurrency)
-        summary = stage.validate_model(backends, model=args.model or args.gguf, backend_name=backend_name,
-                                       holdout_uri=args.holdout, seeds_uri=args.seeds, out_uri=args.out, gates=gates,
-                                       max_holdout=args.max_holdout or stage.DEFAULT_MAX_HOLDOUT,
-                                       progress=not args.no_progress)
+        backends, backend_name = scorer.backends_for(gguf_path=args.gguf, client=client, model=args.model, concurrency=args.concurrency)
+        summary = evaluate.evaluate(
+            backends,
+            model=args.model or args.gguf,
+            backend_name=backend_name,
+            holdout_uri=args.holdout,
+            seeds_uri=args.seeds,
+            out_uri=args.out,
+            gates=gates,
+            max_holdout=args.max_holdout or evaluate.DEFAULT_MAX_HOLDOUT,
+            progress=not args.no_progress,
+        )
     metrics = summary["metrics"]
-    print(f"{'PASSED' if summary['passed'] else 'FAILED'}: seed mean {metrics['seed_mean']:.3f}, seed min "
-          f"{metrics['seed_min']:.3f}, pearson {_or_undefined(metrics['pearson'])}, p95 latency "
-          f"{metrics['latency_p95_s']:.2f} s, valid JSON {metrics['valid_json_rate']:.1%}; report {summary['report_md_uri']}")
+    print(
+        f"{'PASSED' if summary['passed'] else 'FAILED'}: seed mean {metrics['seed_mean']:.3f}, seed min "
+        f"{metrics['seed_min']:.3f}, pearson {_or_undefined(metrics['pearson'])}, p95 latency "
+        f"{metrics['latency_p95_s']:.2f} s, valid JSON {metrics['valid_json_rate']:.1%}; report {summary['report_md_uri']}"
+    )
     if not summary["passed"]:
         print(f"failed gates: {', '.join(summary['failed_gates'])}", file=sys.stderr)
         return EXIT_GATE_FAILED
@@ -330,16 +394,26 @@ def _run(args) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from pipeline import local_run
+    from pipeline.local import run as local_run
     from pipeline.training import hyperparameters
 
     console = Console(stderr=True)
     options = local_run.RunOptions(
-        root=args.root, run_id=args.run_id, database_url=args.database_url, seed_profiles=args.seed_profiles,
+        root=args.root,
+        run_id=args.run_id,
+        database_url=args.database_url,
+        seed_profiles=args.seed_profiles,
         sample_profiles=args.profiles,
-        base_model=args.base_model, training_overrides=hyperparameters.parse_assignments(args.set),
-        quantization=args.quant, ollama_url=args.ollama_url, gates=_parse_gates(args.gate), concurrency=args.concurrency,
-        max_holdout=args.max_holdout, min_rows=args.min_rows, progress=not args.no_progress)
+        base_model=args.base_model,
+        training_overrides=hyperparameters.parse_assignments(args.set),
+        quantization=args.quant,
+        ollama_url=args.ollama_url,
+        gates=_parse_gates(args.gate),
+        concurrency=args.concurrency,
+        max_holdout=args.max_holdout,
+        min_rows=args.min_rows,
+        progress=not args.no_progress,
+    )
     started = time.monotonic()
 
     def on_stage(name: str, index: int) -> None:
@@ -352,14 +426,17 @@ def _run(args) -> int:
     for column in ("gate", "value", "threshold", "result"):
         table.add_column(column)
     for gate in summary["validation"]["gates"]:
-        table.add_row(gate["name"], _or_undefined(gate["value"]), f"{gate['comparison']} {gate['threshold']}", "pass" if gate["passed"] else "FAIL")
+        table.add_row(
+            gate["name"], _or_undefined(gate["value"]), f"{gate['comparison']} {gate['threshold']}", "pass" if gate["passed"] else "FAIL"
+        )
     console.print(table)
     training = summary["training"]
-    console.print(f"training loss {_or_undefined(training['first_loss'])} -> {_or_undefined(training['last_loss'])}; "
-                  "eval loss per epoch " + ", ".join(f"{loss:.3f}" for loss in training["eval_loss_per_epoch"]))
+    console.print(
+        f"training loss {_or_undefined(training['first_loss'])} -> {_or_undefined(training['last_loss'])}; "
+        "eval loss per epoch " + ", ".join(f"{loss:.3f}" for loss in training["eval_loss_per_epoch"])
+    )
     console.print("time per stage: " + ", ".join(f"{name} {seconds:.0f} s" for name, seconds in summary["stages"].items()))
-    console.print(f"artifacts: {summary['run_dir']}; report {summary['report']}; "
-                  f"current model: {summary['current_run'] or 'none yet'}")
+    console.print(f"artifacts: {summary['run_dir']}; report {summary['report']}; current model: {summary['current_run'] or 'none yet'}")
     if not result.promoted:
         console.print("[bold]rolled back[/]: the gates failed; the previous model is still current")
         return EXIT_GATE_FAILED

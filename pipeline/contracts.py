@@ -1,13 +1,19 @@
 """Facts every runtime shares, with no dependencies (the Pulumi program imports this module too,
-where numpy, boto3, psycopg2 and torch are absent): the run layout, the dataset manifest's name
-and format, the model's name, and how a run id becomes a SageMaker training job name."""
+where numpy, boto3, psycopg2 and torch are absent): the run layout and the key patterns derived
+from it, the dataset manifest's name and format, the model's name and production tag, how a run id
+becomes a SageMaker training job name, the retention tags, the quantization types, Lambda's limits,
+and the quality gates with their defaults and valid ranges. Everything else imports them from here;
+the one copy that cannot import (the ASL JSON) is checked against them by a test."""
 
 from __future__ import annotations
 
 import hashlib
 import re
+from dataclasses import dataclass
+from enum import Enum
 
 MODEL_NAME = "mistral-researcher"
+PRODUCTION_TAG = "latest"  # mistral-researcher:latest is the model in production
 
 # Every artifact of a run lives under <root>/runs/<run_id>/ (root: a local directory or s3://bucket).
 RUNS_DIR = "runs"
@@ -16,6 +22,12 @@ TRAINING_DIR = "training"  # SageMaker writes <TRAINING_DIR>/<job name>/output/m
 ADAPTER_DIR = "adapter"  # the local loop's adapter
 GGUF_NAME = "model.gguf"
 REPORT_DIR = "report"
+REPORT_JSON = "report.json"  # runs/<run_id>/report/: the gates' verdict PromoteModel reads
+REPORT_MD = "report.md"
+MODELFILE_NAME = "Modelfile"  # beside the run's GGUF
+CHECKPOINTS_DIR = "checkpoints"  # s3://<bucket>/checkpoints/<run_id>/: managed spot's checkpoints
+MODELS_DIR = "models"  # s3://<bucket>/models/current.json: the production pointer
+POINTER_NAME = "current.json"
 MANIFEST_NAME = "manifest.json"
 MANIFEST_FORMAT = "researcher-scorer-dataset/v2"  # v2: seed profiles in seeds.jsonl
 HOLDOUT_FILE = "holdout.jsonl"
@@ -63,3 +75,67 @@ def training_job_name(run_id: str, prefix: str = TRAINING_JOB_PREFIX) -> str:
     room = TRAINING_JOB_NAME_MAX - len(prefix) - len(digest) - 2
     readable = re.sub(r"[^A-Za-z0-9]+", "-", run_id)[:room].strip("-")
     return "-".join(part for part in (prefix, readable, digest) if part)
+
+
+# The trainer prints its metrics one per line as ``name=value``; the training job's
+# MetricDefinitions (declared by infra/, launched by the state machine) find them with these regexes.
+TRAINING_METRICS = ("train_loss", "eval_loss", "learning_rate", "epoch", "planned_steps", "seconds_per_step")
+_NUMBER = r"([-+]?[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)"
+
+
+def metric_definitions() -> list[dict[str, str]]:
+    """SageMaker's MetricDefinitions for the trainer's metric lines."""
+    return [{"Name": name, "Regex": f"{name}={_NUMBER}"} for name in TRAINING_METRICS]
+
+
+class Quantization(str, Enum):
+    """The GGUF types the conversion writes (pipeline/gguf/quant.py maps each to llama.cpp's rules)."""
+
+    F32 = "f32"
+    F16 = "f16"
+    Q8_0 = "q8_0"
+    Q4_K_M = "q4_k_m"
+
+
+DEFAULT_QUANTIZATION = Quantization.Q4_K_M
+
+# Lambda's maxima, which the conversion function is given and its budget plans against.
+LAMBDA_MAX_MEMORY_MB = 10_240
+LAMBDA_MAX_TIMEOUT_S = 900
+
+
+@dataclass(frozen=True)
+class GateRule:
+    """One quality gate: the threshold's name (pipeline.evaluation.gates.QualityGates), the metric it
+    reads, the stack setting that overrides it, the spec's default, the values a threshold may take,
+    and how the metric must compare to it."""
+
+    name: str
+    metric: str
+    setting: str
+    default: float
+    low: float  # inclusive, or exclusive when low_exclusive
+    high: float | None
+    comparison: str  # ">", "<" or ">="
+    low_exclusive: bool = False
+
+    def problem(self, value: float) -> str | None:
+        """Why ``value`` is not a valid threshold for this gate, or None."""
+        if self.low_exclusive and not value > self.low:
+            return f"must be above {self.low:g}, got {value:g}"
+        if not self.low_exclusive and value < self.low or self.high is not None and value > self.high:
+            return f"must be within [{self.low:g}, {self.high:g}], got {value:g}"
+        return None
+
+
+# The spec's Success Criteria: seed-profile mean > 0.75 and min > 0.5, Pearson with the teacher
+# > 0.85, latency < 5 s, valid JSON >= 98 %. A correlation threshold may be any correlation.
+GATES = (
+    GateRule("seed_mean_min", "seed_mean", "gateSeedMeanMin", 0.75, 0.0, 1.0, ">"),
+    GateRule("seed_min_min", "seed_min", "gateSeedMinMin", 0.50, 0.0, 1.0, ">"),
+    GateRule("correlation_min", "pearson", "gateCorrelationMin", 0.85, -1.0, 1.0, ">"),
+    GateRule("latency_p50_max_s", "latency_p50_s", "gateLatencyP50MaxSeconds", 5.0, 0.0, None, "<", low_exclusive=True),
+    GateRule("latency_p95_max_s", "latency_p95_s", "gateLatencyP95MaxSeconds", 5.0, 0.0, None, "<", low_exclusive=True),
+    GateRule("valid_json_rate_min", "valid_json_rate", "gateValidJsonRateMin", 0.98, 0.0, 1.0, ">="),
+)
+GATE_RULES = {rule.name: rule for rule in GATES}

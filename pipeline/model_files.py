@@ -1,5 +1,10 @@
 """The files of a Hugging Face model directory that travel with a model, whatever stage moves it."""
 
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
 # The tokenizer: the SentencePiece model (what the GGUF vocabulary is built from), the fast
 # tokenizer, its config (special tokens, chat template) and the optional extras.
 TOKENIZER_FILES = (
@@ -14,3 +19,13 @@ CONFIG_FILE = "config.json"
 # The weights: one safetensors file, or shards named by an index. (.bin checkpoints are not read.)
 WEIGHTS_SUFFIX = ".safetensors"
 WEIGHTS_INDEX_FILE = "model.safetensors.index.json"
+
+
+def copy_tokenizer(source_dir: Path, destination_dir: Path) -> list[str]:
+    """The tokenizer files of a local model directory copied beside another (the trainer's adapter),
+    byte for byte: re-saving through transformers 5 would drop tokenizer.model. No storage layer:
+    the training image has no AWS libraries (the conversion reads S3 with storage.copy_named)."""
+    copied = [name for name in TOKENIZER_FILES if (source_dir / name).is_file()]
+    for name in copied:
+        shutil.copy2(source_dir / name, destination_dir / name)
+    return copied

@@ -8,12 +8,13 @@ only together with TEMPLATE_VERSION: a model answers best on the exact text it w
 from __future__ import annotations
 
 import json
-from json.encoder import encode_basestring  # C-accelerated
 import math
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
-from typing import Any, Mapping
+from json.encoder import encode_basestring  # C-accelerated
+from typing import Any
 
 TEMPLATE_VERSION = "seed-v1"
 
@@ -41,10 +42,7 @@ if re.findall(r"\{\{(\w+)\}\}", INSTRUCTION_TEMPLATE) != list(_TEMPLATE_FIELDS):
 _TEMPLATE_PERCENT = re.sub(r"\{\{\w+\}\}", "%s", INSTRUCTION_TEMPLATE.replace("%", "%%"))
 
 # The seed Modelfile's SYSTEM prompt.
-SYSTEM_PROMPT = (
-    "You are a profile scorer that evaluates Twitter profiles to identify academic researchers. "
-    "Return only valid JSON."
-)
+SYSTEM_PROMPT = "You are a profile scorer that evaluates Twitter profiles to identify academic researchers. Return only valid JSON."
 
 # The teacher whose style the model imitates at inference ("Scored by model:" line).
 DEFAULT_INFERENCE_TEACHER = "claude-haiku-20240307"

@@ -7,7 +7,6 @@ Every artifact of a run lives under ``<root>/runs/<run_id>/`` where root is a lo
 from __future__ import annotations
 
 import datetime as dt
-import re
 import secrets
 
 from pipeline import storage
@@ -17,7 +16,7 @@ from pipeline.errors import InvalidArgument
 
 def new_run_id(prefix: str = "run") -> str:
     """A sortable, unique id: ``run-20261125-201300-1a2b3c``."""
-    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%d-%H%M%S")
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%d-%H%M%S")
     return f"{prefix}-{stamp}-{secrets.token_hex(3)}"
 
 

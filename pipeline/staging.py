@@ -11,7 +11,6 @@ it exists. A second run skips files already staged with the same content (an int
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 from pathlib import Path
 from typing import Any
 
@@ -40,25 +39,15 @@ def model_files(source: Path) -> list[Path]:
         raise InvalidArgument(f"--from {source} is not a directory")
     missing = [name for name in (CONFIG_FILE, "tokenizer.model") if not (source / name).is_file()]
     if missing:
-        raise BaseModelIncomplete(f"{source} has no {', '.join(missing)} (the conversion builds the GGUF vocabulary "
-                                  "from tokenizer.model)")
+        raise BaseModelIncomplete(f"{source} has no {', '.join(missing)} (the conversion builds the GGUF vocabulary from tokenizer.model)")
     weights = sorted(source.glob(f"*{WEIGHTS_SUFFIX}"))
     if not weights:
         bins = [path.name for path in source.glob("*.bin")]
-        raise BaseModelIncomplete(f"{source} has no *.safetensors weights" + (f" (only {', '.join(bins)}: convert them "
-                                  "to safetensors first)" if bins else ""))
+        raise BaseModelIncomplete(
+            f"{source} has no *.safetensors weights" + (f" (only {', '.join(bins)}: convert them to safetensors first)" if bins else "")
+        )
     names = [CONFIG_FILE, *TOKENIZER_FILES, *OPTIONAL_FILES]
     return [source / name for name in names if (source / name).is_file()] + weights
-
-
-def _sha256(path: Path) -> str:
-    # Hashed before uploading (not through storage.HashingWriter while uploading): the hash decides
-    # whether the file is already staged, so it must be known first. One extra local read.
-    digest = hashlib.sha256()
-    with open(path, "rb") as stream:
-        while chunk := stream.read(CHUNK_BYTES):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _previous(destination: str) -> dict[str, Any]:
@@ -68,13 +57,11 @@ def _previous(destination: str) -> dict[str, Any]:
     files = storage.read_json(manifest)
     files = files.get("files") if isinstance(files, dict) else None
     if not isinstance(files, dict):
-        raise DestinationHoldsAnotherModel(f"{manifest} is not a staging manifest (no files object); stage to a new "
-                                           "prefix, or remove it")
+        raise DestinationHoldsAnotherModel(f"{manifest} is not a staging manifest (no files object); stage to a new prefix, or remove it")
     return files
 
 
-def stage_base_model(source: str | Path, destination: str, *, replace: bool = False,
-                     progress: bool = True) -> dict[str, Any]:
+def stage_base_model(source: str | Path, destination: str, *, replace: bool = False, progress: bool = True) -> dict[str, Any]:
     """Copy the model directory ``source`` to ``destination`` (s3:// or a path); returns the manifest
     plus ``uploaded``/``skipped`` file names. A destination holding a different staged model is
     refused unless ``replace``: earlier runs were trained on it."""
@@ -89,16 +76,16 @@ def stage_base_model(source: str | Path, destination: str, *, replace: bool = Fa
         if differing:
             raise DestinationHoldsAnotherModel(
                 f"{destination}/ holds a staged model with other files ({', '.join(differing)}); stage to a new "
-                "prefix (and set baseModelS3Uri), or pass --replace")
+                "prefix (and set baseModelS3Uri), or pass --replace"
+            )
     manifest: dict[str, Any] = {"source": str(source.resolve()), "files": {}}
     uploaded, skipped = [], []
     total = sum(path.stat().st_size for path in files)
     with tqdm(total=total, unit="B", unit_scale=True, desc="stage base model", disable=not progress) as bar:
         for path in files:
-            size, sha256 = path.stat().st_size, _sha256(path)
+            size, sha256 = path.stat().st_size, storage.sha256_of(str(path))[0]
             target = storage.join(destination, path.name)
-            if previous.get(path.name) == {"size": size, "sha256": sha256} and storage.exists(target) \
-                    and storage.size_of(target) == size:
+            if previous.get(path.name) == {"size": size, "sha256": sha256} and storage.exists(target) and storage.size_of(target) == size:
                 skipped.append(path.name)
             else:
                 with storage.open_write(target) as out, open(path, "rb") as stream:
@@ -107,6 +94,6 @@ def stage_base_model(source: str | Path, destination: str, *, replace: bool = Fa
                 uploaded.append(path.name)
             manifest["files"][path.name] = {"size": size, "sha256": sha256}
             bar.update(size)
-    manifest["staged_at"] = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    manifest["staged_at"] = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
     storage.write_json(storage.join(destination, STAGED_MANIFEST), manifest)
     return {**manifest, "uploaded": uploaded, "skipped": skipped, "destination": destination + "/"}

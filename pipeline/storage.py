@@ -13,8 +13,9 @@ import hashlib
 import json
 import os
 import uuid
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import IO, Any, Iterator
+from typing import IO, Any
 from urllib.parse import urlparse
 
 import smart_open
@@ -71,7 +72,7 @@ def open_write(uri: str) -> Iterator[IO[bytes]]:
         try:
             yield writer
         except BaseException:
-            writer.terminate()  # abort the multipart upload: nothing appears at uri
+            writer.terminate()  # type: ignore[attr-defined]  # smart_open's S3 writer: abort the multipart upload
             raise
         try:
             writer.close()  # completes the multipart upload
@@ -177,14 +178,40 @@ def exists(uri: str) -> bool:
     return Path(uri).exists()
 
 
+HASH_CHUNK_BYTES = 8 * 1024 * 1024
+
+
+def copy_named(source: str, destination: str, names: Sequence[str]) -> list[str]:
+    """The files called ``names`` that exist under ``source`` copied, byte for byte, to
+    ``destination`` (each a directory or s3:// prefix); returns the names copied."""
+    copied = []
+    for name in names:
+        uri = join(source, name)
+        if exists(uri):
+            write_bytes(join(destination, name), read_bytes(uri))
+            copied.append(name)
+    return copied
+
+
+def sha256_of(uri: str) -> tuple[str, int]:
+    """(sha256 hex digest, size in bytes) of a local file or S3 object, streamed."""
+    digest, size = hashlib.sha256(), 0
+    with open_read(uri) as stream:
+        while chunk := stream.read(HASH_CHUNK_BYTES):
+            digest.update(chunk)
+            size += len(chunk)
+    return digest.hexdigest(), size
+
+
 def set_tags(uri: str, tags: dict[str, str]) -> bool:
     """Replace an S3 object's tags (the lifecycle rules read them). Local files have no tags: False."""
     if not is_s3(uri):
         return False
     bucket, key = split_s3_uri(uri)
     try:
-        _s3_client().put_object_tagging(Bucket=bucket, Key=key, Tagging={
-            "TagSet": [{"Key": name, "Value": value} for name, value in sorted(tags.items())]})
+        _s3_client().put_object_tagging(
+            Bucket=bucket, Key=key, Tagging={"TagSet": [{"Key": name, "Value": value} for name, value in sorted(tags.items())]}
+        )
     except AWS_ERRORS as exc:
         raise StorageError(f"cannot tag {uri}: {exc}") from exc
     return True

@@ -1,17 +1,15 @@
-"""Regenerate the README's configuration reference from Pulumi.yaml's config block.
+"""Regenerate docs/configuration.md's reference from Pulumi.yaml's config block.
 
-    python scripts/config_reference.py          # rewrite README.md between the markers
-    python scripts/config_reference.py --check  # exit 1 when README.md is out of date
+python scripts/config_reference.py          # rewrite docs/configuration.md between the markers
+python scripts/config_reference.py --check  # exit 1 when docs/configuration.md is out of date
 """
 
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from infra.config import REFERENCE_BEGIN, REFERENCE_END, reference_markdown
 
-from infra.config import REFERENCE_BEGIN, REFERENCE_END, reference_markdown  # noqa: E402
-
-README = Path(__file__).resolve().parents[1] / "README.md"
+CONFIGURATION_DOC = Path(__file__).resolve().parents[1] / "docs" / "configuration.md"
 
 
 def rendered(text: str) -> str:
@@ -21,16 +19,16 @@ def rendered(text: str) -> str:
 
 
 def main() -> int:
-    text = README.read_text(encoding="utf-8")
+    text = CONFIGURATION_DOC.read_text(encoding="utf-8")
     if REFERENCE_BEGIN not in text or REFERENCE_END not in text:
-        print(f"README.md has no {REFERENCE_BEGIN} ... {REFERENCE_END} block", file=sys.stderr)
+        print(f"docs/configuration.md has no {REFERENCE_BEGIN} ... {REFERENCE_END} block", file=sys.stderr)
         return 1
     if "--check" in sys.argv:
         if rendered(text) != text:
-            print("README.md's configuration reference is out of date: python scripts/config_reference.py", file=sys.stderr)
+            print("docs/configuration.md's configuration reference is out of date: python scripts/config_reference.py", file=sys.stderr)
             return 1
         return 0
-    README.write_text(rendered(text), encoding="utf-8")
+    CONFIGURATION_DOC.write_text(rendered(text), encoding="utf-8")
     return 0
 
 

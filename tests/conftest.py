@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import uuid
-from typing import Iterator
+from collections.abc import Iterator
 
 import boto3
 import psycopg2
@@ -26,7 +26,7 @@ def server_url() -> Iterator[str]:
     if url:
         yield url
         return
-    from pipeline.dataset.embedded import embedded_postgres
+    from pipeline.local.embedded import embedded_postgres
 
     with embedded_postgres() as embedded_url:
         yield embedded_url

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import datetime as dt
 
-from pipeline.dataset.sample import ProfileRow, ScoreRow, load
 from pipeline.dataset.source import DEFAULT_TEACHERS
+from pipeline.local.sample import ProfileRow, ScoreRow, load
 
 CLAUDE, GEMINI = DEFAULT_TEACHERS
-NOW = dt.datetime(2026, 11, 1, tzinfo=dt.timezone.utc)
+NOW = dt.datetime(2026, 11, 1, tzinfo=dt.UTC)
 
 
 def profile(twitter_id: str, username: str | None = "", **fields) -> ProfileRow:
@@ -20,7 +20,7 @@ def profile(twitter_id: str, username: str | None = "", **fields) -> ProfileRow:
         bio="Associate Professor of neuroscience at MIT.",
         likely_is="researcher",
         category="academia",
-        created_at=dt.datetime(2015, 3, 1, tzinfo=dt.timezone.utc),
+        created_at=dt.datetime(2015, 3, 1, tzinfo=dt.UTC),
         follower_count=1200,
         location="Boston, MA",
     )
@@ -28,8 +28,9 @@ def profile(twitter_id: str, username: str | None = "", **fields) -> ProfileRow:
     return ProfileRow(**values)
 
 
-def score(twitter_id: str, value: str | None = "0.90", reason: str | None = "Professor at a university.",
-          teacher: str = CLAUDE, days_ago: int = 1) -> ScoreRow:
+def score(
+    twitter_id: str, value: str | None = "0.90", reason: str | None = "Professor at a university.", teacher: str = CLAUDE, days_ago: int = 1
+) -> ScoreRow:
     return ScoreRow(twitter_id, value, reason, teacher, NOW - dt.timedelta(days=days_ago))
 
 
@@ -49,13 +50,20 @@ def tiny_model_with_adapter(work, layers: int, seed: int):
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
-    from pipeline.training.tiny_model import build_tiny_model
+    from pipeline.local.tiny_model import build_tiny_model
 
     base = build_tiny_model(work / "base", layers=layers)
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_pretrained(str(base))
-    lora = LoraConfig(r=16, lora_alpha=32, target_modules=["q_proj", "k_proj", "v_proj", "o_proj"], lora_dropout=0.0,
-                      bias="none", task_type="CAUSAL_LM", init_lora_weights=False)
+    lora = LoraConfig(
+        r=16,
+        lora_alpha=32,
+        target_modules=["q_proj", "k_proj", "v_proj", "o_proj"],
+        lora_dropout=0.0,
+        bias="none",
+        task_type="CAUSAL_LM",
+        init_lora_weights=False,
+    )
     peft_model = get_peft_model(model, lora)
     peft_model.save_pretrained(str(work / "adapter"))
     return base, work / "adapter", peft_model

@@ -6,6 +6,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.slow  # `make test-fast` leaves these out
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -27,8 +31,9 @@ def test_sample_then_export_then_validate(database_url, tmp_path):
     assert loaded.returncode == 0, loaded.stderr
     assert "loaded 1240 profiles" in loaded.stdout
     out = tmp_path / "dataset"
-    exported = cli("dataset", "export", "--database-url", database_url, "--out", str(out), "--min-rows", "1000",
-                   "--seed-profiles", seed_list(tmp_path))
+    exported = cli(
+        "dataset", "export", "--database-url", database_url, "--out", str(out), "--min-rows", "1000", "--seed-profiles", seed_list(tmp_path)
+    )
     assert exported.returncode == 0, exported.stderr
     assert "dataset valid" in exported.stdout
     assert "rows/s" in exported.stderr or " rows" in exported.stderr  # tqdm's progress line
@@ -44,8 +49,23 @@ def test_export_flags_teachers_split_and_seed_list(database_url, tmp_path):
     seeds = tmp_path / "seeds.txt"
     assert cli("dataset", "seed-profiles", "--out", str(seeds)).returncode == 0
     out = tmp_path / "d"
-    result = cli("dataset", "export", "--database-url", database_url, "--out", str(out), "--min-rows", "10",
-                 "--teachers", "claude-haiku-20240307", "--split", "0.6,0.2,0.2", "--seed-profiles", str(seeds), "--no-progress")
+    result = cli(
+        "dataset",
+        "export",
+        "--database-url",
+        database_url,
+        "--out",
+        str(out),
+        "--min-rows",
+        "10",
+        "--teachers",
+        "claude-haiku-20240307",
+        "--split",
+        "0.6,0.2,0.2",
+        "--seed-profiles",
+        str(seeds),
+        "--no-progress",
+    )
     assert result.returncode == 0, result.stderr
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["query"]["teachers"] == ["claude-haiku-20240307"]
@@ -55,8 +75,16 @@ def test_export_flags_teachers_split_and_seed_list(database_url, tmp_path):
 
 
 def test_unreachable_database_is_one_line_no_traceback(tmp_path):
-    result = cli("dataset", "export", "--database-url", "postgresql://u@127.0.0.1:1/db", "--out", str(tmp_path / "x"),
-                 "--seed-profiles", seed_list(tmp_path))
+    result = cli(
+        "dataset",
+        "export",
+        "--database-url",
+        "postgresql://u@127.0.0.1:1/db",
+        "--out",
+        str(tmp_path / "x"),
+        "--seed-profiles",
+        seed_list(tmp_path),
+    )
     assert result.returncode == 1
     assert "Traceback" not in result.stderr
     lines = result.stderr.strip().splitlines()
@@ -65,8 +93,7 @@ def test_unreachable_database_is_one_line_no_traceback(tmp_path):
 
 
 def test_empty_table_exits_non_zero_with_insufficient_data(database_url, db, tmp_path):
-    result = cli("dataset", "export", "--database-url", database_url, "--out", str(tmp_path / "x"),
-                 "--seed-profiles", seed_list(tmp_path))
+    result = cli("dataset", "export", "--database-url", database_url, "--out", str(tmp_path / "x"), "--seed-profiles", seed_list(tmp_path))
     assert result.returncode == 1 and "error: InsufficientData:" in result.stderr and "Traceback" not in result.stderr
 
 
@@ -80,12 +107,30 @@ def test_a_real_database_without_a_seed_list_is_refused_before_any_export(databa
     assert not (tmp_path / "x").exists()
 
 
-def test_bad_flags_are_usage_errors(tmp_path):
-    for args in (["--split", "0.5,0.5"], ["--min-rows", "0"], ["--teachers", " , "], ["--database-url", "not a url at all"]):
-        result = cli("dataset", "export", "--database-url", "postgresql://u@127.0.0.1:1/db", "--out", str(tmp_path),
-                     "--seed-profiles", str(ROOT / "README.md"), *args)
-        assert result.returncode in (1, 2), args
-        assert "Traceback" not in result.stderr, args
+@pytest.mark.parametrize(
+    "args, code, message",
+    [
+        (["--split", "0.5,0.5"], 1, "error: InvalidArgument: --split expects three numbers like 0.8,0.1,0.1, got '0.5,0.5'"),
+        (["--min-rows", "0"], 2, "error: argument --min-rows: expected a number of at least 1, got 0"),
+        (["--teachers", " , "], 1, "error: InvalidArgument: --teachers needs at least one name"),
+        (["--database-url", "not a url at all"], 1, "error: InvalidArgument:"),
+    ],
+)
+def test_bad_flags_are_named_errors(tmp_path, args, code, message):
+    """A bad value is a usage error from argparse (exit 2) or a named error (exit 1), one line each."""
+    result = cli(
+        "dataset",
+        "export",
+        "--database-url",
+        "postgresql://u@127.0.0.1:1/db",
+        "--out",
+        str(tmp_path),
+        "--seed-profiles",
+        str(ROOT / "README.md"),
+        *args,
+    )
+    assert result.returncode == code, (args, result.stderr)
+    assert message in result.stderr and "Traceback" not in result.stderr
 
 
 def test_without_a_database_url_the_demo_path_uses_an_embedded_postgres(tmp_path):
@@ -105,8 +150,20 @@ def test_tiny_model_then_train_from_the_command_line(tmp_path):
     assert built.returncode == 0, built.stderr
     assert '"num_hidden_layers": 1' in built.stdout
     dataset = write_dataset(tmp_path / "dataset", train_rows=16, validation_rows=8)
-    trained = cli("train", "--dataset", str(dataset), "--base-model", str(model), "--out", str(tmp_path / "adapter"),
-                  "--set", "num_train_epochs=1", "--set", "gradient_accumulation_steps=1", "--no-progress")
+    trained = cli(
+        "train",
+        "--dataset",
+        str(dataset),
+        "--base-model",
+        str(model),
+        "--out",
+        str(tmp_path / "adapter"),
+        "--set",
+        "num_train_epochs=1",
+        "--set",
+        "gradient_accumulation_steps=1",
+        "--no-progress",
+    )
     assert trained.returncode == 0, trained.stderr
     assert "adapter written to" in trained.stdout and (tmp_path / "adapter" / "adapter_model.safetensors").is_file()
     bad = cli("train", "--dataset", str(dataset), "--base-model", str(model), "--out", str(tmp_path / "x"), "--set", "nope=1")

@@ -8,15 +8,32 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import local_run
-from pipeline.cli import EXIT_GATE_FAILED, EXIT_INTERRUPTED, EXIT_OK, main
-from pipeline.dataset import sample
-from pipeline.evaluation.gates import QualityGates
+from pipeline.cli import EXIT_GATE_FAILED, EXIT_INTERRUPTED, main
+from pipeline.local import run as local_run
+from pipeline.local import sample
 from tests.pipeline.serving.ollama_contract_server import OllamaContractServer, echo_teacher_responder
 
-FAST = ["--set", "num_train_epochs=1", "--set", "logging_steps=1", "--set", "max_train_examples=48", "--set", "per_device_train_batch_size=8",
-        "--set", "gradient_accumulation_steps=1", "--max-holdout", "12", "--min-rows", "300", "--quant", "q8_0",
-        "--no-progress"]
+pytestmark = pytest.mark.slow  # `make test-fast` leaves these out
+
+FAST = [
+    "--set",
+    "num_train_epochs=1",
+    "--set",
+    "logging_steps=1",
+    "--set",
+    "max_train_examples=48",
+    "--set",
+    "per_device_train_batch_size=8",
+    "--set",
+    "gradient_accumulation_steps=1",
+    "--max-holdout",
+    "12",
+    "--min-rows",
+    "300",
+    "--quant",
+    "q8_0",
+    "--no-progress",
+]
 
 
 @pytest.fixture
@@ -61,16 +78,32 @@ def test_a_run_that_passes_the_gates_is_promoted_and_everything_agrees(loaded_da
             return echo_teacher_responder(cache)(model, body)
 
         ollama.state.responder = respond
-        options = local_run.RunOptions(root=str(tmp_path), database_url=loaded_database, seed_profiles=seed_list,
-                                       ollama_url=ollama.url,
-                                       training_overrides={"num_train_epochs": "1", "max_train_examples": "48"},
-                                       quantization="q8_0", max_holdout=12, min_rows=300, progress=False)
+        options = local_run.RunOptions(
+            root=str(tmp_path),
+            database_url=loaded_database,
+            seed_profiles=seed_list,
+            ollama_url=ollama.url,
+            training_overrides={"num_train_epochs": "1", "max_train_examples": "48"},
+            quantization="q8_0",
+            max_holdout=12,
+            min_rows=300,
+            progress=False,
+        )
         result = local_run.run(options, note=lambda message: None)
         assert result.promoted
         run_dir = tmp_path / "runs" / result.run_id
-        for name in ("dataset/manifest.json", "dataset/seeds.jsonl", "adapter/adapter_config.json", "model.gguf",
-                     "model.gguf.json", "Modelfile", "report/report.json", "report/report.md",
-                     "report/model_vs_teacher.png", "run.json"):
+        for name in (
+            "dataset/manifest.json",
+            "dataset/seeds.jsonl",
+            "adapter/adapter_config.json",
+            "model.gguf",
+            "model.gguf.json",
+            "Modelfile",
+            "report/report.json",
+            "report/report.md",
+            "report/model_vs_teacher.png",
+            "run.json",
+        ):
             assert (run_dir / name).is_file(), name
         pointer = json.loads((tmp_path / "runs" / "current.json").read_text())
         summary = json.loads((run_dir / "run.json").read_text())
@@ -102,20 +135,20 @@ def test_a_failed_gate_exits_3_and_keeps_the_current_model(loaded_database, tmp_
 
 
 def test_an_interrupted_run_resumes_where_it_stopped(loaded_database, tmp_path, monkeypatch):
-    from pipeline.gguf import export
+    from pipeline.gguf import convert
 
-    real_export = export.export_gguf
+    real_export = convert.export_gguf
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(export, "export_gguf", interrupted)
+    monkeypatch.setattr(convert, "export_gguf", interrupted)
     assert cli(tmp_path, loaded_database, "--run-id", "run-resume", "--gate", "seed_mean_min=1.0") == EXIT_INTERRUPTED
     manifest = tmp_path / "runs" / "run-resume" / "dataset" / "manifest.json"
     adapter = tmp_path / "runs" / "run-resume" / "adapter" / "adapter_model.safetensors"
     stamps = (manifest.stat().st_mtime_ns, adapter.stat().st_mtime_ns)
     assert not (tmp_path / "runs" / "run-resume" / "model.gguf").exists()
-    monkeypatch.setattr(export, "export_gguf", real_export)
+    monkeypatch.setattr(convert, "export_gguf", real_export)
     assert cli(tmp_path, loaded_database, "--run-id", "run-resume", "--gate", "seed_mean_min=1.0") == EXIT_GATE_FAILED
     assert (manifest.stat().st_mtime_ns, adapter.stat().st_mtime_ns) == stamps  # reused, not redone
     assert (tmp_path / "runs" / "run-resume" / "report" / "report.json").is_file()
@@ -129,5 +162,8 @@ def test_stage_errors_name_the_stage_and_what_to_do(tmp_path, capsys):
     assert not (tmp_path / "runs" / "current.json").exists()
 
 
-def test_gates_default_to_the_seed():
-    assert local_run.RunOptions().gates == QualityGates()
+def test_gates_default_to_the_specs_success_criteria():
+    """The spec: seed-profile mean > 0.75, min > 0.5, Pearson > 0.85, latency < 5 s, valid JSON >= 98 %."""
+    gates = local_run.RunOptions().gates
+    assert (gates.seed_mean_min, gates.seed_min_min, gates.correlation_min) == (0.75, 0.5, 0.85)
+    assert (gates.latency_p50_max_s, gates.latency_p95_max_s, gates.valid_json_rate_min) == (5.0, 5.0, 0.98)

@@ -1,36 +1,39 @@
 """ValidateData Lambda: checks the run's dataset before training is started.
 
-Environment: ARTIFACT_BUCKET, MIN_SEED_PROFILES (the stack's minSeedProfiles; not an execution option). Event: {"run_id": "...", "dataset_uri": "s3://..."?, "min_rows": 1000?} (min_rows may
-also come under "options", the execution input).
+Environment: ARTIFACT_BUCKET, MIN_SEED_PROFILES? (the stack's minSeedProfiles; never an execution
+option). Event: {"run_id", "dataset_uri"?, "min_rows"?: 1000} (min_rows may also come under
+"options", the execution input).
 Returns {valid, problems, counts, class_balance, warnings, dataset_uri}; the state machine fails
 the execution with InsufficientData when valid is false.
 """
 
 from __future__ import annotations
 
-import os
+import dataclasses
 
 from aws_lambda_powertools import Logger
 
+from lambdas import settings as lambda_settings
 from pipeline import contracts, runs
-from pipeline.dataset import export, stage
+from pipeline.dataset import generate, validate
 from pipeline.errors import InvalidArgument
 
 logger = Logger(service="validate-data")
 
 
+@dataclasses.dataclass(frozen=True)
+class Settings(lambda_settings.ArtifactSettings):
+    min_seed_profiles: int = lambda_settings.env("MIN_SEED_PROFILES", contracts.DEFAULT_MIN_SEED_PROFILES, lambda_settings.positive_int)
+
+
 @logger.inject_lambda_context
 def handler(event: dict, context) -> dict:
-    run_id = runs.check_run_id(event.get("run_id"))
-    bucket = os.environ.get("ARTIFACT_BUCKET")
-    if not bucket:
-        raise InvalidArgument("environment variable ARTIFACT_BUCKET is not set")
-    dataset_uri = event.get("dataset_uri") or runs.dataset_uri(f"s3://{bucket}", run_id)
-    if not dataset_uri.startswith(f"s3://{bucket}/"):
-        raise InvalidArgument(f"dataset_uri must be inside s3://{bucket}/, got {dataset_uri!r}")
-    options = event.get("options") if isinstance(event.get("options"), dict) else {}
-    min_rows = event.get("min_rows", options.get("min_rows"))
-    min_seed_profiles = export.parse_min_rows(os.environ.get("MIN_SEED_PROFILES") or contracts.DEFAULT_MIN_SEED_PROFILES)
-    result = stage.validate_data(dataset_uri, export.parse_min_rows(min_rows), min_seed_profiles)
+    settings = lambda_settings.from_environment(Settings)
+    run_id = lambda_settings.run_id(event)
+    event = lambda_settings.with_execution_options(event)
+    dataset_uri = lambda_settings.optional_text(event, "dataset_uri") or runs.dataset_uri(settings.artifact_root, run_id)
+    if not dataset_uri.startswith(f"{settings.artifact_root}/"):
+        raise InvalidArgument(f"dataset_uri must be inside {settings.artifact_root}/, got {dataset_uri!r}")
+    result = validate.validate_data(dataset_uri, generate.parse_min_rows(event.get("min_rows")), settings.min_seed_profiles)
     logger.info("dataset validated", extra={"valid": result["valid"], "problems": result["problems"]})
     return result

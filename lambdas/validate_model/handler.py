@@ -1,31 +1,40 @@
 """ValidateModel Lambda (in the Ollama host's VPC): the quality gates on the run's candidate tag.
 
-Environment: OLLAMA_URL, ARTIFACT_BUCKET, QUALITY_GATES? (JSON thresholds), VALIDATION_CONCURRENCY?,
-VALIDATION_MAX_HOLDOUT?, MODEL_NAME?. Event: {"run_id"}.
+Environment: OLLAMA_URL, ARTIFACT_BUCKET, MODEL_NAME?, QUALITY_GATES? (JSON thresholds),
+VALIDATION_CONCURRENCY?. Event: {"run_id"}.
 Returns {passed, failed_gates, metrics, report_uri, ...}: a failed gate is a result, not an error
 (the state machine's Choice sends it to Rollback).
 """
 
 from __future__ import annotations
 
-import os
+import dataclasses
 
 from aws_lambda_powertools import Logger
 
-from pipeline import runs
-from pipeline.serving import stage
+from lambdas import settings as lambda_settings
+from pipeline.evaluation import evaluate
+from pipeline.evaluation.gates import QualityGates
 from pipeline.serving.ollama import OllamaClient
 
 logger = Logger(service="validate-model")
 
 
+@dataclasses.dataclass(frozen=True)
+class Settings(lambda_settings.OllamaSettings):
+    gates: QualityGates = lambda_settings.env(
+        "QUALITY_GATES", QualityGates(), lambda text: QualityGates.from_mapping(lambda_settings.json_object(text))
+    )
+    concurrency: int = lambda_settings.env("VALIDATION_CONCURRENCY", 4, lambda_settings.positive_int)
+
+
 @logger.inject_lambda_context
 def handler(event: dict, context) -> dict:
-    settings = stage.ServingSettings.from_env(os.environ)
-    run_id = runs.check_run_id(event.get("run_id"))
+    settings = lambda_settings.from_environment(Settings)
+    run_id = lambda_settings.run_id(event)
     with OllamaClient(settings.ollama_url) as client:
-        result = stage.validate_model(client, settings.artifact_root, run_id, gates=settings.gates,
-                                      concurrency=settings.concurrency, max_holdout=settings.max_holdout,
-                                      config=settings.serving)
+        result = evaluate.validate_model(
+            client, settings.artifact_root, run_id, gates=settings.gates, concurrency=settings.concurrency, config=settings.serving
+        )
     logger.info("validation finished", extra={"passed": result["passed"], "failed_gates": result["failed_gates"]})
     return result

@@ -77,8 +77,12 @@ def to_example(row: SourceRow) -> Example | Reject:
     location = prompt.clean_text(row.location)
     truncated: tuple[TruncatedField, ...] = ()
     # Most rows fit every limit: four comparisons, and the truncation work only when one does not.
-    if (len(bio) > prompt.MAX_BIO_CHARS or len(display_name) > prompt.MAX_DISPLAY_NAME_CHARS
-            or len(location) > prompt.MAX_LOCATION_CHARS or len(reason) > prompt.MAX_REASON_CHARS):
+    if (
+        len(bio) > prompt.MAX_BIO_CHARS
+        or len(display_name) > prompt.MAX_DISPLAY_NAME_CHARS
+        or len(location) > prompt.MAX_LOCATION_CHARS
+        or len(reason) > prompt.MAX_REASON_CHARS
+    ):
         display_name, bio, location, reason, truncated = _truncate_fields(display_name, bio, location, reason)
 
     instruction = prompt.format_instruction(

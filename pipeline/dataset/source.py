@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from importlib import resources
-from typing import Any, Iterator, Mapping, NamedTuple
+from typing import Any, NamedTuple
 
 import psycopg2
 import psycopg2.errors
@@ -85,14 +86,14 @@ class ConnectionParams:
     keywords: Mapping[str, Any]
 
     @classmethod
-    def from_url(cls, url: str) -> "ConnectionParams":
+    def from_url(cls, url: str) -> ConnectionParams:
         try:
             return cls(psycopg2.extensions.parse_dsn(url))
         except psycopg2.ProgrammingError as exc:
             raise InvalidArgument(f"malformed database URL: {str(exc).strip()}") from None
 
     @classmethod
-    def from_secret(cls, secret_string: str) -> "ConnectionParams":
+    def from_secret(cls, secret_string: str) -> ConnectionParams:
         """An RDS-style Secrets Manager secret: JSON with host, port, username, password, dbname."""
         try:
             secret = json.loads(secret_string)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from enum import Enum
+
 from pipeline import storage
 from pipeline.errors import InvalidArgument
 
@@ -42,7 +43,7 @@ class SplitFractions:
             raise InvalidArgument("the train fraction must be above 0")
 
     @classmethod
-    def parse(cls, text: str) -> "SplitFractions":
+    def parse(cls, text: str) -> SplitFractions:
         """``"0.8,0.1,0.1"`` (train, validation, holdout)."""
         parts = [part.strip() for part in text.split(",")]
         try:
@@ -79,20 +80,6 @@ def read_seed_ids(text: str) -> frozenset[str]:
     ids = {line.split("#", 1)[0].strip() for line in text.splitlines()}
     ids.discard("")
     return frozenset(ids)
-
-
-def seed_ids_for(database_url: str | None, seed_profiles_uri: str | None, *, bundled_sample: bool) -> frozenset[str]:
-    """The seed profiles of an export: the list at ``seed_profiles_uri``; the bundled sample's own ids
-    only when the database is that sample (the demo). A real database without a list is an error:
-    the sample's synthetic ids match nobody there, and the seed gates would have nothing to score."""
-    if seed_profiles_uri:
-        return load_seed_ids(seed_profiles_uri)
-    if bundled_sample and not database_url:
-        from pipeline.dataset import sample  # demo data, imported only for the demo
-
-        return sample.seed_profile_ids()
-    raise InvalidArgument("a seed-profile list is required with a real database (--seed-profiles FILE|s3://…, or "
-                          "the stack setting seedProfilesUri): one twitter_id of a known researcher per line")
 
 
 def load_seed_ids(uri: str) -> frozenset[str]:

@@ -8,22 +8,20 @@ answer schema, one row per handle). Too few rows -> ``valid: false`` with ``Insu
 from __future__ import annotations
 
 import hashlib
-import json
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from enum import Enum
 from typing import Any
 
-from pipeline import prompt, storage
+from pipeline import storage
 from pipeline.contracts import DEFAULT_MIN_ROWS, DEFAULT_MIN_SEED_PROFILES, MANIFEST_FORMAT, MANIFEST_NAME, POSITIVE_SCORE
+from pipeline.dataset import rows
 from pipeline.dataset.split import Split
 from pipeline.errors import StorageError
 
 # Class balance outside these shares of positives is reported as a warning, not a failure: a
 # weekly batch can be skewed, but the operator should see it.
 BALANCE_WARNING_RANGE = (0.05, 0.95)
-INSTRUCTION_PREFIX = prompt.INSTRUCTION_TEMPLATE.split("{{username}}", 1)[0]
-HANDLE_LINE_PREFIX = "\nhandle: "
 # Only a few examples of each problem are carried in the result (Step Functions' 256 KB payload).
 MAX_EXAMPLES_PER_PROBLEM = 3
 
@@ -68,40 +66,14 @@ class _Findings:
             examples.append(example)
 
 
-def _row_problem(line: bytes) -> tuple[str | None, float | None, str | None]:
-    """(handle, score, None) for a good row, (None, None, what is wrong) otherwise."""
-    try:
-        row = json.loads(line)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        return None, None, f"not JSON: {exc}"
-    if not isinstance(row, dict) or set(row) != {"instruction", "output"}:
-        return None, None, "keys are not exactly instruction, output"
-    instruction, output = row["instruction"], row["output"]
-    if not isinstance(instruction, str) or not isinstance(output, str):
-        return None, None, "instruction and output must be strings"
-    if not instruction.startswith(INSTRUCTION_PREFIX):
-        return None, None, "instruction does not follow the template"
-    if prompt.CONTROL_CHARACTERS.search(instruction.replace("\n", " ")):
-        return None, None, "instruction contains control characters"
-    try:
-        answer = prompt.parse_answer(output)
-    except prompt.AnswerError as exc:
-        return None, None, f"output: {exc}"
-    if json.loads(output)["score"] != prompt.format_score(answer.score):
-        return None, None, "score is not a two-decimal string"
-    handle_line = instruction[instruction.index(HANDLE_LINE_PREFIX) + len(HANDLE_LINE_PREFIX):].split("\n", 1)[0]
-    if handle_line != answer.handle:
-        return None, None, f"instruction handle {handle_line!r} differs from output handle {answer.handle!r}"
-    return answer.handle, answer.score, None
-
-
 def _handle_key(handle: str) -> bytes:
     # 8-byte digests keep the duplicate check's memory small for million-row datasets.
     return hashlib.blake2b(handle.strip().lower().encode("utf-8"), digest_size=8).digest()
 
 
-def validate_dataset(dataset_uri: str, min_rows: int = DEFAULT_MIN_ROWS,
-                     min_seed_profiles: int = DEFAULT_MIN_SEED_PROFILES) -> ValidationResult:
+def validate_dataset(
+    dataset_uri: str, min_rows: int = DEFAULT_MIN_ROWS, min_seed_profiles: int = DEFAULT_MIN_SEED_PROFILES
+) -> ValidationResult:
     findings = _Findings()
     manifest_uri = storage.join(dataset_uri, MANIFEST_NAME)
     try:
@@ -112,7 +84,9 @@ def validate_dataset(dataset_uri: str, min_rows: int = DEFAULT_MIN_ROWS,
     if not isinstance(manifest, dict) or manifest.get("format") != MANIFEST_FORMAT or not isinstance(manifest.get("files"), dict):
         return ValidationResult(
             valid=False,
-            problems=[{"reason": Problem.MANIFEST_INVALID.value, "count": 1, "examples": [f"{manifest_uri} is not a {MANIFEST_FORMAT} manifest"]}],
+            problems=[
+                {"reason": Problem.MANIFEST_INVALID.value, "count": 1, "examples": [f"{manifest_uri} is not a {MANIFEST_FORMAT} manifest"]}
+            ],
         )
 
     seen_handles: set[bytes] = set()
@@ -121,31 +95,32 @@ def validate_dataset(dataset_uri: str, min_rows: int = DEFAULT_MIN_ROWS,
     for split in Split:
         expected = manifest["files"].get(split.value) or {}
         uri = storage.join(dataset_uri, split.file_name)
-        digest, size, rows, split_positives = hashlib.sha256(), 0, 0, 0
+        digest, size, row_count, split_positives = hashlib.sha256(), 0, 0, 0
         try:
             with storage.open_read(uri) as stream:
                 for line_number, line in enumerate(stream, start=1):
                     digest.update(line)
                     size += len(line)
-                    rows += 1
-                    handle, score, problem = _row_problem(line)
-                    if problem is not None:
-                        findings.add(Problem.MALFORMED_ROW, f"{split.file_name}:{line_number}: {problem}")
+                    row_count += 1
+                    try:
+                        row = rows.parse_row(line)
+                    except rows.MalformedRow as exc:
+                        findings.add(Problem.MALFORMED_ROW, f"{split.file_name}:{line_number}: {exc}")
                         continue
-                    key = _handle_key(handle)
+                    key = _handle_key(row.handle)
                     if key in seen_handles:
-                        findings.add(Problem.DUPLICATE_HANDLE, f"{split.file_name}:{line_number}: {handle}")
+                        findings.add(Problem.DUPLICATE_HANDLE, f"{split.file_name}:{line_number}: {row.handle}")
                     seen_handles.add(key)
-                    split_positives += score >= POSITIVE_SCORE
+                    split_positives += row.score >= POSITIVE_SCORE
         except StorageError as exc:
             findings.add(Problem.FILE_MISSING, str(exc))
             continue
-        counts[split.value] = rows
+        counts[split.value] = row_count
         positives[split.value] = split_positives
         if digest.hexdigest() != expected.get("sha256") or size != expected.get("bytes"):
             findings.add(Problem.CHECKSUM_MISMATCH, f"{split.file_name}: sha256/bytes differ from the manifest")
-        if rows != expected.get("rows"):
-            findings.add(Problem.COUNT_MISMATCH, f"{split.file_name}: {rows} rows, manifest says {expected.get('rows')}")
+        if row_count != expected.get("rows"):
+            findings.add(Problem.COUNT_MISMATCH, f"{split.file_name}: {row_count} rows, manifest says {expected.get('rows')}")
 
     counts["total"] = sum(counts.values())
     counts["malformed"] = findings.counts[Problem.MALFORMED_ROW.value]
@@ -156,9 +131,11 @@ def validate_dataset(dataset_uri: str, min_rows: int = DEFAULT_MIN_ROWS,
         findings.add(Problem.INSUFFICIENT_DATA, "the train split is empty")
 
     if Split.SEEDS.value in counts and counts[Split.SEEDS.value] < min_seed_profiles:
-        findings.add(Problem.TOO_FEW_SEED_PROFILES,
-                     f"{counts[Split.SEEDS.value]} seed profiles found in the database, at least {min_seed_profiles} needed "
-                     "(is the seed-profile list the right one?)")
+        findings.add(
+            Problem.TOO_FEW_SEED_PROFILES,
+            f"{counts[Split.SEEDS.value]} seed profiles found in the database, at least {min_seed_profiles} needed "
+            "(is the seed-profile list the right one?)",
+        )
 
     class_balance: dict[str, float | None] = {
         name: round(positives[name] / counts[name], 4) if counts.get(name) else None for name in positives
@@ -170,8 +147,11 @@ def validate_dataset(dataset_uri: str, min_rows: int = DEFAULT_MIN_ROWS,
     if class_balance["all"] is not None and not low <= class_balance["all"] <= high:
         warnings.append(f"class imbalance: {class_balance['all']:.1%} of rows score >= {POSITIVE_SCORE}")
 
-    problems = [
-        {"reason": reason, "count": count, "examples": findings.examples[reason]}
-        for reason, count in findings.counts.items()
-    ]
+    problems = [{"reason": reason, "count": count, "examples": findings.examples[reason]} for reason, count in findings.counts.items()]
     return ValidationResult(valid=not problems, problems=problems, counts=counts, class_balance=class_balance, warnings=warnings)
+
+
+def validate_data(dataset_uri: str, min_rows: int = DEFAULT_MIN_ROWS, min_seed_profiles: int = DEFAULT_MIN_SEED_PROFILES) -> dict[str, Any]:
+    """The ValidateData state: ``{valid, problems, counts, class_balance, warnings, dataset_uri}``."""
+    result = validate_dataset(dataset_uri, min_rows, min_seed_profiles)
+    return {**result.to_dict(), "dataset_uri": dataset_uri}

@@ -9,13 +9,15 @@ researcher), and their latency counts.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, fields
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
+from pipeline.contracts import GATE_RULES, GATES
 from pipeline.errors import InvalidArgument, PipelineError
-from pipeline.serving.scorer import ScoreResult
+from pipeline.scoring.scorer import ScoreResult
 
 INVALID_ANSWER_SCORE = 0.0
 
@@ -24,30 +26,29 @@ class EmptyEvaluationSet(PipelineError):
     """A holdout or seed file has no profiles: the gates cannot be evaluated."""
 
 
+def _default(name: str) -> float:
+    return GATE_RULES[name].default
+
+
 @dataclass(frozen=True)
 class QualityGates:
-    """Thresholds. ``min`` gates pass when the value is strictly above, ``max`` strictly below,
-    except the valid-JSON rate (at least)."""
+    """Thresholds; their defaults, valid ranges and comparisons are pipeline.contracts.GATES."""
 
-    seed_mean_min: float = 0.75
-    seed_min_min: float = 0.50
-    correlation_min: float = 0.85
-    latency_p50_max_s: float = 5.0
-    latency_p95_max_s: float = 5.0
-    valid_json_rate_min: float = 0.98
+    seed_mean_min: float = _default("seed_mean_min")
+    seed_min_min: float = _default("seed_min_min")
+    correlation_min: float = _default("correlation_min")
+    latency_p50_max_s: float = _default("latency_p50_max_s")
+    latency_p95_max_s: float = _default("latency_p95_max_s")
+    valid_json_rate_min: float = _default("valid_json_rate_min")
 
     def __post_init__(self) -> None:
-        for name in ("seed_mean_min", "seed_min_min", "valid_json_rate_min"):
-            if not 0.0 <= getattr(self, name) <= 1.0:
-                raise InvalidArgument(f"gate {name} must be in [0, 1], got {getattr(self, name)}")
-        if not -1.0 <= self.correlation_min <= 1.0:
-            raise InvalidArgument(f"gate correlation_min must be in [-1, 1], got {self.correlation_min}")
-        for name in ("latency_p50_max_s", "latency_p95_max_s"):
-            if not getattr(self, name) > 0:
-                raise InvalidArgument(f"gate {name} must be above 0 seconds, got {getattr(self, name)}")
+        for rule in GATES:
+            problem = rule.problem(getattr(self, rule.name))
+            if problem:
+                raise InvalidArgument(f"gate {rule.name} {problem}")
 
     @classmethod
-    def from_mapping(cls, values: Mapping[str, Any] | None) -> "QualityGates":
+    def from_mapping(cls, values: Mapping[str, Any] | None) -> QualityGates:
         """From a config/event mapping; unknown names are an error, not ignored."""
         values = values or {}
         if not isinstance(values, Mapping):
@@ -88,12 +89,12 @@ def average_ranks(values: np.ndarray) -> np.ndarray:
     starts = np.concatenate(([0], boundaries))
     ends = np.concatenate((boundaries, [len(values)]))
     ranks = np.empty(len(values), dtype=np.float64)
-    for start, end in zip(starts, ends):
+    for start, end in zip(starts, ends, strict=True):
         ranks[order[start:end]] = (start + end + 1) / 2.0
     return ranks
 
 
-def pearson(x: Sequence[float], y: Sequence[float]) -> float | None:
+def pearson(x: Sequence[float] | np.ndarray, y: Sequence[float] | np.ndarray) -> float | None:
     """Pearson's r; None when either side is constant (undefined) or there are fewer than 2 pairs."""
     a, b = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
     if len(a) < 2 or np.ptp(a) == 0 or np.ptp(b) == 0:
@@ -150,13 +151,11 @@ def _gate(name: str, value: float | None, threshold: float, comparison: str, und
     return GateResult(name, value, threshold, comparison, passed)
 
 
+UNDEFINED = {"pearson": "correlation undefined: the model's or the teacher's scores are constant"}
+
+
 def evaluate(metrics: dict[str, Any], gates: QualityGates) -> list[GateResult]:
     return [
-        _gate("seed_mean", metrics["seed_mean"], gates.seed_mean_min, ">"),
-        _gate("seed_min", metrics["seed_min"], gates.seed_min_min, ">"),
-        _gate("pearson", metrics["pearson"], gates.correlation_min, ">",
-              "correlation undefined: the model's or the teacher's scores are constant"),
-        _gate("latency_p50_s", metrics["latency_p50_s"], gates.latency_p50_max_s, "<"),
-        _gate("latency_p95_s", metrics["latency_p95_s"], gates.latency_p95_max_s, "<"),
-        _gate("valid_json_rate", metrics["valid_json_rate"], gates.valid_json_rate_min, ">="),
+        _gate(rule.metric, metrics[rule.metric], getattr(gates, rule.name), rule.comparison, UNDEFINED.get(rule.metric, ""))
+        for rule in GATES
     ]

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import datetime as dt
 import io
+from collections.abc import Sequence
 from dataclasses import asdict
-from typing import Any, Sequence
+from typing import Any
 
 from pipeline import storage
+from pipeline.contracts import REPORT_JSON, REPORT_MD
 from pipeline.evaluation.gates import GateResult
-from pipeline.serving.scorer import ScoreResult
+from pipeline.scoring.scorer import ScoreResult
 
-REPORT_JSON = "report.json"
-REPORT_MD = "report.md"
 SCATTER_PNG = "model_vs_teacher.png"
 HISTOGRAM_PNG = "score_histograms.png"
 LATENCY_PNG = "latency.png"
@@ -39,11 +39,19 @@ def profile_rows(results: Sequence[ScoreResult], subset: str) -> list[dict[str, 
     ]
 
 
-def build_report(*, model: str, backend: str, metrics: dict[str, Any], gates: Sequence[GateResult],
-                 thresholds: dict[str, float], holdout: Sequence[ScoreResult], seeds: Sequence[ScoreResult]) -> dict[str, Any]:
+def build_report(
+    *,
+    model: str,
+    backend: str,
+    metrics: dict[str, Any],
+    gates: Sequence[GateResult],
+    thresholds: dict[str, float],
+    holdout: Sequence[ScoreResult],
+    seeds: Sequence[ScoreResult],
+) -> dict[str, Any]:
     return {
         "format": REPORT_FORMAT,
-        "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "model": model,
         "backend": backend,
         "passed": all(gate.passed for gate in gates),
@@ -71,12 +79,13 @@ def plots(holdout: Sequence[ScoreResult], seeds: Sequence[ScoreResult]) -> dict[
     figure = Figure(figsize=(5, 5))
     axes = figure.subplots()
     valid = [r for r in holdout if r.ok]
-    axes.scatter([r.profile.teacher_score for r in valid], [r.score for r in valid], s=10, alpha=0.6, label="holdout")
-    axes.scatter([r.profile.teacher_score for r in seeds if r.ok], [r.score for r in seeds if r.ok], s=14, marker="^",
-                 alpha=0.8, label="seeds")
+    valid_seeds = [r for r in seeds if r.ok]
+    axes.scatter([r.profile.teacher_score for r in valid], [r.score or 0.0 for r in valid], s=10, alpha=0.6, label="holdout")
+    axes.scatter(
+        [r.profile.teacher_score for r in valid_seeds], [r.score or 0.0 for r in valid_seeds], s=14, marker="^", alpha=0.8, label="seeds"
+    )
     axes.plot([0, 1], [0, 1], color="grey", linewidth=0.8)
-    axes.set(xlabel="teacher score", ylabel="model score", xlim=(-0.02, 1.02), ylim=(-0.02, 1.02),
-             title="Model vs teacher (valid answers)")
+    axes.set(xlabel="teacher score", ylabel="model score", xlim=(-0.02, 1.02), ylim=(-0.02, 1.02), title="Model vs teacher (valid answers)")
     axes.legend(loc="upper left")
     images[SCATTER_PNG] = _png(figure)
 

@@ -26,9 +26,7 @@ KERNEL_RATE = {
 S3_READ_BYTES_PER_SECOND = 60e6
 SAFETY_FACTOR = 1.5
 FIXED_OVERHEAD_BYTES = 600 * 1024 * 1024  # Python, numpy, libggml, gguf-py
-LAMBDA_SECONDS = 900
 READ_AHEAD_TENSORS = 2  # tensors the export reads and merges ahead of the one being quantized
-LAMBDA_MEMORY_MB = 10_240
 
 
 class ModelTooLargeForLambda(PipelineError):
@@ -43,8 +41,9 @@ class Estimate:
 
 def estimate(tensors, threads: int, adapter_bytes: int) -> Estimate:
     """``tensors``: the export plan (each with .source and .kind)."""
-    quantize = sum(tensor.source.n_elements / KERNEL_RATE.get(tensor.kind, KERNEL_RATE[GGMLQuantizationType.Q4_K])
-                   for tensor in tensors) / threads
+    quantize = (
+        sum(tensor.source.n_elements / KERNEL_RATE.get(tensor.kind, KERNEL_RATE[GGMLQuantizationType.Q4_K]) for tensor in tensors) / threads
+    )
     read = sum(tensor.source.end - tensor.source.start for tensor in tensors) / S3_READ_BYTES_PER_SECOND
     largest_f32 = max(tensor.source.n_elements for tensor in tensors) * 4
     # The tensor being quantized, those read ahead, and the merge's temporary: in f32.

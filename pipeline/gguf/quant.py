@@ -9,31 +9,27 @@ from __future__ import annotations
 
 import ctypes
 import functools
-from enum import Enum
 from pathlib import Path
 
 import numpy as np
 from gguf import GGML_QUANT_SIZES, GGMLQuantizationType, LlamaFileType
 
+from pipeline.contracts import Quantization
 from pipeline.errors import PipelineError
 
 QK_K = 256  # super-block size of the K-quants
 
 
-class OutputType(str, Enum):
-    F32 = "f32"
-    F16 = "f16"
-    Q8_0 = "q8_0"
-    Q4_K_M = "q4_k_m"
+# The contracts' enum (infra/ checks the stack's setting against it), under the name llama.cpp's
+# converter gives it (--outtype).
+OutputType = Quantization
 
-    @property
-    def file_type(self) -> LlamaFileType:
-        return {
-            OutputType.F32: LlamaFileType.ALL_F32,
-            OutputType.F16: LlamaFileType.MOSTLY_F16,
-            OutputType.Q8_0: LlamaFileType.MOSTLY_Q8_0,
-            OutputType.Q4_K_M: LlamaFileType.MOSTLY_Q4_K_M,
-        }[self]
+FILE_TYPES = {  # general.file_type as llama.cpp writes it for each output type
+    OutputType.F32: LlamaFileType.ALL_F32,
+    OutputType.F16: LlamaFileType.MOSTLY_F16,
+    OutputType.Q8_0: LlamaFileType.MOSTLY_Q8_0,
+    OutputType.Q4_K_M: LlamaFileType.MOSTLY_Q4_K_M,
+}
 
 
 class KernelUnavailable(PipelineError):
@@ -50,9 +46,11 @@ def _fallback(kind: GGMLQuantizationType, n_cols: int) -> GGMLQuantizationType:
     block_size = GGML_QUANT_SIZES[kind][0]
     if n_cols % block_size == 0:
         return kind
-    kind = {GGMLQuantizationType.Q4_K: GGMLQuantizationType.Q5_0,
-            GGMLQuantizationType.Q5_K: GGMLQuantizationType.Q5_1,
-            GGMLQuantizationType.Q6_K: GGMLQuantizationType.Q8_0}.get(kind, kind)
+    kind = {
+        GGMLQuantizationType.Q4_K: GGMLQuantizationType.Q5_0,
+        GGMLQuantizationType.Q5_K: GGMLQuantizationType.Q5_1,
+        GGMLQuantizationType.Q6_K: GGMLQuantizationType.Q8_0,
+    }.get(kind, kind)
     if n_cols % GGML_QUANT_SIZES[kind][0] != 0:
         return GGMLQuantizationType.F16
     return kind
@@ -101,8 +99,15 @@ def _ggml() -> ctypes.CDLL:
     else:
         raise KernelUnavailable(f"no libggml with ggml_quantize_chunk under {lib_dir}")
     lib.ggml_quantize_chunk.restype = ctypes.c_size_t
-    lib.ggml_quantize_chunk.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64,
-                                        ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p]
+    lib.ggml_quantize_chunk.argtypes = [
+        ctypes.c_int,
+        ctypes.c_void_p,
+        ctypes.c_void_p,
+        ctypes.c_int64,
+        ctypes.c_int64,
+        ctypes.c_int64,
+        ctypes.c_void_p,
+    ]
     lib.ggml_quantize_init.restype = None
     lib.ggml_quantize_init.argtypes = [ctypes.c_int]
     for name in ("ggml_fp32_to_fp16_row", "ggml_fp16_to_fp32_row"):
@@ -146,7 +151,7 @@ def encode(values: np.ndarray, kind: GGMLQuantizationType, pool=None, through_f1
 
     def quantize_rows(first_row: int) -> int:
         rows = min(ROWS_PER_TASK, n_rows - first_row)
-        source = flat[first_row:first_row + rows]
+        source = flat[first_row : first_row + rows]
         if through_f16:
             half = np.empty(source.shape, dtype=np.float16)
             lib.ggml_fp32_to_fp16_row(source.ctypes.data, half.ctypes.data, source.size)
@@ -154,8 +159,7 @@ def encode(values: np.ndarray, kind: GGMLQuantizationType, pool=None, through_f1
             lib.ggml_fp16_to_fp32_row(half.ctypes.data, source.ctypes.data, source.size)
         # ggml_quantize_chunk offsets dst by start/n_per_row rows; start 0 and an offset pointer
         # lets the source be a row range of its own.
-        return lib.ggml_quantize_chunk(int(kind), source.ctypes.data, out.ctypes.data + first_row * size_of_row,
-                                       0, rows, n_cols, None)
+        return lib.ggml_quantize_chunk(int(kind), source.ctypes.data, out.ctypes.data + first_row * size_of_row, 0, rows, n_cols, None)
 
     starts = range(0, n_rows, ROWS_PER_TASK)
     written = sum(pool.map(quantize_rows, starts) if pool is not None else map(quantize_rows, starts))

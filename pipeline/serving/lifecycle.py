@@ -23,8 +23,7 @@ from pipeline.serving.ollama import OllamaClient
 
 POINTER_PATH = ("models", "current.json")
 GGUF_FILE_NAME = contracts.GGUF_NAME
-MODELFILE_NAME = "Modelfile"
-HASH_CHUNK_BYTES = 8 * 1024 * 1024
+MODELFILE_NAME = contracts.MODELFILE_NAME
 
 
 class PromotionError(PipelineError):
@@ -37,8 +36,8 @@ class RestoreError(PipelineError):
 
 @dataclass(frozen=True)
 class ServingConfig:
-    model_name: str = modelfile.MODEL_NAME
-    production_tag: str = modelfile.PRODUCTION_TAG
+    model_name: str = contracts.MODEL_NAME
+    production_tag: str = contracts.PRODUCTION_TAG
     # Where the pointer lives under the root: models/current.json in the bucket; the local loop
     # keeps it beside its runs (runs/current.json).
     pointer_path: tuple[str, ...] = POINTER_PATH
@@ -67,12 +66,7 @@ def gguf_digest(gguf_uri: str) -> tuple[str, int]:
         description = storage.read_json(description_uri)
         if description.get("sha256") and description.get("size") == storage.size_of(gguf_uri):
             return description["sha256"], description["size"]
-    digest, size = hashlib.sha256(), 0
-    with storage.open_read(gguf_uri) as stream:
-        while chunk := stream.read(HASH_CHUNK_BYTES):
-            digest.update(chunk)
-            size += len(chunk)
-    return digest.hexdigest(), size
+    return storage.sha256_of(gguf_uri)
 
 
 def _sibling(uri: str, name: str) -> str:
@@ -92,12 +86,20 @@ def deploy(client: OllamaClient, gguf_uri: str, run_id: str, config: ServingConf
     client.create(modelfile.create_request(candidate, GGUF_FILE_NAME, sha256))
     modelfile_uri = _sibling(gguf_uri, MODELFILE_NAME)
     storage.write_bytes(modelfile_uri, modelfile.render_modelfile(f"./{posixpath.basename(gguf_uri)}").encode("utf-8"))
-    return {"run_id": run_id, "candidate": candidate, "gguf_uri": gguf_uri, "gguf_sha256": sha256,
-            "gguf_bytes": size, "uploaded": uploaded, "modelfile_uri": modelfile_uri}
+    return {
+        "run_id": run_id,
+        "candidate": candidate,
+        "gguf_uri": gguf_uri,
+        "gguf_sha256": sha256,
+        "gguf_bytes": size,
+        "uploaded": uploaded,
+        "modelfile_uri": modelfile_uri,
+    }
 
 
-def promote(client: OllamaClient, root: str, run_id: str, record: dict[str, Any],
-            config: ServingConfig = ServingConfig()) -> dict[str, Any]:
+def promote(
+    client: OllamaClient, root: str, run_id: str, record: dict[str, Any], config: ServingConfig = ServingConfig()
+) -> dict[str, Any]:
     """Make the candidate production: copy its tag, then write the pointer. ``record`` goes into the
     pointer (dataset sha256, adapter URI, GGUF sha256, metrics)."""
     candidate = config.candidate(run_id)
@@ -136,8 +138,9 @@ def _retain(uri: str, retention: str, *, required: bool = False) -> None:
             raise PromotionError(f"cannot mark {uri} as production (it would expire): {exc}") from None
 
 
-def write_pointer(root: str, run_id: str, record: dict[str, Any], *, model: str, production: str,
-                  config: ServingConfig = ServingConfig()) -> dict[str, Any]:
+def write_pointer(
+    root: str, run_id: str, record: dict[str, Any], *, model: str, production: str, config: ServingConfig = ServingConfig()
+) -> dict[str, Any]:
     """Name ``run_id`` as production; the pointer it replaces becomes ``previous`` (one level)."""
     previous = read_pointer(root, config)
     if previous and previous.get("run_id") == run_id:  # a retry after the pointer was written
@@ -147,7 +150,7 @@ def write_pointer(root: str, run_id: str, record: dict[str, Any], *, model: str,
         "run_id": run_id,
         "model": model,
         "production": production,
-        "promoted_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "promoted_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "previous": {key: value for key, value in previous.items() if key != "previous"} if previous else None,
     }
     storage.write_json(pointer_uri(root, config), pointer)
@@ -163,8 +166,13 @@ def rollback(client: OllamaClient, root: str, run_id: str, config: ServingConfig
     restored = removed_production = False
     if pointer and pointer.get("run_id") == run_id:
         # The promote finished (its pointer is written): this run is production, nothing to undo.
-        return {"run_id": run_id, "candidate_deleted": False, "production_restored": False,
-                "production": pointer["model"], "note": "this run is the promoted one; production unchanged"}
+        return {
+            "run_id": run_id,
+            "candidate_deleted": False,
+            "production_restored": False,
+            "production": pointer["model"],
+            "note": "this run is the promoted one; production unchanged",
+        }
     if pointer:
         source = pointer["model"]
         if source not in tags:
@@ -177,8 +185,13 @@ def rollback(client: OllamaClient, root: str, run_id: str, config: ServingConfig
         client.delete(config.production)
         removed_production = True
     deleted = client.delete(candidate)
-    return {"run_id": run_id, "candidate_deleted": deleted, "production_restored": restored,
-            "production_removed": removed_production, "production": pointer["model"] if pointer else None}
+    return {
+        "run_id": run_id,
+        "candidate_deleted": deleted,
+        "production_restored": restored,
+        "production_removed": removed_production,
+        "production": pointer["model"] if pointer else None,
+    }
 
 
 def _prune(client: OllamaClient, config: ServingConfig, keep: set[str]) -> list[str]:
@@ -192,3 +205,43 @@ def _prune(client: OllamaClient, config: ServingConfig, keep: set[str]) -> list[
                 if client.delete(name):
                     removed.append(name)
     return removed
+
+
+def run_record(root: str, run_id: str, adapter_uri: str | None, gguf_uri: str | None = None) -> dict[str, Any]:
+    """What the pointer says about a run: where its inputs and outputs are, their hashes, its metrics."""
+    gguf = gguf_uri or runs.gguf_uri(root, run_id)
+    manifest = storage.read_bytes(storage.join(runs.dataset_uri(root, run_id), contracts.MANIFEST_NAME))
+    report = storage.read_json(storage.join(runs.report_uri(root, run_id), contracts.REPORT_JSON))
+    sha256, size = gguf_digest(gguf)
+    return {
+        "dataset_uri": runs.dataset_uri(root, run_id),
+        "dataset_sha256": hashlib.sha256(manifest).hexdigest(),  # the manifest pins every file's sha256
+        "adapter_uri": adapter_uri,
+        "gguf_uri": gguf,
+        "gguf_sha256": sha256,
+        "gguf_bytes": size,
+        "metrics": report["metrics"],
+        "report_uri": storage.join(runs.report_uri(root, run_id), contracts.REPORT_MD),
+    }
+
+
+def promote_run(
+    client: OllamaClient,
+    root: str,
+    run_id: str,
+    adapter_uri: str | None,
+    config: ServingConfig = ServingConfig(),
+    gguf_uri: str | None = None,
+) -> dict[str, Any]:
+    """The PromoteModel state: only a run whose report passed the gates becomes production."""
+    report = storage.read_json(storage.join(runs.report_uri(root, run_id), contracts.REPORT_JSON))
+    if not report.get("passed"):  # the gates are the only way into production
+        raise PromotionError(f"run {run_id} did not pass validation (failed: {report.get('failed_gates')})")
+    pointer = promote(client, root, run_id, run_record(root, run_id, adapter_uri, gguf_uri), config)
+    return {
+        "run_id": run_id,
+        "production": pointer["production"],
+        "model": pointer["model"],
+        "pointer_uri": pointer_uri(root, config),
+        "previous_run_id": (pointer["previous"] or {}).get("run_id"),
+    }

@@ -13,10 +13,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from pipeline import prompt
-
-MODEL_NAME = "mistral-researcher"
-PRODUCTION_TAG = "latest"
+from pipeline import contracts, prompt
 
 # Go text/template, rendered by Ollama (and by pipeline.serving.template for llama.cpp).
 OLLAMA_TEMPLATE = "[INST] {{ if .System }}{{ .System }}\n\n{{ end }}{{ .Prompt }} [/INST]"
@@ -28,11 +25,10 @@ NUM_CTX = 4096
 
 def parameters() -> dict[str, Any]:
     """Ollama ``parameters`` for /api/create (and PARAMETER lines of the Modelfile)."""
-    return {"temperature": TEMPERATURE, "num_ctx": NUM_CTX, "num_predict": prompt.MAX_ANSWER_TOKENS,
-            "stop": list(STOP_SEQUENCES)}
+    return {"temperature": TEMPERATURE, "num_ctx": NUM_CTX, "num_predict": prompt.MAX_ANSWER_TOKENS, "stop": list(STOP_SEQUENCES)}
 
 
-def model_tag(run_id: str, name: str = MODEL_NAME) -> str:
+def model_tag(run_id: str, name: str = contracts.MODEL_NAME) -> str:
     return f"{name}:{run_id}"
 
 

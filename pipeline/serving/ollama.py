@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import random
 import time
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Iterator, TypeVar
+from typing import Any
 
 import httpx
 
@@ -18,7 +19,6 @@ from pipeline.errors import PipelineError
 
 DEFAULT_URL = "http://127.0.0.1:11434"
 UPLOAD_CHUNK_BYTES = 8 * 1024 * 1024
-T = TypeVar("T")
 
 
 class OllamaUnavailable(PipelineError):
@@ -55,19 +55,24 @@ class Timeouts:
 
 
 class OllamaClient:
-    def __init__(self, base_url: str = DEFAULT_URL, *, retry: RetryPolicy = RetryPolicy(),
-                 timeouts: Timeouts = Timeouts(), sleep: Callable[[float], None] = time.sleep):
+    def __init__(
+        self,
+        base_url: str = DEFAULT_URL,
+        *,
+        retry: RetryPolicy = RetryPolicy(),
+        timeouts: Timeouts = Timeouts(),
+        sleep: Callable[[float], None] = time.sleep,
+    ):
         self.base_url = base_url.rstrip("/")
         self.retry = retry
         self.timeouts = timeouts
         self._sleep = sleep
-        self._http = httpx.Client(base_url=self.base_url,
-                                  timeout=httpx.Timeout(timeouts.request_s, connect=timeouts.connect_s))
+        self._http = httpx.Client(base_url=self.base_url, timeout=httpx.Timeout(timeouts.request_s, connect=timeouts.connect_s))
 
     def close(self) -> None:
         self._http.close()
 
-    def __enter__(self) -> "OllamaClient":
+    def __enter__(self) -> OllamaClient:
         return self
 
     def __exit__(self, *exc_info) -> None:
@@ -75,7 +80,7 @@ class OllamaClient:
 
     # -- transport ---------------------------------------------------------------------------
 
-    def _with_retries(self, what: str, call: Callable[[], T]) -> T:
+    def _with_retries(self, what: str, call: Callable[[], httpx.Response]) -> httpx.Response:
         """Retry connection errors, timeouts and 5xx; return the first other answer."""
         delays = self.retry.delays()
         while True:
@@ -91,8 +96,9 @@ class OllamaClient:
                 raise OllamaUnavailable(f"{what} at {self.base_url} failed after {self.retry.attempts} attempts: {problem}")
             self._sleep(delay)
 
-    def _request(self, method: str, path: str, *, json: Any = None, missing_ok: bool = False,
-                 timeout: float | None = None) -> httpx.Response:
+    def _request(
+        self, method: str, path: str, *, json: Any = None, missing_ok: bool = False, timeout: float | None = None
+    ) -> httpx.Response:
         kwargs: dict[str, Any] = {"json": json} if json is not None else {}
         if timeout is not None:
             kwargs["timeout"] = httpx.Timeout(timeout, connect=self.timeouts.connect_s)
@@ -145,8 +151,9 @@ class OllamaClient:
     def show(self, model: str) -> dict[str, Any]:
         return self._request("POST", "/api/show", json={"model": model}).json()
 
-    def generate(self, model: str, prompt: str, *, options: dict[str, Any], format: Any = None,
-                 system: str | None = None) -> dict[str, Any]:
+    def generate(
+        self, model: str, prompt: str, *, options: dict[str, Any], format: Any = None, system: str | None = None
+    ) -> dict[str, Any]:
         body: dict[str, Any] = {"model": model, "prompt": prompt, "stream": False, "options": options}
         if format is not None:
             body["format"] = format

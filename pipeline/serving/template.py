@@ -9,7 +9,7 @@ instead of rendering differently from Ollama.
 from __future__ import annotations
 
 import re
-from typing import Mapping
+from collections.abc import Mapping
 
 _ACTION = re.compile(r"\{\{(-?)\s*(.*?)\s*(-?)\}\}", re.S)
 _FIELD = re.compile(r"^\.([A-Z][A-Za-z]*)$")
@@ -25,7 +25,7 @@ def render(template: str, values: Mapping[str, str]) -> str:
     tokens: list[tuple[str, str]] = []  # ("text", s) | ("field", name) | ("if", name) | ("end", "")
     position = 0
     for match in _ACTION.finditer(template):
-        text = template[position:match.start()]
+        text = template[position : match.start()]
         if match.group(1):
             text = text.rstrip()
         if tokens and tokens[-1][0] == "trim_next":

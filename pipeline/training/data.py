@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline import prompt
+from pipeline.dataset.rows import DatasetRow, MalformedRow, iter_rows
 from pipeline.errors import PipelineError
 
 IGNORE_INDEX = -100  # label value the loss skips (the prompt's tokens)
@@ -14,12 +14,6 @@ IGNORE_INDEX = -100  # label value the loss skips (the prompt's tokens)
 
 class TrainingDataError(PipelineError):
     """A training file is missing, empty or malformed (the message names file and line)."""
-
-
-@dataclass(frozen=True)
-class Example:
-    instruction: str
-    output: str
 
 
 @dataclass
@@ -30,25 +24,20 @@ class TokenizedSplit:
     tokens: int
 
 
-def read_jsonl(path: Path) -> list[Example]:
+def read_jsonl(path: Path) -> list[DatasetRow]:
     if not path.is_file():
         raise TrainingDataError(f"{path} is missing")
-    examples = []
-    with open(path, encoding="utf-8") as lines:
-        for number, line in enumerate(lines, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-                examples.append(Example(str(row["instruction"]), str(row["output"])))
-            except (json.JSONDecodeError, KeyError, TypeError) as exc:
-                raise TrainingDataError(f"{path.name} line {number}: not an instruction/output row ({type(exc).__name__}: {exc})") from None
+    try:
+        with open(path, "rb") as lines:
+            examples = list(iter_rows(lines, path.name))
+    except MalformedRow as exc:
+        raise TrainingDataError(str(exc)) from None
     if not examples:
         raise TrainingDataError(f"{path.name} is empty")
     return examples
 
 
-def tokenize(tokenizer, examples: list[Example], max_seq_length: int) -> TokenizedSplit:
+def tokenize(tokenizer, examples: list[DatasetRow], max_seq_length: int) -> TokenizedSplit:
     """Prompt ids (prompt.prompt_token_ids, as at inference) + answer ids + </s>; labels mask the prompt."""
     input_ids, labels, skipped, tokens = [], [], 0, 0
     for example in examples:

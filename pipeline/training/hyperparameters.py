@@ -8,9 +8,10 @@ an InvalidArgument naming it.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from enum import Enum
-from typing import Any, Mapping
+from typing import Any
 
 from pipeline.errors import InvalidArgument
 
@@ -109,14 +110,25 @@ def parse(values: Mapping[str, Any], base: Hyperparameters | None = None) -> Hyp
 def _resolve_type(field: dataclasses.Field) -> Any:
     # ``from __future__ import annotations`` leaves annotations as strings.
     return {
-        "int": int, "float": float, "str": str, "tuple[str, ...]": tuple[str, ...],
-        "Precision": Precision, "Switch": Switch,
-    }[field.type]
+        "int": int,
+        "float": float,
+        "str": str,
+        "tuple[str, ...]": tuple[str, ...],
+        "Precision": Precision,
+        "Switch": Switch,
+    }[str(field.type)]
 
 
 def _check(hp: Hyperparameters) -> None:
-    positive = ("r", "lora_alpha", "per_device_train_batch_size", "gradient_accumulation_steps", "logging_steps",
-                "max_seq_length", "per_device_eval_batch_size")
+    positive = (
+        "r",
+        "lora_alpha",
+        "per_device_train_batch_size",
+        "gradient_accumulation_steps",
+        "logging_steps",
+        "max_seq_length",
+        "per_device_eval_batch_size",
+    )
     for name in positive:
         if getattr(hp, name) < 1:
             raise InvalidArgument(f"hyperparameter {name} must be at least 1, got {getattr(hp, name)}")

@@ -61,9 +61,7 @@ def run(paths: ContainerPaths) -> dict:
         if not channel.is_dir():
             raise ContractError(f"input channel {channel.name!r} is missing ({channel})")
     hp = read_hyperparameters(paths.hyperparameters)
-    return trainer.train(
-        trainer.TrainingPaths(paths.training, paths.base_model, paths.model, paths.checkpoints), hp, progress=False
-    )
+    return trainer.train(trainer.TrainingPaths(paths.training, paths.base_model, paths.model, paths.checkpoints), hp, progress=False)
 
 
 def write_failure(paths: ContainerPaths, message: str) -> None:

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pipeline.model_files import TOKENIZER_FILES
+from pipeline import model_files
 from pipeline.errors import InvalidArgument, PipelineError
 from pipeline.training import data
 from pipeline.training.hyperparameters import QLORA_AUTO_MAX_GPU_GB, Hyperparameters, Precision, Switch
@@ -29,8 +29,6 @@ TRAIN_FILE = "train.jsonl"
 VALIDATION_FILE = "validation.jsonl"
 METRICS_FILE = "training_metrics.json"
 
-# Printed one per line as ``name=value``; SageMaker's MetricDefinitions use these regexes.
-METRIC_NAMES = ("train_loss", "eval_loss", "learning_rate", "epoch", "planned_steps", "seconds_per_step")
 # The time budget: optimizer steps timed before the plan is made (the first one, with its warm-up,
 # is not counted), and what is kept back at the end for the last evaluation, saving the adapter,
 # and SageMaker's upload: a fixed floor or a share of the budget, whichever is more.
@@ -39,12 +37,6 @@ BUDGET_RESERVE_SECONDS = 300
 BUDGET_RESERVE_SHARE = 0.05
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
 _clock = time.monotonic  # tests replace it: the plan is arithmetic on the times it reads
-NUMBER = r"([-+]?[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)"
-
-
-def metric_definitions() -> list[dict[str, str]]:
-    """For the SageMaker training job specification (infra/)."""
-    return [{"Name": name, "Regex": f"{name}={NUMBER}"} for name in METRIC_NAMES]
 
 
 class TrainingInterrupted(PipelineError):
@@ -157,11 +149,20 @@ def _callbacks(stop_requested: dict, hp: Hyperparameters, started: float, paths:
                 planned = state.global_step + min(fits, remaining)
                 self.stop_at = planned
                 if state.is_world_process_zero:
-                    verdict = "all fit" if fits >= remaining else f"stopping at step {planned} (epoch {planned / max(state.max_steps, 1) * args.num_train_epochs:.2f})"
-                    print(f"time budget: {hp.time_budget_seconds} s, {now - started:.0f} s used, {per_step:.2f} s/step; "
-                          f"{state.max_steps} steps planned, {verdict}", flush=True)
-                    print(f"planned_steps={planned} step={state.global_step}\nseconds_per_step={per_step:.4g} step={state.global_step}",
-                          flush=True)
+                    verdict = (
+                        "all fit"
+                        if fits >= remaining
+                        else f"stopping at step {planned} (epoch {planned / max(state.max_steps, 1) * args.num_train_epochs:.2f})"
+                    )
+                    print(
+                        f"time budget: {hp.time_budget_seconds} s, {now - started:.0f} s used, {per_step:.2f} s/step; "
+                        f"{state.max_steps} steps planned, {verdict}",
+                        flush=True,
+                    )
+                    print(
+                        f"planned_steps={planned} step={state.global_step}\nseconds_per_step={per_step:.4g} step={state.global_step}",
+                        flush=True,
+                    )
             if self.stop_at is not None and state.global_step >= self.stop_at and state.global_step < state.max_steps:
                 # The epoch is cut here; its end evaluates and saves (eval/save strategy "epoch").
                 control.should_training_stop = True
@@ -179,8 +180,9 @@ def _callbacks(stop_requested: dict, hp: Hyperparameters, started: float, paths:
             for name in ADAPTER_FILES:
                 shutil.copy2(Path(best) / name, paths.output_dir / name)
             _copy_tokenizer(paths.base_model_dir, paths.output_dir)
-            (paths.output_dir / "adapter_origin.json").write_text(json.dumps(
-                {"checkpoint": Path(best).name, "epoch": state.epoch, "eval_loss": state.best_metric}) + "\n")
+            (paths.output_dir / "adapter_origin.json").write_text(
+                json.dumps({"checkpoint": Path(best).name, "epoch": state.epoch, "eval_loss": state.best_metric}) + "\n"
+            )
             return control
 
     class StopOnSignal(TrainerCallback):
@@ -257,10 +259,17 @@ def train(paths: TrainingPaths, hp: Hyperparameters, progress: bool = True) -> d
         from peft import prepare_model_for_kbit_training
 
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=gradient_checkpointing)
-    model = get_peft_model(model, LoraConfig(
-        r=hp.r, lora_alpha=hp.lora_alpha, target_modules=list(hp.target_modules), lora_dropout=hp.lora_dropout,
-        bias=hp.bias, task_type="CAUSAL_LM",
-    ))
+    model = get_peft_model(  # type: ignore[assignment]  # a PeftModel wraps the base model
+        model,
+        LoraConfig(
+            r=hp.r,
+            lora_alpha=hp.lora_alpha,
+            target_modules=list(hp.target_modules),
+            lora_dropout=hp.lora_dropout,
+            bias=hp.bias,  # type: ignore[arg-type]  # checked by hyperparameters._check
+            task_type="CAUSAL_LM",
+        ),
+    )
 
     args = TrainingArguments(
         output_dir=str(paths.checkpoint_dir),
@@ -310,11 +319,13 @@ def train(paths: TrainingPaths, hp: Hyperparameters, progress: bool = True) -> d
         adapter = (paths.output_dir / ADAPTER_FILES[0]).is_file()
         raise TrainingInterrupted(
             f"stopped by SIGTERM at step {trainer.state.global_step}; checkpoint in {paths.checkpoint_dir}; "
-            + ("the best finished epoch's adapter is in " + str(paths.output_dir) if adapter else "no epoch finished: no adapter"))
+            + ("the best finished epoch's adapter is in " + str(paths.output_dir) if adapter else "no epoch finished: no adapter")
+        )
 
     paths.output_dir.mkdir(parents=True, exist_ok=True)
     if trainer.is_world_process_zero():
-        trainer.model.save_pretrained(str(paths.output_dir))  # the adapter: adapter_config.json + adapter_model.safetensors
+        # The adapter (adapter_config.json + adapter_model.safetensors): trainer.model is the PeftModel.
+        trainer.model.save_pretrained(str(paths.output_dir))  # type: ignore[union-attr,operator]
         _copy_tokenizer(paths.base_model_dir, paths.output_dir)
     history = trainer.state.log_history
     metrics = {
@@ -342,8 +353,5 @@ def train(paths: TrainingPaths, hp: Hyperparameters, progress: bool = True) -> d
 
 
 def _copy_tokenizer(base_model_dir: Path, output_dir: Path) -> None:
-    # Tokenizer files travel with the adapter: the GGUF export reads vocabulary and chat template
-    # from there. Copied, not re-saved: transformers 5's save_pretrained omits tokenizer.model.
-    for name in TOKENIZER_FILES:
-        if (base_model_dir / name).is_file():
-            shutil.copy2(base_model_dir / name, output_dir / name)
+    # Tokenizer files travel with the adapter: the GGUF export reads vocabulary and chat template from there.
+    model_files.copy_tokenizer(base_model_dir, output_dir)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from typing import Iterator
+from collections.abc import Iterator
 
 import boto3
 import psycopg2.extensions
@@ -40,8 +40,13 @@ def moto_server() -> Iterator[str]:
     server.stop()
 
 
-CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_SESSION_TOKEN": "testing",
-               "AWS_REGION": REGION, "AWS_DEFAULT_REGION": REGION}
+CREDENTIALS = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_SESSION_TOKEN": "testing",
+    "AWS_REGION": REGION,
+    "AWS_DEFAULT_REGION": REGION,
+}
 
 
 @pytest.fixture
@@ -70,7 +75,13 @@ def create_bucket(name: str) -> None:
 
 def database_secret(database_url: str) -> str:
     params = psycopg2.extensions.parse_dsn(database_url)
-    secret = {"host": params["host"], "port": int(params.get("port", 5432)), "username": params["user"],
-              "password": "unused-with-trust-auth", "dbname": params["dbname"]}
-    return boto3.client("secretsmanager").create_secret(Name=f"researcher-db-{uuid.uuid4().hex[:6]}",
-                                                       SecretString=json.dumps(secret))["ARN"]
+    secret = {
+        "host": params["host"],
+        "port": int(params.get("port", 5432)),
+        "username": params["user"],
+        "password": "unused-with-trust-auth",
+        "dbname": params["dbname"],
+    }
+    return boto3.client("secretsmanager").create_secret(Name=f"researcher-db-{uuid.uuid4().hex[:6]}", SecretString=json.dumps(secret))[
+        "ARN"
+    ]

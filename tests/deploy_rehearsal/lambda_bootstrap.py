@@ -41,8 +41,7 @@ def main(request_path: str, response_path: str) -> None:
         request = json.load(handle)
     # The python3.12 runtime's order: /var/task, the layers' python/lib/python3.12/site-packages and
     # python/, then /var/runtime (its boto3), then the standard library (already on the path).
-    layer_paths = [path for root in request["layer_roots"]
-                   for path in (f"{root}/python/lib/python3.12/site-packages", f"{root}/python")]
+    layer_paths = [path for root in request["layer_roots"] for path in (f"{root}/python/lib/python3.12/site-packages", f"{root}/python")]
     sys.path[:0] = [request["task_root"], *layer_paths, request["runtime_root"]]
     deadline = time.monotonic() + request["timeout_s"]
     module_name, _, function_name = request["handler"].rpartition(".")

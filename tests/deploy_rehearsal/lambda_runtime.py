@@ -38,13 +38,20 @@ class RehearsalSetupMissing(RuntimeError):
 def lambda_python() -> str:
     """The interpreter of the Lambda runtime's Python version (python3.12)."""
     version = packaging.LAMBDA_PYTHON_VERSION
-    candidates = [os.environ.get("LAMBDA_PYTHON"),
-                  *sorted(glob.glob(os.path.expanduser(f"~/.pyenv/versions/{version}*/bin/python{version}"))),
-                  shutil.which(f"python{version}")]
+    candidates = [
+        os.environ.get("LAMBDA_PYTHON"),
+        *sorted(glob.glob(os.path.expanduser(f"~/.pyenv/versions/{version}*/bin/python{version}"))),
+        shutil.which(f"python{version}"),
+    ]
     for candidate in candidates:
-        if candidate and Path(candidate).is_file() and subprocess.run(
-                [candidate, "-c", f"import sys; assert sys.version_info[:2] == {tuple(map(int, version.split('.')))}"],
-                capture_output=True).returncode == 0:
+        if (
+            candidate
+            and Path(candidate).is_file()
+            and subprocess.run(
+                [candidate, "-c", f"import sys; assert sys.version_info[:2] == {tuple(map(int, version.split('.')))}"], capture_output=True
+            ).returncode
+            == 0
+        ):
             return candidate
     raise RehearsalSetupMissing(f"no python{version} (the Lambda runtime's version): set LAMBDA_PYTHON")
 
@@ -89,16 +96,39 @@ class DeployedFunction:
             raise RehearsalSetupMissing(f"{self.runtime_root} has no boto3: run `make test` (it prepares the rehearsal)")
         request = work / f"{self.name}-request.json"
         response = work / f"{self.name}-response.json"
-        request.write_text(json.dumps({"task_root": str(self.task_root), "layer_roots": [str(p) for p in self.layer_roots],
-                                       "runtime_root": str(self.runtime_root), "handler": self.handler, "event": event,
-                                       "function_name": self.name, "memory_mb": self.memory_mb,
-                                       "timeout_s": self.timeout_s}))
-        env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "en_US.UTF-8", "TZ": ":UTC",
-               "LAMBDA_TASK_ROOT": str(self.task_root), "AWS_EXECUTION_ENV": f"AWS_Lambda_{packaging.LAMBDA_RUNTIME}",
-               "AWS_LAMBDA_FUNCTION_NAME": self.name, "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(self.memory_mb),
-               **self.environment, **environment}
-        done = subprocess.run([self.python or lambda_python(), "-I", "-S", str(BOOTSTRAP), str(request), str(response)],
-                              env=env, cwd=str(self.task_root), capture_output=True, text=True, timeout=self.timeout_s)
+        request.write_text(
+            json.dumps(
+                {
+                    "task_root": str(self.task_root),
+                    "layer_roots": [str(p) for p in self.layer_roots],
+                    "runtime_root": str(self.runtime_root),
+                    "handler": self.handler,
+                    "event": event,
+                    "function_name": self.name,
+                    "memory_mb": self.memory_mb,
+                    "timeout_s": self.timeout_s,
+                }
+            )
+        )
+        env = {
+            "PATH": "/usr/local/bin:/usr/bin:/bin",
+            "LANG": "en_US.UTF-8",
+            "TZ": ":UTC",
+            "LAMBDA_TASK_ROOT": str(self.task_root),
+            "AWS_EXECUTION_ENV": f"AWS_Lambda_{packaging.LAMBDA_RUNTIME}",
+            "AWS_LAMBDA_FUNCTION_NAME": self.name,
+            "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(self.memory_mb),
+            **self.environment,
+            **environment,
+        }
+        done = subprocess.run(
+            [self.python or lambda_python(), "-I", "-S", str(BOOTSTRAP), str(request), str(response)],
+            env=env,
+            cwd=str(self.task_root),
+            capture_output=True,
+            text=True,
+            timeout=self.timeout_s,
+        )
         if done.returncode != 0 or not response.is_file():
             raise AssertionError(f"the runtime process died (exit {done.returncode}):\n{done.stderr[-3000:]}")
         return json.loads(response.read_text())
@@ -109,8 +139,7 @@ def unpack_functions(deployment, work: Path) -> dict[str, DeployedFunction]:
     each layer in /opt (here: a directory each)."""
     layer_archives = {}
     for layer in deployment.all("aws:lambda/layerVersion:LayerVersion"):
-        [upload] = [obj for obj in deployment.all("aws:s3/bucketObjectv2:BucketObjectv2")
-                    if obj.inputs["key"] == layer.inputs["s3Key"]]
+        [upload] = [obj for obj in deployment.all("aws:s3/bucketObjectv2:BucketObjectv2") if obj.inputs["key"] == layer.inputs["s3Key"]]
         arn = f"{layer.inputs['layerName']}"
         layer_archives[arn] = upload.inputs["source"]
     unpacked: dict[str, Path] = {}
@@ -129,11 +158,16 @@ def unpack_functions(deployment, work: Path) -> dict[str, DeployedFunction]:
         inputs = function.inputs
         if inputs.get("packageType") != "Zip":
             continue
-        layers = [unpack(name, layer_archives[name]) for arn in inputs.get("layers", [])
-                  for name in [arn.split(":layer:")[1].rsplit(":", 1)[0]]]
+        layers = [
+            unpack(name, layer_archives[name]) for arn in inputs.get("layers", []) for name in [arn.split(":layer:")[1].rsplit(":", 1)[0]]
+        ]
         functions[function.name] = DeployedFunction(
-            name=function.name, handler=inputs["handler"],
+            name=function.name,
+            handler=inputs["handler"],
             environment=dict((inputs.get("environment") or {}).get("variables") or {}),
-            memory_mb=inputs["memorySize"], timeout_s=inputs["timeout"],
-            task_root=unpack(f"code-{function.name}", inputs["code"]), layer_roots=layers)
+            memory_mb=inputs["memorySize"],
+            timeout_s=inputs["timeout"],
+            task_root=unpack(f"code-{function.name}", inputs["code"]),
+            layer_roots=layers,
+        )
     return functions

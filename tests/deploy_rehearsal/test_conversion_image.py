@@ -18,6 +18,8 @@ from pipeline import contracts, storage
 from tests.deploy_rehearsal.conftest import create_bucket, lambda_environment
 from tests.deploy_rehearsal.lambda_runtime import ROOT, DeployedFunction, RehearsalSetupMissing
 
+pytestmark = pytest.mark.slow  # `make test-fast` leaves these out
+
 DOCKERFILE = ROOT / "lambdas" / "convert_to_gguf" / "Dockerfile"
 CONVERT_VENV = ROOT / ".build" / "convert-venv"
 
@@ -25,15 +27,22 @@ CONVERT_VENV = ROOT / ".build" / "convert-venv"
 def image_task_root(target: Path) -> tuple[Path, str]:
     """${LAMBDA_TASK_ROOT} as the Dockerfile's COPY lines fill it, and the CMD's handler."""
     text = DOCKERFILE.read_text()
-    copies = re.findall(r"^COPY\s+(\S+)\s+\$\{LAMBDA_TASK_ROOT\}/(\S*)\s*$", text, re.M)
+    copies = re.findall(r"^COPY[ \t]+((?:\S+[ \t]+)+)\$\{LAMBDA_TASK_ROOT\}/(\S*)[ \t]*$", text, re.M)
     assert copies, "the Dockerfile copies the code into ${LAMBDA_TASK_ROOT}"
-    for source, destination in copies:
-        source_path, destination_path = ROOT / source, target / destination
-        if source_path.is_dir():
-            shutil.copytree(source_path, destination_path, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-        else:
-            destination_path.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(source_path, destination_path)
+    # What .dockerignore keeps out of the build context (demo code, caches) never reaches the image.
+    ignored = shutil.ignore_patterns("__pycache__", "*.pyc", "local")
+    assert "pipeline/local/" in (ROOT / ".dockerignore").read_text().splitlines()
+    for sources, destination in copies:
+        for source in sources.split():
+            source_path = ROOT / source
+            destination_path = target / destination
+            if destination.endswith("/") and source_path.is_file():
+                destination_path = destination_path / source_path.name
+            if source_path.is_dir():
+                shutil.copytree(source_path, destination_path, ignore=ignored)
+            else:
+                destination_path.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(source_path, destination_path)
     [handler] = re.findall(r'^CMD \["([^"]+)"\]', text, re.M)
     assert "/tmp/convert.txt" in text and "requirements/convert.txt" in text  # the environment built below
     return target, handler
@@ -46,9 +55,17 @@ def conversion_function(tmp_path_factory) -> DeployedFunction:
     if not python.is_file() or not site:
         raise RehearsalSetupMissing(f"{CONVERT_VENV} is missing: run `make test` (it builds it from requirements/convert.txt)")
     task_root, handler = image_task_root(tmp_path_factory.mktemp("convert-task-root"))
-    return DeployedFunction(name="convert-to-gguf", handler=handler, environment={"POWERTOOLS_SERVICE_NAME": "convert-to-gguf"},
-                            memory_mb=10_240, timeout_s=900, task_root=task_root, layer_roots=[],
-                            python=str(python), runtime_root=site[0])
+    return DeployedFunction(
+        name="convert-to-gguf",
+        handler=handler,
+        environment={"POWERTOOLS_SERVICE_NAME": "convert-to-gguf"},
+        memory_mb=10_240,
+        timeout_s=900,
+        task_root=task_root,
+        layer_roots=[],
+        python=str(python),
+        runtime_root=site[0],
+    )
 
 
 def test_the_image_converts_an_adapter_from_s3_to_a_tagged_gguf(conversion_function, aws_world, tmp_path):
@@ -65,10 +82,16 @@ def test_the_image_converts_an_adapter_from_s3_to_a_tagged_gguf(conversion_funct
         if (base / name).is_file():
             storage.write_bytes(f"s3://{bucket}/runs/run-1/training/job/output/model/{name}", (base / name).read_bytes())
     out_uri = f"s3://{bucket}/runs/run-1/model.gguf"
-    answer = conversion_function.invoke({"base_model_uri": f"s3://{bucket}/base-model",
-                                         "adapter_uri": f"s3://{bucket}/runs/run-1/training/job/output/model",
-                                         "out_uri": out_uri, "quantization": "q8_0"},
-                                        lambda_environment(aws_world), tmp_path)
+    answer = conversion_function.invoke(
+        {
+            "base_model_uri": f"s3://{bucket}/base-model",
+            "adapter_uri": f"s3://{bucket}/runs/run-1/training/job/output/model",
+            "out_uri": out_uri,
+            "quantization": "q8_0",
+        },
+        lambda_environment(aws_world),
+        tmp_path,
+    )
     assert "result" in answer, answer
     assert answer["result"]["out_uri"] == out_uri and answer["result"]["quantization"] == "q8_0"
     assert storage.read_bytes(out_uri)[:4] == b"GGUF" and storage.size_of(out_uri) == answer["result"]["size"]
@@ -76,6 +99,7 @@ def test_the_image_converts_an_adapter_from_s3_to_a_tagged_gguf(conversion_funct
 
 
 def test_the_image_refuses_a_non_s3_uri_by_name(conversion_function, aws_world, tmp_path):
-    answer = conversion_function.invoke({"base_model_uri": "/etc", "adapter_uri": "s3://b/a", "out_uri": "s3://b/o"},
-                                        lambda_environment(aws_world), tmp_path)
+    answer = conversion_function.invoke(
+        {"base_model_uri": "/etc", "adapter_uri": "s3://b/a", "out_uri": "s3://b/o"}, lambda_environment(aws_world), tmp_path
+    )
     assert answer["errorType"] == "InvalidArgument" and "base_model_uri" in answer["errorMessage"]

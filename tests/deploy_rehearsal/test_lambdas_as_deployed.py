@@ -9,14 +9,15 @@ from __future__ import annotations
 import json
 import re
 
-import boto3
 import pytest
 
 from pipeline import contracts, prompt, storage
-from pipeline.dataset import sample
+from pipeline.local import sample
 from tests.deploy_rehearsal.conftest import create_bucket, database_secret, lambda_environment
 from tests.deploy_rehearsal.lambda_runtime import UNZIPPED_LIMIT_BYTES, unzipped_size
 from tests.pipeline.serving.ollama_contract_server import OllamaContractServer, echo_teacher_responder
+
+pytestmark = pytest.mark.slow  # `make test-fast` leaves these out
 
 ZIP_FUNCTIONS = {"generate-dataset", "validate-data", "deploy-model", "validate-model", "promote-model", "rollback-model"}
 
@@ -24,6 +25,7 @@ ZIP_FUNCTIONS = {"generate-dataset", "validate-data", "deploy-model", "validate-
 def test_every_zip_lambda_is_within_lambdas_unzipped_size_limit(deployed_functions):
     assert set(deployed_functions) == ZIP_FUNCTIONS
     for function in deployed_functions.values():
+        assert not (function.task_root / "pipeline" / "local").exists(), "demo code does not ship"
         size = unzipped_size(function.task_root) + sum(unzipped_size(layer) for layer in function.layer_roots)
         assert size < UNZIPPED_LIMIT_BYTES, (function.name, size)
 
@@ -48,16 +50,16 @@ def test_a_weekly_run_through_every_zip_lambda(deployed_functions, aws_world, db
     environment = lambda_environment(aws_world, DATABASE_SECRET_ARN=database_secret(database_url))
     run_id = "Weekly_run_" + "2026_11_29"
 
-    dataset = generate.invoke({"run_id": run_id, "options": {"min_rows": 100}, "training_job_prefix": "researcher-scorer"},
-                              environment, tmp_path)
+    dataset = generate.invoke(
+        {"run_id": run_id, "options": {"min_rows": 100}, "training_job_prefix": "researcher-scorer"}, environment, tmp_path
+    )
     assert "result" in dataset, dataset
     dataset = dataset["result"]
     assert dataset["dataset_uri"] == f"s3://{bucket}/runs/{run_id}/dataset"
     assert re.fullmatch(contracts.TRAINING_JOB_NAME_PATTERN, dataset["training_job_name"])
     assert dataset["counts"]["seed_profiles_in_holdout"] == len(sample.seed_profile_ids())
 
-    validation = deployed_functions["validate-data"].invoke({"run_id": run_id, "options": {"min_rows": 100}},
-                                                            environment, tmp_path)
+    validation = deployed_functions["validate-data"].invoke({"run_id": run_id, "options": {"min_rows": 100}}, environment, tmp_path)
     assert validation["result"]["valid"] is True, validation
 
     # What ConvertToGGUF would have written (the image Lambda is rehearsed in test_conversion_image.py).
@@ -81,7 +83,9 @@ def test_a_weekly_run_through_every_zip_lambda(deployed_functions, aws_world, db
         assert ollama.state.models["mistral-researcher:latest"] == ollama.state.models[f"mistral-researcher:{run_id}"]
         # A later run that fails its gates is rolled back; production stays.
         storage.write_bytes(f"s3://{bucket}/runs/run-2/model.gguf", b"GGUF" + b"\x01" * 4096)
-        assert "result" in deployed_functions["deploy-model"].invoke({"run_id": "run-2", "gguf_uri": f"s3://{bucket}/runs/run-2/model.gguf"}, serving, tmp_path)
+        assert "result" in deployed_functions["deploy-model"].invoke(
+            {"run_id": "run-2", "gguf_uri": f"s3://{bucket}/runs/run-2/model.gguf"}, serving, tmp_path
+        )
         rolled_back = deployed_functions["rollback-model"].invoke({"run_id": "run-2"}, serving, tmp_path)
         assert rolled_back.get("result", {}).get("candidate_deleted") is True, rolled_back
         assert "mistral-researcher:run-2" not in ollama.state.models
@@ -90,8 +94,7 @@ def test_a_weekly_run_through_every_zip_lambda(deployed_functions, aws_world, db
     assert pointer["run_id"] == run_id
 
 
-def test_validate_data_refuses_a_dataset_without_enough_seed_profiles(deployed_functions, aws_world, db, database_url,
-                                                                     tmp_path):
+def test_validate_data_refuses_a_dataset_without_enough_seed_profiles(deployed_functions, aws_world, db, database_url, tmp_path):
     """The demo's synthetic seed ids are not a production default: a list that matches too few
     profiles in the database stops the run before training."""
     sample.load_sample(db, profiles=400, seed=3)
@@ -102,8 +105,7 @@ def test_validate_data_refuses_a_dataset_without_enough_seed_profiles(deployed_f
     storage.write_bytes(seeds_uri, b"999999999999\n")  # nobody in this database
     environment = lambda_environment(aws_world, DATABASE_SECRET_ARN=database_secret(database_url))
     assert "result" in generate.invoke({"run_id": "run-seedless", "options": {"min_rows": 100}}, environment, tmp_path)
-    validation = deployed_functions["validate-data"].invoke({"run_id": "run-seedless", "options": {"min_rows": 100}},
-                                                            environment, tmp_path)
+    validation = deployed_functions["validate-data"].invoke({"run_id": "run-seedless", "options": {"min_rows": 100}}, environment, tmp_path)
     assert validation["result"]["valid"] is False
     assert [problem["reason"] for problem in validation["result"]["problems"]] == ["TooFewSeedProfiles"]
 

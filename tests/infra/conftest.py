@@ -114,16 +114,26 @@ class RecordingMocks(pulumi.runtime.Mocks):
         if args.token == "aws:index/getCallerIdentity:getCallerIdentity":
             return {"accountId": ACCOUNT, "arn": f"arn:aws:iam::{ACCOUNT}:user/deployer", "userId": "AIDA", "id": ACCOUNT}
         if args.token == "aws:index/getRegion:getRegion":
-            return {"region": REGION, "name": REGION, "id": REGION, "endpoint": f"ec2.{REGION}.amazonaws.com",
-                    "description": "Europe (Ireland)"}
+            return {
+                "region": REGION,
+                "name": REGION,
+                "id": REGION,
+                "endpoint": f"ec2.{REGION}.amazonaws.com",
+                "description": "Europe (Ireland)",
+            }
         if args.token == "aws:index/getPartition:getPartition":
-            return {"partition": PARTITION, "dnsSuffix": "amazonaws.com", "id": PARTITION,
-                    "reverseDnsPrefix": "com.amazonaws"}
+            return {"partition": PARTITION, "dnsSuffix": "amazonaws.com", "id": PARTITION, "reverseDnsPrefix": "com.amazonaws"}
         if args.token == "aws:ssm/getParameter:getParameter":
             return {"name": args.args["name"], "value": AMI_ID, "insecureValue": AMI_ID, "type": "String", "id": args.args["name"]}
         if args.token == "aws:ecr/getAuthorizationToken:getAuthorizationToken":
-            return {"userName": "AWS", "password": "mock-token", "proxyEndpoint": f"https://{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com",
-                    "authorizationToken": "bW9jaw==", "expiresAt": "2026-11-26T00:00:00Z", "id": ACCOUNT}
+            return {
+                "userName": "AWS",
+                "password": "mock-token",
+                "proxyEndpoint": f"https://{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com",
+                "authorizationToken": "bW9jaw==",
+                "expiresAt": "2026-11-26T00:00:00Z",
+                "id": ACCOUNT,
+            }
         return {}
 
     def of_type(self, typ: str) -> list[pulumi.runtime.MockResourceArgs]:

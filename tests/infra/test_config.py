@@ -9,7 +9,6 @@ import pytest
 import yaml
 
 from infra import config as stack_config
-from infra import conversion
 from tests.infra.conftest import VALID_CONFIG, set_config
 
 ROOT = stack_config.PULUMI_YAML.parent
@@ -20,12 +19,25 @@ def load(values: dict[str, str]) -> stack_config.StackConfig:
     return stack_config.load()
 
 
+def stack_config_problems(values: dict[str, str]) -> list[str]:
+    """The problem lines `pulumi up` would print for a valid stack with ``values`` changed."""
+    try:
+        load({**VALID_CONFIG, **values})
+    except pulumi.RunError as error:
+        return [line for line in str(error).splitlines() if line.startswith("  - ")]
+    return []
+
+
 def test_defaults_are_the_seeds_settings(mocks):
     loaded = load(VALID_CONFIG)
     assert loaded.storage == stack_config.StorageConfig(14, 30, 90, 2, None)
     training = loaded.training
     assert (training.instance_type, training.volume_size_gb, training.max_runtime_seconds, training.max_wait_seconds) == (
-        "ml.g4dn.xlarge", 50, 7200, 14400)
+        "ml.g4dn.xlarge",
+        50,
+        7200,
+        14400,
+    )
     assert training.base_model_s3_uri is None and training.hyperparameters == {}
     assert loaded.host.instance_type == "g4dn.xlarge" and loaded.host.keep_running is False
     assert loaded.serving.model_name == "mistral-researcher" and loaded.serving.quantization == "q4_k_m"
@@ -34,53 +46,68 @@ def test_defaults_are_the_seeds_settings(mocks):
 
 
 def test_typed_values_are_converted(mocks):
-    loaded = load({**VALID_CONFIG, "trainingHyperparameters": '{"num_train_epochs": 2, "r": "8"}',
-                   "baseModelS3Uri": "s3://models-bucket/mistral", "scheduleEnabled": "false",
-                   "gateCorrelationMin": "0.9", "trainingVolumeSizeGb": "80"})
+    loaded = load(
+        {
+            **VALID_CONFIG,
+            "trainingHyperparameters": '{"num_train_epochs": 2, "r": "8"}',
+            "baseModelS3Uri": "s3://models-bucket/mistral",
+            "scheduleEnabled": "false",
+            "gateCorrelationMin": "0.9",
+            "trainingVolumeSizeGb": "80",
+        }
+    )
     assert loaded.training.hyperparameters == {"num_train_epochs": "2", "r": "8"}
     assert loaded.training.base_model_s3_uri == "s3://models-bucket/mistral/"
     assert loaded.schedule.enabled is False and loaded.training.volume_size_gb == 80
     assert loaded.serving.quality_gates["correlation_min"] == 0.9
 
 
-@pytest.mark.parametrize("values, message", [
-    ({"trainingInstanceType": "ml.m5.xlarge"}, "trainingInstanceType must be a SageMaker GPU instance"),
-    ({"trainingInstanceType": "g4dn.xlarge"}, "trainingInstanceType must be a SageMaker GPU instance"),
-    ({"ollamaInstanceType": "t3.large"}, "ollamaInstanceType must be an EC2 GPU instance"),
-    ({"scheduleExpression": "0 3 * * 1"}, "scheduleExpression must be cron("),
-    ({"scheduleExpression": "cron(0 3 * * MON *)"}, "needs '?' in exactly one of day-of-month and day-of-week"),
-    ({"scheduleExpression": "cron(0 3 ? * MON)"}, "scheduleExpression must be cron("),
-    ({"scheduleTimezone": "Mars/Olympus"}, "scheduleTimezone must be an IANA time zone"),
-    ({"gateSeedMeanMin": "1.2"}, "gateSeedMeanMin must be within [0, 1], got 1.2"),
-    ({"gateCorrelationMin": "-0.1"}, "gateCorrelationMin must be within [0, 1]"),
-    ({"gateValidJsonRateMin": "high"}, "gateValidJsonRateMin must be a number"),
-    ({"gateLatencyP95MaxSeconds": "0"}, "gateLatencyP95MaxSeconds must be above 0"),
-    ({"databaseSecretArn": ""}, "databaseSecretArn is required"),
-    ({"databaseSecretArn": "my-db-password"}, "databaseSecretArn must be a Secrets Manager secret ARN"),
-    ({"vpcId": ""}, "vpcId is required"),
-    ({"privateSubnetIds": "subnet-1"}, "privateSubnetIds must be a list"),
-    ({"privateSubnetIds": "[]"}, "privateSubnetIds is required"),
-    ({"ollamaAllowedCidrs": '["0.0.0.0/0"]'}, "0.0.0.0/0 is not a private range"),
-    ({"ollamaAllowedCidrs": '["8.8.8.0/24"]'}, "8.8.8.0/24 is not a private range"),
-    ({"trainingMaxWaitSeconds": "3600"}, "trainingMaxWaitSeconds must be at least trainingMaxRuntimeSeconds"),
-    ({"trainingHyperparameters": '{"learning_rat": "1e-4"}'}, "unknown hyperparameter 'learning_rat'"),
-    ({"trainingHyperparameters": "[1]"}, "trainingHyperparameters must be a JSON object"),
-    ({"trainingJobPrefix": "Mistral_Researcher"}, "trainingJobPrefix must be 1-26 lowercase"),
-    ({"quantization": "q3_k"}, "quantization must be one of"),
-    ({"checkpointRetentionDays": "0"}, "checkpointRetentionDays must be between 1 and 3650"),
-    ({"logRetentionDays": "10"}, "logRetentionDays must be one of CloudWatch's periods"),
-    ({"kmsKeyArn": "my-key"}, "kmsKeyArn must be a KMS key ARN"),
-    ({"trainingImageUri": "docker.io/me/train:1"}, "trainingImageUri must be an ECR image pinned by digest"),
-    # A tag, or a tag and a digest together (what docker-build's `ref` output looks like): Lambda
-    # and SageMaker take one or the other, and only a digest pins what was tested.
-    ({"conversionImageUri": "123456789012.dkr.ecr.eu-west-1.amazonaws.com/convert:v3"}, "conversionImageUri must be an ECR image pinned by digest"),
-    ({"conversionImageUri": f"123456789012.dkr.ecr.eu-west-1.amazonaws.com/convert:v3@sha256:{'a' * 64}"},
-     "conversionImageUri must be an ECR image pinned by digest"),
-    ({"ollamaArchiveSha256": "abc"}, "sha256 must be 64 lowercase hex digits"),
-    ({"datasetInVpc": "maybe"}, "datasetInVpc must be true or false"),
-    ({"datasetInVpc": "false"}, "databaseSecurityGroupId needs datasetInVpc true"),
-    ({"alertEmail": "oncall"}, "alertEmail must be an email address"),
-])
+@pytest.mark.parametrize(
+    "values, message",
+    [
+        ({"trainingInstanceType": "ml.m5.xlarge"}, "trainingInstanceType must be a SageMaker GPU instance"),
+        ({"trainingInstanceType": "g4dn.xlarge"}, "trainingInstanceType must be a SageMaker GPU instance"),
+        ({"ollamaInstanceType": "t3.large"}, "ollamaInstanceType must be an EC2 GPU instance"),
+        ({"scheduleExpression": "0 3 * * 1"}, "scheduleExpression must be cron("),
+        ({"scheduleExpression": "cron(0 3 * * MON *)"}, "needs '?' in exactly one of day-of-month and day-of-week"),
+        ({"scheduleExpression": "cron(0 3 ? * MON)"}, "scheduleExpression must be cron("),
+        ({"scheduleTimezone": "Mars/Olympus"}, "scheduleTimezone must be an IANA time zone"),
+        ({"gateSeedMeanMin": "1.2"}, "gateSeedMeanMin must be within [0, 1], got 1.2"),
+        ({"gateCorrelationMin": "-1.1"}, "gateCorrelationMin must be within [-1, 1]"),
+        ({"gateValidJsonRateMin": "high"}, "gateValidJsonRateMin must be a number"),
+        ({"gateLatencyP95MaxSeconds": "0"}, "gateLatencyP95MaxSeconds must be above 0"),
+        ({"databaseSecretArn": ""}, "databaseSecretArn is required"),
+        ({"databaseSecretArn": "my-db-password"}, "databaseSecretArn must be a Secrets Manager secret ARN"),
+        ({"vpcId": ""}, "vpcId is required"),
+        ({"privateSubnetIds": "subnet-1"}, "privateSubnetIds must be a list"),
+        ({"privateSubnetIds": "[]"}, "privateSubnetIds is required"),
+        ({"ollamaAllowedCidrs": '["0.0.0.0/0"]'}, "0.0.0.0/0 is not a private range"),
+        ({"ollamaAllowedCidrs": '["8.8.8.0/24"]'}, "8.8.8.0/24 is not a private range"),
+        ({"trainingMaxWaitSeconds": "3600"}, "trainingMaxWaitSeconds must be at least trainingMaxRuntimeSeconds"),
+        ({"trainingHyperparameters": '{"learning_rat": "1e-4"}'}, "unknown hyperparameter 'learning_rat'"),
+        ({"trainingHyperparameters": "[1]"}, "trainingHyperparameters must be a JSON object"),
+        ({"trainingJobPrefix": "Mistral_Researcher"}, "trainingJobPrefix must be 1-26 lowercase"),
+        ({"quantization": "q3_k"}, "quantization must be one of"),
+        ({"checkpointRetentionDays": "0"}, "checkpointRetentionDays must be between 1 and 3650"),
+        ({"logRetentionDays": "10"}, "logRetentionDays must be one of CloudWatch's periods"),
+        ({"kmsKeyArn": "my-key"}, "kmsKeyArn must be a KMS key ARN"),
+        ({"trainingImageUri": "docker.io/me/train:1"}, "trainingImageUri must be an ECR image pinned by digest"),
+        # A tag, or a tag and a digest together (what docker-build's `ref` output looks like): Lambda
+        # and SageMaker take one or the other, and only a digest pins what was tested.
+        (
+            {"conversionImageUri": "123456789012.dkr.ecr.eu-west-1.amazonaws.com/convert:v3"},
+            "conversionImageUri must be an ECR image pinned by digest",
+        ),
+        (
+            {"conversionImageUri": f"123456789012.dkr.ecr.eu-west-1.amazonaws.com/convert:v3@sha256:{'a' * 64}"},
+            "conversionImageUri must be an ECR image pinned by digest",
+        ),
+        ({"ollamaArchiveSha256": "abc"}, "sha256 must be 64 lowercase hex digits"),
+        ({"datasetInVpc": "maybe"}, "datasetInVpc must be true or false"),
+        ({"datasetInVpc": "false"}, "databaseSecurityGroupId needs datasetInVpc true"),
+        ({"alertEmail": "oncall"}, "alertEmail must be an email address"),
+    ],
+)
 def test_a_bad_value_fails_with_its_name_and_what_is_expected(mocks, values, message):
     with pytest.raises(pulumi.RunError, match=r"invalid stack configuration") as error:
         load({**VALID_CONFIG, **values})
@@ -97,8 +124,12 @@ def test_every_problem_is_listed_in_one_message(mocks):
     with pytest.raises(pulumi.RunError) as error:
         load({})
     lines = [line for line in str(error.value).splitlines() if line.startswith("  - ")]
-    assert [line.split()[1] for line in lines] == ["researcher-scorer:vpcId", "researcher-scorer:privateSubnetIds",
-                                                   "researcher-scorer:databaseSecretArn", "researcher-scorer:seedProfilesUri"]
+    assert [line.split()[1] for line in lines] == [
+        "researcher-scorer:vpcId",
+        "researcher-scorer:privateSubnetIds",
+        "researcher-scorer:databaseSecretArn",
+        "researcher-scorer:seedProfilesUri",
+    ]
 
 
 def test_pulumi_yaml_declares_every_setting_read_and_only_those(mocks, monkeypatch):
@@ -118,42 +149,70 @@ def test_pulumi_dev_yaml_is_a_complete_valid_example(mocks):
     settings = {key.split(":", 1)[1]: value for key, value in example.items() if key.startswith("researcher-scorer:")}
     assert set(settings) == set(stack_config.declared())
     # As the Pulumi engine hands them to the program: arrays as JSON, everything else as text.
-    as_given = {key: json.dumps(value) if isinstance(value, list) else str(value).lower() if isinstance(value, bool)
-                else str(value) for key, value in settings.items()}
+    as_given = {
+        key: json.dumps(value) if isinstance(value, list) else str(value).lower() if isinstance(value, bool) else str(value)
+        for key, value in settings.items()
+    }
     loaded = load(as_given)
     assert loaded.network.vpc_id == settings["vpcId"]
 
 
 def test_instance_type_descriptions_name_every_accepted_family():
     declared = stack_config.declared()
-    for key, families in (("trainingInstanceType", stack_config.TRAINING_INSTANCE_FAMILIES),
-                          ("ollamaInstanceType", stack_config.HOST_INSTANCE_FAMILIES)):
+    for key, families in (
+        ("trainingInstanceType", stack_config.TRAINING_INSTANCE_FAMILIES),
+        ("ollamaInstanceType", stack_config.HOST_INSTANCE_FAMILIES),
+    ):
         named = set(declared[key]["description"].split("(", 1)[1].rstrip(").").replace(",", " ").split())
         assert set(families) <= named, key
 
 
-def test_mirrored_names_match_pipeline():
-    """The Pulumi environment has no numpy, so infra/ mirrors these; they must not drift."""
-    from dataclasses import asdict, fields
+def test_the_copies_that_cannot_import_the_contracts_agree_with_them():
+    """Pulumi.yaml (read by the Pulumi CLI) repeats the gates' and quantization's defaults, and the ASL
+    JSON spells the run layout in its States.Format strings: neither can import pipeline/contracts.py."""
+    import json
 
-    from pipeline.evaluation.gates import QualityGates
-    from pipeline.gguf import budget, quant
+    from pipeline import contracts
 
-    assert set(stack_config.QUANTIZATIONS) == {t.value for t in quant.OutputType}
-    gate_fields = {f.name for f in fields(QualityGates)}
-    assert set(stack_config.FRACTION_GATES.values()) | set(stack_config.SECONDS_GATES.values()) == gate_fields
     defaults = stack_config.declared()
-    gate_keys = stack_config.FRACTION_GATES | stack_config.SECONDS_GATES
-    assert {field: float(defaults[key]["default"]) for key, field in gate_keys.items()} == asdict(QualityGates())
-    assert (conversion.MEMORY_MB, conversion.TIMEOUT_S) == (budget.LAMBDA_MEMORY_MB, budget.LAMBDA_SECONDS)
+    assert {rule.setting: rule.default for rule in contracts.GATES} == {
+        rule.setting: float(defaults[rule.setting]["default"]) for rule in contracts.GATES
+    }
+    assert defaults["quantization"]["default"] == contracts.DEFAULT_QUANTIZATION.value
+    assert defaults["modelName"]["default"] == contracts.MODEL_NAME
+    text = json.dumps(json.loads((ROOT / "statemachine" / "training_pipeline.asl.json").read_text()))
+    layout = {
+        "adapter": f"runs/{{}}/{contracts.TRAINING_DIR}/{{}}/output/model",
+        "gguf": f"{contracts.RUNS_DIR}/{{}}/{contracts.GGUF_NAME}",
+        "checkpoints": f"{contracts.CHECKPOINTS_DIR}/{{}}",
+        "training output": f"{contracts.RUNS_DIR}/{{}}/{contracts.TRAINING_DIR}'",
+    }
+    for what, pattern in layout.items():
+        assert pattern in text, f"the ASL's {what} path is not {pattern!r}"
+
+
+def test_gate_ranges_are_the_contracts_in_infra_and_pipeline(mocks):
+    """One range per gate: the stack setting and the pipeline's QualityGates refuse the same values."""
+    from pipeline import contracts
+    from pipeline.errors import InvalidArgument
+    from pipeline.evaluation.gates import QualityGates
+
+    for rule in contracts.GATES:
+        for value in (-0.5, 0.0, 0.5, 1.5):
+            refused_by_pipeline = False
+            try:
+                QualityGates(**{rule.name: value})
+            except InvalidArgument:
+                refused_by_pipeline = True
+            problems = stack_config_problems({rule.setting: str(value)})
+            assert refused_by_pipeline == any(rule.setting in problem for problem in problems), (rule.name, value)
 
 
 def test_readme_configuration_reference_is_generated_from_pulumi_yaml():
     import subprocess
     import sys
 
-    done = subprocess.run([sys.executable, str(ROOT / "scripts" / "config_reference.py"), "--check"],
-                          capture_output=True, text=True)
+    done = subprocess.run([sys.executable, str(ROOT / "scripts" / "config_reference.py"), "--check"], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     reference = stack_config.reference_markdown()
     assert all(f"| `{key}` |" in reference for key in stack_config.declared())

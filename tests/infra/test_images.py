@@ -18,8 +18,9 @@ def allowed() -> set[str]:
 @pytest.mark.parametrize("source", [images.TRAINING, images.CONVERSION], ids=lambda s: s.key)
 def test_every_copied_path_is_in_the_build_context(source):
     dockerfile = (packaging.ROOT / source.dockerfile).read_text()
-    copied = [part for line in dockerfile.splitlines() if line.startswith("COPY ")
-              for part in line.split()[1:-1] if not part.startswith("--")]
+    copied = [
+        part for line in dockerfile.splitlines() if line.startswith("COPY ") for part in line.split()[1:-1] if not part.startswith("--")
+    ]
     assert copied
     for path in copied:
         assert (packaging.ROOT / path).exists(), path

@@ -9,12 +9,11 @@ import pulumi
 import pytest
 
 from infra import asl
-from pipeline.training.trainer import metric_definitions
+from pipeline.contracts import metric_definitions
 from tests.infra.conftest import ACCOUNT, AMI_ID, REGION, VALID_CONFIG, security_group_id
 
 FUNCTION = "aws:lambda/function:Function"
-STAGES = ("generate-dataset", "validate-data", "convert-to-gguf", "deploy-model", "validate-model", "promote-model",
-          "rollback-model")
+STAGES = ("generate-dataset", "validate-data", "convert-to-gguf", "deploy-model", "validate-model", "promote-model", "rollback-model")
 
 
 def component_types(deployment) -> set[str]:
@@ -24,10 +23,14 @@ def component_types(deployment) -> set[str]:
 def test_every_component_is_declared_once(deploy):
     deployment = deploy()
     assert component_types(deployment) == {
-        "researcher-scorer:storage:ArtifactStorage", "researcher-scorer:images:ContainerImages",
-        "researcher-scorer:dataset:DatasetFunctions", "researcher-scorer:training:TrainingJobSpec",
-        "researcher-scorer:conversion:GgufConversion", "researcher-scorer:inference_host:OllamaHost",
-        "researcher-scorer:serving:ModelLifecycleFunctions", "researcher-scorer:orchestration:PipelineOrchestration",
+        "researcher-scorer:storage:ArtifactStorage",
+        "researcher-scorer:images:ContainerImages",
+        "researcher-scorer:dataset:DatasetFunctions",
+        "researcher-scorer:training:TrainingJobSpec",
+        "researcher-scorer:conversion:GgufConversion",
+        "researcher-scorer:inference_host:OllamaHost",
+        "researcher-scorer:serving:ModelLifecycleFunctions",
+        "researcher-scorer:orchestration:PipelineOrchestration",
         "researcher-scorer:schedule:WeeklySchedule",
     }
     assert sorted(r.name for r in deployment.all(FUNCTION)) == sorted(STAGES)
@@ -35,13 +38,24 @@ def test_every_component_is_declared_once(deploy):
 
 def test_outputs_name_what_operators_need(deploy):
     exports = deploy().exports
-    assert set(exports) == {"artifact_bucket", "base_model_uri", "state_machine_arn", "state_machine_console_url",
-                            "ollama_instance_id", "ollama_private_endpoint", "schedule_name", "ecr_repositories",
-                            "training_image_uri", "conversion_image_uri", "failure_topic_arn"}
+    assert set(exports) == {
+        "artifact_bucket",
+        "base_model_uri",
+        "state_machine_arn",
+        "state_machine_console_url",
+        "ollama_instance_id",
+        "ollama_private_endpoint",
+        "schedule_name",
+        "ecr_repositories",
+        "training_image_uri",
+        "conversion_image_uri",
+        "failure_topic_arn",
+    }
     machine_arn = f"arn:aws:states:{REGION}:{ACCOUNT}:stateMachine:researcher-scorer-test"
     assert exports["state_machine_arn"] == machine_arn
     assert exports["state_machine_console_url"] == (
-        f"https://{REGION}.console.aws.amazon.com/states/home?region={REGION}#/statemachines/view/{machine_arn}")
+        f"https://{REGION}.console.aws.amazon.com/states/home?region={REGION}#/statemachines/view/{machine_arn}"
+    )
     assert exports["ollama_instance_id"] == "i-0123456789abcdef0"
     assert exports["ollama_private_endpoint"] == "http://10.0.1.23:11434"
     assert exports["base_model_uri"] == f"s3://{exports['artifact_bucket']}/base-models/Mistral-7B-Instruct-v0.2/"
@@ -57,8 +71,11 @@ def test_state_machine_definition_is_filled_with_this_stack(deploy):
     assert not asl.placeholders(definition), "every ${Placeholder} filled"
     parsed = json.loads(definition)
     functions = {r.name: f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:{r.name}-abc123" for r in deployment.all(FUNCTION)}
-    invoked = {state["Parameters"]["FunctionName"] for state in parsed["States"].values()
-               if state.get("Resource") == "arn:aws:states:::lambda:invoke"}
+    invoked = {
+        state["Parameters"]["FunctionName"]
+        for state in parsed["States"].values()
+        if state.get("Resource") == "arn:aws:states:::lambda:invoke"
+    }
     assert invoked == set(functions.values())
     training = parsed["States"]["StartTraining"]["Parameters"]
     assert training["ResourceConfig"] == {"InstanceType": "ml.g4dn.xlarge", "InstanceCount": 1, "VolumeSizeInGB": 50}
@@ -72,7 +89,8 @@ def test_state_machine_definition_is_filled_with_this_stack(deploy):
     assert training["RoleArn"] == f"arn:aws:iam::{ACCOUNT}:role/training-sagemaker-role-abc123"
     assert "sagemaker.amazonaws.com" in sagemaker_role["assumeRolePolicy"]
     assert machine["loggingConfiguration"]["logDestination"] == (
-        f"arn:aws:logs:{REGION}:{ACCOUNT}:log-group:/aws/vendedlogs/states/researcher-scorer-test:*")
+        f"arn:aws:logs:{REGION}:{ACCOUNT}:log-group:/aws/vendedlogs/states/researcher-scorer-test:*"
+    )
     log_group = deployment.one("aws:cloudwatch/logGroup:LogGroup", "pipeline-logs")
     assert log_group["name"] == "/aws/vendedlogs/states/researcher-scorer-test"
     assert machine["tracingConfiguration"] == {"enabled": True}
@@ -94,15 +112,22 @@ def test_lambdas_have_their_sizes_environment_and_network(deploy):
         assert functions[stage]["environment"]["variables"]["OLLAMA_URL"] == "http://10.0.1.23:11434"
         assert functions[stage]["environment"]["variables"]["MODEL_NAME"] == "mistral-researcher"
     gates = json.loads(functions["validate-model"]["environment"]["variables"]["QUALITY_GATES"])
-    assert gates == {"seed_mean_min": 0.75, "seed_min_min": 0.5, "correlation_min": 0.85, "valid_json_rate_min": 0.98,
-                     "latency_p50_max_s": 5.0, "latency_p95_max_s": 5.0}
+    assert gates == {
+        "seed_mean_min": 0.75,
+        "seed_min_min": 0.5,
+        "correlation_min": 0.85,
+        "valid_json_rate_min": 0.98,
+        "latency_p50_max_s": 5.0,
+        "latency_p95_max_s": 5.0,
+    }
     for name, inputs in functions.items():
         assert inputs["tracingConfig"] == {"mode": "Active"}, name
         assert inputs["loggingConfig"]["logGroup"] == f"/researcher-scorer/test/lambda/{name.replace('-', '_')}", name
     layers = {r.name: r.inputs for r in deployment.all("aws:lambda/layerVersion:LayerVersion")}
     assert set(layers) == {"dataset-deps-layer", "serving-deps-layer"}
-    assert all(layer["compatibleRuntimes"] == ["python3.12"] and layer["s3Key"].startswith("lambda-layers/test/")
-               for layer in layers.values())
+    assert all(
+        layer["compatibleRuntimes"] == ["python3.12"] and layer["s3Key"].startswith("lambda-layers/test/") for layer in layers.values()
+    )
 
 
 def test_ollama_host(deploy):
@@ -110,14 +135,17 @@ def test_ollama_host(deploy):
     host = deployment.one("aws:ec2/instance:Instance", "ollama-host")
     assert host["instanceType"] == "g4dn.xlarge" and host["ami"] == AMI_ID
     assert host["subnetId"] == json.loads(VALID_CONFIG["privateSubnetIds"])[0]
-    assert host["rootBlockDevice"] == {"volumeType": "gp3", "volumeSize": 150, "encrypted": True,
-                                       "deleteOnTermination": True}
-    assert "127.0.0.1" not in host["userData"] and "OLLAMA_VERSION=\"0.12.6\"" in host["userData"]
+    assert host["rootBlockDevice"] == {"volumeType": "gp3", "volumeSize": 150, "encrypted": True, "deleteOnTermination": True}
+    assert "127.0.0.1" not in host["userData"] and 'OLLAMA_VERSION="0.12.6"' in host["userData"]
     assert deployment.options["ollama-host"].ignore_changes == ["ami"]
-    ingress = [r.inputs for r in deployment.all("aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule")
-               if r.name.startswith("ollama-ollama-from-")]
+    ingress = [
+        r.inputs
+        for r in deployment.all("aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule")
+        if r.name.startswith("ollama-ollama-from-")
+    ]
     assert sorted((rule.get("referencedSecurityGroupId") or rule.get("cidrIpv4")) for rule in ingress) == sorted(
-        [security_group_id("ollama-client-sg"), "sg-0fedcba9876543210", "10.20.0.0/16"])
+        [security_group_id("ollama-client-sg"), "sg-0fedcba9876543210", "10.20.0.0/16"]
+    )
     assert all((rule["fromPort"], rule["toPort"]) == (11434, 11434) for rule in ingress)
 
 
@@ -129,8 +157,14 @@ def test_schedule_starts_this_state_machine_weekly(deploy):
     assert schedule["target"]["arn"] == deployment.exports["state_machine_arn"]
     assert json.loads(schedule["target"]["input"]) == {"trigger": "schedule"}
     policy = json.loads(deployment.one("aws:iam/rolePolicy:RolePolicy", "schedule-scheduler-policy")["policy"])
-    assert policy["Statement"] == [{"Sid": "StartPipeline", "Effect": "Allow", "Action": ["states:StartExecution"],
-                                    "Resource": [deployment.exports["state_machine_arn"]]}]
+    assert policy["Statement"] == [
+        {
+            "Sid": "StartPipeline",
+            "Effect": "Allow",
+            "Action": ["states:StartExecution"],
+            "Resource": [deployment.exports["state_machine_arn"]],
+        }
+    ]
 
 
 def test_a_disabled_schedule_and_a_host_kept_running(deploy):
@@ -169,8 +203,15 @@ def test_database_group_gets_an_ingress_rule_from_the_dataset_lambda_only(deploy
 
 def test_a_bad_configuration_stops_the_program_before_any_resource(deploy, mocks):
     with pytest.raises(pulumi.RunError) as error:
-        deploy({**VALID_CONFIG, "trainingInstanceType": "ml.m5.xlarge", "scheduleExpression": "every monday",
-                "gateCorrelationMin": "1.5", "databaseSecretArn": ""})
+        deploy(
+            {
+                **VALID_CONFIG,
+                "trainingInstanceType": "ml.m5.xlarge",
+                "scheduleExpression": "every monday",
+                "gateCorrelationMin": "1.5",
+                "databaseSecretArn": "",
+            }
+        )
     message = str(error.value)
     for key in ("trainingInstanceType", "scheduleExpression", "gateCorrelationMin", "databaseSecretArn"):
         assert f"researcher-scorer:{key}" in message
@@ -180,8 +221,9 @@ def test_a_bad_configuration_stops_the_program_before_any_resource(deploy, mocks
 def test_kms_key_encrypts_what_it_can(deploy):
     key = f"arn:aws:kms:{REGION}:{ACCOUNT}:key/1234abcd-12ab-34cd-56ef-1234567890ab"
     deployment = deploy({**VALID_CONFIG, "kmsKeyArn": key})
-    encryption = deployment.one("aws:s3/bucketServerSideEncryptionConfiguration:BucketServerSideEncryptionConfiguration",
-                                "artifacts-encryption")
+    encryption = deployment.one(
+        "aws:s3/bucketServerSideEncryptionConfiguration:BucketServerSideEncryptionConfiguration", "artifacts-encryption"
+    )
     assert encryption["rules"][0]["applyServerSideEncryptionByDefault"]["kmsMasterKeyId"] == key
     assert deployment.one("aws:ec2/instance:Instance", "ollama-host")["rootBlockDevice"]["kmsKeyId"] == key
     assert all(r.inputs["kmsKeyId"] == key for r in deployment.all("aws:cloudwatch/logGroup:LogGroup"))
@@ -191,8 +233,7 @@ def test_kms_key_encrypts_what_it_can(deploy):
     training = statements(deployment, "training-sagemaker-policy")
     assert training["ArtifactKey"]["Resource"] == [key]
     repositories = deployment.all("aws:ecr/repository:Repository")
-    assert repositories and all(r.inputs["encryptionConfigurations"] == [{"encryptionType": "KMS", "kmsKey": key}]
-                                for r in repositories)
+    assert repositories and all(r.inputs["encryptionConfigurations"] == [{"encryptionType": "KMS", "kmsKey": key}] for r in repositories)
 
 
 def statements(deployment, policy_name: str) -> dict[str, dict]:
@@ -207,9 +248,12 @@ def test_state_machine_role_reaches_only_this_pipeline(deploy):
     assert sorted(granted["InvokeStages"]["Resource"]) == sorted(functions + [f"{arn}:*" for arn in functions])
     assert granted["TrainingJobs"]["Resource"] == [f"arn:aws:sagemaker:{REGION}:{ACCOUNT}:training-job/mistral-researcher-*"]
     assert granted["PassSageMakerRole"] == {
-        "Sid": "PassSageMakerRole", "Effect": "Allow", "Action": ["iam:PassRole"],
+        "Sid": "PassSageMakerRole",
+        "Effect": "Allow",
+        "Action": ["iam:PassRole"],
         "Resource": [f"arn:aws:iam::{ACCOUNT}:role/training-sagemaker-role-abc123"],
-        "Condition": {"StringEquals": {"iam:PassedToService": "sagemaker.amazonaws.com"}}}
+        "Condition": {"StringEquals": {"iam:PassedToService": "sagemaker.amazonaws.com"}},
+    }
     assert granted["StartStopHost"]["Resource"] == [f"arn:aws:ec2:{REGION}:{ACCOUNT}:instance/i-0123456789abcdef0"]
     assert granted["OneExecutionAtATime"]["Resource"] == [deployment.exports["state_machine_arn"]]
     assert granted["NotifyFailure"]["Resource"] == [deployment.exports["failure_topic_arn"]]
@@ -259,8 +303,11 @@ def test_program_runs_with_only_its_own_requirements(tmp_path):
 
     root = Path(__file__).resolve().parents[2]
     script = tmp_path / "blocked.py"
-    script.write_text(BLOCKER.replace("@ROOT@", repr(str(root))).replace("@TESTS@", repr(str(root / "tests" / "infra")))
-                      .replace("@PROGRAM@", repr(str(root / "__main__.py"))))
+    script.write_text(
+        BLOCKER.replace("@ROOT@", repr(str(root)))
+        .replace("@TESTS@", repr(str(root / "tests" / "infra")))
+        .replace("@PROGRAM@", repr(str(root / "__main__.py")))
+    )
     done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, cwd=root, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     assert int(done.stdout.split()[0]) > 50
@@ -298,8 +345,9 @@ def test_host_is_managed_through_ssm_only(deploy):
     assert attachment["policyArn"] == "arn:aws:iam::aws:policy/AmazonSSMManagedInstanceCore"
     role = deployment.one("aws:iam/role:Role", "ollama-host-role")
     assert json.loads(role["assumeRolePolicy"])["Statement"][0]["Principal"] == {"Service": "ec2.amazonaws.com"}
-    assert not [r for r in deployment.all("aws:iam/rolePolicy:RolePolicy") if r.name == "ollama-host-policy"], \
+    assert not [r for r in deployment.all("aws:iam/rolePolicy:RolePolicy") if r.name == "ollama-host-policy"], (
         "no inline grants without a staged Ollama archive"
+    )
     profile = deployment.one("aws:iam/instanceProfile:InstanceProfile", "ollama-host")
     host = deployment.one("aws:ec2/instance:Instance", "ollama-host")
     assert host["iamInstanceProfile"] == "ollama-host-abc123" and profile["role"] == "ollama-host-role-abc123"
@@ -314,7 +362,10 @@ def test_only_lambdas_in_the_vpc_may_manage_network_interfaces(deploy):
         assert ("VpcNetworkInterfaces" in granted) == in_vpc, stage
         if in_vpc:
             assert granted["VpcNetworkInterfaces"]["Resource"] == [
-                f"arn:aws:ec2:{REGION}:{ACCOUNT}:network-interface/*", f"arn:aws:ec2:{REGION}:{ACCOUNT}:subnet/*",
-                f"arn:aws:ec2:{REGION}:{ACCOUNT}:security-group/*"]
+                f"arn:aws:ec2:{REGION}:{ACCOUNT}:network-interface/*",
+                f"arn:aws:ec2:{REGION}:{ACCOUNT}:subnet/*",
+                f"arn:aws:ec2:{REGION}:{ACCOUNT}:security-group/*",
+            ]
         assert granted["OwnLogGroup"]["Resource"] == [
-            f"arn:aws:logs:{REGION}:{ACCOUNT}:log-group:/researcher-scorer/test/lambda/{stage.replace('-', '_')}:*"]
+            f"arn:aws:logs:{REGION}:{ACCOUNT}:log-group:/researcher-scorer/test/lambda/{stage.replace('-', '_')}:*"
+        ]

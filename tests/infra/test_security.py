@@ -51,15 +51,25 @@ def bucket_controls(resources, states) -> list[str]:
 
     flags = ("blockPublicAcls", "blockPublicPolicy", "ignorePublicAcls", "restrictPublicBuckets")
     for control, typ, accept in (
-        ("S3-1 public access block", "aws:s3/bucketPublicAccessBlock:BucketPublicAccessBlock",
-         lambda i: all(i.get(flag) is True for flag in flags)),
-        ("S3-2 default encryption", "aws:s3/bucketServerSideEncryptionConfiguration:BucketServerSideEncryptionConfiguration",
-         lambda i: i["rules"][0]["applyServerSideEncryptionByDefault"]["sseAlgorithm"] in ("AES256", "aws:kms")),
-        ("S3-3 TLS-only policy", "aws:s3/bucketPolicy:BucketPolicy",
-         lambda i: any(s["Effect"] == "Deny" and s.get("Condition", {}).get("Bool", {}).get("aws:SecureTransport") == "false"
-                       for s in json.loads(i["policy"])["Statement"])),
-        ("S3-4 versioning", "aws:s3/bucketVersioning:BucketVersioning",
-         lambda i: i["versioningConfiguration"]["status"] == "Enabled"),
+        (
+            "S3-1 public access block",
+            "aws:s3/bucketPublicAccessBlock:BucketPublicAccessBlock",
+            lambda i: all(i.get(flag) is True for flag in flags),
+        ),
+        (
+            "S3-2 default encryption",
+            "aws:s3/bucketServerSideEncryptionConfiguration:BucketServerSideEncryptionConfiguration",
+            lambda i: i["rules"][0]["applyServerSideEncryptionByDefault"]["sseAlgorithm"] in ("AES256", "aws:kms"),
+        ),
+        (
+            "S3-3 TLS-only policy",
+            "aws:s3/bucketPolicy:BucketPolicy",
+            lambda i: any(
+                s["Effect"] == "Deny" and s.get("Condition", {}).get("Bool", {}).get("aws:SecureTransport") == "false"
+                for s in json.loads(i["policy"])["Statement"]
+            ),
+        ),
+        ("S3-4 versioning", "aws:s3/bucketVersioning:BucketVersioning", lambda i: i["versioningConfiguration"]["status"] == "Enabled"),
     ):
         violations += [f"{control}: bucket {bucket}" for bucket in sorted(buckets - covered(typ, accept))]
     return violations
@@ -81,14 +91,16 @@ def instance_controls(resources, states) -> list[str]:
 
 def network_controls(resources, states) -> list[str]:
     grouped = by_type(resources)
-    violations = [f"NET-1 open ingress rule: {r.name}"
-                  for r in grouped["aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule"]
-                  if r.inputs.get("cidrIpv4") in OPEN_RANGES or r.inputs.get("cidrIpv6") in OPEN_RANGES]
+    violations = [
+        f"NET-1 open ingress rule: {r.name}"
+        for r in grouped["aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule"]
+        if r.inputs.get("cidrIpv4") in OPEN_RANGES or r.inputs.get("cidrIpv6") in OPEN_RANGES
+    ]
     for r in grouped["aws:ec2/securityGroup:SecurityGroup"] + grouped["aws:ec2/securityGroupRule:SecurityGroupRule"]:
-        rules = r.inputs.get("ingress", []) if r.typ.endswith("SecurityGroup") else (
-            [r.inputs] if r.inputs.get("type") == "ingress" else [])
-        if any(set(rule.get("cidrBlocks", [])) & OPEN_RANGES or set(rule.get("ipv6CidrBlocks", [])) & OPEN_RANGES
-               for rule in rules):
+        rules = (
+            r.inputs.get("ingress", []) if r.typ.endswith("SecurityGroup") else ([r.inputs] if r.inputs.get("type") == "ingress" else [])
+        )
+        if any(set(rule.get("cidrBlocks", [])) & OPEN_RANGES or set(rule.get("ipv6CidrBlocks", [])) & OPEN_RANGES for rule in rules):
             violations.append(f"NET-1 open inline ingress: {r.name}")
     return violations
 
@@ -111,8 +123,7 @@ def iam_controls(resources, states) -> list[str]:
             violations.append(f"IAM-1 only plain Allow statements: {name} {statement.get('Sid')}")
         violations += [f"IAM-1 wildcard action {action}: {name}" for action in actions if "*" in action]
         if "*" in targets:
-            violations += [f"IAM-2 Resource * for {action}: {name}" for action in actions
-                           if action not in iam.WILDCARD_RESOURCE_ACTIONS]
+            violations += [f"IAM-2 Resource * for {action}: {name}" for action in actions if action not in iam.WILDCARD_RESOURCE_ACTIONS]
         if "iam:PassRole" in actions:
             passed = statement.get("Condition", {}).get("StringEquals", {}).get("iam:PassedToService")
             if not passed or any("*" in target for target in targets):
@@ -166,8 +177,7 @@ def image_controls(resources, states) -> list[str]:
             image = state.get("Parameters", {}).get("AlgorithmSpecification", {}).get("TrainingImage")
             if image is not None:
                 uris.append((f"{r.name}.{name}", image))
-    violations = [f"IMG-1 image not pinned by digest alone: {name} {uri}" for name, uri in uris
-                  if not DIGEST_PINNED_IMAGE.fullmatch(uri)]
+    violations = [f"IMG-1 image not pinned by digest alone: {name} {uri}" for name, uri in uris if not DIGEST_PINNED_IMAGE.fullmatch(uri)]
     return violations + (["IMG-1 no image URIs found"] if not uris else [])
 
 
@@ -185,8 +195,9 @@ def kms_controls(resources, states) -> list[str]:
     use that key for it (SNS: GenerateDataKey and Decrypt to publish; S3: GenerateDataKey to write,
     Decrypt to read). A missing grant is a denied call at run time, swallowed by a Catch."""
     grouped = by_type(resources)
-    encrypted_topics = {states[(r.typ, r.name)]["arn"]: r.inputs["kmsMasterKeyId"]
-                        for r in grouped["aws:sns/topic:Topic"] if r.inputs.get("kmsMasterKeyId")}
+    encrypted_topics = {
+        states[(r.typ, r.name)]["arn"]: r.inputs["kmsMasterKeyId"] for r in grouped["aws:sns/topic:Topic"] if r.inputs.get("kmsMasterKeyId")
+    }
     bucket_names = {states[(r.typ, r.name)]["bucket"]: r for r in grouped["aws:s3/bucket:Bucket"]}
     encrypted_buckets = {}
     for r in grouped["aws:s3/bucketServerSideEncryptionConfiguration:BucketServerSideEncryptionConfiguration"]:
@@ -215,8 +226,16 @@ def kms_controls(resources, states) -> list[str]:
     return violations
 
 
-CONTROLS = (bucket_controls, instance_controls, network_controls, iam_controls, state_machine_controls, lambda_controls,
-            image_controls, kms_controls)
+CONTROLS = (
+    bucket_controls,
+    instance_controls,
+    network_controls,
+    iam_controls,
+    state_machine_controls,
+    lambda_controls,
+    image_controls,
+    kms_controls,
+)
 
 STAGED = {
     **VALID_CONFIG,
@@ -234,11 +253,15 @@ PREBUILT_IMAGES = {
 }
 # Each option that changes policies: the dataset Lambda outside the VPC (no database security group
 # then), an always-on host.
-DATASET_OUTSIDE_VPC = {key: value for key, value in {**VALID_CONFIG, "datasetInVpc": "false"}.items()
-                       if key != "databaseSecurityGroupId"}
+DATASET_OUTSIDE_VPC = {key: value for key, value in {**VALID_CONFIG, "datasetInVpc": "false"}.items() if key != "databaseSecurityGroupId"}
 HOST_ALWAYS_ON = {**STAGED, "keepHostRunning": "true"}
-CONFIGURATIONS = {"defaults": VALID_CONFIG, "kms-and-staged-inputs": STAGED, "prebuilt-images": PREBUILT_IMAGES,
-                  "dataset-outside-vpc": DATASET_OUTSIDE_VPC, "host-always-on": HOST_ALWAYS_ON}
+CONFIGURATIONS = {
+    "defaults": VALID_CONFIG,
+    "kms-and-staged-inputs": STAGED,
+    "prebuilt-images": PREBUILT_IMAGES,
+    "dataset-outside-vpc": DATASET_OUTSIDE_VPC,
+    "host-always-on": HOST_ALWAYS_ON,
+}
 
 
 @pytest.mark.parametrize("config", list(CONFIGURATIONS.values()), ids=list(CONFIGURATIONS))
@@ -264,9 +287,11 @@ def test_the_controls_catch_violations(deploy):
     grouped["aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule"][0].inputs["cidrIpv4"] = "0.0.0.0/0"
     policy = grouped["aws:iam/rolePolicy:RolePolicy"][0]
     document = json.loads(policy.inputs["policy"])
-    document["Statement"] += [{"Effect": "Allow", "Action": ["s3:*"], "Resource": ["arn:aws:s3:::x"]},
-                              {"Effect": "Allow", "Action": ["s3:GetObject"], "Resource": "*"},
-                              {"Effect": "Allow", "Action": ["iam:PassRole"], "Resource": "*"}]
+    document["Statement"] += [
+        {"Effect": "Allow", "Action": ["s3:*"], "Resource": ["arn:aws:s3:::x"]},
+        {"Effect": "Allow", "Action": ["s3:GetObject"], "Resource": "*"},
+        {"Effect": "Allow", "Action": ["iam:PassRole"], "Resource": "*"},
+    ]
     policy.inputs["policy"] = json.dumps(document)
     grouped["aws:sfn/stateMachine:StateMachine"][0].inputs["tracingConfiguration"]["enabled"] = False
     grouped["aws:lambda/function:Function"][0].inputs["environment"]["variables"]["DATABASE_PASSWORD"] = "hunter2"
@@ -279,9 +304,18 @@ def test_the_controls_catch_violations(deploy):
         r.inputs["policy"] = json.dumps(document)
     found = [violation for control in CONTROLS for violation in control(resources, states)]
     found += kms_controls(kms_resources, states)
-    for expected in ("S3-4", "EC2-1", "NET-1", "IAM-1 wildcard action s3:*", "IAM-2 Resource * for s3:GetObject",
-                     "IAM-3", "SFN-1 tracing", "LAM-1 secret in environment DATABASE_PASSWORD",
-                     "IMG-1 image not pinned by digest alone: convert-to-gguf", "KMS-1 pipeline-states-policy (NotifyFailure)"):
+    for expected in (
+        "S3-4",
+        "EC2-1",
+        "NET-1",
+        "IAM-1 wildcard action s3:*",
+        "IAM-2 Resource * for s3:GetObject",
+        "IAM-3",
+        "SFN-1 tracing",
+        "LAM-1 secret in environment DATABASE_PASSWORD",
+        "IMG-1 image not pinned by digest alone: convert-to-gguf",
+        "KMS-1 pipeline-states-policy (NotifyFailure)",
+    ):
         assert any(violation.startswith(expected) for violation in found), expected
 
 
@@ -290,13 +324,16 @@ def test_the_wildcard_resource_list_says_why_for_each_action():
         assert re.fullmatch(r"[a-z0-9-]+:[A-Za-z]+", action) and reason.strip(), action
 
 
-@pytest.mark.parametrize("actions, resources, message", [
-    (["s3:*"], ["arn:aws:s3:::b/*"], "must name one action"),
-    (["*"], ["arn:aws:s3:::b/*"], "must name one action"),
-    (["s3:GetObject"], ["*"], "Resource '*' is allowed only for"),
-    (["ec2:DescribeInstances", "ec2:StartInstances"], ["*"], "not ['ec2:StartInstances']"),
-    (["s3:GetObject"], [], "no resources"),
-])
+@pytest.mark.parametrize(
+    "actions, resources, message",
+    [
+        (["s3:*"], ["arn:aws:s3:::b/*"], "must name one action"),
+        (["*"], ["arn:aws:s3:::b/*"], "must name one action"),
+        (["s3:GetObject"], ["*"], "Resource '*' is allowed only for"),
+        (["ec2:DescribeInstances", "ec2:StartInstances"], ["*"], "not ['ec2:StartInstances']"),
+        (["s3:GetObject"], [], "no resources"),
+    ],
+)
 def test_statements_refuse_more_than_their_purpose(actions, resources, message):
     with pytest.raises(iam.PolicyError, match=re.escape(message)):
         iam.Statement("Test", actions, resources)

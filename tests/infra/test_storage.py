@@ -4,7 +4,9 @@ import pulumi
 
 from infra.config import StorageConfig
 
-CONFIG = StorageConfig(checkpoint_retention_days=14, gguf_retention_days=30, noncurrent_version_retention_days=90, incomplete_upload_days=2, kms_key_arn=None)
+CONFIG = StorageConfig(
+    checkpoint_retention_days=14, gguf_retention_days=30, noncurrent_version_retention_days=90, incomplete_upload_days=2, kms_key_arn=None
+)
 
 
 def build(config=CONFIG):
@@ -14,8 +16,15 @@ def build(config=CONFIG):
 
 
 def children_done(storage):
-    return pulumi.Output.all(storage.bucket.id, storage.public_access_block.id, storage.encryption.id,
-                             storage.versioning.id, storage.lifecycle.id, storage.policy.id, storage.ownership.id)
+    return pulumi.Output.all(
+        storage.bucket.id,
+        storage.public_access_block.id,
+        storage.encryption.id,
+        storage.versioning.id,
+        storage.lifecycle.id,
+        storage.policy.id,
+        storage.ownership.id,
+    )
 
 
 @pulumi.runtime.test
@@ -24,7 +33,9 @@ def test_bucket_is_private_encrypted_versioned(mocks):
 
     def check(_):
         [block] = mocks.of_type("aws:s3/bucketPublicAccessBlock:BucketPublicAccessBlock")
-        assert all(block.inputs[flag] is True for flag in ("blockPublicAcls", "blockPublicPolicy", "ignorePublicAcls", "restrictPublicBuckets"))
+        assert all(
+            block.inputs[flag] is True for flag in ("blockPublicAcls", "blockPublicPolicy", "ignorePublicAcls", "restrictPublicBuckets")
+        )
         [encryption] = mocks.of_type("aws:s3/bucketServerSideEncryptionConfiguration:BucketServerSideEncryptionConfiguration")
         assert encryption.inputs["rules"][0]["applyServerSideEncryptionByDefault"]["sseAlgorithm"] == "AES256"
         [versioning] = mocks.of_type("aws:s3/bucketVersioning:BucketVersioning")
@@ -38,8 +49,15 @@ def test_bucket_is_private_encrypted_versioned(mocks):
 @pulumi.runtime.test
 def test_every_resource_is_a_child_of_the_component(mocks):
     storage = build()
-    children = [storage.bucket, storage.public_access_block, storage.encryption, storage.versioning,
-                storage.lifecycle, storage.policy, storage.ownership]
+    children = [
+        storage.bucket,
+        storage.public_access_block,
+        storage.encryption,
+        storage.versioning,
+        storage.lifecycle,
+        storage.policy,
+        storage.ownership,
+    ]
 
     def check(urns):
         assert all("researcher-scorer:storage:ArtifactStorage$aws:s3/" in urn for urn in urns), urns

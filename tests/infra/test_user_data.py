@@ -46,17 +46,20 @@ def test_a_staged_archive_and_checksum_are_used():
     assert 'OLLAMA_ARCHIVE_URL="s3://bucket/tools/ollama-0.12.6.tgz"' in text and f'OLLAMA_SHA256="{"b" * 64}"' in text
 
 
-@pytest.mark.parametrize("settings", [
-    OllamaHostSettings(bind_address="0.0.0.0"),
-    OllamaHostSettings(bind_address="8.8.8.8"),
-    OllamaHostSettings(bind_address="eth0"),
-    OllamaHostSettings(version="latest"),
-    OllamaHostSettings(archive_url="http://insecure/ollama.tgz"),
-    OllamaHostSettings(archive_url='https://x/"; rm -rf /'),
-    OllamaHostSettings(archive_sha256="xyz"),
-    OllamaHostSettings(models_dir="relative/dir"),
-    OllamaHostSettings(port=0),
-])
+@pytest.mark.parametrize(
+    "settings",
+    [
+        OllamaHostSettings(bind_address="0.0.0.0"),
+        OllamaHostSettings(bind_address="8.8.8.8"),
+        OllamaHostSettings(bind_address="eth0"),
+        OllamaHostSettings(version="latest"),
+        OllamaHostSettings(archive_url="http://insecure/ollama.tgz"),
+        OllamaHostSettings(archive_url='https://x/"; rm -rf /'),
+        OllamaHostSettings(archive_sha256="xyz"),
+        OllamaHostSettings(models_dir="relative/dir"),
+        OllamaHostSettings(port=0),
+    ],
+)
 def test_unsafe_or_malformed_settings_are_refused(settings):
     with pytest.raises(UserDataError):
         user_data.render(settings)

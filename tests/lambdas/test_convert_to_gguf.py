@@ -35,8 +35,11 @@ def uploaded(models, bucket):  # noqa: F811
         for path in local.iterdir():
             if path.is_file():
                 s3.upload_file(str(path), bucket, f"{prefix}/{path.name}")
-    return {"base_model_uri": f"s3://{bucket}/models/base", "adapter_uri": f"s3://{bucket}/runs/r1/adapter",
-            "out_uri": f"s3://{bucket}/runs/r1/model.gguf"}
+    return {
+        "base_model_uri": f"s3://{bucket}/models/base",
+        "adapter_uri": f"s3://{bucket}/runs/r1/adapter",
+        "out_uri": f"s3://{bucket}/runs/r1/model.gguf",
+    }
 
 
 def test_converts_and_returns_the_description(uploaded):

@@ -23,8 +23,13 @@ class FakeContext:
 
 def make_secret(database_url: str, **override) -> str:
     params = psycopg2.extensions.parse_dsn(database_url)
-    secret = {"host": params["host"], "port": int(params.get("port", 5432)), "username": params["user"],
-              "password": "unused-with-trust-auth", "dbname": params["dbname"]}
+    secret = {
+        "host": params["host"],
+        "port": int(params.get("port", 5432)),
+        "username": params["user"],
+        "password": "unused-with-trust-auth",
+        "dbname": params["dbname"],
+    }
     secret.update(override)
     return boto3.client("secretsmanager").create_secret(Name=f"db-{uuid.uuid4().hex[:6]}", SecretString=json.dumps(secret))["ARN"]
 
@@ -48,7 +53,9 @@ def test_generate_then_validate_under_the_run_prefix(db, lambda_env):
     assert result["counts"]["total"] == 80
     assert len(json.dumps(result)) < 4096  # URIs and counts, never data (Step Functions: 256 KB)
     keys = {o["Key"] for o in boto3.client("s3").list_objects_v2(Bucket=lambda_env)["Contents"]}
-    assert keys == {f"runs/weekly-2026-11-25/dataset/{n}" for n in ("train.jsonl", "validation.jsonl", "holdout.jsonl", "seeds.jsonl", "manifest.json")}
+    assert keys == {
+        f"runs/weekly-2026-11-25/dataset/{n}" for n in ("train.jsonl", "validation.jsonl", "holdout.jsonl", "seeds.jsonl", "manifest.json")
+    }
     assert result["files"]["train"]["uri"] == f"s3://{lambda_env}/runs/weekly-2026-11-25/dataset/train.jsonl"
     assert result["counts"]["seed_profiles_in_holdout"] == 12
     assert result["training_job_name"] == contracts.training_job_name("weekly-2026-11-25")

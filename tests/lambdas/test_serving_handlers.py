@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import pytest
 
+from lambdas import settings as lambda_settings
 from lambdas.deploy_model import handler as deploy
 from lambdas.promote_model import handler as promote
 from lambdas.rollback_model import handler as rollback
+from lambdas.validate_model.handler import Settings as ValidateModelSettings
 from pipeline import storage
 from pipeline.errors import InvalidArgument
 from pipeline.serving.lifecycle import PromotionError
-from pipeline.serving.stage import ServingSettings
 from tests.pipeline.serving.ollama_contract_server import OllamaContractServer
 
 
@@ -32,23 +33,28 @@ def served(monkeypatch, bucket):
         yield server, bucket
 
 
-@pytest.mark.parametrize("env, message", [
-    ({"ARTIFACT_BUCKET": "b"}, "OLLAMA_URL"),
-    ({"OLLAMA_URL": "http://h", "ARTIFACT_BUCKET": "b", "QUALITY_GATES": "{bad"}, "bad serving setting"),
-    ({"OLLAMA_URL": "http://h", "ARTIFACT_BUCKET": "b", "QUALITY_GATES": "[0.9]"}, "object"),
-    ({"OLLAMA_URL": "http://h", "ARTIFACT_BUCKET": "b", "QUALITY_GATES": '{"pearson": 0.9}'}, "unknown gate"),
-    ({"OLLAMA_URL": "http://h", "ARTIFACT_BUCKET": "b", "VALIDATION_CONCURRENCY": "0"}, "at least 1"),
-])
+@pytest.mark.parametrize(
+    "env, message",
+    [
+        ({"ARTIFACT_BUCKET": "b"}, "OLLAMA_URL"),
+        ({"OLLAMA_URL": "http://h", "ARTIFACT_BUCKET": "b", "QUALITY_GATES": "{bad"}, "QUALITY_GATES"),
+        ({"OLLAMA_URL": "http://h", "ARTIFACT_BUCKET": "b", "QUALITY_GATES": "[0.9]"}, "object"),
+        ({"OLLAMA_URL": "http://h", "ARTIFACT_BUCKET": "b", "QUALITY_GATES": '{"pearson": 0.9}'}, "unknown gate"),
+        ({"OLLAMA_URL": "http://h", "ARTIFACT_BUCKET": "b", "VALIDATION_CONCURRENCY": "0"}, "VALIDATION_CONCURRENCY: must be at least 1"),
+        ({"OLLAMA_URL": "http://h", "ARTIFACT_BUCKET": "b", "VALIDATION_CONCURRENCY": "four"}, "VALIDATION_CONCURRENCY"),
+    ],
+)
 def test_bad_settings_are_named(env, message):
     with pytest.raises(InvalidArgument, match=message):
-        ServingSettings.from_env(env)
+        lambda_settings.from_environment(ValidateModelSettings, env)
 
 
 def test_settings_from_env():
-    settings = ServingSettings.from_env({"OLLAMA_URL": "http://10.0.1.5:11434", "ARTIFACT_BUCKET": "b",
-                                         "QUALITY_GATES": '{"correlation_min": 0.8}', "PRODUCTION_TAG": "prod"})
+    settings = lambda_settings.from_environment(
+        ValidateModelSettings, {"OLLAMA_URL": "http://10.0.1.5:11434", "ARTIFACT_BUCKET": "b", "QUALITY_GATES": '{"correlation_min": 0.8}'}
+    )
     assert settings.artifact_root == "s3://b" and settings.gates.correlation_min == 0.8
-    assert settings.serving.production == "mistral-researcher:prod"
+    assert settings.concurrency == 4 and settings.serving.production == "mistral-researcher:latest"
 
 
 def test_deploy_then_rollback_through_the_handlers(served):

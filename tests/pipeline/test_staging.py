@@ -14,7 +14,7 @@ from pipeline.errors import InvalidArgument
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
-    from pipeline.training.tiny_model import build_tiny_model
+    from pipeline.local.tiny_model import build_tiny_model
 
     return build_tiny_model(tmp_path_factory.mktemp("model") / "tiny", layers=1)
 
@@ -37,7 +37,8 @@ def test_stage_copies_every_model_file_with_a_manifest_written_last(model_dir, b
     manifest = json.loads(staged[staging.STAGED_MANIFEST])
     assert manifest["files"]["tokenizer.model"] == {
         "size": (model_dir / "tokenizer.model").stat().st_size,
-        "sha256": hashlib.sha256((model_dir / "tokenizer.model").read_bytes()).hexdigest()}
+        "sha256": hashlib.sha256((model_dir / "tokenizer.model").read_bytes()).hexdigest(),
+    }
     assert f"at {destination}" in capsys.readouterr().out
 
 
@@ -72,11 +73,14 @@ def test_a_different_model_at_the_destination_is_not_overwritten(model_dir, buck
     assert "model-00001-of-00002.safetensors" in replaced["files"]
 
 
-@pytest.mark.parametrize("remove, error", [
-    ("tokenizer.model", staging.BaseModelIncomplete),
-    ("config.json", staging.BaseModelIncomplete),
-    ("*.safetensors", staging.BaseModelIncomplete),
-])
+@pytest.mark.parametrize(
+    "remove, error",
+    [
+        ("tokenizer.model", staging.BaseModelIncomplete),
+        ("config.json", staging.BaseModelIncomplete),
+        ("*.safetensors", staging.BaseModelIncomplete),
+    ],
+)
 def test_an_incomplete_directory_is_refused_before_any_upload(model_dir, bucket, tmp_path, remove, error):
     import shutil
 

@@ -26,7 +26,7 @@ def test_s3_round_trip_streams_in_multiple_parts(bucket, monkeypatch):
     payload = bytes(range(256)) * (12 * 1024 * 1024 // 256)  # 12 MiB -> 3 parts of 5 MiB max
     with storage.open_write(uri) as out:
         for offset in range(0, len(payload), 1024 * 1024):
-            out.write(payload[offset:offset + 1024 * 1024])
+            out.write(payload[offset : offset + 1024 * 1024])
     head = boto3.client("s3").head_object(Bucket=bucket, Key="runs/r1/big.bin")
     assert head["ContentLength"] == len(payload)
     assert head["ETag"].strip('"').endswith("-3")  # a real multipart upload, not one buffered PUT
@@ -87,8 +87,12 @@ def test_no_aws_credentials_is_a_named_error_not_a_traceback(monkeypatch, tmp_pa
     import boto3
 
     monkeypatch.setattr(boto3, "DEFAULT_SESSION", None)  # no credentials cached by an earlier test
-    for call in (lambda: storage.write_bytes("s3://some-bucket/a", b"x"), lambda: storage.read_bytes("s3://some-bucket/a"),
-                 lambda: storage.exists("s3://some-bucket/a"), lambda: storage.read_range("s3://some-bucket/a", 0, 8)):
+    for call in (
+        lambda: storage.write_bytes("s3://some-bucket/a", b"x"),
+        lambda: storage.read_bytes("s3://some-bucket/a"),
+        lambda: storage.exists("s3://some-bucket/a"),
+        lambda: storage.read_range("s3://some-bucket/a", 0, 8),
+    ):
         with pytest.raises(StorageError, match="credentials"):
             call()
 

@@ -12,9 +12,10 @@ import time
 import types
 import uuid
 import zipfile
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import boto3
 import pytest
@@ -22,11 +23,11 @@ from moto import mock_aws
 
 from infra import asl
 from pipeline import contracts, prompt, storage
-from pipeline.dataset import sample
+from pipeline.contracts import metric_definitions
 from pipeline.errors import PipelineError
+from pipeline.local import sample
 from pipeline.model_files import TOKENIZER_FILES
 from pipeline.serving import ollama as ollama_module
-from pipeline.training.trainer import metric_definitions
 from tests.lambdas.test_dataset_handlers import make_secret
 from tests.pipeline.serving.ollama_contract_server import OllamaContractServer
 
@@ -121,8 +122,13 @@ def inject_api_failures(monkeypatch) -> None:
         if target and key == target[:2]:
             calls[key] = calls.get(key, 0) + 1
             if calls[key] >= target[2]:
-                raise ClientError({"Error": {"Code": "InjectedFailure", "Message": f"{operation_name} failed (injected)"},
-                                   "ResponseMetadata": {"HTTPStatusCode": 400, "RequestId": "injected"}}, operation_name)
+                raise ClientError(
+                    {
+                        "Error": {"Code": "InjectedFailure", "Message": f"{operation_name} failed (injected)"},
+                        "ResponseMetadata": {"HTTPStatusCode": 400, "RequestId": "injected"},
+                    },
+                    operation_name,
+                )
         return original(self, operation_name, api_params)
 
     monkeypatch.setattr(botocore.client.BaseClient, "_make_api_call", make_api_call)
@@ -147,8 +153,9 @@ class World:
                 boto3.client("s3").upload_file(str(path), self.bucket, f"{prefix}/{path.name}")
 
     def start(self, run_id: str, execution_input: dict | None = None) -> str:
-        return self.sfn.start_execution(stateMachineArn=self.state_machine_arn, name=run_id,
-                                        input=json.dumps(execution_input or {}))["executionArn"]
+        return self.sfn.start_execution(stateMachineArn=self.state_machine_arn, name=run_id, input=json.dumps(execution_input or {}))[
+            "executionArn"
+        ]
 
     def wait(self, execution_arn: str, timeout_s: float = 180) -> dict[str, Any]:
         deadline = time.monotonic() + timeout_s
@@ -207,8 +214,14 @@ def _zip(text: str) -> bytes:
 
 @pytest.fixture
 def world(monkeypatch, db, database_url, tiny_model_and_adapter) -> Iterator[World]:
-    for name, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_SESSION_TOKEN": "testing",
-                        "AWS_DEFAULT_REGION": REGION, "AWS_REGION": REGION, "POWERTOOLS_SERVICE_NAME": "test"}.items():
+    for name, value in {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_SESSION_TOKEN": "testing",
+        "AWS_DEFAULT_REGION": REGION,
+        "AWS_REGION": REGION,
+        "POWERTOOLS_SERVICE_NAME": "test",
+    }.items():
         monkeypatch.setenv(name, value)
     from moto.awslambda.models import LambdaFunction
     from moto.stepfunctions.parser.asl.component.common.retry import retrier_decl
@@ -245,8 +258,12 @@ def world(monkeypatch, db, database_url, tiny_model_and_adapter) -> Iterator[Wor
         arns = {}
         for name in FUNCTIONS:
             arns[name] = boto3.client("lambda").create_function(
-                FunctionName=name, Runtime="python3.12", Role=role, Handler="handler.handler",
-                Code={"ZipFile": _zip("# routed in-process by the test\n")})["FunctionArn"]
+                FunctionName=name,
+                Runtime="python3.12",
+                Role=role,
+                Handler="handler.handler",
+                Code={"ZipFile": _zip("# routed in-process by the test\n")},
+            )["FunctionArn"]
         definition = asl.render(definition_values(arns, bucket, role, instance, topic))
         sfn = boto3.client("stepfunctions")
         machine = sfn.create_state_machine(name="training", definition=definition, roleArn=role)["stateMachineArn"]
@@ -260,23 +277,37 @@ def world(monkeypatch, db, database_url, tiny_model_and_adapter) -> Iterator[Wor
 def definition_values(arns: dict[str, str], bucket: str, role: str, instance: str, topic: str) -> dict[str, Any]:
     """Every placeholder of the definition, as the Pulumi program fills them."""
     return {
-        "GenerateDatasetFunctionArn": arns["generate-dataset"], "ValidateDataFunctionArn": arns["validate-data"],
-        "ConvertToGgufFunctionArn": arns["convert-to-gguf"], "DeployModelFunctionArn": arns["deploy-model"],
-        "ValidateModelFunctionArn": arns["validate-model"], "PromoteModelFunctionArn": arns["promote-model"],
-        "RollbackModelFunctionArn": arns["rollback-model"], "ArtifactBucket": bucket,
-        "BaseModelS3Uri": f"s3://{bucket}/base-model", "TrainingImageUri": "123456789012.dkr.ecr.us-east-1.amazonaws.com/train:1",
-        "SageMakerRoleArn": role, "TrainingJobPrefix": JOB_PREFIX, "TrainingInstanceType": "ml.g4dn.xlarge",
-        "TrainingVolumeSizeGb": 50, "TrainingMaxRuntimeSeconds": 7200, "TrainingMaxWaitSeconds": 14400,
-        "TrainingMetricDefinitions": metric_definitions(), "TrainingHyperParameters": {},
-        "TrainingPollSeconds": 60, "OllamaInstanceId": instance, "NotificationTopicArn": topic,
-        "KeepHostRunning": False, "Quantization": "q8_0",
+        "GenerateDatasetFunctionArn": arns["generate-dataset"],
+        "ValidateDataFunctionArn": arns["validate-data"],
+        "ConvertToGgufFunctionArn": arns["convert-to-gguf"],
+        "DeployModelFunctionArn": arns["deploy-model"],
+        "ValidateModelFunctionArn": arns["validate-model"],
+        "PromoteModelFunctionArn": arns["promote-model"],
+        "RollbackModelFunctionArn": arns["rollback-model"],
+        "ArtifactBucket": bucket,
+        "BaseModelS3Uri": f"s3://{bucket}/base-model",
+        "TrainingImageUri": "123456789012.dkr.ecr.us-east-1.amazonaws.com/train:1",
+        "SageMakerRoleArn": role,
+        "TrainingJobPrefix": JOB_PREFIX,
+        "TrainingInstanceType": "ml.g4dn.xlarge",
+        "TrainingVolumeSizeGb": 50,
+        "TrainingMaxRuntimeSeconds": 7200,
+        "TrainingMaxWaitSeconds": 14400,
+        "TrainingMetricDefinitions": metric_definitions(),
+        "TrainingHyperParameters": {},
+        "TrainingPollSeconds": 60,
+        "OllamaInstanceId": instance,
+        "NotificationTopicArn": topic,
+        "KeepHostRunning": False,
+        "Quantization": "q8_0",
     }
 
 
 def sample_definition_values() -> dict[str, Any]:
     arns = {name: f"arn:aws:lambda:{REGION}:123456789012:function:{name}" for name in FUNCTIONS}
-    return definition_values(arns, "artifacts", "arn:aws:iam::123456789012:role/sfn", "i-0123456789abcdef0",
-                             f"arn:aws:sns:{REGION}:123456789012:failures")
+    return definition_values(
+        arns, "artifacts", "arn:aws:iam::123456789012:role/sfn", "i-0123456789abcdef0", f"arn:aws:sns:{REGION}:123456789012:failures"
+    )
 
 
 def _script_training_statuses(monkeypatch, world: World) -> None:
@@ -294,6 +325,3 @@ def _script_training_statuses(monkeypatch, world: World) -> None:
         return response
 
     monkeypatch.setattr(SageMakerModelBackend, "describe_training_job", describe)
-
-
-

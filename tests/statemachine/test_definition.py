@@ -14,8 +14,17 @@ from tests.statemachine.conftest import sample_definition_values
 
 ROOT = Path(__file__).resolve().parents[2]
 ASL_VALIDATOR = ROOT / "node_modules" / ".bin" / "asl-validator"
-SEED_STATES = {"GenerateDataset", "ValidateData", "StartTraining", "WaitForTraining", "CheckStatus", "ConvertToGGUF",
-               "DeployModel", "ValidateModel", "Rollback"}
+SEED_STATES = {
+    "GenerateDataset",
+    "ValidateData",
+    "StartTraining",
+    "WaitForTraining",
+    "CheckStatus",
+    "ConvertToGGUF",
+    "DeployModel",
+    "ValidateModel",
+    "Rollback",
+}
 
 
 @pytest.fixture(scope="module")
@@ -40,9 +49,15 @@ def asl_validator(definition: dict, tmp_path) -> subprocess.CompletedProcess:
 def cfn_lint_errors(definition: dict, tmp_path) -> list[str]:
     from cfnlint.api import lint_all
 
-    template = {"AWSTemplateFormatVersion": "2010-09-09", "Resources": {"TrainingPipeline": {
-        "Type": "AWS::StepFunctions::StateMachine",
-        "Properties": {"RoleArn": "arn:aws:iam::123456789012:role/sfn", "Definition": definition}}}}
+    template = {
+        "AWSTemplateFormatVersion": "2010-09-09",
+        "Resources": {
+            "TrainingPipeline": {
+                "Type": "AWS::StepFunctions::StateMachine",
+                "Properties": {"RoleArn": "arn:aws:iam::123456789012:role/sfn", "Definition": definition},
+            }
+        },
+    }
     path = tmp_path / "template.json"
     path.write_text(json.dumps(template))
     return [f"{match.rule.id}: {match.message}" for match in lint_all(path.read_text())]
@@ -72,7 +87,9 @@ def test_the_seeds_states_are_there_by_name(definition):
     # it left in /opt/ml/model is uploaded. It goes on only if that holds an adapter.
     [max_runtime] = [c for c in definition["States"]["TrainingDone"]["Choices"] if "And" in c]
     assert {(v["Variable"], v["StringEquals"]) for v in max_runtime["And"]} == {
-        ("$.training_status.TrainingJobStatus", "Stopped"), ("$.training_status.SecondaryStatus", "MaxRuntimeExceeded")}
+        ("$.training_status.TrainingJobStatus", "Stopped"),
+        ("$.training_status.SecondaryStatus", "MaxRuntimeExceeded"),
+    }
     assert max_runtime["Next"] == "CheckAdapter"
     assert definition["States"]["AdapterFound"]["Choices"][0]["Next"] == "DescribeHost"
     assert definition["States"]["AdapterFound"]["Default"] == "NoAdapter"

@@ -11,9 +11,27 @@ import pytest
 from pipeline import contracts
 from tests.pipeline.serving.ollama_contract_server import echo_teacher_responder
 
-MAIN_PATH = ["Prepare", "CheckNoOtherExecution", "OnlyExecution", "GenerateDataset", "ValidateData", "DataValid",
-             "StartTraining", "WaitForTraining", "CheckStatus", "TrainingDone", "DescribeHost", "HostStopped",
-             "StartHost", "ConvertToGGUF", "DeployModel", "ValidateModel", "GatesPassed"]
+pytestmark = pytest.mark.slow  # `make test-fast` leaves these out
+
+MAIN_PATH = [
+    "Prepare",
+    "CheckNoOtherExecution",
+    "OnlyExecution",
+    "GenerateDataset",
+    "ValidateData",
+    "DataValid",
+    "StartTraining",
+    "WaitForTraining",
+    "CheckStatus",
+    "TrainingDone",
+    "DescribeHost",
+    "HostStopped",
+    "StartHost",
+    "ConvertToGGUF",
+    "DeployModel",
+    "ValidateModel",
+    "GatesPassed",
+]
 
 
 def teacher_agreeing(world, run_id):
@@ -34,8 +52,11 @@ def run(world, run_id, **execution_input):
 
 
 def test_happy_path_trains_converts_deploys_validates_and_promotes(world):
-    world.training_statuses[:] = [{"TrainingJobStatus": "InProgress"}, {"TrainingJobStatus": "InProgress"},
-                                  {"TrainingJobStatus": "Completed"}]
+    world.training_statuses[:] = [
+        {"TrainingJobStatus": "InProgress"},
+        {"TrainingJobStatus": "InProgress"},
+        {"TrainingJobStatus": "Completed"},
+    ]
     world.ollama.state.responder = teacher_agreeing(world, "run-1")
     result, visited = run(world, "run-1")
     assert result["status"] == "SUCCEEDED", result
@@ -101,8 +122,7 @@ def test_unreachable_ollama_is_retried_then_rolled_back(world, monkeypatch):
     assert result["status"] == "FAILED" and result["error"] == "OllamaUnavailable"
     assert visited.count("DeployModel") == 1 and "Rollback" in visited and "PromoteModel" not in visited
     history = world.sfn.get_execution_history(executionArn=result["executionArn"], maxResults=1000)["events"]
-    scheduled = [e for e in history if e["type"] == "TaskScheduled"
-                 and "deploy-model" in e["taskScheduledEventDetails"]["parameters"]]
+    scheduled = [e for e in history if e["type"] == "TaskScheduled" and "deploy-model" in e["taskScheduledEventDetails"]["parameters"]]
     assert len(scheduled) == 1 + 8  # the first try + the state's Retry (MaxAttempts 8); each with the client's retries
     assert world.pointer() is None and world.host_state() == "stopped"
 
@@ -127,7 +147,6 @@ def test_invalid_data_fails_with_insufficient_data(world):
     result, visited = run(world, "run-9", min_rows=100_000)
     assert result["status"] == "FAILED" and result["error"] == "InsufficientData"
     assert "StartTraining" not in visited and "DataInvalid" in visited
-
 
 
 def test_a_job_stopped_at_max_runtime_with_an_adapter_goes_on(world):
@@ -180,8 +199,12 @@ FAILURES = [
     ("ValidateData", ("lambda", "validate-data"), None, "InjectedFailure"),
     ("StartTraining", ("api", ("sagemaker", "CreateTrainingJob", 1)), None, None),
     ("CheckStatus", ("api", ("sagemaker", "DescribeTrainingJob", 1)), None, None),
-    ("DescribeFailedTraining", ("api", ("sagemaker", "DescribeTrainingJob", 2)),
-     [{"TrainingJobStatus": "Failed", "FailureReason": "CUDA out of memory"}], "TrainingFailed"),
+    (
+        "DescribeFailedTraining",
+        ("api", ("sagemaker", "DescribeTrainingJob", 2)),
+        [{"TrainingJobStatus": "Failed", "FailureReason": "CUDA out of memory"}],
+        "TrainingFailed",
+    ),
     ("CheckAdapter", ("api", ("s3", "ListObjectsV2", 1)), None, None),
     ("DescribeHost", ("api", ("ec2", "DescribeInstances", 1)), None, None),
     ("StartHost", ("api", ("ec2", "StartInstances", 1)), None, None),
@@ -190,15 +213,14 @@ FAILURES = [
     ("ValidateModel", ("lambda", "validate-model"), None, "InjectedFailure"),
     ("PromoteModel", ("lambda", "promote-model"), None, "InjectedFailure"),
     ("Rollback", ("lambda", "rollback-model"), "gates fail", "ValidationFailed"),
-    ("NotifyFailure", ("api", ("sns", "Publish", 1)), [{"TrainingJobStatus": "Failed", "FailureReason": "boom"}],
-     "TrainingFailed"),
+    ("NotifyFailure", ("api", ("sns", "Publish", 1)), [{"TrainingJobStatus": "Failed", "FailureReason": "boom"}], "TrainingFailed"),
     ("StopHost", ("api", ("ec2", "StopInstances", 1)), None, None),
 ]
 
 
 def test_the_failure_matrix_covers_every_task():
-    from tests.statemachine.conftest import sample_definition_values
     from infra import asl
+    from tests.statemachine.conftest import sample_definition_values
 
     states = json.loads(asl.render(sample_definition_values()))["States"]
     assert {name for name, state in states.items() if state["Type"] == "Task"} == {row[0] for row in FAILURES}

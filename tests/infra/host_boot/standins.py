@@ -89,14 +89,18 @@ def systemctl(args: list[str]) -> int:
         return 2
     unit = _unit(Path("/etc/systemd/system") / args[2])
     user = pwd.getpwnam(unit["User"][0])
-    env = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME": user.pw_dir,
-           "USER": user.pw_name, "LOGNAME": user.pw_name, "SHELL": user.pw_shell,
-           "STANDIN_OLLAMA_VERSION": os.environ.get("STANDIN_OLLAMA_VERSION", "")}
+    env = {
+        "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        "HOME": user.pw_dir,
+        "USER": user.pw_name,
+        "LOGNAME": user.pw_name,
+        "SHELL": user.pw_shell,
+        "STANDIN_OLLAMA_VERSION": os.environ.get("STANDIN_OLLAMA_VERSION", ""),
+    }
     for assignment in unit.get("Environment", []):
         name, _, value = assignment.partition("=")
         env[name] = value
-    command = ["setpriv", f"--reuid={user.pw_uid}", f"--regid={unit['Group'][0]}", "--init-groups",
-               *unit["ExecStart"][0].split()]
+    command = ["setpriv", f"--reuid={user.pw_uid}", f"--regid={unit['Group'][0]}", "--init-groups", *unit["ExecStart"][0].split()]
     restart_s = float(unit.get("RestartSec", ["0.1"])[0])
     STATE.mkdir(parents=True, exist_ok=True)
     supervisor = [sys.executable, __file__, "supervise", json.dumps({"command": command, "env": env, "restart_s": restart_s})]
@@ -122,7 +126,7 @@ def aws(args: list[str]) -> int:
         return 2
     source = Path(os.environ["STANDIN_S3_ROOT"]) / args[2].removeprefix("s3://")
     if not source.is_file():
-        print(f"fatal error: An error occurred (404) when calling the HeadObject operation: Key not found", file=sys.stderr)
+        print("fatal error: An error occurred (404) when calling the HeadObject operation: Key not found", file=sys.stderr)
         return 1
     shutil.copyfile(source, args[3])
     return 0
@@ -170,5 +174,4 @@ def imds(args: list[str]) -> int:
 
 if __name__ == "__main__":
     name, rest = sys.argv[1], sys.argv[2:]
-    sys.exit({"ollama": ollama, "systemctl": systemctl, "supervise": supervise, "aws": aws, "logger": logger,
-              "imds": imds}[name](rest))
+    sys.exit({"ollama": ollama, "systemctl": systemctl, "supervise": supervise, "aws": aws, "logger": logger, "imds": imds}[name](rest))

@@ -34,18 +34,25 @@ PRIVATE_IPV4 = "127.0.0.2"  # what the stand-in IMDS reports as the instance's p
 HEALTH_TIMEOUT_S = 20
 SYSTEM_PYTHON = Path("/usr/bin/python3")  # the stand-in Ollama runs as the ollama user, who cannot read /root
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("unshare") or not SYSTEM_PYTHON.is_file(),
-                                reason="needs root, util-linux unshare and /usr/bin/python3 (CI and the dev machine have them)")
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        os.geteuid() != 0 or not shutil.which("unshare") or not SYSTEM_PYTHON.is_file(),
+        reason="needs root, util-linux unshare and /usr/bin/python3 (CI and the dev machine have them)",
+    ),
+]
 
 
 def standin_archive() -> bytes:
     """What Ollama's release archive holds for the script's purposes: bin/ollama (here, the stand-in)."""
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w:gz") as archive:
+
         def add(name: str, data: bytes, mode: int) -> None:
             info = tarfile.TarInfo(name)
             info.size, info.mode = len(data), mode
             archive.addfile(info, io.BytesIO(data))
+
         add("lib/ollama/standins.py", (HERE / "standins.py").read_bytes(), 0o644)
         add("bin/ollama", f'#!/bin/sh\nexec {SYSTEM_PYTHON} /usr/local/lib/ollama/standins.py ollama "$@"\n'.encode(), 0o755)
     return buffer.getvalue()
@@ -74,8 +81,11 @@ mount -t tmpfs tmpfs /usr/local
 mount -t tmpfs tmpfs /var/lib
 ip link set lo up
 ip addr add {IMDS_ADDRESS}/32 dev lo
-{SYSTEM_PYTHON} {HERE / 'standins.py'} imds {IMDS_ADDRESS} {PRIVATE_IPV4} &
-for _ in $(seq 50); do curl -s -o /dev/null -X PUT -H 'X-aws-ec2-metadata-token-ttl-seconds: 1' http://{IMDS_ADDRESS}/latest/api/token && break; sleep 0.1; done
+{SYSTEM_PYTHON} {HERE / "standins.py"} imds {IMDS_ADDRESS} {PRIVATE_IPV4} &
+for _ in $(seq 50); do
+    curl -s -o /dev/null -X PUT -H 'X-aws-ec2-metadata-token-ttl-seconds: 1' http://{IMDS_ADDRESS}/latest/api/token && break
+    sleep 0.1
+done
 {prepare}
 rc=0
 PATH={bin_dir}:$PATH bash {tmp_path}/user-data.sh > {tmp_path}/boot.log 2>&1 || rc=$?
@@ -96,10 +106,13 @@ print(json.dumps({{"rc": rc, "home": home, "home_owner": owner(home), "key_owner
                   "models_owner": owner("/var/lib/ollama/models"), "version": version}}))
 PY
 """
-    done = subprocess.run(["unshare", "--mount", "--net", "--pid", "--fork", "--mount-proc", "bash", "-c", inside],
-                          capture_output=True, text=True, timeout=120,
-                          env={**os.environ, "STANDIN_STATE": str(state), "STANDIN_S3_ROOT": str(s3_root),
-                               "STANDIN_OLLAMA_VERSION": VERSION})
+    done = subprocess.run(
+        ["unshare", "--mount", "--net", "--pid", "--fork", "--mount-proc", "bash", "-c", inside],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "STANDIN_STATE": str(state), "STANDIN_S3_ROOT": str(s3_root), "STANDIN_OLLAMA_VERSION": VERSION},
+    )
     assert done.returncode == 0, done.stderr
     return done, json.loads(done.stdout.strip().splitlines()[-1])
 

@@ -5,10 +5,19 @@ from pipeline.dataset.source import SourceRow
 
 def row(**fields) -> SourceRow:
     values = dict(
-        twitter_id="42", handle="neuro_jane", display_name="Jane Doe", bio="PhD neuroscientist at MIT",
-        likely_is="researcher", category="academia", created_at="2015-03-01",
-        follower_count="1200", location="Boston", score="0.95", reason="PhD neuroscientist.",
-        scored_by="claude-haiku-20240307", handle_rank=1,
+        twitter_id="42",
+        handle="neuro_jane",
+        display_name="Jane Doe",
+        bio="PhD neuroscientist at MIT",
+        likely_is="researcher",
+        category="academia",
+        created_at="2015-03-01",
+        follower_count="1200",
+        location="Boston",
+        score="0.95",
+        reason="PhD neuroscientist.",
+        scored_by="claude-haiku-20240307",
+        handle_rank=1,
     )
     values.update(fields)
     return SourceRow(**values)

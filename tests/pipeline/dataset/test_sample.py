@@ -1,9 +1,9 @@
 from collections import Counter
 
-from pipeline.dataset import sample
-from pipeline.dataset.export import ExportConfig, export_dataset
+from pipeline.dataset.generate import ExportConfig, export_dataset
 from pipeline.dataset.source import ConnectionParams
 from pipeline.dataset.validate import validate_dataset
+from pipeline.local import sample
 
 
 def test_same_seed_same_rows_other_seed_other_rows():
@@ -45,8 +45,9 @@ def test_seed_profiles_are_fixed_known_researchers():
 def test_loaded_sample_exports_to_a_valid_dataset_with_counted_rejects(db, database_url, tmp_path):
     profiles, scores = sample.load_sample(db, 1500, seed=3)
     assert profiles == 1500 + sample.SEED_PROFILE_COUNT
-    manifest = export_dataset(ConnectionParams.from_url(database_url), str(tmp_path),
-                              ExportConfig(progress=False, seed_ids=sample.seed_profile_ids()))
+    manifest = export_dataset(
+        ConnectionParams.from_url(database_url), str(tmp_path), ExportConfig(progress=False, seed_ids=sample.seed_profile_ids())
+    )
     assert manifest["counts"]["seed_profiles_in_holdout"] == sample.SEED_PROFILE_COUNT
     assert manifest["counts"]["rejected"] > 0  # the dirty fraction is counted, not dropped
     assert manifest["counts"]["total"] + manifest["counts"]["rejected"] == manifest["source"]["rows_read"]

@@ -15,11 +15,28 @@ def test_assignment_is_stable_and_close_to_the_fractions():
     assert shares[Split.HOLDOUT] == pytest.approx(0.1, abs=0.02)
 
 
-def test_a_profile_keeps_its_split_when_the_fractions_of_others_change_nothing():
-    # Weekly runs: new profiles arrive, old ones keep their assignment (it depends on the id only).
+def documented_split(twitter_id: str, fractions: SplitFractions) -> Split:
+    """The rule the manifest states ("sha256(twitter_id) position"), computed here independently:
+    the first 8 bytes of the digest as a fraction of 2**64, against the cumulative fractions."""
+    import hashlib
+
+    position = int(hashlib.sha256(twitter_id.encode()).hexdigest()[:16], 16) / 2**64
+    if position < fractions.train:
+        return Split.TRAIN
+    return Split.VALIDATION if position < fractions.train + fractions.validation else Split.HOLDOUT
+
+
+def test_a_profile_keeps_its_split_from_week_to_week():
+    """Weekly runs: the split depends on the id alone (never on which other profiles arrived, or
+    their order), so a held-out profile never enters training later."""
     fractions = SplitFractions()
-    holdout = [i for i in map(str, range(5000)) if assign_split(i, fractions, frozenset()) is Split.HOLDOUT]
-    assert holdout and all(assign_split(i, fractions, frozenset()) is Split.HOLDOUT for i in holdout)
+    week_one = [str(10**15 + i) for i in range(3000)]
+    week_two = [str(10**15 + i) for i in range(6000)][::-1]  # more profiles, another order
+    first = {i: assign_split(i, fractions, frozenset()) for i in week_one}
+    second = {i: assign_split(i, fractions, frozenset()) for i in week_two}
+    assert all(second[i] is first[i] for i in week_one)
+    assert all(first[i] is documented_split(i, fractions) for i in week_one)
+    assert documented_split("1", fractions) is assign_split("1", fractions, frozenset())
 
 
 def test_seed_profiles_are_always_held_out_as_seeds():

@@ -3,10 +3,9 @@ import json
 import pytest
 
 from pipeline import prompt
-from pipeline.dataset import export, source, validate
+from pipeline.dataset import generate, source, validate
 from pipeline.dataset.split import SplitFractions
 from tests.factories import load_rows, researchers
-
 
 SEED_PROFILES = 12
 
@@ -15,8 +14,11 @@ def export_with_seeds(db, database_url, directory, seed_count: int):
     rows = researchers(60)
     load_rows(db, rows)
     seed_ids = frozenset(profile.twitter_id for profile, _ in rows[:seed_count])
-    export.export_dataset(source.ConnectionParams.from_url(database_url), str(directory),
-                          export.ExportConfig(progress=False, fractions=SplitFractions(0.5, 0.25, 0.25), seed_ids=seed_ids))
+    generate.export_dataset(
+        source.ConnectionParams.from_url(database_url),
+        str(directory),
+        generate.ExportConfig(progress=False, fractions=SplitFractions(0.5, 0.25, 0.25), seed_ids=seed_ids),
+    )
     return directory
 
 
@@ -99,8 +101,9 @@ def test_missing_file(dataset):
 
 def test_class_imbalance_is_a_warning_not_a_failure(db, database_url, tmp_path):
     from tests.factories import profile, score
+
     load_rows(db, [(profile(str(i)), [score(str(i), "0.01")]) for i in range(40)])
-    export.export_dataset(source.ConnectionParams.from_url(database_url), str(tmp_path), export.ExportConfig(progress=False))
+    generate.export_dataset(source.ConnectionParams.from_url(database_url), str(tmp_path), generate.ExportConfig(progress=False))
     result = validate.validate_dataset(str(tmp_path), min_rows=10, min_seed_profiles=0)
     assert result.valid
     assert result.warnings == ["class imbalance: 0.0% of rows score >= 0.5"]

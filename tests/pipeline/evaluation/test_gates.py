@@ -8,12 +8,19 @@ import pytest
 from pipeline.errors import InvalidArgument
 from pipeline.evaluation import gates
 from pipeline.evaluation.gates import QualityGates
-from pipeline.serving.scorer import Profile, ScoreResult
+from pipeline.scoring.scorer import Profile, ScoreResult
 
 
 def result(teacher: float, model: float | None, latency: float = 0.5, handle: str = "h") -> ScoreResult:
-    return ScoreResult(Profile(handle, "i", teacher), latency, 100, 30, score=model,
-                       error="" if model is not None else "not_json", handle_matches=model is not None)
+    return ScoreResult(
+        Profile(handle, "i", teacher),
+        latency,
+        100,
+        30,
+        score=model,
+        error="" if model is not None else "not_json",
+        handle_matches=model is not None,
+    )
 
 
 def passing_sets():
@@ -34,11 +41,14 @@ def test_a_good_model_passes_every_gate():
     assert metrics["mae"] == 0.0 and metrics["valid_json_rate"] == 1.0
 
 
-@pytest.mark.parametrize("gate, change", [
-    ("seed_mean", lambda h, s: [result(0.9, 0.75) for _ in s]),  # exactly the threshold: > fails
-    ("seed_min", lambda h, s: s[:-1] + [result(0.9, 0.5)]),
-    ("latency_p50_s", lambda h, s: [result(r.profile.teacher_score, r.score, latency=6.0) for r in s]),
-])
+@pytest.mark.parametrize(
+    "gate, change",
+    [
+        ("seed_mean", lambda h, s: [result(0.9, 0.75) for _ in s]),  # exactly the threshold: > fails
+        ("seed_min", lambda h, s: s[:-1] + [result(0.9, 0.5)]),
+        ("latency_p50_s", lambda h, s: [result(r.profile.teacher_score, r.score, latency=6.0) for r in s]),
+    ],
+)
 def test_each_seed_and_latency_threshold_fails_alone(gate, change):
     holdout, seeds = passing_sets()
     new_seeds = change(holdout, seeds)
@@ -97,9 +107,24 @@ def test_empty_sets_are_a_clear_error():
 
 
 def test_thresholds_default_to_the_seed_and_bad_ones_are_refused():
-    assert QualityGates().as_dict() == {"seed_mean_min": 0.75, "seed_min_min": 0.5, "correlation_min": 0.85,
-                                        "latency_p50_max_s": 5.0, "latency_p95_max_s": 5.0, "valid_json_rate_min": 0.98}
+    assert QualityGates().as_dict() == {
+        "seed_mean_min": 0.75,
+        "seed_min_min": 0.5,
+        "correlation_min": 0.85,
+        "latency_p50_max_s": 5.0,
+        "latency_p95_max_s": 5.0,
+        "valid_json_rate_min": 0.98,
+    }
     assert QualityGates.from_mapping({"correlation_min": "0.8"}).correlation_min == 0.8
     for bad in ({"seed_mean_min": 1.5}, {"latency_p95_max_s": 0}, {"corelation_min": 0.8}, {"seed_min_min": "x"}):
         with pytest.raises(InvalidArgument):
             QualityGates.from_mapping(bad)
+
+
+def test_every_gate_rule_is_a_threshold_and_evaluated_once():
+    from dataclasses import asdict, fields
+
+    from pipeline import contracts
+
+    assert [field.name for field in fields(QualityGates)] == [rule.name for rule in contracts.GATES]
+    assert asdict(QualityGates()) == {rule.name: rule.default for rule in contracts.GATES}

@@ -45,11 +45,29 @@ def ensure_converter() -> Path:
     script = SOURCE_CACHE / f"llama_cpp_python-{LLAMA_CPP_VERSION}" / "vendor" / "llama.cpp" / "convert_hf_to_gguf.py"
     if not script.is_file():
         SOURCE_CACHE.mkdir(parents=True, exist_ok=True)
-        subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--no-binary", ":all:",
-                        f"llama-cpp-python=={LLAMA_CPP_VERSION}", "-d", str(SOURCE_CACHE)], check=True)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "--quiet",
+                "--no-deps",
+                "--no-binary",
+                ":all:",
+                f"llama-cpp-python=={LLAMA_CPP_VERSION}",
+                "-d",
+                str(SOURCE_CACHE),
+            ],
+            check=True,
+        )
         with tarfile.open(SOURCE_CACHE / f"llama_cpp_python-{LLAMA_CPP_VERSION}.tar.gz") as archive:
-            members = [m for m in archive.getmembers() if "/vendor/llama.cpp/" in m.name and
-                       ("/conversion/" in m.name or "/gguf-py/" in m.name or m.name.endswith("convert_hf_to_gguf.py"))]
+            members = [
+                m
+                for m in archive.getmembers()
+                if "/vendor/llama.cpp/" in m.name
+                and ("/conversion/" in m.name or "/gguf-py/" in m.name or m.name.endswith("convert_hf_to_gguf.py"))
+            ]
             archive.extractall(SOURCE_CACHE, members=members, filter="data")
     return script
 
@@ -60,6 +78,7 @@ def llama_cpp_converter() -> Path:
 
 
 def run_converter(script: Path, model_dir: Path, out: Path, outtype: str = "f16") -> Path:
-    subprocess.run([sys.executable, str(script), str(model_dir), "--outtype", outtype, "--outfile", str(out)],
-                   check=True, capture_output=True)
+    subprocess.run(
+        [sys.executable, str(script), str(model_dir), "--outtype", outtype, "--outfile", str(out)], check=True, capture_output=True
+    )
     return out

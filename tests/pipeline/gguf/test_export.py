@@ -10,8 +10,10 @@ import torch
 from gguf import GGMLQuantizationType, GGUFReader
 
 from pipeline import prompt, storage
-from pipeline.gguf import export, quant
+from pipeline.gguf import convert, quant
 from tests.pipeline.gguf.conftest import run_converter
+
+pytestmark = pytest.mark.slow  # `make test-fast` leaves these out
 
 ADAPTED = ("attn_q", "attn_k", "attn_v", "attn_output")
 TEXT = "Score this profile.\nhandle: neuro_jane\nbio: Associate Professor of neuroscience 🧠 at MIT"
@@ -28,13 +30,19 @@ def raw(tensor) -> np.ndarray:
 @pytest.fixture(scope="module")
 def exports(models, tmp_path_factory):
     out = tmp_path_factory.mktemp("exports")
-    return {kind: Path(export.export_gguf(str(models.base), str(models.adapter), str(out / f"{kind.value}.gguf"), kind,
-                                          threads=2, progress=False)["out_uri"])
-            for kind in quant.OutputType}
+    return {
+        kind: Path(
+            convert.export_gguf(str(models.base), str(models.adapter), str(out / f"{kind.value}.gguf"), kind, threads=2, progress=False)[
+                "out_uri"
+            ]
+        )
+        for kind in quant.OutputType
+    }
 
 
 def hf_prompt_ids(models) -> list[int]:
     from transformers import AutoTokenizer
+
     return prompt.prompt_token_ids(AutoTokenizer.from_pretrained(str(models.base)), TEXT)
 
 
@@ -86,9 +94,11 @@ def test_f16_logits_are_as_good_as_llama_cpps_own_converter(models, exports, lla
 
 def f16_ulps_apart(ours: np.ndarray, theirs: np.ndarray) -> np.ndarray:
     """How many representable f16 values lie between two f16 arrays, element by element."""
+
     def ordered(values: np.ndarray) -> np.ndarray:
         bits = values.view(np.int16).astype(np.int32)
         return np.where(bits < 0, -(bits & 0x7FFF), bits)  # sign-magnitude -> a monotonic integer line
+
     return np.abs(ordered(ours) - ordered(theirs))
 
 
@@ -125,7 +135,7 @@ def test_merge_is_float32_exact_to_peft(models):
     base = {}
     for path in sorted(Path(models.base).glob("*.safetensors")):
         base.update(load_file(str(path)))
-    adapter = export._load_adapter(str(models.adapter))
+    adapter = convert._load_adapter(str(models.adapter))
     lora, scaling = adapter[0], adapter[1]
     assert lora, "the fixture's adapter has LoRA pairs"
     for name, (a, b) in lora.items():
@@ -148,8 +158,9 @@ def test_q4_k_m_matches_llama_model_quantize_of_our_f16(exports, tmp_path):
     for name, tensor in ours.items():
         assert tensor.tensor_type == theirs[name].tensor_type, name
         assert np.array_equal(raw(tensor), raw(theirs[name])), name
-    q6 = sorted(int(name.split(".")[1]) for name, t in ours.items()
-                if t.tensor_type == GGMLQuantizationType.Q6_K and name.endswith("attn_v.weight"))
+    q6 = sorted(
+        int(name.split(".")[1]) for name, t in ours.items() if t.tensor_type == GGMLQuantizationType.Q6_K and name.endswith("attn_v.weight")
+    )
     assert q6 == [0, 3, 6, 7]  # use_more_bits for 8 layers
     assert ours["output.weight"].tensor_type == GGMLQuantizationType.Q6_K
     assert ours["blk.1.attn_q.weight"].tensor_type == GGMLQuantizationType.Q4_K
@@ -169,6 +180,7 @@ def test_description_file(exports):
     path = exports[quant.OutputType.Q4_K_M]
     description = json.loads(Path(f"{path}.json").read_text())
     import hashlib
+
     assert description["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
     assert description["size"] == path.stat().st_size
     assert description["tensor_types"]["Q6_K"] == 2 * 4 + 1 and description["quantization"] == "q4_k_m"
@@ -211,7 +223,7 @@ def test_s3_round_trip_reads_ranges_and_writes_the_same_bytes(models, exports, b
     original = storage.read_range
     monkeypatch.setattr(storage, "read_range", lambda uri, start, end: reads.append((uri, start, end)) or original(uri, start, end))
     out = f"s3://{bucket}/runs/r1/model.gguf"
-    description = export.export_gguf(base, adapter, out, quant.OutputType.Q4_K_M, threads=2, progress=False)
+    description = convert.export_gguf(base, adapter, out, quant.OutputType.Q4_K_M, threads=2, progress=False)
     assert storage.read_bytes(out) == exports[quant.OutputType.Q4_K_M].read_bytes()
     weights_size = (models.base / "model.safetensors").stat().st_size
     weight_reads = [end - start for uri, start, end in reads if uri.endswith("base/model.safetensors")]
@@ -226,6 +238,7 @@ def test_s3_round_trip_reads_ranges_and_writes_the_same_bytes(models, exports, b
 
 def _clone(src: Path, dst: Path) -> Path:
     import shutil
+
     shutil.copytree(src, dst)
     return dst
 
@@ -233,7 +246,7 @@ def _clone(src: Path, dst: Path) -> Path:
 def _expect_failure(error, base, adapter, tmp_path, match):
     out = tmp_path / "out" / "model.gguf"
     with pytest.raises(error, match=match):
-        export.export_gguf(str(base), str(adapter), str(out), threads=2, progress=False)
+        convert.export_gguf(str(base), str(adapter), str(out), threads=2, progress=False)
     assert not out.exists() and not Path(f"{out}.json").exists()
 
 
@@ -241,10 +254,15 @@ def test_adapter_of_another_base_names_the_tensor(models, tmp_path):
     from peft import LoraConfig, get_peft_model
     from transformers import MistralConfig, MistralForCausalLM
 
-    other = MistralForCausalLM(MistralConfig(vocab_size=2000, hidden_size=128, intermediate_size=256, num_hidden_layers=8,
-                                             num_attention_heads=4, num_key_value_heads=2))
+    other = MistralForCausalLM(
+        MistralConfig(
+            vocab_size=2000, hidden_size=128, intermediate_size=256, num_hidden_layers=8, num_attention_heads=4, num_key_value_heads=2
+        )
+    )
     get_peft_model(other, LoraConfig(r=4, target_modules=["q_proj"], init_lora_weights=False)).save_pretrained(str(tmp_path / "adapter"))
-    _expect_failure(export.AdapterMismatch, models.base, tmp_path / "adapter", tmp_path, r"model\.layers\.\d+\.self_attn\.q_proj\.weight.*another base")
+    _expect_failure(
+        convert.AdapterMismatch, models.base, tmp_path / "adapter", tmp_path, r"model\.layers\.\d+\.self_attn\.q_proj\.weight.*another base"
+    )
 
 
 def test_adapter_targeting_unknown_modules(models, tmp_path):
@@ -253,7 +271,7 @@ def test_adapter_targeting_unknown_modules(models, tmp_path):
     adapter = _clone(models.adapter, tmp_path / "adapter")
     weights = load_file(str(adapter / "adapter_model.safetensors"))
     save_file({key.replace("q_proj", "qkv_fused"): value for key, value in weights.items()}, str(adapter / "adapter_model.safetensors"))
-    _expect_failure(export.AdapterMismatch, models.base, adapter, tmp_path, "does not have: .*qkv_fused")
+    _expect_failure(convert.AdapterMismatch, models.base, adapter, tmp_path, "does not have: .*qkv_fused")
 
 
 def test_truncated_and_corrupt_safetensors(models, tmp_path):
@@ -271,7 +289,7 @@ def test_truncated_and_corrupt_safetensors(models, tmp_path):
 def test_missing_tokenizer_model(models, tmp_path):
     base = _clone(models.base, tmp_path / "base")
     (base / "tokenizer.model").unlink()
-    _expect_failure(export.MissingTokenizer, base, models.adapter, tmp_path, "tokenizer.model")
+    _expect_failure(convert.MissingTokenizer, base, models.adapter, tmp_path, "tokenizer.model")
 
 
 def test_other_architectures_are_refused(models, tmp_path):
@@ -279,11 +297,11 @@ def test_other_architectures_are_refused(models, tmp_path):
     config = json.loads((base / "config.json").read_text())
     config["model_type"] = "gpt2"
     (base / "config.json").write_text(json.dumps(config))
-    _expect_failure(export.UnsupportedModel, base, models.adapter, tmp_path, "gpt2")
+    _expect_failure(convert.UnsupportedModel, base, models.adapter, tmp_path, "gpt2")
 
 
 def test_missing_s3_object_is_named(models, bucket, tmp_path):
-    _expect_failure(export.UnsupportedModel, f"s3://{bucket}/models/nothing", models.adapter, tmp_path, "config.json")
+    _expect_failure(convert.UnsupportedModel, f"s3://{bucket}/models/nothing", models.adapter, tmp_path, "config.json")
 
 
 def test_type_rules():
@@ -307,8 +325,15 @@ def test_the_budget_accepts_mistral_7b_on_a_lambda_and_refuses_what_cannot_fit()
         return SimpleNamespace(source=TensorRef("t", "s3://b/k", "BF16", (rows, cols), 0, rows * cols * 2), kind=kind)
 
     q4, q6 = GGMLQuantizationType.Q4_K, GGMLQuantizationType.Q6_K
-    layer = [tensor(4096, 4096, q4), tensor(1024, 4096, q4), tensor(1024, 4096, q6), tensor(4096, 4096, q4),
-             tensor(14336, 4096, q4), tensor(14336, 4096, q4), tensor(4096, 14336, q6)]
+    layer = [
+        tensor(4096, 4096, q4),
+        tensor(1024, 4096, q4),
+        tensor(1024, 4096, q6),
+        tensor(4096, 4096, q4),
+        tensor(14336, 4096, q4),
+        tensor(14336, 4096, q4),
+        tensor(4096, 14336, q6),
+    ]
     mistral = [tensor(32000, 4096, q4), tensor(32000, 4096, q6)] + layer * 32
     estimate = budget.estimate(mistral, threads=6, adapter_bytes=30 * 2**20)
     budget.check(estimate, seconds_available=870, memory_mb=10_240)  # fits
@@ -323,12 +348,12 @@ def test_dora_adapters_and_incomplete_configs_are_refused(models, tmp_path):
     adapter = _clone(models.adapter, tmp_path / "dora")
     config = json.loads((adapter / "adapter_config.json").read_text())
     (adapter / "adapter_config.json").write_text(json.dumps({**config, "use_dora": True}))
-    _expect_failure(export.AdapterMismatch, models.base, adapter, tmp_path, "DoRA")
+    _expect_failure(convert.AdapterMismatch, models.base, adapter, tmp_path, "DoRA")
     base = _clone(models.base, tmp_path / "base")
     base_config = json.loads((base / "config.json").read_text())
     del base_config["num_hidden_layers"]
     (base / "config.json").write_text(json.dumps(base_config))
-    _expect_failure(export.UnsupportedModel, base, models.adapter, tmp_path, "num_hidden_layers")
+    _expect_failure(convert.UnsupportedModel, base, models.adapter, tmp_path, "num_hidden_layers")
 
 
 def test_sharded_checkpoints_export_the_same_bytes(models, exports, tmp_path):
@@ -344,6 +369,7 @@ def test_sharded_checkpoints_export_the_same_bytes(models, exports, tmp_path):
     for name in TOKENIZER_FILES:
         if (models.base / name).is_file():
             shutil.copy2(models.base / name, sharded / name)
-    description = export.export_gguf(str(sharded), str(models.adapter), str(tmp_path / "sharded.gguf"), quant.OutputType.Q4_K_M,
-                                     threads=2, progress=False)
+    description = convert.export_gguf(
+        str(sharded), str(models.adapter), str(tmp_path / "sharded.gguf"), quant.OutputType.Q4_K_M, threads=2, progress=False
+    )
     assert description["sha256"] == json.loads(Path(f"{exports[quant.OutputType.Q4_K_M]}.json").read_text())["sha256"]

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
@@ -26,30 +26,41 @@ def client(ollama) -> Iterator[OllamaClient]:
 
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> Path:
-    from pipeline.training.tiny_model import build_tiny_model
+    from pipeline.local.tiny_model import build_tiny_model
 
     return build_tiny_model(tmp_path_factory.mktemp("serving-model") / "base", layers=2)
 
 
 @pytest.fixture(scope="session")
 def tiny_gguf(tiny_model_dir, tmp_path_factory) -> Path:
-    from pipeline.gguf import export, quant
+    from pipeline.gguf import convert, quant
 
     out = tmp_path_factory.mktemp("serving-gguf") / "model.gguf"
-    export.export_gguf(str(tiny_model_dir), None, str(out), quant.OutputType.Q8_0, threads=2, progress=False)
+    convert.export_gguf(str(tiny_model_dir), None, str(out), quant.OutputType.Q8_0, threads=2, progress=False)
     return out
 
 
 def instruction(handle: str, bio: str = "Professor of physics at ETH Zurich.") -> str:
-    return prompt.format_instruction(handle=handle, display_name="Dr. Example", bio=bio, created_at="2015-03-01",
-                                     follower_count="1200", location="Zurich", scored_by=prompt.DEFAULT_INFERENCE_TEACHER)
+    return prompt.format_instruction(
+        handle=handle,
+        display_name="Dr. Example",
+        bio=bio,
+        created_at="2015-03-01",
+        follower_count="1200",
+        location="Zurich",
+        scored_by=prompt.DEFAULT_INFERENCE_TEACHER,
+    )
 
 
 def write_profiles(path: Path, scores: dict[str, float]) -> Path:
     """A dataset JSONL file (holdout.jsonl / seeds.jsonl rows) with these teacher scores."""
     import json
 
-    lines = [json.dumps({"instruction": instruction(handle), "output": prompt.format_answer(handle, score, "teacher reason")},
-                        ensure_ascii=False) for handle, score in scores.items()]
+    lines = [
+        json.dumps(
+            {"instruction": instruction(handle), "output": prompt.format_answer(handle, score, "teacher reason")}, ensure_ascii=False
+        )
+        for handle, score in scores.items()
+    ]
     path.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
     return path

@@ -16,9 +16,10 @@ import json
 import re
 import threading
 from collections import Counter, defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Callable
+from typing import Any
 
 BLOB = re.compile(r"^/api/blobs/(sha256:[0-9a-f]{64})$")
 Responder = Callable[[str, dict[str, Any]], str]  # (model, request body) -> response text
@@ -121,8 +122,12 @@ class _Handler(BaseHTTPRequestHandler):
             missing = [digest for digest in files.values() if digest not in state.blobs]
             if missing:
                 return self._reply(400, {"error": f"blob {missing[0]} not found"})
-            manifest = {"files": files, "template": body.get("template", ""), "system": body.get("system", ""),
-                        "parameters": body.get("parameters", {})}
+            manifest = {
+                "files": files,
+                "template": body.get("template", ""),
+                "system": body.get("system", ""),
+                "parameters": body.get("parameters", {}),
+            }
             with self.lock:
                 state.models[_normalise(body["model"])] = manifest
             return self._reply(200, {"status": "success"})
@@ -139,14 +144,27 @@ class _Handler(BaseHTTPRequestHandler):
                     return self._reply(404, {"error": f"model '{body['model']}' not found"})
             return self._reply(200)
         if key == "GET /api/tags":
-            return self._reply(200, {"models": [{"name": name, "model": name, "digest": state.digest(manifest)}
-                                                for name, manifest in sorted(state.models.items())]})
+            return self._reply(
+                200,
+                {
+                    "models": [
+                        {"name": name, "model": name, "digest": state.digest(manifest)} for name, manifest in sorted(state.models.items())
+                    ]
+                },
+            )
         if key == "POST /api/show":
             manifest = state.models.get(_normalise(body["model"]))
             if manifest is None:
                 return self._reply(404, {"error": f"model '{body['model']}' not found"})
-            return self._reply(200, {"template": manifest["template"], "system": manifest["system"],
-                                     "parameters": manifest["parameters"], "details": {"format": "gguf"}})
+            return self._reply(
+                200,
+                {
+                    "template": manifest["template"],
+                    "system": manifest["system"],
+                    "parameters": manifest["parameters"],
+                    "details": {"format": "gguf"},
+                },
+            )
         if key == "POST /api/generate":
             name = _normalise(body["model"])
             if name not in state.models:
@@ -156,9 +174,17 @@ class _Handler(BaseHTTPRequestHandler):
             with self.lock:
                 state.generate_requests.append(body)
             text = state.responder(name, body)
-            return self._reply(200, {"model": body["model"], "response": text, "done": True,
-                                     "prompt_eval_count": len(body["prompt"]) // 4, "eval_count": len(text) // 4,
-                                     "total_duration": 1})
+            return self._reply(
+                200,
+                {
+                    "model": body["model"],
+                    "response": text,
+                    "done": True,
+                    "prompt_eval_count": len(body["prompt"]) // 4,
+                    "eval_count": len(text) // 4,
+                    "total_duration": 1,
+                },
+            )
         return self._reply(404, {"error": f"no route {key}"})
 
 
@@ -182,7 +208,7 @@ class OllamaContractServer:
         """The next ``times`` calls of ``endpoint`` get their connection closed without an answer."""
         self.state.drops[endpoint] += times
 
-    def __enter__(self) -> "OllamaContractServer":
+    def __enter__(self) -> OllamaContractServer:
         self._thread.start()
         return self
 

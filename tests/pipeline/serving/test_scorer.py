@@ -8,29 +8,35 @@ import pytest
 
 from pipeline import prompt
 from pipeline.errors import InvalidArgument
-from pipeline.serving import scorer
+from pipeline.scoring import scorer
 from pipeline.serving.ollama import OllamaClient, RetryPolicy
 from tests.pipeline.serving.conftest import instruction
 from tests.pipeline.serving.ollama_contract_server import echo_teacher_responder
 
 
-@pytest.mark.parametrize("text, score", [
-    ('{"handle":"a","score":"0.95","reason":"r"}', 0.95),
-    ('```json\n{"handle":"a","score":0.4,"reason":"r"}\n```', 0.4),
-    ('Here you go: {"handle": "a", "score": "1", "reason": "r"} thanks', 1.0),
-])
+@pytest.mark.parametrize(
+    "text, score",
+    [
+        ('{"handle":"a","score":"0.95","reason":"r"}', 0.95),
+        ('```json\n{"handle":"a","score":0.4,"reason":"r"}\n```', 0.4),
+        ('Here you go: {"handle": "a", "score": "1", "reason": "r"} thanks', 1.0),
+    ],
+)
 def test_forgiving_where_safe(text, score):
     assert prompt.parse_model_answer(text).score == score
 
 
-@pytest.mark.parametrize("text, reason", [
-    ("no json here", "not_json"),
-    ('{"handle":"a","score":"1.2","reason":"r"}', "score_out_of_range"),
-    ('{"handle":"a","score":"high","reason":"r"}', "score_not_a_number"),
-    ('{"handle":"","score":"0.5","reason":"r"}', "empty_handle"),
-    ('{"handle":"a","score":"0.5"}', "empty_reason"),
-    ('{"handle":"a","score":"0.5","reason":"r"', "not_json"),  # cut off at num_predict
-])
+@pytest.mark.parametrize(
+    "text, reason",
+    [
+        ("no json here", "not_json"),
+        ('{"handle":"a","score":"1.2","reason":"r"}', "score_out_of_range"),
+        ('{"handle":"a","score":"high","reason":"r"}', "score_not_a_number"),
+        ('{"handle":"","score":"0.5","reason":"r"}', "empty_handle"),
+        ('{"handle":"a","score":"0.5"}', "empty_reason"),
+        ('{"handle":"a","score":"0.5","reason":"r"', "not_json"),  # cut off at num_predict
+    ],
+)
 def test_strict_where_it_matters(text, reason):
     with pytest.raises(prompt.AnswerError) as caught:
         prompt.parse_model_answer(text)
@@ -57,15 +63,19 @@ def test_a_failed_request_is_a_counted_failure_not_a_stopped_batch(ollama, tmp_p
     ollama.state.responder = echo_teacher_responder({})
     ollama.fail("POST /api/generate", 500, 500)  # two attempts fail: the first profile gives up
     with OllamaClient(ollama.url, retry=RetryPolicy(attempts=2), sleep=lambda s: None) as client:
-        results = scorer.score_profiles([scorer.OllamaBackend(client, "m:1")],
-                                        [scorer.Profile(h, instruction(h), 0.5) for h in ("a", "b")], progress=False)
+        results = scorer.score_profiles(
+            [scorer.OllamaBackend(client, "m:1")], [scorer.Profile(h, instruction(h), 0.5) for h in ("a", "b")], progress=False
+        )
     assert [r.error for r in results] == ["request_failed", ""] and results[1].ok
 
 
 def test_read_profiles_names_a_bad_line(tmp_path):
+    """Profiles are read through the dataset's one row reader: refused as ValidateData refuses them."""
+    from pipeline.dataset.rows import MalformedRow
+
     path = tmp_path / "holdout.jsonl"
     path.write_text(json.dumps({"instruction": "i", "output": prompt.format_answer("a", 0.5, "r")}) + "\nnot json\n")
-    with pytest.raises(Exception, match="line 2"):
+    with pytest.raises(MalformedRow, match="holdout.jsonl line 1: instruction does not follow the template"):
         scorer.read_profiles(str(path))
 
 

@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.dataset import records, sample
+from pipeline.dataset import records
 from pipeline.dataset.source import SourceRow
+from pipeline.local import sample
 
 
 def write_dataset(directory: Path, train_rows: int, validation_rows: int, seed: int = 11) -> Path:
@@ -18,20 +19,32 @@ def write_dataset(directory: Path, train_rows: int, validation_rows: int, seed: 
         if not scores:
             continue
         score = scores[0]
-        row = SourceRow(profile.twitter_id, profile.username, profile.display_name, profile.bio, profile.likely_is,
-                        profile.category, profile.created_at.date().isoformat(), str(profile.follower_count),
-                        profile.location, score.score, score.reason, score.scored_by, 1)
+        row = SourceRow(
+            profile.twitter_id,
+            profile.username,
+            profile.display_name,
+            profile.bio,
+            profile.likely_is,
+            profile.category,
+            profile.created_at.date().isoformat(),
+            str(profile.follower_count),
+            profile.location,
+            score.score,
+            score.reason,
+            score.scored_by,
+            1,
+        )
         example = records.to_example(row)
         if isinstance(example, records.Example):
             examples.append(example.to_jsonl())
     (directory / "train.jsonl").write_text("".join(examples[:train_rows]))
-    (directory / "validation.jsonl").write_text("".join(examples[train_rows:train_rows + validation_rows]))
+    (directory / "validation.jsonl").write_text("".join(examples[train_rows : train_rows + validation_rows]))
     return directory
 
 
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> Path:
-    from pipeline.training.tiny_model import build_tiny_model
+    from pipeline.local.tiny_model import build_tiny_model
 
     return build_tiny_model(tmp_path_factory.mktemp("tiny-model"), layers=2)
 

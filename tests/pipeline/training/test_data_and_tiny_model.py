@@ -4,6 +4,7 @@ import pytest
 from transformers import LlamaTokenizer
 
 from pipeline import prompt
+from pipeline.dataset.rows import DatasetRow
 from pipeline.training import data
 
 
@@ -32,7 +33,7 @@ def test_prompt_has_one_bos_the_system_prompt_and_ends_at_inst(tiny_model_dir):
 
 def test_labels_cover_the_answer_and_eos_only(tiny_model_dir):
     tokenizer = LlamaTokenizer.from_pretrained(str(tiny_model_dir))
-    example = data.Example("Score this profile.", prompt.format_answer("jane", 0.9, "PhD."))
+    example = DatasetRow("Score this profile.", prompt.format_answer("jane", 0.9, "PhD."), "jane", 0.9)
     split = data.tokenize(tokenizer, [example], max_seq_length=1024)
     ids, labels = split.input_ids[0], split.labels[0]
     prompt_length = len(prompt.prompt_token_ids(tokenizer, example.instruction))
@@ -44,17 +45,23 @@ def test_labels_cover_the_answer_and_eos_only(tiny_model_dir):
 
 def test_too_long_examples_are_skipped_and_counted(tiny_model_dir):
     tokenizer = LlamaTokenizer.from_pretrained(str(tiny_model_dir))
-    split = data.tokenize(tokenizer, [data.Example("x " * 500, "{}"), data.Example("short", "{}")], max_seq_length=200)
+    split = data.tokenize(tokenizer, [DatasetRow("x " * 500, "{}", "x", 0.0), DatasetRow("short", "{}", "s", 0.0)], max_seq_length=200)
     assert split.skipped_too_long == 1 and len(split.input_ids) == 1
 
 
-@pytest.mark.parametrize("content, message", [
-    ("", "train.jsonl is empty"),
-    ('{"instruction": "a", "output": "b"}\nnot json\n', "train.jsonl line 2"),
-    ('{"instruction": "a"}\n', "train.jsonl line 1"),
-])
-def test_bad_jsonl_names_file_and_line(tmp_path, content, message):
-    (tmp_path / "train.jsonl").write_text(content)
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ("", "train.jsonl is empty"),
+        ("{good}\nnot json\n", "train.jsonl line 2: not JSON"),
+        ('{good}\n{"instruction": "a"}\n', "train.jsonl line 2: keys are not exactly instruction, output"),
+        ('{"instruction": "a", "output": "b"}\n', "train.jsonl line 1: instruction does not follow the template"),
+    ],
+)
+def test_bad_jsonl_names_file_and_line(tmp_path, small_dataset, content, message):
+    """The trainer reads rows through the dataset's one row reader: refused as ValidateData refuses them."""
+    good = (small_dataset / "train.jsonl").read_text().splitlines()[0]
+    (tmp_path / "train.jsonl").write_text(content.replace("{good}", good))
     with pytest.raises(data.TrainingDataError, match=message):
         data.read_jsonl(tmp_path / "train.jsonl")
 

@@ -20,14 +20,17 @@ def test_strings_as_sagemaker_sends_them_override_by_name():
     assert parsed.lora_alpha == 32  # untouched
 
 
-@pytest.mark.parametrize("values, message", [
-    ({"lora_rank": "8"}, "unknown hyperparameter 'lora_rank'"),
-    ({"r": "eight"}, "r='eight': expected a whole number"),
-    ({"learning_rate": "fast"}, "expected a number"),
-    ({"precision": "fp8"}, "expected one of auto, bf16, fp16, fp32"),
-    ({"r": "0"}, "r must be at least 1"),
-    ({"lora_dropout": "1.5"}, "lora_dropout and warmup_ratio"),
-])
+@pytest.mark.parametrize(
+    "values, message",
+    [
+        ({"lora_rank": "8"}, "unknown hyperparameter 'lora_rank'"),
+        ({"r": "eight"}, "r='eight': expected a whole number"),
+        ({"learning_rate": "fast"}, "expected a number"),
+        ({"precision": "fp8"}, "expected one of auto, bf16, fp16, fp32"),
+        ({"r": "0"}, "r must be at least 1"),
+        ({"lora_dropout": "1.5"}, "lora_dropout and warmup_ratio"),
+    ],
+)
 def test_bad_values_are_named(values, message):
     with pytest.raises(InvalidArgument, match=message):
         hp.parse(values)

@@ -11,7 +11,10 @@ from pathlib import Path
 
 import pytest
 
+from pipeline import contracts
 from pipeline.training import sagemaker, trainer
+
+pytestmark = pytest.mark.slow  # `make test-fast` leaves these out
 
 ROOT = Path(__file__).resolve().parents[3]
 ENTRY = ROOT / "training_image" / "train"
@@ -45,7 +48,7 @@ def test_contract_paths_and_string_hyperparameters(tmp_path, tiny_model_dir, sma
     assert metrics["hyperparameters"]["r"] == 8 and metrics["train_examples"] == 32
     assert json.loads((paths.model / "adapter_config.json").read_text())["r"] == 8
     assert any(checkpoint.name.startswith("checkpoint-") for checkpoint in paths.checkpoints.iterdir())
-    regex = {d["Name"]: d["Regex"] for d in trainer.metric_definitions()}
+    regex = {d["Name"]: d["Regex"] for d in contracts.metric_definitions()}
     assert re.search(regex["train_loss"], output) and re.search(regex["eval_loss"], output)
     metric_lines = [line for line in output.splitlines() if re.match(r"^(train_loss|eval_loss|learning_rate|epoch)=", line)]
     assert metric_lines and all(len(re.findall(r"(?:train_loss|eval_loss|learning_rate|epoch)=", line)) == 1 for line in metric_lines)
@@ -78,14 +81,17 @@ def test_sigterm_saves_a_checkpoint_and_the_rerun_resumes_from_it(tmp_path, tiny
     assert metrics["resumed_from_step"] == saved and metrics["global_steps"] == total_steps
 
 
-@pytest.mark.parametrize("case, expected", [
-    ("missing_channel", "ContractError: input channel 'base_model' is missing"),
-    ("unknown_hyperparameter", "InvalidArgument: unknown hyperparameter 'lora_rank'"),
-    ("non_numeric", "InvalidArgument: hyperparameter learning_rate='fast': expected a number"),
-    ("malformed_jsonl", "TrainingDataError: train.jsonl line 2"),
-    ("empty_jsonl", "TrainingDataError: train.jsonl is empty"),
-    ("no_tokenizer", "ModelLoadError:"),
-])
+@pytest.mark.parametrize(
+    "case, expected",
+    [
+        ("missing_channel", "ContractError: input channel 'base_model' is missing"),
+        ("unknown_hyperparameter", "InvalidArgument: unknown hyperparameter 'lora_rank'"),
+        ("non_numeric", "InvalidArgument: hyperparameter learning_rate='fast': expected a number"),
+        ("malformed_jsonl", "TrainingDataError: train.jsonl line 2"),
+        ("empty_jsonl", "TrainingDataError: train.jsonl is empty"),
+        ("no_tokenizer", "ModelLoadError:"),
+    ],
+)
 def test_bad_input_writes_the_reason_to_output_failure(tmp_path, monkeypatch, tiny_model_dir, small_dataset, case, expected):
     dataset, model, hp = small_dataset, tiny_model_dir, {"num_train_epochs": "1"}
     if case == "missing_channel":
@@ -117,7 +123,9 @@ def test_the_same_program_runs_data_parallel_under_torchrun(tmp_path, tiny_model
     paths = layout(tmp_path, small_dataset, tiny_model_dir, hp)
     torchrun = Path(sys.executable).with_name("torchrun")
     env = {**os.environ, "SAGEMAKER_BASE_DIR": str(tmp_path), "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
-    result = subprocess.run([str(torchrun), "--standalone", "--nproc_per_node=2", str(ENTRY)], env=env, capture_output=True, text=True, timeout=600)
+    result = subprocess.run(
+        [str(torchrun), "--standalone", "--nproc_per_node=2", str(ENTRY)], env=env, capture_output=True, text=True, timeout=600
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     metrics = json.loads((paths.model / trainer.METRICS_FILE).read_text())
     assert metrics["train_examples"] == 64 and metrics["global_steps"] == 64 // (4 * 2)  # batch 4 per process x 2

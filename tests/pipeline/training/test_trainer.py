@@ -5,7 +5,10 @@ import json
 import pytest
 import torch
 
+from pipeline import contracts
 from pipeline.training import hyperparameters, trainer
+
+pytestmark = pytest.mark.slow  # `make test-fast` leaves these out
 
 QUICK = {"num_train_epochs": "2", "gradient_accumulation_steps": "1", "logging_steps": "4", "learning_rate": "2e-3", "seed": "0"}
 
@@ -30,7 +33,13 @@ def test_loss_goes_down(trained):
 def test_output_is_the_best_epochs_adapter_with_the_seeds_config(trained, tiny_model_dir):
     paths, metrics = trained
     config = json.loads((paths.output_dir / "adapter_config.json").read_text())
-    assert (config["r"], config["lora_alpha"], config["lora_dropout"], config["bias"], config["task_type"]) == (16, 32, 0.05, "none", "CAUSAL_LM")
+    assert (config["r"], config["lora_alpha"], config["lora_dropout"], config["bias"], config["task_type"]) == (
+        16,
+        32,
+        0.05,
+        "none",
+        "CAUSAL_LM",
+    )
     assert set(config["target_modules"]) == {"q_proj", "k_proj", "v_proj", "o_proj"}
     assert (paths.output_dir / "adapter_model.safetensors").is_file()
     assert not (paths.output_dir / "model.safetensors").exists()  # an adapter, not a merged model
@@ -60,7 +69,7 @@ def test_metric_lines_match_the_sagemaker_metric_definitions():
     import re
 
     log = "train_loss=5.61796 step=40\nlearning_rate=1.41329e-05 step=40\nepoch=1.8667 step=40\n"
-    found = {d["Name"]: float(m.group(1)) for d in trainer.metric_definitions() if (m := re.search(d["Regex"], log))}
+    found = {d["Name"]: float(m.group(1)) for d in contracts.metric_definitions() if (m := re.search(d["Regex"], log))}
     assert found == {"train_loss": 5.61796, "learning_rate": 1.41329e-05, "epoch": 1.8667}
 
 
@@ -75,6 +84,7 @@ def test_precision_and_qlora_follow_the_hardware():
     assert trainer.resolve_precision(defaults, h100) is hyperparameters.Precision.BF16
     assert [trainer.resolve_qlora(defaults, hw) for hw in (cpu, t4, a10g, h100)] == [False, True, True, False]
     from pipeline.errors import InvalidArgument
+
     with pytest.raises(InvalidArgument):
         trainer.resolve_qlora(hyperparameters.parse({"qlora": "true"}), cpu)
     with pytest.raises(InvalidArgument):
@@ -106,8 +116,9 @@ def run_training(paths, overrides, monkeypatch, extra_callback=None):
     return trainer.train(paths, hyperparameters.parse({**QUICK, **overrides}), progress=False)
 
 
-def test_a_time_budget_plans_the_steps_that_fit_and_ends_with_the_best_adapter(tiny_model_dir, small_dataset, tmp_path,
-                                                                               monkeypatch, capsys):
+def test_a_time_budget_plans_the_steps_that_fit_and_ends_with_the_best_adapter(
+    tiny_model_dir, small_dataset, tmp_path, monkeypatch, capsys
+):
     monkeypatch.setattr(trainer, "_clock", TenSecondsPerCall())
     paths = trainer.TrainingPaths(small_dataset, tiny_model_dir, tmp_path / "model", tmp_path / "checkpoints")
     # 96 examples, batch 4: 24 steps an epoch, 48 planned. Timed over steps 1-4 (10 s each, 40 s used):

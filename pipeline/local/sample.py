@@ -12,12 +12,14 @@ import csv
 import datetime as dt
 import io
 import random
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import astuple, dataclass
-from typing import Callable, Iterable, Iterator
 
 import psycopg2.extensions
 
+from pipeline.dataset import split
 from pipeline.dataset.source import DEFAULT_TEACHERS, ensure_schema
+from pipeline.errors import InvalidArgument
 
 CLAUDE, GEMINI = DEFAULT_TEACHERS
 # Scores by a teacher outside the default allow-list, as production has from experiments.
@@ -32,39 +34,151 @@ LOAD_BATCH_ROWS = 20_000
 # Share of profiles whose teacher answer is damaged (junk score, empty reason, duplicate handle),
 # as real LLM-scored tables have; the export must count and reject them.
 DEFAULT_DIRTY_FRACTION = 0.01
-SCORED_AT_END = dt.datetime(2026, 11, 1, tzinfo=dt.timezone.utc)
+SCORED_AT_END = dt.datetime(2026, 11, 1, tzinfo=dt.UTC)
 
 FIRST_NAMES = [
-    "Jane", "Ahmed", "Mei", "Carlos", "Priya", "Olusegun", "Anna", "Kenji", "Fatima", "Lukas",
-    "Sofia", "Dmitri", "Aisha", "Mateo", "Yuki", "Noor", "Elena", "Kwame", "Ingrid", "Ravi",
-    "Chloé", "Tomasz", "Leila", "Diego", "Hannah", "Wei", "Amara", "Jonas", "Isabel", "Arjun",
+    "Jane",
+    "Ahmed",
+    "Mei",
+    "Carlos",
+    "Priya",
+    "Olusegun",
+    "Anna",
+    "Kenji",
+    "Fatima",
+    "Lukas",
+    "Sofia",
+    "Dmitri",
+    "Aisha",
+    "Mateo",
+    "Yuki",
+    "Noor",
+    "Elena",
+    "Kwame",
+    "Ingrid",
+    "Ravi",
+    "Chloé",
+    "Tomasz",
+    "Leila",
+    "Diego",
+    "Hannah",
+    "Wei",
+    "Amara",
+    "Jonas",
+    "Isabel",
+    "Arjun",
 ]
 LAST_NAMES = [
-    "Smith", "Khan", "Chen", "García", "Patel", "Adeyemi", "Müller", "Tanaka", "Haddad", "Novak",
-    "Rossi", "Ivanova", "Okafor", "López", "Sato", "Rahman", "Popescu", "Mensah", "Larsen", "Iyer",
-    "Dubois", "Kowalski", "Nasser", "Fernández", "Cohen", "Zhang", "Nwosu", "Berg", "Silva", "Rao",
+    "Smith",
+    "Khan",
+    "Chen",
+    "García",
+    "Patel",
+    "Adeyemi",
+    "Müller",
+    "Tanaka",
+    "Haddad",
+    "Novak",
+    "Rossi",
+    "Ivanova",
+    "Okafor",
+    "López",
+    "Sato",
+    "Rahman",
+    "Popescu",
+    "Mensah",
+    "Larsen",
+    "Iyer",
+    "Dubois",
+    "Kowalski",
+    "Nasser",
+    "Fernández",
+    "Cohen",
+    "Zhang",
+    "Nwosu",
+    "Berg",
+    "Silva",
+    "Rao",
 ]
 FIELDS = [
-    "neuroscience", "machine learning", "computational biology", "economics", "climate science",
-    "history", "linguistics", "particle physics", "organic chemistry", "epidemiology", "sociology",
-    "number theory", "ecology", "materials science", "public health", "philosophy of mind",
-    "astrophysics", "cognitive psychology", "immunology", "political science",
+    "neuroscience",
+    "machine learning",
+    "computational biology",
+    "economics",
+    "climate science",
+    "history",
+    "linguistics",
+    "particle physics",
+    "organic chemistry",
+    "epidemiology",
+    "sociology",
+    "number theory",
+    "ecology",
+    "materials science",
+    "public health",
+    "philosophy of mind",
+    "astrophysics",
+    "cognitive psychology",
+    "immunology",
+    "political science",
 ]
 INSTITUTIONS = [
-    "MIT", "Stanford", "University of Oxford", "ETH Zürich", "University of Tokyo", "McGill",
-    "University of Cape Town", "TU Delft", "UCL", "Universidad de Buenos Aires", "IISc Bangalore",
-    "University of Melbourne", "Karolinska Institutet", "Sorbonne Université", "UC Berkeley",
-    "University of Nairobi", "KAIST", "Max Planck Institute", "University of Toronto", "EPFL",
+    "MIT",
+    "Stanford",
+    "University of Oxford",
+    "ETH Zürich",
+    "University of Tokyo",
+    "McGill",
+    "University of Cape Town",
+    "TU Delft",
+    "UCL",
+    "Universidad de Buenos Aires",
+    "IISc Bangalore",
+    "University of Melbourne",
+    "Karolinska Institutet",
+    "Sorbonne Université",
+    "UC Berkeley",
+    "University of Nairobi",
+    "KAIST",
+    "Max Planck Institute",
+    "University of Toronto",
+    "EPFL",
 ]
 CITIES = [
-    "Boston, MA", "London", "Zürich", "Tokyo", "Montréal", "Cape Town", "Delft", "Buenos Aires",
-    "Bangalore", "Melbourne", "Stockholm", "Paris", "Berkeley, CA", "Nairobi", "Seoul", "Berlin",
-    "Toronto", "Lausanne", "São Paulo", "Tel Aviv", "Cairo", "", "🌍", "somewhere on the internet",
+    "Boston, MA",
+    "London",
+    "Zürich",
+    "Tokyo",
+    "Montréal",
+    "Cape Town",
+    "Delft",
+    "Buenos Aires",
+    "Bangalore",
+    "Melbourne",
+    "Stockholm",
+    "Paris",
+    "Berkeley, CA",
+    "Nairobi",
+    "Seoul",
+    "Berlin",
+    "Toronto",
+    "Lausanne",
+    "São Paulo",
+    "Tel Aviv",
+    "Cairo",
+    "",
+    "🌍",
+    "somewhere on the internet",
 ]
 SENIORITY = [
-    ("PhD candidate", 0.80), ("Postdoc", 0.88), ("Assistant Professor", 0.93),
-    ("Associate Professor", 0.95), ("Professor", 0.96), ("Research Fellow", 0.90),
-    ("Lecturer", 0.88), ("Lab head", 0.95),
+    ("PhD candidate", 0.80),
+    ("Postdoc", 0.88),
+    ("Assistant Professor", 0.93),
+    ("Associate Professor", 0.95),
+    ("Professor", 0.96),
+    ("Research Fellow", 0.90),
+    ("Lecturer", 0.88),
+    ("Lab head", 0.95),
 ]
 COMPANIES = ["DeepMind", "Microsoft Research", "Genentech", "IBM Research", "Meta AI", "Novartis", "Bell Labs"]
 EMOJI = ["🧠", "🔬", "📚", "🧬", "🌱", "🎓", "☕", "🚀", "✨", "🏳️‍🌈", "👩‍🔬", "📈"]
@@ -79,10 +193,14 @@ NON_ENGLISH_BIOS = [
     ("pt", "Pesquisador em {field_pt} na USP. Opiniões próprias.", 0.87),
 ]
 FOREIGN_FIELDS = {
-    "field_es": ["neurociencia", "economía", "ecología"], "topic_es": ["memoria", "desigualdad", "bosques"],
-    "field_de": ["Quantenoptik", "Immunologie", "Linguistik"], "field_fr": ["sociologie", "histoire", "chimie"],
-    "field_ja": ["物理学", "神経科学", "経済学"], "field_zh": ["计算生物学", "材料科学", "机器学习"],
-    "field_ar": ["علم الأوبئة", "الكيمياء", "الفيزياء"], "field_he": ["מדעי המוח", "כלכלה", "ביולוגיה"],
+    "field_es": ["neurociencia", "economía", "ecología"],
+    "topic_es": ["memoria", "desigualdad", "bosques"],
+    "field_de": ["Quantenoptik", "Immunologie", "Linguistik"],
+    "field_fr": ["sociologie", "histoire", "chimie"],
+    "field_ja": ["物理学", "神経科学", "経済学"],
+    "field_zh": ["计算生物学", "材料科学", "机器学习"],
+    "field_ar": ["علم الأوبئة", "الكيمياء", "الفيزياء"],
+    "field_he": ["מדעי המוח", "כלכלה", "ביולוגיה"],
     "field_pt": ["ecologia", "física", "saúde pública"],
 }
 
@@ -116,7 +234,7 @@ class Archetype:
     name: str
     weight: float
     likely_is: str
-    category: str
+    category: str | None
     make: Callable[[random.Random, str, str], tuple[str, str, float, str]]  # -> display, bio, score, reason
     followers_median: int
 
@@ -164,24 +282,41 @@ def _company(rng, first, last):
 
 
 def _bot(rng, first, last):
-    bio = _pick(rng, [
-        "🚀🚀 100x gem 🚀🚀 DM for signals 💰💰 #crypto #airdrop",
-        "Follow back 100% 🔥 free followers at bit.ly/xxxx",
-        "Best deals every day!!! Click the link ⬇️⬇️⬇️",
-        "I post random quotes every hour. Automated account.",
-    ])
+    bio = _pick(
+        rng,
+        [
+            "🚀🚀 100x gem 🚀🚀 DM for signals 💰💰 #crypto #airdrop",
+            "Follow back 100% 🔥 free followers at bit.ly/xxxx",
+            "Best deals every day!!! Click the link ⬇️⬇️⬇️",
+            "I post random quotes every hour. Automated account.",
+        ],
+    )
     return f"{first}{rng.randrange(1000, 9999)}", bio, 0.01, "Spam or automated account; no sign of a real person or research."
 
 
 def _empty(rng, first, last):
-    return (None if rng.random() < 0.5 else first), (None if rng.random() < 0.5 else ""), 0.08, "Empty profile; no information to suggest a researcher."
+    return (
+        (None if rng.random() < 0.5 else first),
+        (None if rng.random() < 0.5 else ""),
+        0.08,
+        "Empty profile; no information to suggest a researcher.",
+    )
 
 
 def _public(rng, first, last):
-    bio = _maybe_emoji(rng, _pick(rng, [
-        "Dad, runner, Arsenal fan.", "Love hiking and photography 📷", "Marketing manager. Opinions are mine.",
-        "Reading about science for fun. Not a scientist.", "Teacher of 4th grade. Books and cats.",
-    ]))
+    bio = _maybe_emoji(
+        rng,
+        _pick(
+            rng,
+            [
+                "Dad, runner, Arsenal fan.",
+                "Love hiking and photography 📷",
+                "Marketing manager. Opinions are mine.",
+                "Reading about science for fun. Not a scientist.",
+                "Teacher of 4th grade. Books and cats.",
+            ],
+        ),
+    )
     return f"{first} {last}", bio, 0.07, "Member of the public; bio shows no research role."
 
 
@@ -234,7 +369,7 @@ def _handle(rng: random.Random, first: str, last: str, index: int) -> str:
 
 
 def _created_at(rng: random.Random) -> dt.datetime:
-    start = dt.datetime(2008, 1, 1, tzinfo=dt.timezone.utc)
+    start = dt.datetime(2008, 1, 1, tzinfo=dt.UTC)
     return start + dt.timedelta(days=rng.randrange(365 * 16), seconds=rng.randrange(86400))
 
 
@@ -260,15 +395,19 @@ def _dirty(rng: random.Random, score: ScoreRow, handles: list[str]) -> tuple[Sco
     """Damage one teacher answer the way LLM-scored tables get damaged. Returns (score, stolen handle)."""
     kind = rng.randrange(4)
     if kind == 0:
-        return ScoreRow(score.twitter_id, _pick(rng, ["abc", "1.7", "-0.2", "high", ""]), score.reason, score.scored_by, score.scored_at), None
+        return ScoreRow(
+            score.twitter_id, _pick(rng, ["abc", "1.7", "-0.2", "high", ""]), score.reason, score.scored_by, score.scored_at
+        ), None
     if kind == 1:
         return ScoreRow(score.twitter_id, score.score, _pick(rng, ["", None, "   "]), score.scored_by, score.scored_at), None
     if kind == 2 and handles:
         return score, _pick(rng, handles)
-    return ScoreRow(score.twitter_id, f"{float(score.score) * 100:.0f}", score.reason, score.scored_by, score.scored_at), None
+    return ScoreRow(score.twitter_id, f"{float(score.score or 0) * 100:.0f}", score.reason, score.scored_by, score.scored_at), None
 
 
-def generate_sample(profiles: int, seed: int = 0, dirty_fraction: float = DEFAULT_DIRTY_FRACTION) -> Iterator[tuple[ProfileRow, list[ScoreRow]]]:
+def generate_sample(
+    profiles: int, seed: int = 0, dirty_fraction: float = DEFAULT_DIRTY_FRACTION
+) -> Iterator[tuple[ProfileRow, list[ScoreRow]]]:
     """``profiles`` synthetic profiles with their scores (a few profiles have none)."""
     rng = random.Random(seed)
     weights = [archetype.weight for archetype in ARCHETYPES]
@@ -369,10 +508,27 @@ def load(conn: psycopg2.extensions.connection, rows: Iterable[tuple[ProfileRow, 
     return profile_count, score_count
 
 
-def load_sample(conn: psycopg2.extensions.connection, profiles: int, seed: int = 0, dirty_fraction: float = DEFAULT_DIRTY_FRACTION) -> tuple[int, int]:
+def load_sample(
+    conn: psycopg2.extensions.connection, profiles: int, seed: int = 0, dirty_fraction: float = DEFAULT_DIRTY_FRACTION
+) -> tuple[int, int]:
     """Create the tables if absent and load ``profiles`` sample profiles plus the seed profiles."""
+
     def everything():
         yield from seed_profiles()
         yield from generate_sample(profiles, seed, dirty_fraction)
 
     return load(conn, everything())
+
+
+def seed_ids_for(database_url: str | None, seed_profiles_uri: str | None) -> frozenset[str]:
+    """The seed profiles of an export: the list at ``seed_profiles_uri``; this sample's own ids only
+    when the database is this sample (no URL: the embedded one). A real database without a list is
+    an error: these synthetic ids match nobody there, and the seed gates would have nothing to score."""
+    if seed_profiles_uri:
+        return split.load_seed_ids(seed_profiles_uri)
+    if not database_url:
+        return seed_profile_ids()
+    raise InvalidArgument(
+        "a seed-profile list is required with a real database (--seed-profiles FILE|s3://…, or "
+        "the stack setting seedProfilesUri): one twitter_id of a known researcher per line"
+    )

@@ -28,8 +28,7 @@ import gguf
 import numpy as np
 from tqdm import tqdm
 
-from pipeline.model_files import TOKENIZER_FILES
-from pipeline import storage
+from pipeline import model_files, storage
 from pipeline.errors import InvalidArgument, PipelineError
 from pipeline.gguf import budget, quant
 from pipeline.gguf.safetensors_reader import TensorRef, load_f32, model_tensors, read_header
@@ -91,7 +90,7 @@ def _load_adapter(adapter_uri: str) -> tuple[dict[str, tuple[np.ndarray, np.ndar
     if config.get("use_dora") or config.get("fan_in_fan_out"):
         # DoRA rescales columns and fan_in_fan_out transposes: (alpha/r)·B·A would be wrong.
         raise AdapterMismatch("DoRA and fan_in_fan_out adapters are not exported; train a plain LoRA adapter")
-    scaling = alpha / (rank ** 0.5) if config.get("use_rslora") else alpha / rank
+    scaling = alpha / (rank**0.5) if config.get("use_rslora") else alpha / rank
     refs = read_header(storage.join(adapter_uri, ADAPTER_WEIGHTS))
     halves: dict[str, dict[str, np.ndarray]] = collections.defaultdict(dict)
     for key, ref in refs.items():
@@ -108,10 +107,8 @@ def _load_adapter(adapter_uri: str) -> tuple[dict[str, tuple[np.ndarray, np.ndar
 
 
 def _copy_tokenizer(base_uri: str, work: Path) -> None:
-    for name in TOKENIZER_FILES:
-        uri = storage.join(base_uri, name)
-        if storage.exists(uri):
-            (work / name).write_bytes(storage.read_bytes(uri))
+    # Copied byte for byte: re-saving through transformers 5 would drop tokenizer.model.
+    storage.copy_named(base_uri, str(work), model_files.TOKENIZER_FILES)
     if not (work / "tokenizer.model").is_file():
         raise MissingTokenizer(f"{base_uri} has no tokenizer.model (a SentencePiece tokenizer is required)")
 
@@ -137,7 +134,7 @@ def _add_metadata(writer: gguf.GGUFWriter, config: dict[str, Any], output: quant
     writer.add_layer_norm_rms_eps(float(config.get("rms_norm_eps", 1e-5)))
     writer.add_rope_dimension_count(config.get("head_dim") or hidden // heads)
     writer.add_vocab_size(config["vocab_size"])
-    writer.add_file_type(output.file_type)
+    writer.add_file_type(quant.FILE_TYPES[output])
     writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
 
     vocab = gguf.vocab.SentencePieceVocab(tokenizer_dir)
@@ -204,7 +201,7 @@ class ExportResult:
             "base_model_uri": base_model_uri,
             "adapter_uri": adapter_uri,
             "seconds": round(self.seconds, 1),
-            "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         }
 
 
@@ -217,8 +214,11 @@ def plan(base_model_uri: str, adapter_uri: str | None, output: quant.OutputType)
     model_type = str(config.get("model_type", "")).lower()
     if model_type not in SUPPORTED_MODEL_TYPES:
         raise UnsupportedModel(f"architecture {model_type or config.get('architectures')!r} is not supported (Mistral or Llama)")
-    missing = [key for key in ("num_hidden_layers", "num_attention_heads", "hidden_size", "intermediate_size", "vocab_size")
-               if not isinstance(config.get(key), int)]
+    missing = [
+        key
+        for key in ("num_hidden_layers", "num_attention_heads", "hidden_size", "intermediate_size", "vocab_size")
+        if not isinstance(config.get(key), int)
+    ]
     if missing:
         raise UnsupportedModel(f"config.json under {base_model_uri} lacks {', '.join(missing)}")
     n_layers, heads = config["num_hidden_layers"], config["num_attention_heads"]
@@ -236,18 +236,21 @@ def plan(base_model_uri: str, adapter_uri: str | None, output: quant.OutputType)
         gguf_name = names.get_name(hf_name, try_suffixes=(".weight", ".bias"))
         if gguf_name is None:
             raise UnsupportedModel(f"tensor {hf_name} has no llama.cpp name (not a plain Mistral/Llama checkpoint)")
+        merge: tuple[np.ndarray, np.ndarray, np.float32] | None = None
         pair = lora.get(hf_name)
         if pair is not None:
             a, b = pair
             if a.ndim != 2 or b.ndim != 2 or (b.shape[0], a.shape[1]) != ref.shape or a.shape[0] != b.shape[1]:
-                raise AdapterMismatch(f"adapter for {hf_name} has shapes A{a.shape} B{b.shape}, the base tensor is {ref.shape}: "
-                                      "the adapter was trained on another base model")
-            pair = (a, b, np.float32(scaling))
+                raise AdapterMismatch(
+                    f"adapter for {hf_name} has shapes A{a.shape} B{b.shape}, the base tensor is {ref.shape}: "
+                    "the adapter was trained on another base model"
+                )
+            merge = (a, b, np.float32(scaling))
         permute = heads if hf_name.endswith("q_proj.weight") else kv_heads if hf_name.endswith("k_proj.weight") else None
         layer_match = LAYER_OF.match(gguf_name)
         layer = int(layer_match.group(1)) if layer_match else None
         kind = quant.tensor_type(gguf_name, ref.shape, output, layer, n_layers)
-        planned.append(PlannedTensor(gguf_name, ref, ref.shape, kind, quant.tensor_bytes(kind, ref.shape), permute, pair))
+        planned.append(PlannedTensor(gguf_name, ref, ref.shape, kind, quant.tensor_bytes(kind, ref.shape), permute, merge))
     planned.sort(key=lambda tensor: _order(tensor.gguf_name))
     return config, planned, adapter_config
 
@@ -307,9 +310,11 @@ def export_gguf(
         out.write(b"\0" * (-len(head) % alignment))
         # One thread reads and merges the next tensors while `threads` threads quantize the current
         # one, row range by row range: at most READ_AHEAD + 1 tensors in f32 are alive at a time.
-        with concurrent.futures.ThreadPoolExecutor(max_workers=threads) as quantizers, \
-                concurrent.futures.ThreadPoolExecutor(max_workers=1) as reader, \
-                tqdm(total=total, unit="B", unit_scale=True, desc="convert", disable=not progress) as bar:
+        with (
+            concurrent.futures.ThreadPoolExecutor(max_workers=threads) as quantizers,
+            concurrent.futures.ThreadPoolExecutor(max_workers=1) as reader,
+            tqdm(total=total, unit="B", unit_scale=True, desc="convert", disable=not progress) as bar,
+        ):
             # Two tensors read ahead: a small tensor (a norm) is quantized in no time, and the
             # quantizers should not then wait for the large one behind it to be read.
             upcoming = collections.deque(reader.submit(_load_values, tensor) for tensor in planned[:READ_AHEAD])
@@ -323,7 +328,7 @@ def export_gguf(
                 del values
                 if data.nbytes != tensor.nbytes:
                     raise PipelineError(f"{tensor.gguf_name}: {data.nbytes} bytes produced, {tensor.nbytes} planned")
-                out.write(memoryview(data).cast("B"))
+                out.write(memoryview(data).cast("B"))  # type: ignore[arg-type]  # ndarrays are buffers
                 out.write(b"\0" * (-tensor.nbytes % alignment))
                 bar.update(tensor.nbytes)
     result = ExportResult(out_uri, out.sha256, out.bytes_written, dict(sorted(types.items())), time.monotonic() - started)

@@ -1,4 +1,4 @@
-"""GenerateDataset: PostgreSQL -> train / validation / holdout JSONL and manifest.json.
+"""GenerateDataset: PostgreSQL -> train / validation / holdout / seeds JSONL and manifest.json.
 
 Streams: rows come from a server-side cursor and go straight to three writers (local files or S3
 multipart uploads), so memory does not grow with the table. The three files appear together only
@@ -15,7 +15,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-from pipeline import prompt, storage
+from pipeline import prompt, runs, storage
 from pipeline.contracts import DEFAULT_MIN_ROWS, MANIFEST_FORMAT, MANIFEST_NAME, POSITIVE_SCORE
 from pipeline.dataset import records, source
 from pipeline.dataset.split import Split, SplitFractions, assign_split
@@ -76,7 +76,7 @@ def parse_min_rows(value: object) -> int:
     if value is None:
         return DEFAULT_MIN_ROWS
     try:
-        number = int(value)
+        number = int(value)  # type: ignore[call-overload]  # any object: a wrong type is the named error below
     except (TypeError, ValueError):
         raise InvalidArgument(f"min_rows must be a whole number, got {value!r}") from None
     if number < 1 or isinstance(value, bool):
@@ -107,15 +107,12 @@ def _write_splits(conn, out_uri: str, config: ExportConfig) -> dict[str, Any]:
     truncated: Counter[str] = Counter()
     stats = {split: _SplitStats() for split in Split}
     rows_read = 0
-    created_at = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    created_at = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
     with contextlib.ExitStack() as stack:
         writers = {
-            split: storage.HashingWriter(stack.enter_context(storage.open_write(storage.join(out_uri, split.file_name))))
-            for split in Split
+            split: storage.HashingWriter(stack.enter_context(storage.open_write(storage.join(out_uri, split.file_name)))) for split in Split
         }
-        bar = stack.enter_context(
-            tqdm(desc="export", unit=" rows", unit_scale=True, disable=not config.progress, mininterval=0.5)
-        )
+        bar = stack.enter_context(tqdm(desc="export", unit=" rows", unit_scale=True, disable=not config.progress, mininterval=0.5))
         pending: dict[Split, list[str]] = {split: [] for split in Split}
 
         def flush(split: Split) -> None:
@@ -188,5 +185,36 @@ def _write_splits(conn, out_uri: str, config: ExportConfig) -> dict[str, Any]:
                 "sha256": writers[split].sha256,
             }
             for split in Split
+        },
+    }
+
+
+def generate_dataset(
+    params: source.ConnectionParams,
+    artifact_root: str,
+    run_id: str,
+    *,
+    seed_ids: frozenset[str],
+    teachers: tuple[str, ...] = source.DEFAULT_TEACHERS,
+    fractions: SplitFractions | None = None,
+    min_rows: int = DEFAULT_MIN_ROWS,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """The GenerateDataset state: ``runs/<run_id>/dataset/`` under ``artifact_root``; returns URIs,
+    counts and hashes (a small JSON-able result, never data)."""
+    dataset_uri = runs.dataset_uri(artifact_root, run_id)
+    config = ExportConfig(
+        teachers=teachers, fractions=fractions or SplitFractions(), seed_ids=seed_ids, min_rows=min_rows, progress=progress
+    )
+    manifest = export_dataset(params, dataset_uri, config)
+    return {
+        "run_id": run_id,
+        "dataset_uri": dataset_uri,
+        "manifest_uri": storage.join(dataset_uri, MANIFEST_NAME),
+        "counts": manifest["counts"],
+        "rejects": manifest["rejects"],
+        "files": {
+            name: {"uri": storage.join(dataset_uri, entry["name"]), "rows": entry["rows"], "sha256": entry["sha256"]}
+            for name, entry in manifest["files"].items()
         },
     }

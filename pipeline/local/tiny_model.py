@@ -13,8 +13,8 @@ import tempfile
 from pathlib import Path
 
 from pipeline import prompt
-from pipeline.dataset import sample
 from pipeline.errors import InvalidArgument
+from pipeline.local import sample
 
 HIDDEN_SIZE = 256
 INTERMEDIATE_SIZE = 512
@@ -34,12 +34,18 @@ def _corpus_lines() -> list[str]:
     lines = [prompt.SYSTEM_PROMPT]
     for profile, scores in sample.generate_sample(TOKENIZER_CORPUS_PROFILES, seed=12345, dirty_fraction=0.0):
         for score in scores[:1]:
-            lines.append(prompt.format_instruction(
-                handle=profile.username, display_name=profile.display_name or "", bio=profile.bio or "",
-                created_at=profile.created_at.date().isoformat(), follower_count=str(profile.follower_count),
-                location=profile.location or "", scored_by=score.scored_by,
-            ))
-            lines.append(prompt.format_answer(profile.username, float(score.score), score.reason))
+            lines.append(
+                prompt.format_instruction(
+                    handle=profile.username,
+                    display_name=profile.display_name or "",
+                    bio=profile.bio or "",
+                    created_at=profile.created_at.date().isoformat() if profile.created_at else "",
+                    follower_count=str(profile.follower_count),
+                    location=profile.location or "",
+                    scored_by=score.scored_by,
+                )
+            )
+            lines.append(prompt.format_answer(profile.username, float(score.score or 0), score.reason or ""))
     return lines
 
 
@@ -50,14 +56,24 @@ def train_tokenizer(out: Path) -> None:
         corpus = Path(work, "corpus.txt")
         corpus.write_text("\n".join(_corpus_lines()) + "\n", encoding="utf-8")
         sentencepiece.SentencePieceTrainer.train(
-            input=str(corpus), model_prefix=str(out / "tokenizer"), vocab_size=VOCAB_SIZE, model_type="bpe",
-            byte_fallback=True, character_coverage=1.0, split_digits=True,
-            unk_id=UNK_ID, bos_id=BOS_ID, eos_id=EOS_ID, pad_id=-1,
-            remove_extra_whitespaces=False, normalization_rule_name="identity",
+            input=str(corpus),
+            model_prefix=str(out / "tokenizer"),
+            vocab_size=VOCAB_SIZE,
+            model_type="bpe",
+            byte_fallback=True,
+            character_coverage=1.0,
+            split_digits=True,
+            unk_id=UNK_ID,
+            bos_id=BOS_ID,
+            eos_id=EOS_ID,
+            pad_id=-1,
+            remove_extra_whitespaces=False,
+            normalization_rule_name="identity",
             # No dummy "▁" before the first word: Hugging Face and llama.cpp then tokenize the text
             # after <s> the same way (llama.cpp reads the flag as tokenizer.ggml.add_space_prefix).
             add_dummy_prefix=False,
-            num_threads=1, minloglevel=2,  # one thread: the same corpus gives the same vocabulary
+            num_threads=1,
+            minloglevel=2,  # one thread: the same corpus gives the same vocabulary
         )
     (out / "tokenizer.vocab").unlink(missing_ok=True)
 
@@ -78,11 +94,20 @@ def build_tiny_model(out: str | Path, layers: int = DEFAULT_LAYERS, seed: int = 
     tokenizer.save_pretrained(str(out), save_jinja_files=False)
 
     torch.manual_seed(seed)
-    config = MistralConfig(
-        vocab_size=len(tokenizer), hidden_size=HIDDEN_SIZE, intermediate_size=INTERMEDIATE_SIZE,
-        num_hidden_layers=layers, num_attention_heads=ATTENTION_HEADS, num_key_value_heads=KEY_VALUE_HEADS,
-        max_position_embeddings=MAX_POSITION_EMBEDDINGS, rope_theta=ROPE_THETA, rms_norm_eps=RMS_NORM_EPS,
-        sliding_window=None, tie_word_embeddings=False, bos_token_id=BOS_ID, eos_token_id=EOS_ID,
+    config = MistralConfig(  # type: ignore[call-arg]  # rope_theta: a MistralConfig field the stubs lack
+        vocab_size=len(tokenizer),
+        hidden_size=HIDDEN_SIZE,
+        intermediate_size=INTERMEDIATE_SIZE,
+        num_hidden_layers=layers,
+        num_attention_heads=ATTENTION_HEADS,
+        num_key_value_heads=KEY_VALUE_HEADS,
+        max_position_embeddings=MAX_POSITION_EMBEDDINGS,
+        rope_theta=ROPE_THETA,
+        rms_norm_eps=RMS_NORM_EPS,
+        sliding_window=None,
+        tie_word_embeddings=False,
+        bos_token_id=BOS_ID,
+        eos_token_id=EOS_ID,
     )
     model = MistralForCausalLM(config)
     model.save_pretrained(str(out))

@@ -6,7 +6,7 @@ import contextlib
 import logging
 import tempfile
 import warnings
-from typing import Iterator
+from collections.abc import Iterator
 
 from pipeline.errors import DatabaseUnavailable
 
@@ -19,7 +19,9 @@ def embedded_postgres() -> Iterator[str]:
         try:
             import pgserver
         except ImportError:
-            raise DatabaseUnavailable("no database URL given and the embedded PostgreSQL (pgserver) is not installed: pass --database-url") from None
+            raise DatabaseUnavailable(
+                "no database URL given and the embedded PostgreSQL (pgserver) is not installed: pass --database-url"
+            ) from None
     with tempfile.TemporaryDirectory(prefix="pipeline-postgres-") as data_dir:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")

@@ -12,9 +12,10 @@ from __future__ import annotations
 import contextlib
 import json
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 from pipeline import contracts, runs, storage
 from pipeline.errors import PipelineError
@@ -26,8 +27,12 @@ RUN_SUMMARY = "run.json"
 TINY_MODEL_CACHE = Path(".cache") / "tiny-model"
 # The tiny model starts from random weights, so the local default adapts every linear layer with a
 # larger learning rate than the seed's (which is for Mistral-7B); --set restores any seed value.
-TINY_MODEL_TRAINING = {"target_modules": "q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj",
-                       "learning_rate": "3e-3", "r": "32", "lora_alpha": "64"}
+TINY_MODEL_TRAINING = {
+    "target_modules": "q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj",
+    "learning_rate": "3e-3",
+    "r": "32",
+    "lora_alpha": "64",
+}
 STAGES = ("dataset", "train", "convert", "deploy", "validate", "promote", "report")
 
 
@@ -79,7 +84,8 @@ def _database(options: RunOptions) -> Iterator[str]:
     if options.database_url:
         yield options.database_url
         return
-    from pipeline.dataset import embedded, sample, source
+    from pipeline.dataset import source
+    from pipeline.local import embedded, sample
 
     with embedded.embedded_postgres() as url:
         conn = source.connect(source.ConnectionParams.from_url(url))
@@ -93,7 +99,7 @@ def _database(options: RunOptions) -> Iterator[str]:
 def _base_model(options: RunOptions, note: Callable[[str], None]) -> Path:
     if options.base_model:
         return Path(options.base_model)
-    from pipeline.training.tiny_model import build_tiny_model
+    from pipeline.local.tiny_model import build_tiny_model
 
     cache = Path(options.root) / TINY_MODEL_CACHE
     if not (cache / "config.json").is_file():
@@ -102,14 +108,14 @@ def _base_model(options: RunOptions, note: Callable[[str], None]) -> Path:
     return cache
 
 
-def run(options: RunOptions, note: Callable[[str], None] = print,
-        on_stage: Callable[[str, int], None] | None = None) -> RunResult:
+def run(options: RunOptions, note: Callable[[str], None] = print, on_stage: Callable[[str, int], None] | None = None) -> RunResult:
     """Run (or resume, when ``options.run_id`` names an unfinished run) the whole loop."""
-    from pipeline.dataset import export, source, split, stage as dataset_stage
-    from pipeline.evaluation import stage as evaluation
-    from pipeline.gguf import export as gguf_export, quant
-    from pipeline.serving import lifecycle, scorer
-    from pipeline.serving import stage as serving_stage
+    from pipeline.dataset import generate, source, validate
+    from pipeline.evaluation import evaluate as evaluation
+    from pipeline.gguf import convert, quant
+    from pipeline.local import sample as local_sample
+    from pipeline.scoring import scorer
+    from pipeline.serving import lifecycle
     from pipeline.serving.ollama import OllamaClient
     from pipeline.training import hyperparameters, trainer
 
@@ -139,6 +145,7 @@ def run(options: RunOptions, note: Callable[[str], None] = print,
                 raise StageFailed(f"stage {name} failed: {exc.name}: {exc} — {ADVICE.get(name, '')}") from exc
             finally:
                 timings[name] = round(time.monotonic() - started, 1)
+
         return scope()
 
     try:
@@ -147,12 +154,16 @@ def run(options: RunOptions, note: Callable[[str], None] = print,
                 note(f"dataset: reusing {dataset_dir}")
             else:
                 with _database(options) as url:
-                    generated = dataset_stage.generate_dataset(
-                        source.ConnectionParams.from_url(url), root, run_id,
-                        seed_ids=split.seed_ids_for(options.database_url, options.seed_profiles, bundled_sample=True),
-                        min_rows=options.min_rows or contracts.DEFAULT_MIN_ROWS, progress=options.progress)
+                    generated = generate.generate_dataset(
+                        source.ConnectionParams.from_url(url),
+                        root,
+                        run_id,
+                        seed_ids=local_sample.seed_ids_for(options.database_url, options.seed_profiles),
+                        min_rows=options.min_rows or contracts.DEFAULT_MIN_ROWS,
+                        progress=options.progress,
+                    )
                 note(f"dataset: {json.dumps(generated['counts'])}")
-            validation = dataset_stage.validate_data(str(dataset_dir), options.min_rows or contracts.DEFAULT_MIN_ROWS)
+            validation = validate.validate_data(str(dataset_dir), options.min_rows or contracts.DEFAULT_MIN_ROWS)
             summary["dataset"] = {"uri": str(dataset_dir), "counts": validation["counts"], "valid": validation["valid"]}
             if not validation["valid"]:
                 raise StageFailed(f"stage dataset: the dataset is not valid: {json.dumps(validation['problems'])}")
@@ -167,24 +178,30 @@ def run(options: RunOptions, note: Callable[[str], None] = print,
             else:
                 training = trainer.train(
                     trainer.TrainingPaths(dataset_dir, base, adapter_dir, run_dir / "checkpoints"),
-                    hyperparameters.parse(overrides), progress=options.progress)
+                    hyperparameters.parse(overrides),
+                    progress=options.progress,
+                )
             curve = [point["loss"] for point in training["loss_curve"]]
-            summary["training"] = {"adapter": str(adapter_dir), "first_loss": curve[0] if curve else None,
-                                   "last_loss": curve[-1] if curve else None,
-                                   "eval_loss_per_epoch": [e["eval_loss"] for e in training["eval_loss_per_epoch"]],
-                                   "steps": training["global_steps"]}
+            summary["training"] = {
+                "adapter": str(adapter_dir),
+                "first_loss": curve[0] if curve else None,
+                "last_loss": curve[-1] if curve else None,
+                "eval_loss_per_epoch": [e["eval_loss"] for e in training["eval_loss_per_epoch"]],
+                "steps": training["global_steps"],
+            }
 
         with stage("convert"):
             if Path(f"{gguf_path}.json").is_file() and gguf_path.is_file():
                 note(f"convert: reusing {gguf_path}")
             else:
-                gguf_export.export_gguf(str(base), str(adapter_dir), str(gguf_path), quant.OutputType(options.quantization),
-                                        progress=options.progress)
+                convert.export_gguf(
+                    str(base), str(adapter_dir), str(gguf_path), quant.OutputType(options.quantization), progress=options.progress
+                )
             summary["gguf"] = str(gguf_path)
 
         with stage("deploy"):
             if client:
-                deployed = serving_stage.deploy_model(client, root, run_id, str(gguf_path), config)
+                deployed = lifecycle.deploy(client, str(gguf_path), run_id, config)
                 summary["candidate"] = deployed["candidate"]
             else:
                 # llama.cpp serves the file itself: "deploying" is writing the Modelfile a person
@@ -196,23 +213,31 @@ def run(options: RunOptions, note: Callable[[str], None] = print,
 
         with stage("validate"):
             backends, backend_name = scorer.backends_for(
-                gguf_path=None if client else str(gguf_path), client=client,
-                model=config.candidate(run_id) if client else None, concurrency=options.concurrency)
-            verdict = evaluation.validate_model(
-                backends, model=summary["candidate"], backend_name=backend_name,
-                holdout_uri=str(dataset_dir / contracts.HOLDOUT_FILE), seeds_uri=str(dataset_dir / contracts.SEEDS_FILE),
-                out_uri=str(report_dir), gates=options.gates,
-                max_holdout=options.max_holdout or evaluation.DEFAULT_MAX_HOLDOUT, progress=options.progress)
+                gguf_path=None if client else str(gguf_path),
+                client=client,
+                model=config.candidate(run_id) if client else None,
+                concurrency=options.concurrency,
+            )
+            verdict = evaluation.evaluate(
+                backends,
+                model=summary["candidate"],
+                backend_name=backend_name,
+                holdout_uri=str(dataset_dir / contracts.HOLDOUT_FILE),
+                seeds_uri=str(dataset_dir / contracts.SEEDS_FILE),
+                out_uri=str(report_dir),
+                gates=options.gates,
+                max_holdout=options.max_holdout or evaluation.DEFAULT_MAX_HOLDOUT,
+                progress=options.progress,
+            )
             summary["validation"] = verdict
 
         with stage("promote"):
             if verdict["passed"]:
-                record = serving_stage.pointer_record(root, run_id, str(adapter_dir), str(gguf_path))
+                record = lifecycle.run_record(root, run_id, str(adapter_dir), str(gguf_path))
                 if client:
                     lifecycle.promote(client, root, run_id, record, config)
                 else:
-                    lifecycle.write_pointer(root, run_id, record, model=str(gguf_path), production=str(gguf_path),
-                                            config=config)
+                    lifecycle.write_pointer(root, run_id, record, model=str(gguf_path), production=str(gguf_path), config=config)
                 summary["outcome"] = "promoted"
             else:
                 if client:

@@ -13,13 +13,14 @@ import json
 import os
 import queue
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Protocol, Sequence
+from typing import Any, Protocol, cast
 
 from tqdm import tqdm
 
-from pipeline import prompt
-from pipeline import storage
+from pipeline import prompt, storage
+from pipeline.dataset.rows import iter_rows
 from pipeline.errors import InvalidArgument
 from pipeline.serving import modelfile, template
 from pipeline.serving.ollama import OllamaClient, OllamaError, OllamaUnavailable
@@ -73,11 +74,17 @@ class OllamaBackend:
     def complete(self, instruction: str) -> Completion:
         started = time.perf_counter()
         body = self.client.generate(
-            self.model, instruction, format=prompt.ANSWER_JSON_SCHEMA,
+            self.model,
+            instruction,
+            format=prompt.ANSWER_JSON_SCHEMA,
             options={"temperature": modelfile.TEMPERATURE, "num_predict": prompt.MAX_ANSWER_TOKENS},
         )
-        return Completion(body.get("response", ""), time.perf_counter() - started,
-                          int(body.get("prompt_eval_count") or 0), int(body.get("eval_count") or 0))
+        return Completion(
+            body.get("response", ""),
+            time.perf_counter() - started,
+            int(body.get("prompt_eval_count") or 0),
+            int(body.get("eval_count") or 0),
+        )
 
 
 class LlamaCppBackend:
@@ -88,12 +95,12 @@ class LlamaCppBackend:
 
         if not os.path.isfile(gguf_path):
             raise InvalidArgument(f"no GGUF file at {gguf_path}")
-        self._llm = llama_cpp.Llama(model_path=gguf_path, n_ctx=0, n_threads=threads, n_threads_batch=threads,
-                                    seed=seed, verbose=False)
+        self._llm = llama_cpp.Llama(model_path=gguf_path, n_ctx=0, n_threads=threads, n_threads_batch=threads, seed=seed, verbose=False)
         n_ctx = self._llm.n_ctx()
         if n_ctx > modelfile.NUM_CTX:  # the same window as Ollama's num_ctx, not the model's maximum
-            self._llm = llama_cpp.Llama(model_path=gguf_path, n_ctx=modelfile.NUM_CTX, n_threads=threads,
-                                        n_threads_batch=threads, seed=seed, verbose=False)
+            self._llm = llama_cpp.Llama(
+                model_path=gguf_path, n_ctx=modelfile.NUM_CTX, n_threads=threads, n_threads_batch=threads, seed=seed, verbose=False
+            )
         self._grammar = llama_cpp.LlamaGrammar.from_json_schema(json.dumps(prompt.ANSWER_JSON_SCHEMA), verbose=False)
 
     def prompt_tokens(self, instruction: str) -> list[int]:
@@ -105,12 +112,15 @@ class LlamaCppBackend:
         tokens = self.prompt_tokens(instruction)
         started = time.perf_counter()
         self._llm.reset()
-        out = self._llm.create_completion(
-            tokens, max_tokens=prompt.MAX_ANSWER_TOKENS, temperature=modelfile.TEMPERATURE,
-            stop=list(modelfile.STOP_SEQUENCES), grammar=self._grammar,
+        response = self._llm.create_completion(
+            tokens,
+            max_tokens=prompt.MAX_ANSWER_TOKENS,
+            temperature=modelfile.TEMPERATURE,
+            stop=list(modelfile.STOP_SEQUENCES),
+            grammar=self._grammar,
         )
-        return Completion(out["choices"][0]["text"], time.perf_counter() - started,
-                          len(tokens), int(out["usage"]["completion_tokens"]))
+        out = cast(dict, response)  # not streamed: one response, not an iterator of chunks
+        return Completion(out["choices"][0]["text"], time.perf_counter() - started, len(tokens), int(out["usage"]["completion_tokens"]))
 
 
 def score_one(backend: Backend, profile: Profile) -> ScoreResult:
@@ -119,8 +129,13 @@ def score_one(backend: Backend, profile: Profile) -> ScoreResult:
     except (OllamaUnavailable, OllamaError) as exc:
         # A request that failed after its retries counts against the gates like a bad answer.
         return ScoreResult(profile, 0.0, 0, 0, error="request_failed", raw=str(exc)[:500])
-    common = dict(profile=profile, latency_s=completion.latency_s, prompt_tokens=completion.prompt_tokens,
-                  answer_tokens=completion.answer_tokens, raw=completion.text[:2000])
+    common: dict[str, Any] = dict(
+        profile=profile,
+        latency_s=completion.latency_s,
+        prompt_tokens=completion.prompt_tokens,
+        answer_tokens=completion.answer_tokens,
+        raw=completion.text[:2000],
+    )
     try:
         answer = prompt.parse_model_answer(completion.text)
     except prompt.AnswerError as exc:
@@ -129,8 +144,13 @@ def score_one(backend: Backend, profile: Profile) -> ScoreResult:
     return ScoreResult(**common, score=answer.score, reason=answer.reason, handle_matches=matches)
 
 
-def score_profiles(backends: Sequence[Backend], profiles: Sequence[Profile], *, progress: bool = True,
-                   on_result: Callable[[ScoreResult], None] | None = None) -> list[ScoreResult]:
+def score_profiles(
+    backends: Sequence[Backend],
+    profiles: Sequence[Profile],
+    *,
+    progress: bool = True,
+    on_result: Callable[[ScoreResult], None] | None = None,
+) -> list[ScoreResult]:
     """Score every profile, ``len(backends)`` at a time; results in the profiles' order."""
     if not backends:
         raise InvalidArgument("at least one backend is needed")
@@ -146,8 +166,10 @@ def score_profiles(backends: Sequence[Backend], profiles: Sequence[Profile], *, 
             idle.put(backend)
 
     results: list[ScoreResult | None] = [None] * len(profiles)
-    with concurrent.futures.ThreadPoolExecutor(max_workers=len(backends)) as pool, \
-            tqdm(total=len(profiles), desc="validate", unit=" profiles", disable=not progress) as bar:
+    with (
+        concurrent.futures.ThreadPoolExecutor(max_workers=len(backends)) as pool,
+        tqdm(total=len(profiles), desc="validate", unit=" profiles", disable=not progress) as bar,
+    ):
         futures = {pool.submit(task, profile): index for index, profile in enumerate(profiles)}
         for future in concurrent.futures.as_completed(futures):
             result = future.result()
@@ -160,25 +182,13 @@ def score_profiles(backends: Sequence[Backend], profiles: Sequence[Profile], *, 
 
 def read_profiles(uri: str) -> list[Profile]:
     """Profiles from a dataset JSONL file (holdout.jsonl, seeds.jsonl): instruction + teacher answer."""
-    try:
-        text = storage.read_bytes(uri).decode("utf-8")
-    except UnicodeDecodeError:
-        raise InvalidArgument(f"{uri} is not UTF-8 text") from None
-    profiles = []
-    for number, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-            answer = prompt.parse_answer(row["output"])
-            profiles.append(Profile(answer.handle, row["instruction"], answer.score))
-        except (ValueError, KeyError, TypeError) as exc:
-            raise InvalidArgument(f"{uri} line {number} is not a dataset row ({exc})") from None
-    return profiles
+    with storage.open_read(uri) as lines:
+        return [Profile(row.handle, row.instruction, row.score) for row in iter_rows(lines, uri)]
 
 
-def backends_for(*, gguf_path: str | None = None, client: OllamaClient | None = None, model: str | None = None,
-                 concurrency: int = 1) -> tuple[list[Backend], str]:
+def backends_for(
+    *, gguf_path: str | None = None, client: OllamaClient | None = None, model: str | None = None, concurrency: int = 1
+) -> tuple[list[Backend], str]:
     """The scoring backends for a GGUF in llama.cpp, or for a tag on an Ollama server; with a name
     for the report. ``concurrency`` llama.cpp contexts, or that many requests in flight to Ollama."""
     if (gguf_path is None) == (client is None):
@@ -187,7 +197,8 @@ def backends_for(*, gguf_path: str | None = None, client: OllamaClient | None = 
         if not model:
             raise InvalidArgument("an Ollama backend needs a model tag (e.g. mistral-researcher:latest)")
         return [OllamaBackend(client, model)] * concurrency, f"ollama {client.base_url}"
-    return llama_cpp_backends(gguf_path, concurrency), "llama.cpp"
+    assert gguf_path is not None  # exactly one of the two was given (checked above)
+    return list(llama_cpp_backends(gguf_path, concurrency)), "llama.cpp"
 
 
 def llama_cpp_backends(gguf_path: str, concurrency: int) -> list[LlamaCppBackend]:

@@ -1,0 +1,95 @@
+"""Evaluation: score the holdout and seed profiles with a backend, apply the gates, write the
+report (``evaluate``); and the ValidateModel state on a run's candidate tag (``validate_model``)."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from typing import Any
+
+from pipeline import contracts, runs, storage
+from pipeline.evaluation import gates as gates_module
+from pipeline.evaluation import report as report_module
+from pipeline.evaluation.gates import QualityGates
+from pipeline.scoring.scorer import Backend, OllamaBackend, Profile, read_profiles, score_profiles
+from pipeline.serving.lifecycle import ServingConfig
+from pipeline.serving.ollama import OllamaClient
+
+# Holdout profiles scored at most (all seed profiles are always scored): enough for a correlation
+# to two decimals, and a bound on validation time on one g4dn (~1 s per profile).
+DEFAULT_MAX_HOLDOUT = 500
+SAMPLE_SEED = 0
+
+
+def sample_holdout(profiles: Sequence[Profile], limit: int | None) -> list[Profile]:
+    """A deterministic sample (the same profiles each run for the same holdout)."""
+    if limit is None or len(profiles) <= limit:
+        return list(profiles)
+    return random.Random(SAMPLE_SEED).sample(list(profiles), limit)
+
+
+def evaluate(
+    backends: Sequence[Backend],
+    *,
+    model: str,
+    backend_name: str,
+    holdout_uri: str,
+    seeds_uri: str,
+    out_uri: str,
+    gates: QualityGates = QualityGates(),
+    max_holdout: int | None = DEFAULT_MAX_HOLDOUT,
+    progress: bool = True,
+) -> dict[str, Any]:
+    holdout_profiles = sample_holdout(read_profiles(holdout_uri), max_holdout)
+    seed_profiles = read_profiles(seeds_uri)
+    # Checked before any model call: a clear error, fast.
+    if not holdout_profiles:
+        raise gates_module.EmptyEvaluationSet(f"{holdout_uri} has no profiles: the correlation gate cannot be evaluated")
+    if not seed_profiles:
+        raise gates_module.EmptyEvaluationSet(f"{seeds_uri} has no profiles: the seed gates cannot be evaluated")
+    results = score_profiles(backends, [*holdout_profiles, *seed_profiles], progress=progress)
+    holdout, seeds = results[: len(holdout_profiles)], results[len(holdout_profiles) :]
+    metrics = gates_module.compute_metrics(holdout, seeds)
+    gate_results = gates_module.evaluate(metrics, gates)
+    report = report_module.build_report(
+        model=model, backend=backend_name, metrics=metrics, gates=gate_results, thresholds=gates.as_dict(), holdout=holdout, seeds=seeds
+    )
+    written = report_module.write_report(out_uri, report, holdout, seeds)
+    return {
+        "passed": report["passed"],
+        "failed_gates": report["failed_gates"],
+        "model": model,
+        "metrics": metrics,
+        "gates": report["gates"],
+        "report_uri": written[contracts.REPORT_JSON],
+        "report_md_uri": written[contracts.REPORT_MD],
+    }
+
+
+def validate_model(
+    client: OllamaClient,
+    root: str,
+    run_id: str,
+    *,
+    gates: QualityGates = QualityGates(),
+    concurrency: int = 4,
+    max_holdout: int | None = DEFAULT_MAX_HOLDOUT,
+    config: ServingConfig = ServingConfig(),
+    progress: bool = False,
+) -> dict[str, Any]:
+    """The ValidateModel state: the run's holdout and seed profiles scored by its candidate tag;
+    runs/<run_id>/report/ written."""
+    dataset = runs.dataset_uri(root, run_id)
+    candidate = config.candidate(run_id)
+    summary = evaluate(
+        [OllamaBackend(client, candidate)] * concurrency,
+        model=candidate,
+        backend_name=f"ollama {client.base_url}",
+        holdout_uri=storage.join(dataset, contracts.HOLDOUT_FILE),
+        seeds_uri=storage.join(dataset, contracts.SEEDS_FILE),
+        out_uri=runs.report_uri(root, run_id),
+        gates=gates,
+        max_holdout=max_holdout,
+        progress=progress,
+    )
+    return {"run_id": run_id, **summary}
