@@ -46,7 +46,7 @@ def main() -> None:
             f"latency p95 {metrics['latency_p95_s']:.3f} s.",
         ]
     )
-    write_section("demo", "## `make demo` (python -m pipeline run) on 2 CPU cores", body)
+    write_section("demo", "`make demo` (python -m pipeline run) on 2 CPU cores", body)
     print(body)
 
 

@@ -62,7 +62,7 @@ def main() -> None:
             "With the tiny tokenizer (2,000 pieces); Mistral's 32k vocabulary needs fewer tokens for the same text.",
         ]
     )
-    write_section("validate", "## Validation throughput (llama.cpp, tiny model)", body)
+    write_section("validate", "Validation throughput (llama.cpp, tiny model)", body)
 
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@
 No weights are needed: a model with the real config (32 layers, hidden 4096, FFN 14336, 32 heads,
 8 KV heads, vocabulary 32000) is initialised at random, saved once to local disk and loaded back
 through bitsandbytes' 4-bit NF4 (double quant), as the training job loads the real base model.
-LoRA with the seed's settings (r 16, alpha 32, q/k/v/o), the seed's batch (4 per device, gradient
+LoRA with the spec's settings (r 16, alpha 32, q/k/v/o), the spec's batch (4 per device, gradient
 accumulation 4), sequences of the given lengths (the dataset's prompts plus answers are 250-450
 Mistral tokens; 1,024 is the training cap). Goal: fits a 16 GB T4 at batch 4.
 

@@ -28,7 +28,10 @@ class GgufConversion(pulumi.ComponentResource):
         def statements(values) -> list[iam.Statement]:
             bucket_arn, account, base_model_uri = values
             result = iam.s3_access(
-                "Artifacts", bucket_arn, read=["runs/*/training/*"], write=["runs/*/model.gguf", "runs/*/model.gguf.json"]
+                "Artifacts",
+                bucket_arn,
+                read=[contracts.RUN_TRAINING_KEYS],
+                write=[contracts.RUN_GGUF_KEY, contracts.RUN_GGUF_DESCRIPTION_KEY],
             )
             result.append(storage.gguf_retention_tagging(bucket_arn))
             result += iam.base_model_read(base_model_uri, bucket_arn, account.partition)

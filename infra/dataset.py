@@ -11,6 +11,7 @@ import pulumi_aws as aws
 
 from infra import functions, iam, packaging
 from infra.config import DatasetConfig, NetworkConfig
+from pipeline import contracts
 
 # Export of ~1M profiles measured at 56 MiB peak RSS and ~40 s (docs/benchmarks.md); headroom for
 # the seed profiles' scoring prompts and a slower database.
@@ -45,7 +46,7 @@ class DatasetFunctions(pulumi.ComponentResource):
 
         def generate_statements(values) -> list[iam.Statement]:
             bucket_arn, account = values
-            statements = iam.s3_access("Dataset", bucket_arn, write=["runs/*/dataset/*"])
+            statements = iam.s3_access("Dataset", bucket_arn, write=[contracts.RUN_DATASET_KEYS])
             statements.append(iam.Statement("DatabaseSecret", ["secretsmanager:GetSecretValue"], [config.database_secret_arn]))
             seeds_bucket, seeds_key = iam.s3_uri_arns(config.seed_profiles_uri, account.partition)
             statements += iam.s3_access("SeedProfiles", seeds_bucket, read=[seeds_key])
@@ -78,7 +79,8 @@ class DatasetFunctions(pulumi.ComponentResource):
                 VALIDATE_TIMEOUT_S,
                 pulumi.Output.from_input(args.bucket_arn).apply(
                     lambda arn: (
-                        iam.s3_access("Dataset", arn, read=["runs/*/dataset/*"]) + iam.kms_use("BucketKey", args.context.kms_key_arn)
+                        iam.s3_access("Dataset", arn, read=[contracts.RUN_DATASET_KEYS])
+                        + iam.kms_use("BucketKey", args.context.kms_key_arn)
                     )
                 ),
                 {

@@ -12,7 +12,7 @@ import pulumi
 import pulumi_aws as aws
 
 from infra import asl, iam
-from pipeline.contracts import RUNS_DIR, TRAINING_DIR
+from pipeline.contracts import RUN_TRAINING_KEYS
 
 # Any failed execution in a 5-minute period raises the alarm (a weekly job: one failure matters).
 ALARM_PERIOD_S = 300
@@ -106,7 +106,7 @@ class PipelineOrchestration(pulumi.ComponentResource):
                     "FindAdapter",
                     ["s3:ListBucket"],
                     [f"arn:{account.partition}:s3:::{bucket_name}"],
-                    {"StringLike": {"s3:prefix": [f"{RUNS_DIR}/*/{TRAINING_DIR}/*"]}},
+                    {"StringLike": {"s3:prefix": [RUN_TRAINING_KEYS]}},
                 ),
                 iam.Statement("OneExecutionAtATime", ["states:ListExecutions"], [account.arn("states", f"stateMachine:{machine_name}")]),
                 iam.Statement(

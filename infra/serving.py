@@ -13,6 +13,7 @@ import pulumi
 
 from infra import functions, iam, packaging, storage
 from infra.config import ModelServingConfig, NetworkConfig
+from pipeline import contracts
 
 # Deploy streams a 4-8 GB GGUF from S3 into Ollama's blob API: 2 GB gives a full vCPU and the
 # network share with it. Validate scores a few hundred profiles and draws three plots.
@@ -52,7 +53,7 @@ class ModelLifecycleFunctions(pulumi.ComponentResource):
                 "DeployModel: the run's GGUF into Ollama as a candidate tag",
                 DEPLOY_MEMORY_MB,
                 DEPLOY_TIMEOUT_S,
-                access(read=["runs/*"], write=["runs/*/Modelfile"]),
+                access(read=[contracts.ANY_RUN], write=[contracts.RUN_MODELFILE_KEY]),
                 {**environment, "POWERTOOLS_SERVICE_NAME": "deploy-model"},
             ),
             **common,
@@ -63,7 +64,7 @@ class ModelLifecycleFunctions(pulumi.ComponentResource):
                 "ValidateModel: the candidate against the quality gates; report to runs/<run_id>/report/",
                 VALIDATE_MEMORY_MB,
                 VALIDATE_TIMEOUT_S,
-                access(read=["runs/*"], write=["runs/*/report/*"]),
+                access(read=[contracts.ANY_RUN], write=[contracts.RUN_REPORT_KEYS]),
                 {
                     **environment,
                     "QUALITY_GATES": json.dumps(args.config.quality_gates, sort_keys=True),
@@ -80,9 +81,9 @@ class ModelLifecycleFunctions(pulumi.ComponentResource):
                 "PromoteModel: the candidate becomes production; then models/current.json",
                 POINTER_MEMORY_MB,
                 POINTER_TIMEOUT_S,
-                pulumi.Output.all(access(read=["runs/*", "models/*"], write=["models/*"]), args.bucket_arn).apply(
-                    lambda values: [*values[0], storage.gguf_retention_tagging(values[1])]
-                ),
+                pulumi.Output.all(
+                    access(read=[contracts.ANY_RUN, contracts.POINTER_KEYS], write=[contracts.POINTER_KEYS]), args.bucket_arn
+                ).apply(lambda values: [*values[0], storage.gguf_retention_tagging(values[1])]),
                 {**environment, "POWERTOOLS_SERVICE_NAME": "promote-model"},
             ),
             **common,
@@ -93,7 +94,7 @@ class ModelLifecycleFunctions(pulumi.ComponentResource):
                 "Rollback: remove the candidate; production stays as models/current.json names it",
                 POINTER_MEMORY_MB,
                 POINTER_TIMEOUT_S,
-                access(read=["runs/*", "models/*"]),
+                access(read=[contracts.ANY_RUN, contracts.POINTER_KEYS]),
                 {**environment, "POWERTOOLS_SERVICE_NAME": "rollback-model"},
             ),
             **common,

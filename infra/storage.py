@@ -9,10 +9,10 @@ import pulumi_aws as aws
 
 from infra import iam
 from infra.config import StorageConfig
-from pipeline.contracts import GGUF_NAME, RETENTION_EXPIRING, RETENTION_TAG, RUNS_DIR
+from pipeline.contracts import CHECKPOINTS_DIR, RETENTION_EXPIRING, RETENTION_TAG, RUN_GGUF_KEY
 
 # Training checkpoints (managed spot) live under this prefix so that one lifecycle rule expires them.
-CHECKPOINTS_PREFIX = "checkpoints/"
+CHECKPOINTS_PREFIX = f"{CHECKPOINTS_DIR}/"
 
 
 class ArtifactStorageArgs:
@@ -116,7 +116,7 @@ class ArtifactStorage(pulumi.ComponentResource):
 
 def gguf_retention_tagging(bucket_arn: str) -> iam.Statement:
     """Setting a run GGUF's retention tag (ConvertToGGUF marks it expiring, PromoteModel re-tags)."""
-    return iam.Statement("GgufRetentionTag", ["s3:PutObjectTagging", "s3:GetObjectTagging"], [f"{bucket_arn}/{RUNS_DIR}/*/{GGUF_NAME}"])
+    return iam.Statement("GgufRetentionTag", ["s3:PutObjectTagging", "s3:GetObjectTagging"], [f"{bucket_arn}/{RUN_GGUF_KEY}"])
 
 
 def tls_only_policy(bucket_arn: str) -> str:

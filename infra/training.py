@@ -60,7 +60,10 @@ class TrainingJobSpec(pulumi.ComponentResource):
         def statements(values) -> list[iam.Statement]:
             bucket_arn, account, base_model_uri, image_uri = values
             result = iam.s3_access(
-                "Artifacts", bucket_arn, read=["runs/*/dataset/*", "checkpoints/*"], write=["runs/*/training/*", "checkpoints/*"]
+                "Artifacts",
+                bucket_arn,
+                read=[contracts.RUN_DATASET_KEYS, contracts.CHECKPOINT_KEYS],
+                write=[contracts.RUN_TRAINING_KEYS, contracts.CHECKPOINT_KEYS],
             )
             result += iam.base_model_read(base_model_uri, bucket_arn, account.partition)
             result += [

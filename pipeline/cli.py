@@ -71,7 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     export.add_argument("--out", required=True, help="a local directory or s3://bucket/prefix")
     export.add_argument("--min-rows", type=_positive_int, default=None, help="fewest usable rows to accept (default 1000)")
-    export.add_argument("--teachers", default=None, help="comma-separated scored_by values (default: the seed's two)")
+    export.add_argument("--teachers", default=None, help="comma-separated scored_by values (default: the spec's two)")
     export.add_argument("--split", default=None, help="train,validation,holdout fractions (default 0.8,0.1,0.1)")
     export.add_argument(
         "--seed-profiles",

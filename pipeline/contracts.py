@@ -49,6 +49,17 @@ RETENTION_EXPIRING = "expiring"
 RETENTION_PRODUCTION = "production"
 RETENTION_RESTORE_POINT = "restore-point"
 
+# S3 key patterns of the run layout, for IAM policies and lifecycle rules ("runs/*/dataset/*").
+ANY_RUN = f"{RUNS_DIR}/*"
+RUN_DATASET_KEYS = f"{ANY_RUN}/{DATASET_DIR}/*"
+RUN_TRAINING_KEYS = f"{ANY_RUN}/{TRAINING_DIR}/*"
+RUN_REPORT_KEYS = f"{ANY_RUN}/{REPORT_DIR}/*"
+RUN_GGUF_KEY = f"{ANY_RUN}/{GGUF_NAME}"
+RUN_GGUF_DESCRIPTION_KEY = f"{ANY_RUN}/{GGUF_NAME}.json"
+RUN_MODELFILE_KEY = f"{ANY_RUN}/{MODELFILE_NAME}"
+CHECKPOINT_KEYS = f"{CHECKPOINTS_DIR}/*"
+POINTER_KEYS = f"{MODELS_DIR}/*"
+
 # Step Functions execution names (the run ids in AWS): 1-80 characters of letters, digits, '-' and '_'.
 RUN_ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,80}$")
 

@@ -30,7 +30,7 @@ class SourceSchemaError(PipelineError):
 
 
 class InsufficientData(PipelineError):
-    """Too few usable rows to train on (the seed's "Reach 1000+ scored profiles")."""
+    """Too few usable rows to train on (the spec's "Reach 1000+ scored profiles")."""
 
 
 class StorageError(PipelineError):

@@ -18,7 +18,7 @@ from typing import Any
 
 TEMPLATE_VERSION = "seed-v1"
 
-# The seed's "Instruction Template", verbatim ({{username}} is the profile's handle).
+# The spec's "Instruction Template", verbatim ({{username}} is the profile's handle).
 INSTRUCTION_TEMPLATE = (
     "Score this profile. Given the following profile attributes, return a JSON object with: "
     "'handle', 'score' (0.00-1.00 likelihood of being a real person who is an academic researcher), "
@@ -41,7 +41,7 @@ if re.findall(r"\{\{(\w+)\}\}", INSTRUCTION_TEMPLATE) != list(_TEMPLATE_FIELDS):
     raise RuntimeError("INSTRUCTION_TEMPLATE's placeholders changed: update _TEMPLATE_FIELDS and format_instruction")
 _TEMPLATE_PERCENT = re.sub(r"\{\{\w+\}\}", "%s", INSTRUCTION_TEMPLATE.replace("%", "%%"))
 
-# The seed Modelfile's SYSTEM prompt.
+# The spec's Modelfile's SYSTEM prompt.
 SYSTEM_PROMPT = "You are a profile scorer that evaluates Twitter profiles to identify academic researchers. Return only valid JSON."
 
 # The teacher whose style the model imitates at inference ("Scored by model:" line).
@@ -60,7 +60,7 @@ MAX_REASON_CHARS = 240
 TRUNCATION_MARK = "…"
 # Tokens an answer may take at inference. The longest answer is about 330 characters (handle 50,
 # reason 240, keys and score), ~110 Mistral tokens; the margin covers byte-fallback text. An answer
-# cut at this budget is invalid JSON and counts against the gates (the seed's 2048 only adds latency).
+# cut at this budget is invalid JSON and counts against the gates (the spec's 2048 only adds latency).
 MAX_ANSWER_TOKENS = 256
 
 SCORE_DECIMALS = Decimal("0.01")
@@ -162,7 +162,7 @@ def parse_score(value: Any) -> float:
 
 
 def format_score(score: float) -> str:
-    """The seed's string form: two decimals, half up ("0.95")."""
+    """The spec's string form: two decimals, half up ("0.95")."""
     try:
         return str(Decimal(str(score)).quantize(SCORE_DECIMALS, rounding=ROUND_HALF_UP))
     except InvalidOperation as exc:  # parse_score guarantees a finite float; keep the error named
@@ -170,7 +170,7 @@ def format_score(score: float) -> str:
 
 
 def format_answer(handle: str, score: float, reason: str) -> str:
-    """The training target: compact JSON, keys in the seed's order, score as a 2-decimal string."""
+    """The training target: compact JSON, keys in the spec's order, score as a 2-decimal string."""
     # Assembled from json's C string encoder rather than by encoding a dict: the same bytes as
     # json.dumps(..., ensure_ascii=False, separators=(",", ":")), three times faster per row.
     return f'{{"handle":{json_string(handle)},"score":"{format_score(score)}","reason":{json_string(reason)}}}'

@@ -57,7 +57,7 @@ def database_url(server_url: str) -> Iterator[str]:
 
 @pytest.fixture
 def db(database_url: str):
-    """A connection to the fresh database, with the seed's tables created."""
+    """A connection to the fresh database, with the spec's tables created."""
     conn = psycopg2.connect(database_url)
     source.ensure_schema(conn)
     yield conn

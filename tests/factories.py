@@ -44,7 +44,7 @@ def researchers(count: int, start: int = 1) -> list[tuple[ProfileRow, list[Score
 
 
 def tiny_model_with_adapter(work, layers: int, seed: int):
-    """A tiny Mistral, a random non-zero LoRA adapter for it (the seed's target modules, r=16), and
+    """A tiny Mistral, a random non-zero LoRA adapter for it (the spec's target modules, r=16), and
     the peft model (for references that need the merged weights). Returns (base, adapter, peft_model)."""
     import torch
     from peft import LoraConfig, get_peft_model

@@ -22,7 +22,7 @@ def test_the_image_installs_the_pinned_training_requirements():
     training = (ROOT / "requirements" / "training.txt").read_text()
     for package in ("transformers", "peft", "accelerate", "sentencepiece"):
         assert re.search(rf"^{package}==", training, re.M), package
-    # Mistral needs transformers >= 4.34 (the seed's 4.28 image cannot load it).
+    # Mistral needs transformers >= 4.34 (the spec's 4.28 image cannot load it).
     major, minor = map(int, re.search(r"^transformers==(\d+)\.(\d+)", training, re.M).groups())
     assert (major, minor) >= (4, 34)
 

@@ -39,7 +39,7 @@ class Example(NamedTuple):  # tuples, not dataclasses: one is built per row of a
     truncated: tuple[TruncatedField, ...] = ()
 
     def to_json_line(self) -> dict[str, str]:
-        """The seed's JSONL row: exactly ``instruction`` and ``output``."""
+        """The spec's JSONL row: exactly ``instruction`` and ``output``."""
         return {"instruction": self.instruction, "output": self.output}
 
     def to_jsonl(self) -> str:

@@ -14,19 +14,19 @@ import psycopg2.extensions
 
 from pipeline.errors import DatabaseUnavailable, InvalidArgument, SourceSchemaError
 
-# The seed's two teachers ("WHERE ps.scored_by IN (...)").
+# The spec's two teachers ("WHERE ps.scored_by IN (...)").
 DEFAULT_TEACHERS: tuple[str, ...] = ("claude-haiku-20240307", "gemini-2.0-flash")
 
 CONNECT_TIMEOUT_SECONDS = 10
 # Rows fetched per round trip by the server-side cursor: memory is bounded by this, not the table.
 CURSOR_ITERSIZE = 2000
 
-# The seed's query, plus what its template needs (created_at, follower_count, location) and the
+# The spec's query, plus what its template needs (created_at, follower_count, location) and the
 # rules that make one row per profile:
 #   * one score per profile: the most recent score among the allowed teachers (ties: teacher name);
 #   * one profile per handle: handle_rank 1 is the most recently scored profile carrying that
 #     handle (case-insensitive); the export rejects the others as duplicate_handle, counted.
-# The outer ORDER BY keeps the seed's "ORDER BY ps.scored_at DESC". Every column arrives as text:
+# The outer ORDER BY keeps the spec's "ORDER BY ps.scored_at DESC". Every column arrives as text:
 # the export needs no other type, the casts make it independent of the column types (TEXT or BIGINT
 # ids, TEXT or NUMERIC scores), and the server formats dates faster than the client parses them.
 EXPORT_QUERY = """
@@ -178,7 +178,7 @@ def schema_sql() -> str:
 
 
 def ensure_schema(conn: psycopg2.extensions.connection) -> None:
-    """Create the seed's tables if absent (tests, benchmarks, demo). Never alters existing ones."""
+    """Create the spec's tables if absent (tests, benchmarks, demo). Never alters existing ones."""
     with conn.cursor() as cursor:
         cursor.execute(schema_sql())
     conn.commit()

@@ -1,7 +1,7 @@
 """ValidateData: an independent check of a written dataset before any GPU time is spent on it.
 
 Re-reads the files the export wrote (streamed, from a local path or S3), and checks them against
-the manifest (sha256, bytes, rows) and against the row contract (the seed's JSONL format, the
+the manifest (sha256, bytes, rows) and against the row contract (the spec's JSONL format, the
 answer schema, one row per handle). Too few rows -> ``valid: false`` with ``InsufficientData``.
 """
 

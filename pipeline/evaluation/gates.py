@@ -1,4 +1,4 @@
-"""The quality gates: one home for their thresholds (defaults from the seed's Success Criteria) and
+"""The quality gates: one home for their thresholds (defaults from the spec's Success Criteria) and
 the metrics they read.
 
 Unparseable or failed answers are not dropped: they count as invalid for the valid-JSON gate and

@@ -22,11 +22,11 @@ from pipeline.errors import PipelineError
 from pipeline.evaluation.gates import QualityGates
 from pipeline.serving.lifecycle import ServingConfig
 
-LOCAL_POINTER = ("runs", "current.json")
+LOCAL_POINTER = (contracts.RUNS_DIR, contracts.POINTER_NAME)  # beside the runs, not in a bucket
 RUN_SUMMARY = "run.json"
 TINY_MODEL_CACHE = Path(".cache") / "tiny-model"
 # The tiny model starts from random weights, so the local default adapts every linear layer with a
-# larger learning rate than the seed's (which is for Mistral-7B); --set restores any seed value.
+# larger learning rate than the spec's (which is for Mistral-7B); --set restores any seed value.
 TINY_MODEL_TRAINING = {
     "target_modules": "q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj",
     "learning_rate": "3e-3",

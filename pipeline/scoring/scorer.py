@@ -1,4 +1,4 @@
-"""Score profiles with a served model: the seed's ``queryOllama`` in Python, and its llama.cpp twin.
+"""Score profiles with a served model: the spec's ``queryOllama`` in Python, and its llama.cpp twin.
 
 Both backends send the same thing: the profile's instruction under the Ollama TEMPLATE with the
 system prompt, temperature 0.1, at most MAX_ANSWER_TOKENS, constrained to the answer's JSON schema

@@ -21,7 +21,7 @@ from pipeline.errors import PipelineError
 from pipeline.serving import modelfile
 from pipeline.serving.ollama import OllamaClient
 
-POINTER_PATH = ("models", "current.json")
+POINTER_PATH = (contracts.MODELS_DIR, contracts.POINTER_NAME)
 GGUF_FILE_NAME = contracts.GGUF_NAME
 MODELFILE_NAME = contracts.MODELFILE_NAME
 

@@ -18,7 +18,7 @@ from pipeline import contracts, prompt
 # Go text/template, rendered by Ollama (and by pipeline.serving.template for llama.cpp).
 OLLAMA_TEMPLATE = "[INST] {{ if .System }}{{ .System }}\n\n{{ end }}{{ .Prompt }} [/INST]"
 STOP_SEQUENCES = ("</s>", "[INST]")
-# The seed Modelfile's parameters.
+# The spec's Modelfile's parameters.
 TEMPERATURE = 0.1
 NUM_CTX = 4096
 

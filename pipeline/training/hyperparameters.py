@@ -1,4 +1,4 @@
-"""Training hyperparameters: the seed's LoRA and TrainingArguments as defaults, overridable by name.
+"""Training hyperparameters: the spec's LoRA and TrainingArguments as defaults, overridable by name.
 
 SageMaker hands hyperparameters over as strings (``input/config/hyperparameters.json``); the local
 CLI takes ``--set name=value``. Both go through ``parse``: an unknown name or a malformed value is
@@ -31,13 +31,13 @@ class Switch(str, Enum):
 
 @dataclass(frozen=True)
 class Hyperparameters:
-    # The seed's LoraConfig.
+    # The spec's LoraConfig.
     r: int = 16
     lora_alpha: int = 32
     target_modules: tuple[str, ...] = ("q_proj", "v_proj", "k_proj", "o_proj")
     lora_dropout: float = 0.05
     bias: str = "none"
-    # The seed's TrainingArguments.
+    # The spec's TrainingArguments.
     num_train_epochs: float = 3.0
     per_device_train_batch_size: int = 4
     gradient_accumulation_steps: int = 4

@@ -208,7 +208,7 @@ def test_gate_ranges_are_the_contracts_in_infra_and_pipeline(mocks):
             assert refused_by_pipeline == any(rule.setting in problem for problem in problems), (rule.name, value)
 
 
-def test_readme_configuration_reference_is_generated_from_pulumi_yaml():
+def test_the_configuration_reference_in_docs_is_generated_from_pulumi_yaml():
     import subprocess
     import sys
 

@@ -1,4 +1,4 @@
-"""The ASL file itself: the seed's states, guards on every task, and two independent validators."""
+"""The ASL file itself: the spec's states, guards on every task, and two independent validators."""
 
 from __future__ import annotations
 

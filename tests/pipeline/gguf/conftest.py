@@ -17,6 +17,7 @@ from pipeline.model_files import TOKENIZER_FILES
 ROOT = Path(__file__).resolve().parents[3]
 LLAMA_CPP_VERSION = "0.3.36"
 SOURCE_CACHE = ROOT / ".venv" / "llama-cpp-python-src"
+CONVERTER = SOURCE_CACHE / f"llama_cpp_python-{LLAMA_CPP_VERSION}" / "vendor" / "llama.cpp" / "convert_hf_to_gguf.py"
 
 
 @dataclass(frozen=True)
@@ -41,8 +42,9 @@ def models(tmp_path_factory) -> Models:
 
 
 def ensure_converter() -> Path:
-    """llama.cpp's convert_hf_to_gguf.py from the llama-cpp-python sdist (used here, never copied into the repo)."""
-    script = SOURCE_CACHE / f"llama_cpp_python-{LLAMA_CPP_VERSION}" / "vendor" / "llama.cpp" / "convert_hf_to_gguf.py"
+    """llama.cpp's convert_hf_to_gguf.py from the llama-cpp-python sdist (used here, never copied into
+    the repo); `make test`'s install step calls this, where the package index is reachable."""
+    script = CONVERTER
     if not script.is_file():
         SOURCE_CACHE.mkdir(parents=True, exist_ok=True)
         subprocess.run(
@@ -74,7 +76,11 @@ def ensure_converter() -> Path:
 
 @pytest.fixture(scope="session")
 def llama_cpp_converter() -> Path:
-    return ensure_converter()
+    """Downloaded by `make test`'s install step (no network in the tests themselves)."""
+    script = CONVERTER
+    if not script.is_file():
+        pytest.fail(f"{script} is missing: run `make test` (or `make rehearsal-assets`), which downloads it")
+    return script
 
 
 def run_converter(script: Path, model_dir: Path, out: Path, outtype: str = "f16") -> Path:
