@@ -4,12 +4,9 @@ and reach it over HTTP, as they reach AWS), the real PostgreSQL, the Ollama cont
 
 from __future__ import annotations
 
-import json
-import uuid
 from collections.abc import Iterator
 
 import boto3
-import psycopg2.extensions
 import pytest
 
 from tests.deploy_rehearsal.lambda_runtime import DeployedFunction, unpack_functions
@@ -71,17 +68,3 @@ def create_bucket(name: str) -> None:
     s3 = boto3.client("s3")
     if name not in {bucket["Name"] for bucket in s3.list_buckets()["Buckets"]}:
         s3.create_bucket(Bucket=name, CreateBucketConfiguration={"LocationConstraint": REGION})
-
-
-def database_secret(database_url: str) -> str:
-    params = psycopg2.extensions.parse_dsn(database_url)
-    secret = {
-        "host": params["host"],
-        "port": int(params.get("port", 5432)),
-        "username": params["user"],
-        "password": "unused-with-trust-auth",
-        "dbname": params["dbname"],
-    }
-    return boto3.client("secretsmanager").create_secret(Name=f"researcher-db-{uuid.uuid4().hex[:6]}", SecretString=json.dumps(secret))[
-        "ARN"
-    ]

@@ -13,8 +13,9 @@ import pytest
 
 from pipeline import contracts, prompt, storage
 from pipeline.local import sample
-from tests.deploy_rehearsal.conftest import create_bucket, database_secret, lambda_environment
+from tests.deploy_rehearsal.conftest import create_bucket, lambda_environment
 from tests.deploy_rehearsal.lambda_runtime import UNZIPPED_LIMIT_BYTES, unzipped_size
+from tests.lambdas.test_dataset_handlers import make_secret
 from tests.pipeline.serving.ollama_contract_server import OllamaContractServer, echo_teacher_responder
 
 pytestmark = pytest.mark.slow  # `make test-fast` leaves these out
@@ -47,7 +48,7 @@ def test_a_weekly_run_through_every_zip_lambda(deployed_functions, aws_world, db
     seeds_uri = generate.environment["SEED_PROFILES_URI"]
     create_bucket(storage.split_s3_uri(seeds_uri)[0])
     storage.write_bytes(seeds_uri, "".join(f"{i}\n" for i in sorted(sample.seed_profile_ids())).encode())
-    environment = lambda_environment(aws_world, DATABASE_SECRET_ARN=database_secret(database_url))
+    environment = lambda_environment(aws_world, DATABASE_SECRET_ARN=make_secret(database_url))
     run_id = "Weekly_run_" + "2026_11_29"
 
     dataset = generate.invoke(
@@ -103,7 +104,7 @@ def test_validate_data_refuses_a_dataset_without_enough_seed_profiles(deployed_f
     seeds_uri = generate.environment["SEED_PROFILES_URI"]
     create_bucket(storage.split_s3_uri(seeds_uri)[0])
     storage.write_bytes(seeds_uri, b"999999999999\n")  # nobody in this database
-    environment = lambda_environment(aws_world, DATABASE_SECRET_ARN=database_secret(database_url))
+    environment = lambda_environment(aws_world, DATABASE_SECRET_ARN=make_secret(database_url))
     assert "result" in generate.invoke({"run_id": "run-seedless", "options": {"min_rows": 100}}, environment, tmp_path)
     validation = deployed_functions["validate-data"].invoke({"run_id": "run-seedless", "options": {"min_rows": 100}}, environment, tmp_path)
     assert validation["result"]["valid"] is False
