@@ -9,6 +9,7 @@ local files only; this is the part it does not do for S3.)
 from __future__ import annotations
 
 import json
+import math
 import struct
 from dataclasses import dataclass
 
@@ -40,38 +41,72 @@ class TensorRef:
 
     @property
     def n_elements(self) -> int:
-        return int(np.prod(self.shape)) if self.shape else 1
+        return math.prod(self.shape)  # Python ints: no overflow (np.prod wraps around at 2**63)
+
+
+def _whole_number(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _entry(uri: str, name: str, entry: object, data_start: int) -> TensorRef:
+    """One header entry, every field checked before anything is read (as the safetensors library does)."""
+    if not isinstance(entry, dict) or set(entry) != {"dtype", "shape", "data_offsets"}:
+        raise SafetensorsError(f"{uri}: header entry for {name} is not {{dtype, shape, data_offsets}}")
+    dtype, shape, offsets = entry["dtype"], entry["shape"], entry["data_offsets"]
+    if not isinstance(dtype, str):
+        raise SafetensorsError(f"{uri}: tensor {name} has no dtype name")
+    if not isinstance(shape, list) or not all(_whole_number(size) for size in shape):
+        raise SafetensorsError(f"{uri}: tensor {name} has a shape that is not a list of sizes >= 0: {shape!r}")
+    if not isinstance(offsets, list) or len(offsets) != 2 or not all(_whole_number(offset) for offset in offsets):
+        raise SafetensorsError(f"{uri}: tensor {name} has data_offsets that are not two offsets >= 0: {offsets!r}")
+    begin, end = offsets
+    if begin > end:
+        raise SafetensorsError(f"{uri}: tensor {name} has a reversed byte range {offsets}")
+    if dtype not in DTYPES:
+        raise SafetensorsError(f"{uri}: tensor {name} has dtype {dtype}; only F32, F16 and BF16 are read")
+    ref = TensorRef(name, uri, dtype, tuple(shape), data_start + begin, data_start + end)
+    if end - begin != ref.n_elements * ITEM_SIZES[dtype]:
+        raise SafetensorsError(
+            f"{uri}: tensor {name} spans {end - begin} bytes, its shape {shape} needs {ref.n_elements * ITEM_SIZES[dtype]}"
+        )
+    return ref
 
 
 def read_header(uri: str) -> dict[str, TensorRef]:
-    head = storage.read_range(uri, 0, HEADER_LENGTH_BYTES) if storage.size_of(uri) >= HEADER_LENGTH_BYTES else b""
+    """The tensors of one safetensors file; any malformed field, range or size is a SafetensorsError
+    before a byte of tensor data is read."""
+    file_size = storage.size_of(uri)
+    head = storage.read_range(uri, 0, HEADER_LENGTH_BYTES) if file_size >= HEADER_LENGTH_BYTES else b""
     if len(head) != HEADER_LENGTH_BYTES:
         raise SafetensorsError(f"{uri} is not a safetensors file (shorter than its header)")
     (length,) = struct.unpack("<Q", head)
-    if not 0 < length <= MAX_HEADER_BYTES:
-        raise SafetensorsError(f"{uri} has a corrupt safetensors header (length {length})")
+    if not 0 < length <= MAX_HEADER_BYTES or HEADER_LENGTH_BYTES + length > file_size:
+        raise SafetensorsError(f"{uri} has a corrupt safetensors header (length {length}, file {file_size} bytes)")
     try:
         header = json.loads(storage.read_range(uri, HEADER_LENGTH_BYTES, HEADER_LENGTH_BYTES + length))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise SafetensorsError(f"{uri} has a corrupt safetensors header: {exc}") from None
     except storage.StorageError as exc:
         raise SafetensorsError(f"{uri} has a corrupt safetensors header: {exc}") from None
+    if not isinstance(header, dict):
+        raise SafetensorsError(f"{uri} has a corrupt safetensors header: not a JSON object")
+    metadata = header.get("__metadata__", {})
+    if not isinstance(metadata, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in metadata.items()):
+        raise SafetensorsError(f"{uri} has a corrupt safetensors header: __metadata__ is not an object of strings")
     data_start = HEADER_LENGTH_BYTES + length
-    file_size = storage.size_of(uri)
-    tensors = {}
-    for name, entry in header.items():
-        if name == "__metadata__":
-            continue
-        try:
-            dtype, shape, (begin, end) = entry["dtype"], tuple(entry["shape"]), entry["data_offsets"]
-        except (KeyError, TypeError, ValueError):
-            raise SafetensorsError(f"{uri}: corrupt header entry for {name}") from None
-        if dtype not in DTYPES:
-            raise SafetensorsError(f"{uri}: tensor {name} has dtype {dtype}; only F32, F16 and BF16 are read")
-        ref = TensorRef(name, uri, dtype, shape, data_start + begin, data_start + end)
-        if ref.end - ref.start != ref.n_elements * ITEM_SIZES[dtype] or ref.end > file_size:
-            raise SafetensorsError(f"{uri} is truncated or corrupt at tensor {name}")
-        tensors[name] = ref
+    tensors = {name: _entry(uri, name, entry, data_start) for name, entry in header.items() if name != "__metadata__"}
+    # The data is the tensors back to back, in offset order, and nothing else: no overlap, no gap,
+    # nothing past the end of the file (what the safetensors library requires too).
+    position = data_start
+    for ref in sorted(tensors.values(), key=lambda ref: (ref.start, ref.end)):
+        if ref.start != position:
+            raise SafetensorsError(
+                f"{uri}: tensor {ref.name} starts at byte {ref.start - data_start} of the data, "
+                f"expected {position - data_start} (overlapping or missing ranges)"
+            )
+        position = ref.end
+    if position != file_size:
+        raise SafetensorsError(f"{uri} is truncated or corrupt: the tensors end at byte {position}, the file at {file_size}")
     return tensors
 
 
