@@ -92,6 +92,12 @@ _NON_SPACE_CONTROLS = re.compile(
 )
 
 
+# Bidirectional and invisible format controls: U+202E and its kind reorder what a reader sees
+# (a report, a terminal) without changing the bytes. Zero-width joiner and non-joiner stay: emoji
+# sequences and several scripts need them.
+_FORMAT_CONTROLS = re.compile("[\u061c\u200b\u200e\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff]")
+
+
 class AnswerError(ValueError):
     """An answer (teacher's or model's) does not meet the schema. ``reason`` is a stable code."""
 
@@ -119,7 +125,7 @@ def clean_text(value: Any) -> str:
     text = str(value)
     if text.isprintable() and "  " not in text:  # the common case, checked in C
         return text.strip()
-    text = _NON_SPACE_CONTROLS.sub("", text)
+    text = _FORMAT_CONTROLS.sub("", _NON_SPACE_CONTROLS.sub("", text))
     return _WHITESPACE_RUN.sub(" ", text).strip()
 
 

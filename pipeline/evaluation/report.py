@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import datetime as dt
+import html
 import io
+import re
 from collections.abc import Sequence
 from dataclasses import asdict
 from typing import Any
 
-from pipeline import storage
+from pipeline import prompt, storage
 from pipeline.contracts import REPORT_JSON, REPORT_MD
 from pipeline.evaluation.gates import GateResult
 from pipeline.scoring.scorer import ScoreResult
@@ -114,6 +116,16 @@ def _fmt(value: Any) -> str:
     return f"{value:.3f}" if isinstance(value, float) else str(value)
 
 
+_MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+!|~>-])")
+
+
+def markdown_text(value: Any) -> str:
+    """Untrusted text (a handle, a model's answer) as inert Markdown: one line without control or
+    bidi characters, HTML escaped, every Markdown metacharacter backslash-escaped (a `|` cannot end
+    a table cell, a backtick cannot open code, `<script>` is text)."""
+    return _MARKDOWN_SPECIAL.sub(r"\\\1", html.escape(prompt.clean_text(value), quote=False))
+
+
 def markdown(report: dict[str, Any]) -> str:
     metrics = report["metrics"]
     lines = [
@@ -144,8 +156,8 @@ def markdown(report: dict[str, Any]) -> str:
     if invalid:
         lines += ["## Invalid answers", "", "| set | handle | error | answer |", "| --- | --- | --- | --- |"]
         for row in invalid[:50]:
-            raw = (row.get("raw") or "").replace("|", "\\|").replace("\n", " ")[:120]
-            lines.append(f"| {row['set']} | {row['handle']} | {row['error']} | `{raw}` |")
+            cells = (row["set"], row["handle"], row["error"], prompt.truncate(prompt.clean_text(row.get("raw") or ""), 120)[0])
+            lines.append("| " + " | ".join(markdown_text(cell) for cell in cells) + " |")
         lines.append("")
     return "\n".join(lines)
 
