@@ -60,6 +60,19 @@ RUN_MODELFILE_KEY = f"{ANY_RUN}/{MODELFILE_NAME}"
 CHECKPOINT_KEYS = f"{CHECKPOINTS_DIR}/*"
 POINTER_KEYS = f"{MODELS_DIR}/*"
 
+# Ollama model tags: [a-zA-Z0-9_][a-zA-Z0-9_.-]{0,79}, matched case-insensitively.
+OLLAMA_TAG_MAX = 80
+
+
+def candidate_tag(run_id: str) -> str:
+    """A run's candidate tag: ``<the run id, lowercased, other characters as '-', cut>-<sha256[:8]>``.
+    The digest suffix means no run id ("latest", "LATEST", another run's id in other case) can name
+    the production tag or another run's candidate, whatever the execution was called."""
+    digest = hashlib.sha256(run_id.encode("utf-8")).hexdigest()[:JOB_NAME_HASH_DIGITS]
+    readable = re.sub(r"[^a-z0-9_.]+", "-", run_id.lower())[: OLLAMA_TAG_MAX - len(digest) - 1].strip("-.") or "run"
+    return f"{readable}-{digest}"
+
+
 # Step Functions execution names (the run ids in AWS): 1-80 characters of letters, digits, '-' and '_'.
 RUN_ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,80}$")
 

@@ -11,6 +11,7 @@ import pytest
 from pipeline.cli import EXIT_GATE_FAILED, EXIT_INTERRUPTED, main
 from pipeline.local import run as local_run
 from pipeline.local import sample
+from pipeline.serving.modelfile import model_tag
 from tests.pipeline.serving.ollama_contract_server import OllamaContractServer, echo_teacher_responder
 
 pytestmark = pytest.mark.slow  # `make test-fast` leaves these out
@@ -111,7 +112,7 @@ def test_a_run_that_passes_the_gates_is_promoted_and_everything_agrees(loaded_da
         assert pointer["run_id"] == summary["run_id"] == result.run_id and summary["outcome"] == "promoted"
         assert pointer["metrics"] == report["metrics"] and report["passed"] is True
         assert pointer["gguf_sha256"] == json.loads((run_dir / "model.gguf.json").read_text())["sha256"]
-        assert ollama.state.models["mistral-researcher:latest"] == ollama.state.models[f"mistral-researcher:{result.run_id}"]
+        assert ollama.state.models["mistral-researcher:latest"] == ollama.state.models[model_tag(result.run_id)]
         assert set(summary["stages"]) == set(local_run.STAGES)
 
 

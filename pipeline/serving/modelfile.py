@@ -29,7 +29,8 @@ def parameters() -> dict[str, Any]:
 
 
 def model_tag(run_id: str, name: str = contracts.MODEL_NAME) -> str:
-    return f"{name}:{run_id}"
+    """The run's candidate, e.g. mistral-researcher:run-1-4e65d3fb (never the production tag)."""
+    return f"{name}:{contracts.candidate_tag(run_id)}"
 
 
 def _quoted(text: str) -> str:

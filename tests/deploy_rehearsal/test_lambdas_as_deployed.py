@@ -13,6 +13,7 @@ import pytest
 
 from pipeline import contracts, prompt, storage
 from pipeline.local import sample
+from pipeline.serving.modelfile import model_tag
 from tests.deploy_rehearsal.conftest import create_bucket, lambda_environment
 from tests.deploy_rehearsal.lambda_runtime import UNZIPPED_LIMIT_BYTES, unzipped_size
 from tests.lambdas.test_dataset_handlers import make_secret
@@ -75,13 +76,13 @@ def test_a_weekly_run_through_every_zip_lambda(deployed_functions, aws_world, db
         ollama.state.responder = echo_teacher_responder(scores)
         serving = lambda_environment(aws_world, OLLAMA_URL=ollama.url)
         deployed = deployed_functions["deploy-model"].invoke({"run_id": run_id}, serving, tmp_path)
-        assert deployed.get("result", {}).get("candidate") == f"mistral-researcher:{run_id}", deployed
+        assert deployed.get("result", {}).get("candidate") == model_tag(run_id), deployed
         validated = deployed_functions["validate-model"].invoke({"run_id": run_id}, serving, tmp_path)
         assert validated.get("result", {}).get("passed") is True, validated
         assert storage.exists(f"s3://{bucket}/runs/{run_id}/report/report.md")
         promoted = deployed_functions["promote-model"].invoke({"run_id": run_id}, serving, tmp_path)
         assert promoted.get("result", {}).get("production") == "mistral-researcher:latest", promoted
-        assert ollama.state.models["mistral-researcher:latest"] == ollama.state.models[f"mistral-researcher:{run_id}"]
+        assert ollama.state.models["mistral-researcher:latest"] == ollama.state.models[model_tag(run_id)]
         # A later run that fails its gates is rolled back; production stays.
         storage.write_bytes(f"s3://{bucket}/runs/run-2/model.gguf", b"GGUF" + b"\x01" * 4096)
         assert "result" in deployed_functions["deploy-model"].invoke(
@@ -89,8 +90,8 @@ def test_a_weekly_run_through_every_zip_lambda(deployed_functions, aws_world, db
         )
         rolled_back = deployed_functions["rollback-model"].invoke({"run_id": "run-2"}, serving, tmp_path)
         assert rolled_back.get("result", {}).get("candidate_deleted") is True, rolled_back
-        assert "mistral-researcher:run-2" not in ollama.state.models
-        assert ollama.state.models["mistral-researcher:latest"] == ollama.state.models[f"mistral-researcher:{run_id}"]
+        assert model_tag("run-2") not in ollama.state.models
+        assert ollama.state.models["mistral-researcher:latest"] == ollama.state.models[model_tag(run_id)]
     pointer = json.loads(storage.read_bytes(f"s3://{bucket}/models/current.json"))
     assert pointer["run_id"] == run_id
 

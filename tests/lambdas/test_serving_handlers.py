@@ -14,6 +14,7 @@ from lambdas.validate_model.handler import Settings as ValidateModelSettings
 from pipeline import storage
 from pipeline.errors import InvalidArgument
 from pipeline.serving.lifecycle import PromotionError
+from pipeline.serving.modelfile import model_tag
 from tests.pipeline.serving.ollama_contract_server import OllamaContractServer
 
 
@@ -61,7 +62,7 @@ def test_deploy_then_rollback_through_the_handlers(served):
     server, bucket = served
     storage.write_bytes(f"s3://{bucket}/runs/run-1/model.gguf", b"GGUF-bytes")
     result = deploy.handler({"run_id": "run-1"}, Context())
-    assert result["candidate"] == "mistral-researcher:run-1" and "mistral-researcher:run-1" in server.state.models
+    assert result["candidate"] == model_tag("run-1") and model_tag("run-1") in server.state.models
     assert rollback.handler({"run_id": "run-1"}, Context())["candidate_deleted"] is True
     assert server.state.models == {}
 

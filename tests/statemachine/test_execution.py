@@ -9,6 +9,7 @@ import boto3
 import pytest
 
 from pipeline import contracts
+from pipeline.serving.modelfile import model_tag
 from tests.pipeline.serving.ollama_contract_server import echo_teacher_responder
 
 pytestmark = pytest.mark.slow  # `make test-fast` leaves these out
@@ -65,11 +66,11 @@ def test_happy_path_trains_converts_deploys_validates_and_promotes(world):
         assert state in visited, state
     assert "Rollback" not in visited and "NotifyFailure" not in visited
     pointer = json.loads(world.pointer())
-    assert pointer["run_id"] == "run-1" and pointer["model"] == "mistral-researcher:run-1"
+    assert pointer["run_id"] == "run-1" and pointer["model"] == model_tag("run-1")
     assert pointer["gguf_uri"] == f"s3://{world.bucket}/runs/run-1/model.gguf"
     assert pointer["adapter_uri"].endswith(f"/runs/run-1/training/{contracts.training_job_name('run-1', 'researcher-scorer')}/output/model")
     assert pointer["metrics"]["pearson"] > 0.99
-    assert world.ollama.state.models["mistral-researcher:latest"] == world.ollama.state.models["mistral-researcher:run-1"]
+    assert world.ollama.state.models["mistral-researcher:latest"] == world.ollama.state.models[model_tag("run-1")]
     assert world.host_state() == "stopped"  # returned to the state it was found in
     job = boto3.client("sagemaker").describe_training_job(TrainingJobName=contracts.training_job_name("run-1", "researcher-scorer"))
     assert job["EnableNetworkIsolation"] is True and job["EnableManagedSpotTraining"] is True
@@ -113,7 +114,7 @@ def test_failed_gates_roll_back_and_leave_production_alone(world):
     assert "PromoteModel" not in visited
     assert world.pointer() == pointer_before
     assert world.ollama.state.models["mistral-researcher:latest"] == production_before
-    assert "mistral-researcher:run-5" not in world.ollama.state.models  # the candidate is gone
+    assert model_tag("run-5") not in world.ollama.state.models  # the candidate is gone
 
 
 def test_unreachable_ollama_is_retried_then_rolled_back(world, monkeypatch):

@@ -10,6 +10,7 @@ import pytest
 from pipeline import storage
 from pipeline.serving import lifecycle, modelfile
 from pipeline.serving.lifecycle import ServingConfig
+from pipeline.serving.modelfile import model_tag
 from pipeline.serving.ollama import ModelNotFound, OllamaClient, OllamaError, OllamaUnavailable, RetryPolicy
 
 PRODUCTION = "mistral-researcher:latest"
@@ -32,9 +33,9 @@ def test_deploy_uploads_by_digest_creates_the_candidate_and_writes_the_modelfile
     gguf = fake_gguf(tmp_path, "run-1", b"weights")
     result = lifecycle.deploy(client, gguf, "run-1")
     digest = "sha256:" + hashlib.sha256(b"GGUFweights").hexdigest()
-    assert result["candidate"] == "mistral-researcher:run-1" and result["uploaded"] is True
+    assert result["candidate"] == model_tag("run-1") and result["uploaded"] is True
     assert set(ollama.state.blobs) == {digest}
-    created = ollama.state.models["mistral-researcher:run-1"]
+    created = ollama.state.models[model_tag("run-1")]
     assert created["files"] == {"model.gguf": digest} and created["template"] == modelfile.OLLAMA_TEMPLATE
     assert created["parameters"]["temperature"] == 0.1 and created["parameters"]["num_ctx"] == 4096
     assert (tmp_path / "runs" / "run-1" / "Modelfile").read_text() == modelfile.render_modelfile("./model.gguf")
@@ -53,7 +54,7 @@ def test_deploy_trusts_the_export_description_only_when_the_size_agrees(ollama, 
 def test_deploy_streams_from_s3(ollama, client, bucket):
     storage.write_bytes(f"s3://{bucket}/runs/run-7/model.gguf", b"GGUF" + b"x" * 1000)
     lifecycle.deploy(client, f"s3://{bucket}/runs/run-7/model.gguf", "run-7")
-    assert "mistral-researcher:run-7" in ollama.state.models
+    assert model_tag("run-7") in ollama.state.models
     assert storage.exists(f"s3://{bucket}/runs/run-7/Modelfile")
 
 
@@ -63,10 +64,10 @@ def test_promote_copies_to_production_and_writes_the_pointer(ollama, client, tmp
     second = deploy_and_promote(client, tmp_path, "run-2", b"two")
     assert second["previous"]["run_id"] == "run-1" and "previous" not in second["previous"]
     assert lifecycle.read_pointer(str(tmp_path))["run_id"] == "run-2"
-    assert ollama.state.models[PRODUCTION] == ollama.state.models["mistral-researcher:run-2"]
+    assert ollama.state.models[PRODUCTION] == ollama.state.models[model_tag("run-2")]
     third = deploy_and_promote(client, tmp_path, "run-3", b"three")
     # run-1 pruned: production's run and the restore point (run-2) stay
-    assert sorted(ollama.state.models) == [PRODUCTION, "mistral-researcher:run-2", "mistral-researcher:run-3"]
+    assert sorted(ollama.state.models) == [PRODUCTION, model_tag("run-2"), model_tag("run-3")]
     again = lifecycle.promote(client, str(tmp_path), "run-3", {})  # retried promote keeps the same restore point
     assert again["previous"]["run_id"] == third["previous"]["run_id"] == "run-2"
 
@@ -84,7 +85,7 @@ def test_rollback_deletes_the_candidate_and_leaves_production_and_pointer(ollama
     lifecycle.deploy(client, fake_gguf(tmp_path, "run-2", b"two"), "run-2")
     result = lifecycle.rollback(client, str(tmp_path), "run-2")
     assert result["candidate_deleted"] is True and result["production_restored"] is False
-    assert "mistral-researcher:run-2" not in ollama.state.models
+    assert model_tag("run-2") not in ollama.state.models
     assert ollama.state.models[PRODUCTION] == production_before
     assert (tmp_path / "models" / "current.json").read_bytes() == pointer_before
     assert lifecycle.rollback(client, str(tmp_path), "run-2")["candidate_deleted"] is False  # idempotent
@@ -121,8 +122,8 @@ def test_a_first_ever_promote_cut_off_is_undone_by_removing_production(ollama, c
 
 def test_rollback_names_the_problem_when_the_pointer_model_is_gone(ollama, client, tmp_path):
     deploy_and_promote(client, tmp_path, "run-1", b"one")
-    ollama.state.models.pop("mistral-researcher:run-1")
-    with pytest.raises(lifecycle.RestoreError, match="mistral-researcher:run-1"):
+    ollama.state.models.pop(model_tag("run-1"))
+    with pytest.raises(lifecycle.RestoreError, match=model_tag("run-1")):
         lifecycle.rollback(client, str(tmp_path), "run-2")
 
 
@@ -160,7 +161,9 @@ def test_a_corrupted_upload_is_refused_by_digest(ollama, client, tmp_path):
 
 def test_serving_config_names(tmp_path):
     config = ServingConfig(production_tag="prod")
-    assert config.production == "mistral-researcher:prod" and config.candidate("run-1") == "mistral-researcher:run-1"
+    assert config.production == "mistral-researcher:prod" and config.candidate("run-1") == (
+        "mistral-researcher:run-1-" + hashlib.sha256(b"run-1").hexdigest()[:8]
+    )
     with pytest.raises(Exception, match="run id"):
         config.candidate("bad id!")
 
@@ -200,3 +203,26 @@ def test_a_gguf_that_cannot_be_protected_is_not_promoted(ollama, client, bucket)
     with pytest.raises(lifecycle.PromotionError, match="does not exist"):
         lifecycle.promote(client, root, "run-1", {"gguf_uri": f"{root}/runs/run-1/elsewhere.gguf"})
     assert PRODUCTION not in ollama.state.models and lifecycle.read_pointer(root) is None
+
+
+@pytest.mark.parametrize("run_id", ["latest", "LATEST", "Latest"])
+def test_a_run_named_like_the_production_tag_never_touches_production(ollama, client, tmp_path, run_id):
+    """Ollama matches names case-insensitively: an execution called "latest" (or "LATEST") would
+    otherwise be deployed straight onto mistral-researcher:latest, and its Rollback delete it."""
+    production = deploy_and_promote(client, tmp_path, "run-1", b"production weights")
+    before = dict(ollama.state.models)
+    gguf = fake_gguf(tmp_path, run_id, b"hostile weights")
+    candidate = lifecycle.deploy(client, gguf, run_id)["candidate"]
+    assert candidate.lower() != PRODUCTION and candidate.startswith("mistral-researcher:latest-")
+    assert ollama.state.models[PRODUCTION] == before[PRODUCTION]
+    lifecycle.rollback(client, str(tmp_path), run_id)
+    assert ollama.state.models[PRODUCTION] == before[PRODUCTION] and production["run_id"] == "run-1"
+    assert candidate not in ollama.state.models
+
+
+def test_run_ids_that_differ_in_case_get_different_candidates():
+    from pipeline import contracts
+
+    tags = {contracts.candidate_tag(run_id) for run_id in ("latest", "LATEST", "Latest", "run_1", "run-1", "RUN-1")}
+    assert len(tags) == 6 and all(tag == tag.lower() and len(tag) <= contracts.OLLAMA_TAG_MAX for tag in tags)
+    assert len(contracts.candidate_tag("x" * 80)) <= contracts.OLLAMA_TAG_MAX
