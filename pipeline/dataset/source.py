@@ -79,18 +79,29 @@ class SourceRow(NamedTuple):  # a tuple, not a dataclass: built once per row of 
     handle_rank: int
 
 
+SECRET_KEYWORDS = frozenset({"password", "sslpassword"})
+
+
 @dataclass(frozen=True)
 class ConnectionParams:
     """libpq keywords (host, port, dbname, user, password, ...). Never logged with the password."""
 
     keywords: Mapping[str, Any]
 
+    def __repr__(self) -> str:
+        shown = {key: ("***" if key in SECRET_KEYWORDS else value) for key, value in self.keywords.items()}
+        return f"ConnectionParams(keywords={shown!r})"
+
     @classmethod
     def from_url(cls, url: str) -> ConnectionParams:
         try:
             return cls(psycopg2.extensions.parse_dsn(url))
-        except psycopg2.ProgrammingError as exc:
-            raise InvalidArgument(f"malformed database URL: {str(exc).strip()}") from None
+        except psycopg2.ProgrammingError:
+            # libpq's message quotes the part it could not parse, which can be the password: never repeated.
+            raise InvalidArgument(
+                "malformed database URL (expected postgresql://user:password@host:port/dbname, special characters in "
+                "the password percent-encoded; the URL is not shown because it may hold the password)"
+            ) from None
 
     @classmethod
     def from_secret(cls, secret_string: str) -> ConnectionParams:
