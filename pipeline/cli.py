@@ -138,7 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
     target = validate_model.add_mutually_exclusive_group(required=True)
     target.add_argument("--gguf", help="score with this GGUF in llama.cpp, prompted as Ollama prompts it")
     target.add_argument("--ollama-url", help="score with a model served by Ollama at this URL (needs --model)")
-    validate_model.add_argument("--model", help="the Ollama tag to score, e.g. mistral-researcher:<run_id>")
+    validate_model.add_argument("--model", help="the Ollama tag to score, e.g. mistral-researcher:<run_id>-<hash>")
     validate_model.add_argument("--holdout", required=True, help="holdout.jsonl (teacher-scored, held out): path or s3://")
     validate_model.add_argument("--seeds", required=True, help="seeds.jsonl (the seed profiles): path or s3://")
     validate_model.add_argument("--out", required=True, help="report directory: report.json, report.md, plots")
@@ -191,20 +191,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 @contextlib.contextmanager
 def _database_url(url: str | None) -> Iterator[str]:
-    if url:
-        yield url
-        return
-    from pipeline.dataset import source
-    from pipeline.local import embedded, sample
+    from pipeline.local import embedded
 
-    _note(f"no --database-url or DATABASE_URL: starting an embedded PostgreSQL with {DEMO_SAMPLE_PROFILES} sample profiles")
-    with embedded.embedded_postgres() as embedded_url:
-        conn = source.connect(source.ConnectionParams.from_url(embedded_url))
-        try:
-            sample.load_sample(conn, DEMO_SAMPLE_PROFILES)
-        finally:
-            conn.close()
-        yield embedded_url
+    if not url:
+        _note(f"no --database-url or DATABASE_URL: starting an embedded PostgreSQL with {DEMO_SAMPLE_PROFILES} sample profiles")
+    with embedded.database_url(url, DEMO_SAMPLE_PROFILES) as resolved:
+        yield resolved
 
 
 def _note(message: str) -> None:

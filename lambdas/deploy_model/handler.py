@@ -1,4 +1,4 @@
-"""DeployModel Lambda (in the Ollama host's VPC): runs/<run_id>/model.gguf -> mistral-researcher:<run_id>.
+"""DeployModel Lambda (in the Ollama host's VPC): runs/<run_id>/model.gguf -> mistral-researcher:<run_id>-<hash>.
 
 Environment: OLLAMA_URL (the host's private address), ARTIFACT_BUCKET, MODEL_NAME?.
 Event: {"run_id", "gguf_uri"?}. Errors by name: OllamaUnavailable (retried), OllamaError, StorageError.

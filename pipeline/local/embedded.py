@@ -34,3 +34,22 @@ def embedded_postgres() -> Iterator[str]:
             yield server.get_uri()
         finally:
             server.cleanup()
+
+
+@contextlib.contextmanager
+def database_url(url: str | None, sample_profiles: int) -> Iterator[str]:
+    """``url`` when given; otherwise an embedded PostgreSQL loaded with ``sample_profiles`` sample
+    profiles for as long as the block runs (the demo's database)."""
+    if url:
+        yield url
+        return
+    from pipeline.dataset import source
+    from pipeline.local import sample
+
+    with embedded_postgres() as embedded_url:
+        conn = source.connect(source.ConnectionParams.from_url(embedded_url))
+        try:
+            sample.load_sample(conn, sample_profiles)
+        finally:
+            conn.close()
+        yield embedded_url

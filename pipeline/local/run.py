@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -79,23 +79,6 @@ def _serving_config() -> ServingConfig:
     return ServingConfig(pointer_path=LOCAL_POINTER)
 
 
-@contextlib.contextmanager
-def _database(options: RunOptions) -> Iterator[str]:
-    if options.database_url:
-        yield options.database_url
-        return
-    from pipeline.dataset import source
-    from pipeline.local import embedded, sample
-
-    with embedded.embedded_postgres() as url:
-        conn = source.connect(source.ConnectionParams.from_url(url))
-        try:
-            sample.load_sample(conn, options.sample_profiles)
-        finally:
-            conn.close()
-        yield url
-
-
 def _base_model(options: RunOptions, note: Callable[[str], None]) -> Path:
     if options.base_model:
         return Path(options.base_model)
@@ -113,6 +96,7 @@ def run(options: RunOptions, note: Callable[[str], None] = print, on_stage: Call
     from pipeline.dataset import generate, source, validate
     from pipeline.evaluation import evaluate as evaluation
     from pipeline.gguf import convert, quant
+    from pipeline.local import embedded
     from pipeline.local import sample as local_sample
     from pipeline.scoring import scorer
     from pipeline.serving import lifecycle
@@ -153,7 +137,7 @@ def run(options: RunOptions, note: Callable[[str], None] = print, on_stage: Call
             if (dataset_dir / contracts.MANIFEST_NAME).is_file():
                 note(f"dataset: reusing {dataset_dir}")
             else:
-                with _database(options) as url:
+                with embedded.database_url(options.database_url, options.sample_profiles) as url:
                     generated = generate.generate_dataset(
                         source.ConnectionParams.from_url(url),
                         root,

@@ -1,6 +1,6 @@
 """DeployModel, promote and Rollback on an Ollama server; the production pointer.
 
-Tags: every run's model is ``mistral-researcher:<run_id>`` (the candidate); production is
+Tags: every run's model is ``mistral-researcher:<run_id>-<hash>`` (the candidate); production is
 ``mistral-researcher:latest`` (configurable), a copy of one run's tag. The pointer object
 ``<root>/models/current.json`` names the run in production and is written only after its tag was
 copied, so the pointer is the truth and the production tag can always be restored from it. Each

@@ -125,7 +125,7 @@ class _ListDataset:
         return {"input_ids": ids, "attention_mask": [1] * len(ids), "labels": self.split.labels[index]}
 
 
-def _callbacks(stop_requested: dict, hp: Hyperparameters, started: float, paths: TrainingPaths):
+def _callbacks(stop_requested: dict, hp: Hyperparameters, started: float, paths: TrainingPaths, metric_lines: bool):
     from transformers import TrainerCallback
 
     class TimeBudget(TrainerCallback):
@@ -159,10 +159,11 @@ def _callbacks(stop_requested: dict, hp: Hyperparameters, started: float, paths:
                         f"{state.max_steps} steps planned, {verdict}",
                         flush=True,
                     )
-                    print(
-                        f"planned_steps={planned} step={state.global_step}\nseconds_per_step={per_step:.4g} step={state.global_step}",
-                        flush=True,
-                    )
+                    if metric_lines:
+                        print(
+                            f"planned_steps={planned} step={state.global_step}\nseconds_per_step={per_step:.4g} step={state.global_step}",
+                            flush=True,
+                        )
             if self.stop_at is not None and state.global_step >= self.stop_at and state.global_step < state.max_steps:
                 # The epoch is cut here; its end evaluates and saves (eval/save strategy "epoch").
                 control.should_training_stop = True
@@ -214,7 +215,9 @@ def _callbacks(stop_requested: dict, hp: Hyperparameters, started: float, paths:
                 lines.append(f"epoch={state.epoch or 0:.4f} step={state.global_step}")
                 print("\n".join(lines), flush=True)
 
-    return [TimeBudget(), BestAdapterToOutput(), StopOnSignal(), PrintMetrics()]  # TimeBudget first: train() reads it
+    # TimeBudget first: train() reads it. The name=value lines are for SageMaker's metric regexes, in
+    # its logs; a person at a terminal has the progress bar instead.
+    return [TimeBudget(), BestAdapterToOutput(), StopOnSignal(), *([PrintMetrics()] if metric_lines else [])]
 
 
 def train(paths: TrainingPaths, hp: Hyperparameters, progress: bool = True) -> dict[str, Any]:
@@ -296,7 +299,7 @@ def train(paths: TrainingPaths, hp: Hyperparameters, progress: bool = True) -> d
         disable_tqdm=not progress,
     )
     stop_requested = {"flag": False}
-    callbacks = _callbacks(stop_requested, hp, started, paths)
+    callbacks = _callbacks(stop_requested, hp, started, paths, metric_lines=not progress)
     time_budget = callbacks[0]
     previous_handler = signal.signal(signal.SIGTERM, lambda signum, frame: stop_requested.update(flag=True))
     try:

@@ -112,7 +112,7 @@ class TenSecondsPerCall:
 def run_training(paths, overrides, monkeypatch, extra_callback=None):
     if extra_callback is not None:
         original = trainer._callbacks
-        monkeypatch.setattr(trainer, "_callbacks", lambda *args: [*original(*args), extra_callback])
+        monkeypatch.setattr(trainer, "_callbacks", lambda *args, **kwargs: [*original(*args, **kwargs), extra_callback])
     return trainer.train(paths, hyperparameters.parse({**QUICK, **overrides}), progress=False)
 
 
@@ -169,3 +169,13 @@ def test_sigterm_before_an_epoch_finished_leaves_no_adapter(tiny_model_dir, smal
     with pytest.raises(trainer.TrainingInterrupted, match="no epoch finished: no adapter"):
         run_training(paths, {}, monkeypatch, sigterm_at_step(3))
     assert not (paths.output_dir / "adapter_config.json").exists()
+
+
+def test_a_person_at_a_terminal_gets_the_plan_in_words_not_metric_lines(tiny_model_dir, small_dataset, tmp_path, monkeypatch, capsys):
+    """name=value lines are for SageMaker's regexes (progress off there); with a progress bar they are not printed."""
+    monkeypatch.setattr(trainer, "_clock", TenSecondsPerCall())
+    paths = trainer.TrainingPaths(small_dataset, tiny_model_dir, tmp_path / "model", tmp_path / "checkpoints")
+    trainer.train(paths, hyperparameters.parse({**QUICK, "time_budget_seconds": "600"}), progress=True)
+    out = capsys.readouterr().out
+    assert "time budget: 600 s" in out and "stopping at step 30" in out
+    assert not any(line.startswith(("train_loss=", "planned_steps=", "epoch=")) for line in out.splitlines())
