@@ -39,3 +39,7 @@ class StorageError(PipelineError):
 
 class DatasetInvalid(PipelineError):
     """A written dataset does not agree with its manifest or with the row contract."""
+
+
+class RunFolderExists(PipelineError):
+    """The run's folder already holds artifacts of another run of the same name: nothing is overwritten."""

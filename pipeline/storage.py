@@ -193,6 +193,19 @@ def copy_named(source: str, destination: str, names: Sequence[str]) -> list[str]
     return copied
 
 
+def any_under(prefix_uri: str) -> bool:
+    """Whether anything exists under a directory or an s3:// prefix (one listed key is enough)."""
+    if is_s3(prefix_uri):
+        bucket, key = split_s3_uri(prefix_uri)
+        prefix = key.rstrip("/") + "/"
+        try:
+            return bool(_s3_client().list_objects_v2(Bucket=bucket, Prefix=prefix, MaxKeys=1).get("KeyCount"))
+        except AWS_ERRORS as exc:
+            raise StorageError(f"cannot list {prefix_uri}: {exc}") from exc
+    path = Path(prefix_uri)
+    return path.is_dir() and any(path.iterdir())
+
+
 def sha256_of(uri: str) -> tuple[str, int]:
     """(sha256 hex digest, size in bytes) of a local file or S3 object, streamed."""
     digest, size = hashlib.sha256(), 0

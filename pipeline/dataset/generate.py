@@ -19,7 +19,7 @@ from pipeline import prompt, runs, storage
 from pipeline.contracts import DEFAULT_MIN_ROWS, MANIFEST_FORMAT, MANIFEST_NAME, POSITIVE_SCORE
 from pipeline.dataset import records, source
 from pipeline.dataset.split import Split, SplitFractions, assign_split
-from pipeline.errors import InsufficientData, InvalidArgument
+from pipeline.errors import InsufficientData, InvalidArgument, RunFolderExists
 
 # Lines gathered per split before one write (and one sha256 update): fewer, larger writes.
 WRITE_BATCH_ROWS = 1000
@@ -203,6 +203,12 @@ def generate_dataset(
     """The GenerateDataset state: ``runs/<run_id>/dataset/`` under ``artifact_root``; returns URIs,
     counts and hashes (a small JSON-able result, never data)."""
     dataset_uri = runs.dataset_uri(artifact_root, run_id)
+    if storage.any_under(dataset_uri):
+        # An execution name used again (Step Functions allows it after 90 days) must not overwrite the
+        # earlier run's dataset, possibly production's: nothing is written, the run fails by name.
+        raise RunFolderExists(
+            f"{dataset_uri} already holds a dataset from an earlier run of the same name; start the execution under a new name"
+        )
     config = ExportConfig(
         teachers=teachers, fractions=fractions or SplitFractions(), seed_ids=seed_ids, min_rows=min_rows, progress=progress
     )

@@ -110,3 +110,17 @@ def test_missing_secret_is_a_named_error(monkeypatch, lambda_env):
     monkeypatch.setenv("DATABASE_SECRET_ARN", "arn:aws:secretsmanager:us-east-1:123456789012:secret:missing-AbCdEf")
     with pytest.raises(InvalidArgument, match="cannot read the database secret"):
         generate.handler({"run_id": "r1"}, FakeContext())
+
+
+def test_an_execution_name_used_again_never_overwrites_that_runs_dataset(db, lambda_env):
+    """Step Functions accepts a name again after 90 days; the earlier run (maybe production's) keeps its files."""
+    from pipeline.errors import RunFolderExists
+
+    load_rows(db, researchers(80))
+    generate.handler({"run_id": "weekly-1", "min_rows": 50}, FakeContext())
+    s3 = boto3.client("s3")
+    before = {o["Key"]: o["ETag"] for o in s3.list_objects_v2(Bucket=lambda_env)["Contents"]}
+    load_rows(db, researchers(40, start=1000))  # the database changed since
+    with pytest.raises(RunFolderExists, match="runs/weekly-1/dataset already holds a dataset"):
+        generate.handler({"run_id": "weekly-1", "min_rows": 50}, FakeContext())
+    assert {o["Key"]: o["ETag"] for o in s3.list_objects_v2(Bucket=lambda_env)["Contents"]} == before

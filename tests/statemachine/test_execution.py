@@ -206,7 +206,7 @@ FAILURES = [
         [{"TrainingJobStatus": "Failed", "FailureReason": "CUDA out of memory"}],
         "TrainingFailed",
     ),
-    ("CheckAdapter", ("api", ("s3", "ListObjectsV2", 1)), None, None),
+    ("CheckAdapter", ("api", ("s3", "ListObjectsV2", 2)), None, None),  # the 1st: GenerateDataset's own check
     ("DescribeHost", ("api", ("ec2", "DescribeInstances", 1)), None, None),
     ("StartHost", ("api", ("ec2", "StartInstances", 1)), None, None),
     ("ConvertToGGUF", ("lambda", "convert-to-gguf"), None, "InjectedFailure"),
