@@ -60,6 +60,16 @@ RUN_MODELFILE_KEY = f"{ANY_RUN}/{MODELFILE_NAME}"
 CHECKPOINT_KEYS = f"{CHECKPOINTS_DIR}/*"
 POINTER_KEYS = f"{MODELS_DIR}/*"
 
+# Hex digits of sha256(run id) that make a job name unique when two run ids read the same once
+# shortened and cleaned ("a_b" and "a-b", or two 80-character ids sharing a 40-character start).
+JOB_NAME_HASH_DIGITS = 8
+
+
+def run_digest(run_id: str) -> str:
+    """The run id's short sha256: makes a shortened or case-folded name unique again."""
+    return hashlib.sha256(run_id.encode("utf-8")).hexdigest()[:JOB_NAME_HASH_DIGITS]
+
+
 # Ollama model tags: [a-zA-Z0-9_][a-zA-Z0-9_.-]{0,79}, matched case-insensitively.
 OLLAMA_TAG_MAX = 80
 
@@ -68,7 +78,7 @@ def candidate_tag(run_id: str) -> str:
     """A run's candidate tag: ``<the run id, lowercased, other characters as '-', cut>-<sha256[:8]>``.
     The digest suffix means no run id ("latest", "LATEST", another run's id in other case) can name
     the production tag or another run's candidate, whatever the execution was called."""
-    digest = hashlib.sha256(run_id.encode("utf-8")).hexdigest()[:JOB_NAME_HASH_DIGITS]
+    digest = run_digest(run_id)
     readable = re.sub(r"[^a-z0-9_.]+", "-", run_id.lower())[: OLLAMA_TAG_MAX - len(digest) - 1].strip("-.") or "run"
     return f"{readable}-{digest}"
 
@@ -80,9 +90,6 @@ RUN_ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,80}$")
 TRAINING_JOB_NAME_PATTERN = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
 TRAINING_JOB_NAME_MAX = 63
 TRAINING_JOB_PREFIX = MODEL_NAME
-# Hex digits of sha256(run id) that make a job name unique when two run ids read the same once
-# shortened and cleaned ("a_b" and "a-b", or two 80-character ids sharing a 40-character start).
-JOB_NAME_HASH_DIGITS = 8
 
 
 # The stack's job-name prefix (config trainingJobPrefix); IAM scopes the jobs to "<prefix>-*".
@@ -95,7 +102,7 @@ def training_job_name(run_id: str, prefix: str = TRAINING_JOB_PREFIX) -> str:
     '-', cut to fit>-<sha256(run id)[:8]>``."""
     if not TRAINING_JOB_PREFIX_PATTERN.match(prefix):
         raise ValueError(f"training job prefix must match {TRAINING_JOB_PREFIX_PATTERN.pattern}, got {prefix!r}")
-    digest = hashlib.sha256(run_id.encode("utf-8")).hexdigest()[:JOB_NAME_HASH_DIGITS]
+    digest = run_digest(run_id)
     room = TRAINING_JOB_NAME_MAX - len(prefix) - len(digest) - 2
     readable = re.sub(r"[^A-Za-z0-9]+", "-", run_id)[:room].strip("-")
     return "-".join(part for part in (prefix, readable, digest) if part)

@@ -32,3 +32,14 @@ def test_context_is_an_allow_list_matching_the_image_tag_sources():
     assert lines[0] == "*", "everything else (.venv, runs, .build) stays out of the build context"
     assert allowed() == set(packaging.IMAGE_SOURCES)
     assert not any(re.match(r"!\.?(venv|runs|build)", line) for line in lines)
+
+
+def test_images_are_built_in_process_where_the_provider_turns_provenance_off(deploy):
+    """pulumi-docker-build's in-process buildx sets no default provenance attestation (its
+    provider/internal/client.go); exec mode would let buildx add one and push an OCI index, which
+    Lambda refuses. Both images are declared with exec off and pushed for linux/amd64 only."""
+    images = deploy().all("docker-build:index:Image")
+    assert len(images) == 2
+    for image in images:
+        assert image.inputs.get("exec") is False, image.name
+        assert image.inputs["platforms"] == ["linux/amd64"] and image.inputs["push"] is True
