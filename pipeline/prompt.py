@@ -129,6 +129,50 @@ def clean_text(value: Any) -> str:
     return _WHITESPACE_RUN.sub(" ", text).strip()
 
 
+# What profile text must never reproduce: the chat delimiters, the tokenizer's control-token strings
+# (Mistral's <s>, </s>, <unk>: transformers, llama.cpp and Ollama all parse them as control tokens
+# in text) and the template's own structure lines. Spaces and case are loose on purpose: a variant
+# that a reader or a model takes for the real thing is neutralised too.
+TEMPLATE_MARKERS = re.compile(
+    r"\[\s*/?\s*INST\s*\]"  # [INST], [/INST]
+    r"|<\s*/?\s*s\s*>|<\s*unk\s*>"  # <s>, </s>, <unk>
+    r"|PROFILE\s+ATTRIBUTES\s*:"
+    r"|\(\s*Scored\s+by\s+model\s*:",
+    re.IGNORECASE,
+)
+# A marker keeps its letters and loses its syntax: brackets become parentheses, the colon (and any
+# space before it) goes.
+# "[/INST]" -> "(/INST)", "</s>" -> "(/s)", "PROFILE ATTRIBUTES:" -> "PROFILE ATTRIBUTES".
+_MARKER_SYNTAX = str.maketrans({"[": "(", "]": ")", "<": "(", ">": ")", ":": None})
+
+
+def _defuse(match: re.Match[str]) -> str:
+    # rstrip: "ATTRIBUTES :" loses its colon without leaving a space run behind.
+    return match.group(0).translate(_MARKER_SYNTAX).rstrip()
+
+
+def neutralise_markers(text: str) -> str:
+    """``text`` with every template marker defused; repeated until none is left, since removing a
+    colon can complete another marker ("PROFILE ATTRIBUTES::")."""
+    # Three C-level substring tests first: most fields hold none of these characters.
+    while "[" in text or "<" in text or ":" in text:
+        defused = TEMPLATE_MARKERS.sub(_defuse, text)
+        if defused == text:
+            break
+        text = defused
+    return text
+
+
+def clean_field(value: Any) -> str:
+    """A template field (or a teacher's reason): ``clean_text``, then ``neutralise_markers``.
+
+    The one cleaning rule of everything that fills the template, in training rows and in serving
+    requests alike: one line (it cannot start a template line), no control characters, and no
+    delimiter, control-token string or structure marker (it cannot end the prompt or forge a turn).
+    """
+    return neutralise_markers(clean_text(value))
+
+
 def truncate(text: str, limit: int) -> tuple[str, bool]:
     """Cut ``text`` to at most ``limit`` characters (mark included). Returns (text, was_cut)."""
     if len(text) <= limit:
@@ -165,6 +209,23 @@ def parse_score(value: Any) -> float:
     if not SCORE_MIN <= score <= SCORE_MAX:
         raise AnswerError("score_out_of_range", f"score {score} outside [0, 1]")
     return score
+
+
+# The template as a regex: literal text escaped, each {{field}} one line of text. Reads an
+# instruction back into its fields (ValidateData checks every field is clean).
+_TEMPLATE_REGEX = re.compile(
+    "".join(
+        re.escape(part) if index % 2 == 0 else f"(?P<{part}>[^\n]*)"
+        for index, part in enumerate(re.split(r"\{\{(\w+)\}\}", INSTRUCTION_TEMPLATE))
+    )
+)
+
+
+def instruction_fields(instruction: str) -> dict[str, str] | None:
+    """The field values of a filled template (keys as in the template), or None when
+    ``instruction`` is not exactly the template with one line per field."""
+    match = _TEMPLATE_REGEX.fullmatch(instruction)
+    return match.groupdict() if match else None
 
 
 def format_score(score: float) -> str:

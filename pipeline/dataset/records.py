@@ -54,7 +54,7 @@ class Reject(NamedTuple):
 
 
 def to_example(row: SourceRow) -> Example | Reject:
-    handle = prompt.clean_text(row.handle).lstrip("@")
+    handle = prompt.clean_field(row.handle).lstrip("@")
     if not handle:
         return Reject(row.twitter_id, RejectReason.EMPTY_HANDLE, "username is empty")
     if len(handle) > prompt.MAX_HANDLE_CHARS:
@@ -68,13 +68,13 @@ def to_example(row: SourceRow) -> Example | Reject:
     except prompt.AnswerError as exc:
         return Reject(row.twitter_id, RejectReason(exc.reason), str(exc))
 
-    reason = prompt.clean_text(row.reason)
+    reason = prompt.clean_field(row.reason)
     if not reason:
         return Reject(row.twitter_id, RejectReason.EMPTY_REASON, "reason is empty")
 
-    display_name = prompt.clean_text(row.display_name)
-    bio = prompt.clean_text(row.bio)
-    location = prompt.clean_text(row.location)
+    display_name = prompt.clean_field(row.display_name)
+    bio = prompt.clean_field(row.bio)
+    location = prompt.clean_field(row.location)
     truncated: tuple[TruncatedField, ...] = ()
     # Most rows fit every limit: four comparisons, and the truncation work only when one does not.
     if (
@@ -89,11 +89,12 @@ def to_example(row: SourceRow) -> Example | Reject:
         handle=handle,
         display_name=display_name,
         bio=bio,
-        # Formatted by the export query (to_char, ::text): plain digits and dashes.
-        created_at=row.created_at or "",
-        follower_count=row.follower_count or "",
+        # Formatted by the export query (to_char, ::text) when the columns have their schema's types;
+        # cleaned all the same, since a production table may hold them as TEXT.
+        created_at=prompt.clean_field(row.created_at),
+        follower_count=prompt.clean_field(row.follower_count),
         location=location,
-        scored_by=prompt.clean_text(row.scored_by),
+        scored_by=prompt.clean_field(row.scored_by),
     )
     return Example(row.twitter_id, handle, score, instruction, prompt.format_answer(handle, score, reason), truncated)
 

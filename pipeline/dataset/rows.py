@@ -13,9 +13,6 @@ from dataclasses import dataclass
 from pipeline import prompt
 from pipeline.errors import InvalidArgument
 
-INSTRUCTION_PREFIX = prompt.INSTRUCTION_TEMPLATE.split("{{username}}", 1)[0]
-HANDLE_LINE_PREFIX = "\nhandle: "
-
 
 class MalformedRow(InvalidArgument):
     """A dataset row that breaks the row contract; the message says where and what."""
@@ -40,19 +37,24 @@ def parse_row(line: bytes | str) -> DatasetRow:
     instruction, output = row["instruction"], row["output"]
     if not isinstance(instruction, str) or not isinstance(output, str):
         raise MalformedRow("instruction and output must be strings")
-    if not instruction.startswith(INSTRUCTION_PREFIX):
-        raise MalformedRow("instruction does not follow the template")
-    if prompt.CONTROL_CHARACTERS.search(instruction.replace("\n", " ")):
-        raise MalformedRow("instruction contains control characters")
+    fields = prompt.instruction_fields(instruction)
+    if fields is None:
+        raise MalformedRow("instruction does not follow the template (its lines, one per field)")
+    for name, value in fields.items():
+        # The export's own cleaning rule, checked on what it wrote: a field that cleaning would
+        # change carries control characters, a template marker or stray whitespace.
+        if prompt.clean_field(value) != value:
+            raise MalformedRow(f"instruction field {name} is not clean text (control characters or a template marker)")
     try:
         answer = prompt.parse_answer(output)
     except prompt.AnswerError as exc:
         raise MalformedRow(f"output: {exc}") from None
     if json.loads(output)["score"] != prompt.format_score(answer.score):
         raise MalformedRow("score is not a two-decimal string")
-    handle_line = instruction[instruction.index(HANDLE_LINE_PREFIX) + len(HANDLE_LINE_PREFIX) :].split("\n", 1)[0]
-    if handle_line != answer.handle:
-        raise MalformedRow(f"instruction handle {handle_line!r} differs from output handle {answer.handle!r}")
+    if prompt.clean_field(answer.reason) != answer.reason:
+        raise MalformedRow("output reason is not clean text (control characters or a template marker)")
+    if fields["username"] != answer.handle:
+        raise MalformedRow(f"instruction handle {fields['username']!r} differs from output handle {answer.handle!r}")
     return DatasetRow(instruction, output, answer.handle, answer.score)
 
 
