@@ -213,11 +213,9 @@ def parse_score(value: Any) -> float:
 
 # The template as a regex: literal text escaped, each {{field}} one line of text. Reads an
 # instruction back into its fields (ValidateData checks every field is clean).
+_TEMPLATE_PARTS = re.split(r"\{\{(\w+)\}\}", INSTRUCTION_TEMPLATE)  # literal, field, literal, ...
 _TEMPLATE_REGEX = re.compile(
-    "".join(
-        re.escape(part) if index % 2 == 0 else f"(?P<{part}>[^\n]*)"
-        for index, part in enumerate(re.split(r"\{\{(\w+)\}\}", INSTRUCTION_TEMPLATE))
-    )
+    "".join(re.escape(part) if index % 2 == 0 else f"(?P<{part}>[^\n]*)" for index, part in enumerate(_TEMPLATE_PARTS))
 )
 
 
