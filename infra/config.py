@@ -81,6 +81,7 @@ class DatasetConfig:
     database_port: int
     seed_profiles_uri: str
     min_seed_profiles: int
+    min_rows: int
 
 
 @dataclass(frozen=True)
@@ -311,7 +312,15 @@ def _dataset(r: _Reader) -> DatasetConfig:
         )
     elif not re.fullmatch(r"s3://[a-z0-9.-]{3,63}/.+[^/]", seeds):
         r.problem("seedProfilesUri", f"must be an s3:// URI of one object, got {seeds!r}")
-    return DatasetConfig(secret, in_vpc, group, r.integer("databasePort", 1, 65535), seeds, r.integer("minSeedProfiles", 1, 100_000))
+    return DatasetConfig(
+        secret,
+        in_vpc,
+        group,
+        r.integer("databasePort", 1, 65535),
+        seeds,
+        r.integer("minSeedProfiles", contracts.MIN_SEED_SAMPLE, 100_000),
+        r.integer("minRows", contracts.MIN_HOLDOUT_PROFILES, 100_000_000),
+    )
 
 
 def _images(r: _Reader) -> ImagesConfig:

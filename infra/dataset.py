@@ -56,6 +56,7 @@ class DatasetFunctions(pulumi.ComponentResource):
             "ARTIFACT_BUCKET": args.bucket_name,
             "DATABASE_SECRET_ARN": config.database_secret_arn,
             "SEED_PROFILES_URI": config.seed_profiles_uri,
+            "MIN_ROWS": str(config.min_rows),
             "POWERTOOLS_SERVICE_NAME": "generate-dataset",
         }
         common: dict[str, Any] = dict(parent=self, context=args.context, code=code, layers=[layer.arn])
@@ -86,6 +87,7 @@ class DatasetFunctions(pulumi.ComponentResource):
                 {
                     "ARTIFACT_BUCKET": args.bucket_name,
                     "MIN_SEED_PROFILES": str(config.min_seed_profiles),
+                    "MIN_ROWS": str(config.min_rows),
                     "POWERTOOLS_SERVICE_NAME": "validate-data",
                 },
             ),

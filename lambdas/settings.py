@@ -56,6 +56,14 @@ def positive_int(text: str) -> int:
     return value
 
 
+def seed_count(text: str) -> int:
+    """A minimum of seed profiles: at least the seed gates' own floor (pipeline.contracts)."""
+    value = int(text)
+    if value < contracts.MIN_SEED_SAMPLE:
+        raise ValueError(f"must be at least {contracts.MIN_SEED_SAMPLE} (the seed gates' least sample), got {value}")
+    return value
+
+
 def json_object(text: str) -> dict[str, Any]:
     value = json.loads(text)
     if not isinstance(value, dict):

@@ -3,8 +3,10 @@
 Environment: ARTIFACT_BUCKET, DATABASE_SECRET_ARN (an RDS-style secret: host, port, username,
 password, dbname; the password never sits in the environment), SEED_PROFILES_URI (the list of
 seed-profile twitter_ids, s3://; required: the seed gates score those profiles).
-Event: {"run_id", "training_job_prefix"?, "teachers"?: [...], "split"?: "0.8,0.1,0.1", "min_rows"?: 1000};
+MIN_ROWS (the stack's minRows, default 1000: the least an execution may ask for).
+Event: {"run_id", "training_job_prefix"?, "teachers"?: [...], "min_rows"?: 1000 (at least MIN_ROWS)};
 the optional fields may also come under "options" (the state machine passes the execution input there).
+The split shares are not an option: the holdout the gates read is the same for every run.
 Returns the dataset's URIs and counts, and the run's SageMaker training job name.
 Errors raised by name for the state machine: DatabaseUnavailable (retried), InsufficientData.
 """
@@ -28,6 +30,7 @@ logger = Logger(service="generate-dataset")
 class Settings(lambda_settings.ArtifactSettings):
     database_secret_arn: str = lambda_settings.env("DATABASE_SECRET_ARN")
     seed_profiles_uri: str = lambda_settings.env("SEED_PROFILES_URI")
+    min_rows: int = lambda_settings.env("MIN_ROWS", contracts.DEFAULT_MIN_ROWS, lambda_settings.positive_int)
 
 
 def _database_params(secret_arn: str) -> source.ConnectionParams:
@@ -43,20 +46,26 @@ def handler(event: dict, context) -> dict:
     settings = lambda_settings.from_environment(Settings)
     run_id = lambda_settings.run_id(event)
     event = lambda_settings.with_execution_options(event)
+    if "split" in event:
+        raise InvalidArgument(
+            "split is not an execution option: the holdout the gates read is fixed for every run (pipeline export --split, locally)"
+        )
     teachers = event.get("teachers")
     try:
         job_name = contracts.training_job_name(run_id, event.get("training_job_prefix") or contracts.TRAINING_JOB_PREFIX)
     except ValueError as exc:
         raise InvalidArgument(str(exc)) from None
+    min_rows = generate.parse_min_rows(event.get("min_rows"), floor=settings.min_rows, default=settings.min_rows)
     seed_ids = split.load_seed_ids(settings.seed_profiles_uri)  # before the database: fail fast
+    if not seed_ids:
+        raise InvalidArgument(f"the seed-profile list {settings.seed_profiles_uri} names no twitter_id")
     result = generate.generate_dataset(
         _database_params(settings.database_secret_arn),
         settings.artifact_root,
         run_id,
         teachers=generate.parse_teachers(teachers) if teachers else source.DEFAULT_TEACHERS,
-        fractions=split.SplitFractions.parse(event["split"]) if event.get("split") else None,
         seed_ids=seed_ids,
-        min_rows=generate.parse_min_rows(event.get("min_rows")),
+        min_rows=min_rows,
     )
     result["training_job_name"] = job_name
     logger.info("dataset written", extra={"counts": result["counts"], "rejects": result["rejects"], "training_job_name": job_name})

@@ -71,16 +71,22 @@ def parse_teachers(value: str | list[str]) -> tuple[str, ...]:
     return teachers
 
 
-def parse_min_rows(value: object) -> int:
-    """A positive row count from a flag or an event field; None -> the default."""
+def parse_min_rows(value: object, floor: int = 1, default: int = DEFAULT_MIN_ROWS) -> int:
+    """A row count from a flag or an event field, at least ``floor``; None -> ``default``.
+
+    On AWS the floor is the stack's minRows: an execution may raise the bar, never lower it.
+    """
     if value is None:
-        return DEFAULT_MIN_ROWS
+        return max(default, floor)
     try:
         number = int(value)  # type: ignore[call-overload]  # any object: a wrong type is the named error below
     except (TypeError, ValueError):
         raise InvalidArgument(f"min_rows must be a whole number, got {value!r}") from None
-    if number < 1 or isinstance(value, bool):
-        raise InvalidArgument(f"min_rows must be at least 1, got {value!r}")
+    if isinstance(value, bool):
+        raise InvalidArgument(f"min_rows must be a whole number, got {value!r}")
+    if number < max(floor, 1):
+        why = " (the stack's minRows: an execution may raise it, not lower it)" if floor > 1 else ""
+        raise InvalidArgument(f"min_rows must be at least {max(floor, 1)}{why}, got {value!r}")
     return number
 
 

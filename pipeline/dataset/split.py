@@ -1,7 +1,10 @@
 """Deterministic train / validation / holdout assignment by a hash of twitter_id.
 
 The hash depends on the profile only, so a profile keeps its split across weekly runs: a held-out
-profile never enters training later. Seed profiles (known researchers, the validation gates' set)
+profile never enters training later. The holdout is the top of the hash space, so other train and
+validation shares move profiles between those two only; a holdout share below the pipeline's
+(HOLDOUT_SHARE) would move held-out profiles into training, so ``--split`` refuses it, and on AWS
+the shares are not an execution option at all. Seed profiles (known researchers, the validation gates' set)
 are held out in a file of their own, ``seeds.jsonl``: the seed gates read it, the correlation gate
 reads ``holdout.jsonl``.
 """
@@ -13,6 +16,7 @@ from dataclasses import dataclass
 from enum import Enum
 
 from pipeline import storage
+from pipeline.contracts import HOLDOUT_SHARE
 from pipeline.errors import InvalidArgument
 
 HASH_SPACE = 2**64
@@ -31,9 +35,9 @@ class Split(str, Enum):
 
 @dataclass(frozen=True)
 class SplitFractions:
-    train: float = 0.8
+    train: float = 1.0 - 0.1 - HOLDOUT_SHARE
     validation: float = 0.1
-    holdout: float = 0.1
+    holdout: float = HOLDOUT_SHARE
 
     def __post_init__(self) -> None:
         values = (self.train, self.validation, self.holdout)
@@ -52,6 +56,11 @@ class SplitFractions:
             raise InvalidArgument(f"--split expects three numbers like 0.8,0.1,0.1, got {text!r}") from None
         if len(numbers) != 3:
             raise InvalidArgument(f"--split expects three numbers like 0.8,0.1,0.1, got {text!r}")
+        if numbers[2] < HOLDOUT_SHARE:
+            raise InvalidArgument(
+                f"--split: the holdout share {numbers[2]:g} is below {HOLDOUT_SHARE:g}; a smaller holdout would move "
+                "profiles held out in earlier runs into training"
+            )
         return cls(*numbers)
 
     def as_dict(self) -> dict[str, float]:

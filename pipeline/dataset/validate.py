@@ -14,7 +14,14 @@ from enum import Enum
 from typing import Any
 
 from pipeline import storage
-from pipeline.contracts import DEFAULT_MIN_ROWS, DEFAULT_MIN_SEED_PROFILES, MANIFEST_FORMAT, MANIFEST_NAME, POSITIVE_SCORE
+from pipeline.contracts import (
+    DEFAULT_MIN_ROWS,
+    DEFAULT_MIN_SEED_PROFILES,
+    MANIFEST_FORMAT,
+    MANIFEST_NAME,
+    MIN_HOLDOUT_PROFILES,
+    POSITIVE_SCORE,
+)
 from pipeline.dataset import rows
 from pipeline.dataset.split import Split
 from pipeline.errors import StorageError
@@ -36,6 +43,7 @@ class Problem(str, Enum):
     MALFORMED_ROW = "MalformedRow"
     DUPLICATE_HANDLE = "DuplicateHandle"
     TOO_FEW_SEED_PROFILES = "TooFewSeedProfiles"
+    TOO_FEW_HOLDOUT_PROFILES = "TooFewHoldoutProfiles"
 
 
 @dataclass
@@ -72,7 +80,10 @@ def _handle_key(handle: str) -> bytes:
 
 
 def validate_dataset(
-    dataset_uri: str, min_rows: int = DEFAULT_MIN_ROWS, min_seed_profiles: int = DEFAULT_MIN_SEED_PROFILES
+    dataset_uri: str,
+    min_rows: int = DEFAULT_MIN_ROWS,
+    min_seed_profiles: int = DEFAULT_MIN_SEED_PROFILES,
+    min_holdout_profiles: int = MIN_HOLDOUT_PROFILES,
 ) -> ValidationResult:
     findings = _Findings()
     manifest_uri = storage.join(dataset_uri, MANIFEST_NAME)
@@ -135,6 +146,12 @@ def validate_dataset(
             Problem.TOO_FEW_SEED_PROFILES,
             f"{counts[Split.SEEDS.value]} seed profiles found in the database, at least {min_seed_profiles} needed "
             "(is the seed-profile list the right one?)",
+        )
+
+    if counts.get(Split.HOLDOUT.value, 0) < min_holdout_profiles:
+        findings.add(
+            Problem.TOO_FEW_HOLDOUT_PROFILES,
+            f"{counts.get(Split.HOLDOUT.value, 0)} holdout profiles, at least {min_holdout_profiles} needed for the correlation gate",
         )
 
     class_balance: dict[str, float | None] = {

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.contracts import GATE_RULES, GATES
+from pipeline.contracts import GATE_RULES, GATES, MIN_HOLDOUT_PROFILES, MIN_SEED_SAMPLE
 from pipeline.errors import InvalidArgument, PipelineError
 from pipeline.scoring.scorer import ScoreResult
 
@@ -152,10 +152,29 @@ def _gate(name: str, value: float | None, threshold: float, comparison: str, und
 
 
 UNDEFINED = {"pearson": "correlation undefined: the model's or the teacher's scores are constant"}
+# The sample each metric is read on, and the least it may be (pipeline.contracts): a gate never
+# passes on a sample too small to mean anything, whatever limits an execution set.
+SAMPLE_FLOORS = {
+    "pearson": ("holdout_profiles", MIN_HOLDOUT_PROFILES),
+    "seed_mean": ("seed_profiles", MIN_SEED_SAMPLE),
+    "seed_min": ("seed_profiles", MIN_SEED_SAMPLE),
+}
+
+
+def _sample_too_small(metric: str, metrics: Mapping[str, Any]) -> str:
+    if metric not in SAMPLE_FLOORS:
+        return ""
+    sample, floor = SAMPLE_FLOORS[metric]
+    return f"too few profiles: {metrics[sample]} {sample}, at least {floor} needed" if metrics[sample] < floor else ""
 
 
 def evaluate(metrics: dict[str, Any], gates: QualityGates) -> list[GateResult]:
-    return [
-        _gate(rule.metric, metrics[rule.metric], getattr(gates, rule.name), rule.comparison, UNDEFINED.get(rule.metric, ""))
-        for rule in GATES
-    ]
+    results = []
+    for rule in GATES:
+        threshold = getattr(gates, rule.name)
+        too_small = _sample_too_small(rule.metric, metrics)
+        if too_small:
+            results.append(GateResult(rule.metric, metrics[rule.metric], threshold, rule.comparison, False, too_small))
+        else:
+            results.append(_gate(rule.metric, metrics[rule.metric], threshold, rule.comparison, UNDEFINED.get(rule.metric, "")))
+    return results

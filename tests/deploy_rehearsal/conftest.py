@@ -22,7 +22,8 @@ def deployed_functions(tmp_path_factory) -> dict[str, DeployedFunction]:
     mocks = RecordingMocks()
     pulumi.runtime.set_mocks(mocks, project="researcher-scorer", stack="test", preview=False)
     with pytest.MonkeyPatch.context() as monkeypatch:
-        deployment = run_program(mocks, VALID_CONFIG, monkeypatch)
+        # minRows 100: the rehearsal's weekly run reads a 400-profile sample (a stack for a small table).
+        deployment = run_program(mocks, {**VALID_CONFIG, "minRows": "100"}, monkeypatch)
     return unpack_functions(deployment, tmp_path_factory.mktemp("lambda-packages"))
 
 

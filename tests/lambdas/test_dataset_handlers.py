@@ -1,5 +1,6 @@
 """The GenerateDataset and ValidateData Lambdas: moto for S3 and Secrets Manager, real PostgreSQL."""
 
+import contextlib
 import json
 import uuid
 
@@ -43,14 +44,15 @@ def lambda_env(monkeypatch, bucket, database_url):
     monkeypatch.setenv("ARTIFACT_BUCKET", bucket)
     monkeypatch.setenv("DATABASE_SECRET_ARN", make_secret(database_url))
     monkeypatch.setenv("POWERTOOLS_SERVICE_NAME", "test")
+    monkeypatch.setenv("MIN_ROWS", "50")  # the stack's minRows, lowered for these small tables
     return bucket
 
 
 def test_generate_then_validate_under_the_run_prefix(db, lambda_env):
-    load_rows(db, researchers(80))
+    load_rows(db, researchers(500))
     result = generate.handler({"run_id": "weekly-2026-11-25", "min_rows": 50}, FakeContext())
     assert result["dataset_uri"] == f"s3://{lambda_env}/runs/weekly-2026-11-25/dataset"
-    assert result["counts"]["total"] == 80
+    assert result["counts"]["total"] == 500
     assert len(json.dumps(result)) < 4096  # URIs and counts, never data (Step Functions: 256 KB)
     keys = {o["Key"] for o in boto3.client("s3").list_objects_v2(Bucket=lambda_env)["Contents"]}
     assert keys == {
@@ -61,9 +63,41 @@ def test_generate_then_validate_under_the_run_prefix(db, lambda_env):
     assert result["training_job_name"] == contracts.training_job_name("weekly-2026-11-25")
 
     verdict = validate.handler({"run_id": "weekly-2026-11-25", "dataset_uri": result["dataset_uri"], "min_rows": 50}, FakeContext())
-    assert verdict["valid"] and verdict["counts"]["total"] == 80
-    verdict = validate.handler({"run_id": "weekly-2026-11-25"}, FakeContext())  # default min rows 1000
+    assert verdict["valid"] and verdict["counts"]["total"] == 500
+    verdict = validate.handler({"run_id": "weekly-2026-11-25", "options": {"min_rows": 1000}}, FakeContext())  # raised by an execution
     assert not verdict["valid"] and [p["reason"] for p in verdict["problems"]] == ["InsufficientData"]
+
+
+# An execution's input (a person at the console) cannot hollow out the gates: no split shares, no
+# lower row minimum than the stack's, no seed list without seeds - each refused before any write.
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"split": "0.98,0.01,0.01"}, "split is not an execution option"),
+        ({"min_rows": 1}, r"min_rows must be at least 50 \(the stack's minRows"),
+    ],
+)
+def test_execution_input_cannot_shrink_what_the_gates_read(db, lambda_env, options, message):
+    load_rows(db, researchers(500))
+    with pytest.raises(InvalidArgument, match=message):
+        generate.handler({"run_id": "r1", "options": options}, FakeContext())
+    with pytest.raises(InvalidArgument, match=message) if "min_rows" in options else contextlib.nullcontext():
+        validate.handler({"run_id": "r1", "options": options}, FakeContext())
+    assert boto3.client("s3").list_objects_v2(Bucket=lambda_env).get("KeyCount") == 0
+
+
+def test_an_empty_seed_list_is_refused_before_the_database_is_read(monkeypatch, db, lambda_env):
+    boto3.client("s3").put_object(Bucket="stack-config", Key="seed-profiles.txt", Body=b"# no ids yet\n\n")
+    monkeypatch.setenv("DATABASE_SECRET_ARN", "arn:aws:secretsmanager:us-east-1:123456789012:secret:never-read-AbCdEf")
+    with pytest.raises(InvalidArgument, match="names no twitter_id"):
+        generate.handler({"run_id": "r1"}, FakeContext())
+
+
+def test_a_small_holdout_stops_the_run_at_validate_data(db, lambda_env):
+    load_rows(db, researchers(120))  # ~11 held-out profiles
+    generate.handler({"run_id": "r1"}, FakeContext())
+    verdict = validate.handler({"run_id": "r1"}, FakeContext())
+    assert not verdict["valid"] and [p["reason"] for p in verdict["problems"]] == ["TooFewHoldoutProfiles"]
 
 
 def test_database_down_raises_the_retryable_named_error(monkeypatch, lambda_env, database_url):
@@ -78,7 +112,7 @@ def test_no_rows_is_insufficient_data_and_nothing_is_written(db, lambda_env):
     assert boto3.client("s3").list_objects_v2(Bucket=lambda_env).get("KeyCount") == 0
 
 
-@pytest.mark.parametrize("event", [{}, {"run_id": "../../etc"}, {"run_id": "r1", "min_rows": "many"}, {"run_id": "r1", "split": "1,2"}])
+@pytest.mark.parametrize("event", [{}, {"run_id": "../../etc"}, {"run_id": "r1", "min_rows": "many"}, {"run_id": "r1", "min_rows": True}])
 def test_malformed_events_are_named_errors(db, lambda_env, event):
     with pytest.raises(InvalidArgument):
         generate.handler(event, FakeContext())
@@ -98,7 +132,7 @@ def test_without_the_stacks_seed_profile_list_nothing_is_exported(monkeypatch, d
 
 
 def test_too_few_seed_profiles_in_the_database_is_invalid_data(monkeypatch, db, lambda_env):
-    load_rows(db, researchers(80))
+    load_rows(db, researchers(500))
     monkeypatch.setenv("MIN_SEED_PROFILES", "20")  # the stack's minSeedProfiles
     result = generate.handler({"run_id": "r1", "min_rows": 50}, FakeContext())
     verdict = validate.handler({"run_id": "r1", "min_rows": 50, "options": {"min_seed_profiles": 1}}, FakeContext())

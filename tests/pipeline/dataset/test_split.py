@@ -53,3 +53,17 @@ def test_bad_fractions_are_named(text):
 
 def test_seed_list_format():
     assert read_seed_ids("# known researchers\n123\n\n456  # jane\n") == frozenset({"123", "456"})
+
+
+def test_other_train_validation_shares_never_move_a_profile_out_of_the_holdout():
+    ids = [str(number) for number in range(20_000)]
+
+    def held_out(fractions):
+        return {i for i in ids if assign_split(i, fractions, frozenset()) is Split.HOLDOUT}
+
+    default = held_out(SplitFractions())
+    assert held_out(SplitFractions.parse("0.5,0.4,0.1")) == default
+    assert default < held_out(SplitFractions.parse("0.5,0.25,0.25"))
+    # A smaller holdout would hand earlier held-out profiles to training: refused by name.
+    with pytest.raises(InvalidArgument, match="holdout share 0.05 is below 0.1"):
+        SplitFractions.parse("0.95,0,0.05")

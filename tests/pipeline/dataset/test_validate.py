@@ -2,12 +2,19 @@ import json
 
 import pytest
 
-from pipeline import prompt
+from pipeline import contracts, prompt
 from pipeline.dataset import generate, source, validate
 from pipeline.dataset.split import SplitFractions
 from tests.factories import load_rows, researchers
 
 SEED_PROFILES = 12
+# These datasets hold 60 profiles (~15 held out): the holdout floor is lowered here, and tested at
+# its real value below.
+SMALL_HOLDOUT = 5
+
+
+def validate_small(dataset_uri, *args, **kwargs):
+    return validate.validate_dataset(dataset_uri, *args, min_holdout_profiles=SMALL_HOLDOUT, **kwargs)
 
 
 def export_with_seeds(db, database_url, directory, seed_count: int):
@@ -31,14 +38,14 @@ def test_too_few_seed_profiles_stop_the_run_before_training(db, database_url, tm
     """A seed list that matches few profiles (the wrong list, or the demo's synthetic ids on a real
     database) would leave the seed gates nothing to score after hours of GPU: refused here."""
     export_with_seeds(db, database_url, tmp_path, 3)
-    result = validate.validate_dataset(str(tmp_path), min_rows=60, min_seed_profiles=10)
+    result = validate_small(str(tmp_path), min_rows=60, min_seed_profiles=10)
     assert result.problem_names == ["TooFewSeedProfiles"]
     assert "3 seed profiles found in the database, at least 10 needed" in result.problems[0]["examples"][0]
-    assert validate.validate_dataset(str(tmp_path), min_rows=60, min_seed_profiles=3).valid
+    assert validate_small(str(tmp_path), min_rows=60, min_seed_profiles=3).valid
 
 
 def test_a_fresh_export_is_valid_with_counts_and_class_balance(dataset):
-    result = validate.validate_dataset(str(dataset), min_rows=60)
+    result = validate_small(str(dataset), min_rows=60)
     assert result.valid, result.problems
     assert result.counts["total"] == 60 and result.counts["malformed"] == 0
     assert sum(result.counts[name] for name in ("train", "validation", "holdout", "seeds")) == 60
@@ -47,7 +54,7 @@ def test_a_fresh_export_is_valid_with_counts_and_class_balance(dataset):
 
 
 def test_too_few_rows_is_insufficient_data(dataset):
-    result = validate.validate_dataset(str(dataset), min_rows=1000)
+    result = validate_small(str(dataset), min_rows=1000)
     assert not result.valid
     assert result.problem_names == ["InsufficientData"]
     assert "60 usable rows, at least 1000 needed" in result.problems[0]["examples"][0]
@@ -56,7 +63,7 @@ def test_too_few_rows_is_insufficient_data(dataset):
 def test_tampered_file_is_a_checksum_mismatch(dataset):
     train = dataset / "train.jsonl"
     train.write_bytes(train.read_bytes().replace(b"Professor", b"Professer", 1))
-    result = validate.validate_dataset(str(dataset), min_rows=1)
+    result = validate_small(str(dataset), min_rows=1)
     assert result.problem_names == ["ChecksumMismatch"]
 
 
@@ -69,7 +76,7 @@ def test_malformed_rows_are_found_and_located(dataset):
     other_handle["output"] = prompt.format_answer("someone_else", 0.5, "r")
     lines = ["not json", json.dumps(bad_score), json.dumps(other_handle), json.dumps({"instruction": "hi", "output": "{}"})]
     train.write_text("\n".join(lines + good[4:]) + "\n")
-    result = validate.validate_dataset(str(dataset), min_rows=1)
+    result = validate_small(str(dataset), min_rows=1)
     problems = {p["reason"]: p for p in result.problems}
     assert problems["MalformedRow"]["count"] == 4
     assert problems["MalformedRow"]["examples"][0].startswith("train.jsonl:1: not JSON")
@@ -81,20 +88,20 @@ def test_duplicate_handles_across_splits_are_found(dataset):
     holdout_line = (dataset / "holdout.jsonl").read_text().splitlines()[0]
     with open(dataset / "train.jsonl", "a") as train:
         train.write(holdout_line + "\n")
-    result = validate.validate_dataset(str(dataset), min_rows=1)
+    result = validate_small(str(dataset), min_rows=1)
     assert {"DuplicateHandle", "ChecksumMismatch", "CountMismatch"} == set(result.problem_names)
 
 
 def test_missing_or_foreign_manifest(dataset):
     (dataset / "manifest.json").write_text('{"format": "something else"}')
-    assert validate.validate_dataset(str(dataset)).problem_names == ["ManifestInvalid"]
+    assert validate_small(str(dataset)).problem_names == ["ManifestInvalid"]
     (dataset / "manifest.json").unlink()
-    assert validate.validate_dataset(str(dataset)).problem_names == ["ManifestMissing"]
+    assert validate_small(str(dataset)).problem_names == ["ManifestMissing"]
 
 
 def test_missing_file(dataset):
     (dataset / "validation.jsonl").unlink()
-    result = validate.validate_dataset(str(dataset), min_rows=1)
+    result = validate_small(str(dataset), min_rows=1)
     assert result.problem_names == ["FileMissing"]
     assert not result.valid
 
@@ -104,6 +111,12 @@ def test_class_imbalance_is_a_warning_not_a_failure(db, database_url, tmp_path):
 
     load_rows(db, [(profile(str(i)), [score(str(i), "0.01")]) for i in range(40)])
     generate.export_dataset(source.ConnectionParams.from_url(database_url), str(tmp_path), generate.ExportConfig(progress=False))
-    result = validate.validate_dataset(str(tmp_path), min_rows=10, min_seed_profiles=0)
+    result = validate.validate_dataset(str(tmp_path), min_rows=10, min_seed_profiles=0, min_holdout_profiles=0)
     assert result.valid
     assert result.warnings == ["class imbalance: 0.0% of rows score >= 0.5"]
+
+
+def test_a_holdout_too_small_for_the_correlation_gate_stops_the_run_before_training(dataset):
+    result = validate.validate_dataset(str(dataset), min_rows=1)
+    assert result.problem_names == ["TooFewHoldoutProfiles"]
+    assert f"at least {contracts.MIN_HOLDOUT_PROFILES} needed" in result.problems[0]["examples"][0]

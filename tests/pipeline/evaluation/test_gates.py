@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from pipeline.contracts import MIN_HOLDOUT_PROFILES, MIN_SEED_SAMPLE
 from pipeline.errors import InvalidArgument
 from pipeline.evaluation import gates
 from pipeline.evaluation.gates import QualityGates
@@ -66,7 +67,7 @@ def test_p95_latency_fails_on_a_slow_tail_while_p50_passes():
 
 
 def test_correlation_gate_and_mae():
-    holdout = [result(t, 1.0 - t) for t in np.linspace(0.0, 1.0, 20)]
+    holdout = [result(t, 1.0 - t) for t in np.linspace(0.0, 1.0, 40)]
     metrics, decided = decide(holdout, passing_sets()[1])
     assert metrics["pearson"] == pytest.approx(-1.0) and not decided["pearson"].passed
     assert metrics["mae"] == pytest.approx(0.5, abs=0.03)
@@ -81,10 +82,26 @@ def test_spearman_handles_ties_with_average_ranks():
 
 
 def test_constant_scores_make_correlation_undefined_and_the_gate_fails_with_a_reason():
-    holdout = [result(t, 0.5) for t in np.linspace(0.0, 1.0, 20)]
+    holdout = [result(t, 0.5) for t in np.linspace(0.0, 1.0, 40)]
     metrics, decided = decide(holdout, passing_sets()[1])
     assert metrics["pearson"] is None and decided["pearson"].passed is False
     assert "constant" in decided["pearson"].detail
+
+
+def test_a_sample_too_small_fails_its_gates_however_good_the_metric():
+    # A perfect model on 29 holdout and 4 seed profiles: Pearson 1.0, seed mean 0.9 - and no verdict.
+    holdout = [result(t, t) for t in np.linspace(0.0, 1.0, MIN_HOLDOUT_PROFILES - 1)]
+    seeds = [result(0.9, 0.9) for _ in range(MIN_SEED_SAMPLE - 1)]
+    metrics, decided = decide(holdout, seeds)
+    assert metrics["pearson"] == pytest.approx(1.0) and metrics["seed_mean"] == pytest.approx(0.9)
+    for name in ("pearson", "seed_mean", "seed_min"):
+        assert not decided[name].passed and decided[name].detail.startswith("too few profiles")
+    assert decided["valid_json_rate"].passed and decided["latency_p50_s"].passed
+    # One more profile on each side and the same model passes.
+    holdout.append(result(0.5, 0.5))
+    seeds.append(result(0.9, 0.9))
+    _, decided = decide(holdout, seeds)
+    assert all(gate.passed for gate in decided.values())
 
 
 def test_unparseable_answers_count_against_the_gates_not_dropped():
