@@ -82,6 +82,7 @@ class DatasetConfig:
     seed_profiles_uri: str
     min_seed_profiles: int
     min_rows: int
+    ssl_mode: str
 
 
 @dataclass(frozen=True)
@@ -312,6 +313,9 @@ def _dataset(r: _Reader) -> DatasetConfig:
         )
     elif not re.fullmatch(r"s3://[a-z0-9.-]{3,63}/.+[^/]", seeds):
         r.problem("seedProfilesUri", f"must be an s3:// URI of one object, got {seeds!r}")
+    ssl_mode = r.text("databaseSslMode")
+    if ssl_mode not in contracts.DATABASE_SSL_MODES:
+        r.problem("databaseSslMode", f"must be one of {', '.join(contracts.DATABASE_SSL_MODES)}, got {ssl_mode!r}")
     return DatasetConfig(
         secret,
         in_vpc,
@@ -320,6 +324,7 @@ def _dataset(r: _Reader) -> DatasetConfig:
         seeds,
         r.integer("minSeedProfiles", contracts.MIN_SEED_SAMPLE, 100_000),
         r.integer("minRows", contracts.MIN_HOLDOUT_PROFILES, 100_000_000),
+        ssl_mode,
     )
 
 
@@ -398,13 +403,21 @@ def _host(r: _Reader) -> HostConfig:
     ami_parameter = r.text("ollamaAmiParameter")
     if not ami_parameter.startswith("/"):
         r.problem("ollamaAmiParameter", f"must be an SSM parameter name starting with '/', got {ami_parameter!r}")
-    ollama = OllamaHostSettings(
-        version=r.text("ollamaVersion"), archive_url=r.text("ollamaArchiveUrl"), archive_sha256=r.text("ollamaArchiveSha256")
-    )
-    try:
-        ollama.values()
-    except UserDataError as exc:
-        r.problem("ollamaVersion/ollamaArchiveUrl/ollamaArchiveSha256", str(exc))
+    archive_sha256 = r.text("ollamaArchiveSha256")
+    ollama = OllamaHostSettings(version=r.text("ollamaVersion"), archive_url=r.text("ollamaArchiveUrl"), archive_sha256=archive_sha256)
+    if not archive_sha256:
+        # Root unpacks the archive into /usr/local: the host installs only the archive named here.
+        r.problem(
+            "ollamaArchiveSha256",
+            "is required: the sha256 of the Ollama archive the host installs (for a GitHub release, its line "
+            "in https://github.com/ollama/ollama/releases/download/v<ollamaVersion>/sha256sum.txt; for a staged copy, "
+            "sha256sum of that file)",
+        )
+    else:
+        try:
+            ollama.values()
+        except UserDataError as exc:
+            r.problem("ollamaVersion/ollamaArchiveUrl/ollamaArchiveSha256", str(exc))
     return HostConfig(
         instance_type,
         ami_parameter,

@@ -57,6 +57,7 @@ class DatasetFunctions(pulumi.ComponentResource):
             "DATABASE_SECRET_ARN": config.database_secret_arn,
             "SEED_PROFILES_URI": config.seed_profiles_uri,
             "MIN_ROWS": str(config.min_rows),
+            "DATABASE_SSLMODE": config.ssl_mode,
             "POWERTOOLS_SERVICE_NAME": "generate-dataset",
         }
         common: dict[str, Any] = dict(parent=self, context=args.context, code=code, layers=[layer.arn])

@@ -26,7 +26,7 @@ class UserDataError(ValueError):
 class OllamaHostSettings:
     version: str = DEFAULT_OLLAMA_VERSION
     archive_url: str = ""  # default: the GitHub release of ``version``
-    archive_sha256: str = ""
+    archive_sha256: str = ""  # required: values() refuses an empty one
     bind_address: str = PRIVATE_BIND
     port: int = 11434
     models_dir: str = "/var/lib/ollama/models"
@@ -39,8 +39,8 @@ class OllamaHostSettings:
         url = self.archive_url or ARCHIVE_URL.format(version=self.version)
         if not re.fullmatch(r"(https|s3)://[A-Za-z0-9._~/:%+-]+", url):
             raise UserDataError(f"ollama archive URL must be https:// or s3:// without spaces or quotes, got {url!r}")
-        if self.archive_sha256 and not re.fullmatch(r"[0-9a-f]{64}", self.archive_sha256):
-            raise UserDataError("ollama archive sha256 must be 64 lowercase hex digits")
+        if not re.fullmatch(r"[0-9a-f]{64}", self.archive_sha256):
+            raise UserDataError("ollama archive sha256 must be 64 lowercase hex digits (it is required: the host verifies the archive)")
         if self.bind_address != PRIVATE_BIND:
             try:
                 address = ipaddress.ip_address(self.bind_address)

@@ -46,6 +46,11 @@ MIN_SEED_SAMPLE = 5
 # The holdout is the top HOLDOUT_SHARE of the twitter_id hash space, in every run and every split:
 # a profile held out once is held out forever, so no later week trains on it (pipeline.dataset.split).
 HOLDOUT_SHARE = 0.1
+# libpq's sslmode values for the dataset Lambda's connection, strictest first. verify-full (the
+# default) checks the server's certificate against the RDS CA bundle and its name against the host;
+# the stack's databaseSslMode relaxes it for a database that cannot offer that.
+DATABASE_SSL_MODES = ("verify-full", "verify-ca", "require", "prefer", "disable")
+DEFAULT_DATABASE_SSL_MODE = "verify-full"
 # Scores at or above this are the "researcher" class (class balance, agreement at the threshold).
 POSITIVE_SCORE = 0.5
 SEEDS_FILE = "seeds.jsonl"

@@ -84,3 +84,14 @@ def bucket(aws) -> str:
     name = f"artifacts-{uuid.uuid4().hex[:8]}"
     boto3.client("s3", region_name=TEST_REGION).create_bucket(Bucket=name)
     return name
+
+
+@pytest.fixture(scope="session")
+def tls_server():
+    """A PostgreSQL server with TLS on and a certificate for ``localhost`` from a test CA."""
+    from tests.tls_postgres import tls_postgres
+
+    with tls_postgres() as server:
+        if server is None:
+            pytest.skip("Debian's postgresql is not installed (make test installs it)")
+        yield server

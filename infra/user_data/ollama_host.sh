@@ -8,7 +8,7 @@ set -euo pipefail
 
 OLLAMA_VERSION="@@OLLAMA_VERSION@@"
 OLLAMA_ARCHIVE_URL="@@OLLAMA_ARCHIVE_URL@@"   # https://… or s3://… (a staged copy: no internet needed)
-OLLAMA_SHA256="@@OLLAMA_SHA256@@"             # of the archive; empty: not checked (a warning is logged)
+OLLAMA_SHA256="@@OLLAMA_SHA256@@"             # of the archive; required, a mismatch stops the boot
 OLLAMA_BIND_ADDRESS="@@OLLAMA_BIND_ADDRESS@@" # "private" (this instance's private IPv4) or an address
 OLLAMA_PORT="@@OLLAMA_PORT@@"
 OLLAMA_MODELS_DIR="@@OLLAMA_MODELS_DIR@@"
@@ -48,12 +48,10 @@ install_ollama() {
         https://*) curl -fsSL --retry 5 --retry-delay 5 -o "${archive}" "${OLLAMA_ARCHIVE_URL}" ;;
         *) fail "unsupported archive URL ${OLLAMA_ARCHIVE_URL}" ;;
     esac
-    if [[ -n "${OLLAMA_SHA256}" ]]; then
-        echo "${OLLAMA_SHA256}  ${archive}" | sha256sum --check --status || fail "ollama archive sha256 mismatch"
-    else
-        log "WARNING: no sha256 configured for the ollama archive; not verified"
-    fi
-    tar -xzf "${archive}" -C /usr/local
+    # Root unpacks it into /usr/local: only the archive whose sha256 the stack names.
+    [[ "${OLLAMA_SHA256}" =~ ^[0-9a-f]{64}$ ]] || fail "no sha256 configured for the ollama archive; refusing to install it unverified"
+    echo "${OLLAMA_SHA256}  ${archive}" | sha256sum --check --status || fail "ollama archive sha256 mismatch"
+    tar -xzf "${archive}" -C /usr/local --no-same-owner --no-same-permissions
     rm -rf "${work}"
     /usr/local/bin/ollama --version >/dev/null 2>&1 || log "installed ollama does not report its version yet (server not running)"
 }

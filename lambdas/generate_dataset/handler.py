@@ -3,7 +3,8 @@
 Environment: ARTIFACT_BUCKET, DATABASE_SECRET_ARN (an RDS-style secret: host, port, username,
 password, dbname; the password never sits in the environment), SEED_PROFILES_URI (the list of
 seed-profile twitter_ids, s3://; required: the seed gates score those profiles).
-MIN_ROWS (the stack's minRows, default 1000: the least an execution may ask for).
+MIN_ROWS (the stack's minRows, default 1000: the least an execution may ask for), DATABASE_SSLMODE
+(the stack's databaseSslMode, default verify-full against pipeline/dataset/rds-ca-bundle.pem).
 Event: {"run_id", "training_job_prefix"?, "teachers"?: [...], "min_rows"?: 1000 (at least MIN_ROWS)};
 the optional fields may also come under "options" (the state machine passes the execution input there).
 The split shares are not an option: the holdout the gates read is the same for every run.
@@ -31,14 +32,16 @@ class Settings(lambda_settings.ArtifactSettings):
     database_secret_arn: str = lambda_settings.env("DATABASE_SECRET_ARN")
     seed_profiles_uri: str = lambda_settings.env("SEED_PROFILES_URI")
     min_rows: int = lambda_settings.env("MIN_ROWS", contracts.DEFAULT_MIN_ROWS, lambda_settings.positive_int)
+    database_ssl_mode: str = lambda_settings.env("DATABASE_SSLMODE", source.DEFAULT_SSL_MODE, source.check_ssl_mode)
 
 
-def _database_params(secret_arn: str) -> source.ConnectionParams:
+def _database_params(settings: Settings) -> source.ConnectionParams:
     try:
-        secret = parameters.get_secret(secret_arn, max_age=300)
+        secret = parameters.get_secret(settings.database_secret_arn, max_age=300)
     except parameters.exceptions.GetParameterError as exc:
-        raise InvalidArgument(f"cannot read the database secret {secret_arn}: {exc}") from None
-    return source.ConnectionParams.from_secret(secret)
+        raise InvalidArgument(f"cannot read the database secret {settings.database_secret_arn}: {exc}") from None
+    # TLS verified against the RDS CA bundle shipped with the code, unless the stack relaxed it.
+    return source.ConnectionParams.from_secret(secret, sslmode=settings.database_ssl_mode)
 
 
 @logger.inject_lambda_context
@@ -60,7 +63,7 @@ def handler(event: dict, context) -> dict:
     if not seed_ids:
         raise InvalidArgument(f"the seed-profile list {settings.seed_profiles_uri} names no twitter_id")
     result = generate.generate_dataset(
-        _database_params(settings.database_secret_arn),
+        _database_params(settings),
         settings.artifact_root,
         run_id,
         teachers=generate.parse_teachers(teachers) if teachers else source.DEFAULT_TEACHERS,

@@ -6,12 +6,14 @@ import json
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from importlib import resources
+from pathlib import Path
 from typing import Any, NamedTuple
 
 import psycopg2
 import psycopg2.errors
 import psycopg2.extensions
 
+from pipeline import contracts
 from pipeline.errors import DatabaseUnavailable, InvalidArgument, SourceSchemaError
 
 # The spec's two teachers ("WHERE ps.scored_by IN (...)").
@@ -80,6 +82,16 @@ class SourceRow(NamedTuple):  # a tuple, not a dataclass: built once per row of 
 
 
 SECRET_KEYWORDS = frozenset({"password", "sslpassword"})
+# The CAs that sign Amazon RDS servers (scripts/rds_ca_bundle.py says where they come from).
+RDS_CA_BUNDLE = Path(__file__).with_name("rds-ca-bundle.pem")
+SSL_MODES = contracts.DATABASE_SSL_MODES
+DEFAULT_SSL_MODE = contracts.DEFAULT_DATABASE_SSL_MODE
+
+
+def check_ssl_mode(value: str) -> str:
+    if value not in SSL_MODES:
+        raise InvalidArgument(f"sslmode must be one of {', '.join(SSL_MODES)}, got {value!r}")
+    return value
 
 
 @dataclass(frozen=True)
@@ -104,8 +116,12 @@ class ConnectionParams:
             ) from None
 
     @classmethod
-    def from_secret(cls, secret_string: str) -> ConnectionParams:
-        """An RDS-style Secrets Manager secret: JSON with host, port, username, password, dbname."""
+    def from_secret(cls, secret_string: str, sslmode: str = DEFAULT_SSL_MODE, ca_bundle: Path = RDS_CA_BUNDLE) -> ConnectionParams:
+        """An RDS-style Secrets Manager secret: JSON with host, port, username, password, dbname.
+
+        TLS is the caller's (the stack's) choice, not the secret's: ``sslmode`` with ``ca_bundle`` as
+        the trusted roots. A secret's own "sslmode" key is not read.
+        """
         try:
             secret = json.loads(secret_string)
         except json.JSONDecodeError:
@@ -120,7 +136,8 @@ class ConnectionParams:
                 "user": secret["username"],
                 "password": secret["password"],
                 "dbname": secret.get("dbname") or secret.get("database") or "postgres",
-                "sslmode": secret.get("sslmode", "prefer"),
+                "sslmode": check_ssl_mode(sslmode),
+                **({"sslrootcert": str(ca_bundle)} if sslmode.startswith("verify-") else {}),
             }
         )
 

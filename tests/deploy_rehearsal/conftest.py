@@ -22,8 +22,9 @@ def deployed_functions(tmp_path_factory) -> dict[str, DeployedFunction]:
     mocks = RecordingMocks()
     pulumi.runtime.set_mocks(mocks, project="researcher-scorer", stack="test", preview=False)
     with pytest.MonkeyPatch.context() as monkeypatch:
-        # minRows 100: the rehearsal's weekly run reads a 400-profile sample (a stack for a small table).
-        deployment = run_program(mocks, {**VALID_CONFIG, "minRows": "100"}, monkeypatch)
+        # minRows 100: the rehearsal's weekly run reads a 400-profile sample (a stack for a small table);
+        # databaseSslMode prefer: the test server has no TLS (verified TLS: test_database_tls.py).
+        deployment = run_program(mocks, {**VALID_CONFIG, "minRows": "100", "databaseSslMode": "prefer"}, monkeypatch)
     return unpack_functions(deployment, tmp_path_factory.mktemp("lambda-packages"))
 
 

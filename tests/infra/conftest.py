@@ -27,6 +27,7 @@ VALID_CONFIG = {
     "ollamaAllowedCidrs": '["10.20.0.0/16"]',
     "alertEmail": "ml-oncall@example.com",
     "seedProfilesUri": "s3://researcher-scorer-config/seed-profiles.txt",
+    "ollamaArchiveSha256": "5" * 64,
 }
 
 

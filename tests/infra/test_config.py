@@ -103,9 +103,14 @@ def test_typed_values_are_converted(mocks):
             "conversionImageUri must be an ECR image pinned by digest",
         ),
         ({"ollamaArchiveSha256": "abc"}, "sha256 must be 64 lowercase hex digits"),
+        # Unverified by default was the old behaviour: root would unpack whatever the URL served.
+        ({"ollamaArchiveSha256": ""}, "ollamaArchiveSha256 is required"),
         ({"datasetInVpc": "maybe"}, "datasetInVpc must be true or false"),
         ({"datasetInVpc": "false"}, "databaseSecurityGroupId needs datasetInVpc true"),
         ({"alertEmail": "oncall"}, "alertEmail must be an email address"),
+        ({"databaseSslMode": "allow"}, "databaseSslMode must be one of verify-full, verify-ca, require, prefer, disable"),
+        ({"minRows": "29"}, "minRows must be between 30"),
+        ({"minSeedProfiles": "4"}, "minSeedProfiles must be between 5"),
     ],
 )
 def test_a_bad_value_fails_with_its_name_and_what_is_expected(mocks, values, message):
@@ -129,6 +134,7 @@ def test_every_problem_is_listed_in_one_message(mocks):
         "researcher-scorer:privateSubnetIds",
         "researcher-scorer:databaseSecretArn",
         "researcher-scorer:seedProfilesUri",
+        "researcher-scorer:ollamaArchiveSha256",
     ]
 
 

@@ -105,6 +105,9 @@ def test_lambdas_have_their_sizes_environment_and_network(deploy):
     generate = functions["generate-dataset"]
     assert generate["runtime"] == "python3.12" and generate["handler"] == "lambdas.generate_dataset.handler.handler"
     assert generate["environment"]["variables"]["DATABASE_SECRET_ARN"] == VALID_CONFIG["databaseSecretArn"]
+    # TLS verified by default; the row floor an execution cannot lower reaches both dataset stages.
+    assert generate["environment"]["variables"]["DATABASE_SSLMODE"] == "verify-full"
+    assert generate["environment"]["variables"]["MIN_ROWS"] == functions["validate-data"]["environment"]["variables"]["MIN_ROWS"] == "1000"
     assert generate["vpcConfig"]["subnetIds"] == json.loads(VALID_CONFIG["privateSubnetIds"])
     assert "vpcConfig" not in functions["validate-data"], "ValidateData only needs S3"
     for stage in ("deploy-model", "validate-model", "promote-model", "rollback-model"):

@@ -12,6 +12,12 @@ import pytest
 from infra import user_data
 from infra.user_data import OllamaHostSettings, UserDataError
 
+
+def verified(**settings) -> OllamaHostSettings:
+    """Settings with an archive sha256 (required), so that each case fails for its own reason."""
+    return OllamaHostSettings(archive_sha256="a" * 64, **settings)
+
+
 SHELLCHECK = shutil.which("shellcheck") or str(Path(sys.executable).with_name("shellcheck"))
 
 
@@ -31,7 +37,7 @@ def test_shellcheck_would_catch_a_broken_script(tmp_path):  # the lint is live, 
 
 
 def test_defaults_pin_the_version_bind_privately_and_run_under_systemd():
-    text = user_data.render(OllamaHostSettings())
+    text = user_data.render(verified())
     assert "@@" not in text
     assert f'OLLAMA_VERSION="{user_data.DEFAULT_OLLAMA_VERSION}"' in text
     assert f"/v{user_data.DEFAULT_OLLAMA_VERSION}/ollama-linux-amd64.tgz" in text
@@ -49,15 +55,16 @@ def test_a_staged_archive_and_checksum_are_used():
 @pytest.mark.parametrize(
     "settings",
     [
-        OllamaHostSettings(bind_address="0.0.0.0"),
-        OllamaHostSettings(bind_address="8.8.8.8"),
-        OllamaHostSettings(bind_address="eth0"),
-        OllamaHostSettings(version="latest"),
-        OllamaHostSettings(archive_url="http://insecure/ollama.tgz"),
-        OllamaHostSettings(archive_url='https://x/"; rm -rf /'),
+        verified(bind_address="0.0.0.0"),
+        verified(bind_address="8.8.8.8"),
+        verified(bind_address="eth0"),
+        verified(version="latest"),
+        verified(archive_url="http://insecure/ollama.tgz"),
+        verified(archive_url='https://x/"; rm -rf /'),
         OllamaHostSettings(archive_sha256="xyz"),
-        OllamaHostSettings(models_dir="relative/dir"),
-        OllamaHostSettings(port=0),
+        OllamaHostSettings(),  # no sha256: root would unpack whatever the URL served
+        verified(models_dir="relative/dir"),
+        verified(port=0),
     ],
 )
 def test_unsafe_or_malformed_settings_are_refused(settings):
@@ -67,4 +74,4 @@ def test_unsafe_or_malformed_settings_are_refused(settings):
 
 def test_private_and_loopback_addresses_are_allowed():
     for address in ("10.0.1.5", "127.0.0.1", "172.16.0.9"):
-        assert f'OLLAMA_BIND_ADDRESS="{address}"' in user_data.render(OllamaHostSettings(bind_address=address))
+        assert f'OLLAMA_BIND_ADDRESS="{address}"' in user_data.render(verified(bind_address=address))

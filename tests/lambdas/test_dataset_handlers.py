@@ -45,6 +45,7 @@ def lambda_env(monkeypatch, bucket, database_url):
     monkeypatch.setenv("DATABASE_SECRET_ARN", make_secret(database_url))
     monkeypatch.setenv("POWERTOOLS_SERVICE_NAME", "test")
     monkeypatch.setenv("MIN_ROWS", "50")  # the stack's minRows, lowered for these small tables
+    monkeypatch.setenv("DATABASE_SSLMODE", "prefer")  # the test server has no TLS (TLS: test_database_tls.py)
     return bucket
 
 
@@ -158,3 +159,14 @@ def test_an_execution_name_used_again_never_overwrites_that_runs_dataset(db, lam
     with pytest.raises(RunFolderExists, match="runs/weekly-1/dataset already holds a dataset"):
         generate.handler({"run_id": "weekly-1", "min_rows": 50}, FakeContext())
     assert {o["Key"]: o["ETag"] for o in s3.list_objects_v2(Bucket=lambda_env)["Contents"]} == before
+
+
+def test_the_deployed_default_verifies_the_database_certificate(monkeypatch, lambda_env, tls_server):
+    """No DATABASE_SSLMODE (the stack's default): a server whose certificate no RDS CA signed is refused."""
+    monkeypatch.delenv("DATABASE_SSLMODE")
+    password = "pw-" + uuid.uuid4().hex
+    monkeypatch.setenv("DATABASE_SECRET_ARN", make_secret(f"postgresql://postgres@localhost:{tls_server.port}/postgres", password=password))
+    with pytest.raises(DatabaseUnavailable, match="certificate verify failed") as failure:
+        generate.handler({"run_id": "r1"}, FakeContext())
+    assert password not in str(failure.value)
+    assert boto3.client("s3").list_objects_v2(Bucket=lambda_env).get("KeyCount") == 0

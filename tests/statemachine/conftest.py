@@ -254,6 +254,7 @@ def world(monkeypatch, db, database_url, tiny_model_and_adapter) -> Iterator[Wor
         storage.write_bytes(seeds_uri, "".join(f"{twitter_id}\n" for twitter_id in sorted(sample.seed_profile_ids())).encode())
         monkeypatch.setenv("SEED_PROFILES_URI", seeds_uri)
         monkeypatch.setenv("MIN_ROWS", "100")  # the stack's minRows for this 400-profile table
+        monkeypatch.setenv("DATABASE_SSLMODE", "prefer")  # the test server has no TLS
         monkeypatch.setenv("OLLAMA_URL", server.url)
         monkeypatch.setenv("QUALITY_GATES", json.dumps({"latency_p50_max_s": 5, "latency_p95_max_s": 5}))
         arns = {}

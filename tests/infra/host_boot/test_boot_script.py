@@ -58,13 +58,16 @@ def standin_archive() -> bytes:
     return buffer.getvalue()
 
 
-def boot(tmp_path: Path, *, sha256: str = "", prepare: str = "") -> tuple[subprocess.CompletedProcess, dict]:
+def boot(tmp_path: Path, *, sha256: str | None = None, prepare: str = "", edit_script=None) -> tuple[subprocess.CompletedProcess, dict]:
+    """Boot the rendered user data; ``sha256`` defaults to the stand-in archive's own."""
     archive = standin_archive()
+    sha256 = sha256 if sha256 is not None else hashlib.sha256(archive).hexdigest()
     s3_root = tmp_path / "s3"
     (s3_root / ARCHIVE_URI.removeprefix("s3://")).parent.mkdir(parents=True)
     (s3_root / ARCHIVE_URI.removeprefix("s3://")).write_bytes(archive)
     script = user_data.render(user_data.OllamaHostSettings(archive_url=ARCHIVE_URI, archive_sha256=sha256))
     assert "HEALTH_TIMEOUT_S=300" in script
+    script = edit_script(script) if edit_script else script
     (tmp_path / "user-data.sh").write_text(script.replace("HEALTH_TIMEOUT_S=300", f"HEALTH_TIMEOUT_S={HEALTH_TIMEOUT_S}"))
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
@@ -123,8 +126,7 @@ def starts(tmp_path: Path) -> int:
 
 
 def test_the_host_boots_to_a_serving_ollama_on_its_private_address(tmp_path):
-    sha256 = hashlib.sha256(standin_archive()).hexdigest()
-    _, result = boot(tmp_path, sha256=sha256)
+    _, result = boot(tmp_path)
     log = (tmp_path / "boot.log").read_text()
     assert result["rc"] == 0, log
     assert f"is serving on {PRIVATE_IPV4}:11434" in log
@@ -147,4 +149,13 @@ def test_a_wrong_archive_checksum_stops_the_boot_before_anything_is_installed(tm
     _, result = boot(tmp_path, sha256="0" * 64)
     log = (tmp_path / "boot.log").read_text()
     assert result["rc"] == 1 and "sha256 mismatch" in log
+    assert result["version"] is None and starts(tmp_path) == 0
+
+
+def test_a_script_without_a_checksum_installs_nothing(tmp_path):
+    """The stack refuses an empty ollamaArchiveSha256; the script refuses it too, should one reach it."""
+    sha256 = hashlib.sha256(standin_archive()).hexdigest()
+    _, result = boot(tmp_path, edit_script=lambda script: script.replace(f'OLLAMA_SHA256="{sha256}"', 'OLLAMA_SHA256=""'))
+    log = (tmp_path / "boot.log").read_text()
+    assert result["rc"] == 1 and "refusing to install it unverified" in log
     assert result["version"] is None and starts(tmp_path) == 0
