@@ -15,6 +15,11 @@ TOKENIZER_FILES = (
     "added_tokens.json",
     "chat_template.jinja",
 )
+# Required of a base model: tokenizer.model is what the GGUF vocabulary (llama.cpp, Ollama) is built
+# from; tokenizer.json is what training tokenizes with. Without tokenizer.json, transformers builds
+# its own from tokenizer.model, and whether its ids then equal serving's depends on the transformers
+# version and on tokenizer_config.json: a directory without it is refused by name instead.
+REQUIRED_TOKENIZER_FILES = ("tokenizer.model", "tokenizer.json")
 CONFIG_FILE = "config.json"
 # The weights: one safetensors file, or shards named by an index. (.bin checkpoints are not read.)
 WEIGHTS_SUFFIX = ".safetensors"

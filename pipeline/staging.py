@@ -18,7 +18,7 @@ from tqdm import tqdm
 
 from pipeline import storage
 from pipeline.errors import InvalidArgument, PipelineError
-from pipeline.model_files import CONFIG_FILE, TOKENIZER_FILES, WEIGHTS_INDEX_FILE, WEIGHTS_SUFFIX
+from pipeline.model_files import CONFIG_FILE, REQUIRED_TOKENIZER_FILES, TOKENIZER_FILES, WEIGHTS_INDEX_FILE, WEIGHTS_SUFFIX
 
 STAGED_MANIFEST = "staged.json"
 # Beside config, tokenizer and weights: generation defaults and the sharded-weights index.
@@ -37,9 +37,12 @@ class BaseModelIncomplete(PipelineError):
 def model_files(source: Path) -> list[Path]:
     if not source.is_dir():
         raise InvalidArgument(f"--from {source} is not a directory")
-    missing = [name for name in (CONFIG_FILE, "tokenizer.model") if not (source / name).is_file()]
+    missing = [name for name in (CONFIG_FILE, *REQUIRED_TOKENIZER_FILES) if not (source / name).is_file()]
     if missing:
-        raise BaseModelIncomplete(f"{source} has no {', '.join(missing)} (the conversion builds the GGUF vocabulary from tokenizer.model)")
+        raise BaseModelIncomplete(
+            f"{source} has no {', '.join(missing)} (training tokenizes with tokenizer.json, the GGUF vocabulary is built "
+            "from tokenizer.model: both as the model's publisher ships them)"
+        )
     weights = sorted(source.glob(f"*{WEIGHTS_SUFFIX}"))
     if not weights:
         bins = [path.name for path in source.glob("*.bin")]

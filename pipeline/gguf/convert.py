@@ -109,8 +109,9 @@ def _load_adapter(adapter_uri: str) -> tuple[dict[str, tuple[np.ndarray, np.ndar
 def _copy_tokenizer(base_uri: str, work: Path) -> None:
     # Copied byte for byte: re-saving through transformers 5 would drop tokenizer.model.
     storage.copy_named(base_uri, str(work), model_files.TOKENIZER_FILES)
-    if not (work / "tokenizer.model").is_file():
-        raise MissingTokenizer(f"{base_uri} has no tokenizer.model (a SentencePiece tokenizer is required)")
+    missing = [name for name in model_files.REQUIRED_TOKENIZER_FILES if not (work / name).is_file()]
+    if missing:
+        raise MissingTokenizer(f"{base_uri} has no {', '.join(missing)} (the model the adapter was trained on ships both)")
 
 
 def rope_theta(config: dict[str, Any]) -> float:

@@ -102,8 +102,12 @@ def load_tokenizer(base_model_dir: Path):
 
     if not (base_model_dir / "config.json").is_file():
         raise ModelLoadError(f"{base_model_dir} is not a Hugging Face model directory (no config.json)")
-    if not (base_model_dir / "tokenizer.model").is_file() and not (base_model_dir / "tokenizer.json").is_file():
-        raise ModelLoadError(f"{base_model_dir} has no tokenizer (tokenizer.model or tokenizer.json)")
+    missing = [name for name in model_files.REQUIRED_TOKENIZER_FILES if not (base_model_dir / name).is_file()]
+    if missing:
+        raise ModelLoadError(
+            f"{base_model_dir} has no {', '.join(missing)}: training must tokenize with the publisher's tokenizer.json, "
+            "and the adapter carries tokenizer.model to the conversion"
+        )
     tokenizer = AutoTokenizer.from_pretrained(str(base_model_dir))
     if tokenizer.chat_template is None:
         raise ModelLoadError(f"{base_model_dir}'s tokenizer has no chat template")

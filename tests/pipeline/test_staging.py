@@ -77,6 +77,7 @@ def test_a_different_model_at_the_destination_is_not_overwritten(model_dir, buck
     "remove, error",
     [
         ("tokenizer.model", staging.BaseModelIncomplete),
+        ("tokenizer.json", staging.BaseModelIncomplete),
         ("config.json", staging.BaseModelIncomplete),
         ("*.safetensors", staging.BaseModelIncomplete),
     ],

@@ -286,10 +286,11 @@ def test_truncated_and_corrupt_safetensors(models, tmp_path):
     _expect_failure(SafetensorsError, corrupt, models.adapter, tmp_path, "corrupt")
 
 
-def test_missing_tokenizer_model(models, tmp_path):
+@pytest.mark.parametrize("name", ["tokenizer.model", "tokenizer.json"])
+def test_a_missing_tokenizer_file_is_named(models, tmp_path, name):
     base = _clone(models.base, tmp_path / "base")
-    (base / "tokenizer.model").unlink()
-    _expect_failure(convert.MissingTokenizer, base, models.adapter, tmp_path, "tokenizer.model")
+    (base / name).unlink()
+    _expect_failure(convert.MissingTokenizer, base, models.adapter, tmp_path, name)
 
 
 def test_other_architectures_are_refused(models, tmp_path):

@@ -90,6 +90,8 @@ def test_sigterm_saves_a_checkpoint_and_the_rerun_resumes_from_it(tmp_path, tiny
         ("malformed_jsonl", "TrainingDataError: train.jsonl line 2"),
         ("empty_jsonl", "TrainingDataError: train.jsonl is empty"),
         ("no_tokenizer", "ModelLoadError:"),
+        # tokenizer.model alone: transformers would build its own tokenizer.json, whose ids need not be serving's.
+        ("no_tokenizer_json", "ModelLoadError: "),
     ],
 )
 def test_bad_input_writes_the_reason_to_output_failure(tmp_path, monkeypatch, tiny_model_dir, small_dataset, case, expected):
@@ -110,6 +112,11 @@ def test_bad_input_writes_the_reason_to_output_failure(tmp_path, monkeypatch, ti
         shutil.copytree(tiny_model_dir, model)
         for name in ("tokenizer.model", "tokenizer.json"):
             (model / name).unlink()
+    elif case == "no_tokenizer_json":
+        model = tmp_path / "no-tokenizer-json"
+        shutil.copytree(tiny_model_dir, model)
+        (model / "tokenizer.json").unlink()
+        expected = f"ModelLoadError: {tmp_path / 'ml' / 'input' / 'data' / 'base_model'} has no tokenizer.json"
     base = tmp_path / "ml"
     paths = layout(base, dataset, model, hp)
     monkeypatch.setenv("SAGEMAKER_BASE_DIR", str(base))
