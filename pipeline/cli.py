@@ -35,6 +35,16 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _holdout_sample(text: str) -> int:
+    """--max-holdout: below the correlation gate's least sample, no run could ever pass."""
+    value = _positive_int(text)
+    if value < contracts.MIN_HOLDOUT_PROFILES:
+        raise argparse.ArgumentTypeError(
+            f"expected at least {contracts.MIN_HOLDOUT_PROFILES} (the correlation gate's least sample), got {value}"
+        )
+    return value
+
+
 def _fraction(text: str) -> float:
     try:
         value = float(text)
@@ -144,7 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
     validate_model.add_argument("--out", required=True, help="report directory: report.json, report.md, plots")
     validate_model.add_argument("--concurrency", type=_positive_int, default=1, help="profiles scored at once (default 1)")
     validate_model.add_argument(
-        "--max-holdout", type=_positive_int, default=None, help="holdout profiles scored at most, a fixed sample (default 500)"
+        "--max-holdout", type=_holdout_sample, default=None, help="holdout profiles scored at most, a fixed sample (default 500)"
     )
     validate_model.add_argument(
         "--gate",
@@ -183,7 +193,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--gate", action="append", default=[], metavar="NAME=VALUE", help="quality-gate threshold override")
     run.add_argument("--quant", default="q4_k_m", choices=["q4_k_m", "q8_0", "f16", "f32"], help="default %(default)s")
     run.add_argument("--concurrency", type=_positive_int, default=2, help="profiles scored at once (default 2)")
-    run.add_argument("--max-holdout", type=_positive_int, default=None, help="holdout profiles scored at most (default 500)")
+    run.add_argument("--max-holdout", type=_holdout_sample, default=None, help="holdout profiles scored at most (default 500)")
     run.add_argument("--min-rows", type=_positive_int, default=None, help="fewest usable rows to accept (default 1000)")
     run.add_argument("--no-progress", action="store_true", help="no progress bars")
     return parser

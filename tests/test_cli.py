@@ -112,6 +112,7 @@ def test_a_real_database_without_a_seed_list_is_refused_before_any_export(databa
     [
         (["--split", "0.5,0.5"], 1, "error: InvalidArgument: --split expects three numbers like 0.8,0.1,0.1, got '0.5,0.5'"),
         (["--min-rows", "0"], 2, "error: argument --min-rows: expected a number of at least 1, got 0"),
+        (["--split", "0.95,0,0.05"], 1, "error: InvalidArgument: --split: the holdout share 0.05 is below 0.1"),
         (["--teachers", " , "], 1, "error: InvalidArgument: --teachers needs at least one name"),
         (["--database-url", "not a url at all"], 1, "error: InvalidArgument:"),
     ],
@@ -185,3 +186,13 @@ def test_an_unwritable_output_is_one_line_not_a_traceback(tmp_path):
     result = cli("tiny-model", "--out", str(blocker / "model"))
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines()[-1].startswith("error: ")
+
+
+def test_a_holdout_sample_no_gate_could_decide_on_is_a_usage_error(tmp_path):
+    result = cli(
+        "validate", "--ollama-url", "http://127.0.0.1:1", "--holdout", "h", "--seeds", "s", "--out", str(tmp_path), "--max-holdout", "12"
+    )
+    assert (
+        result.returncode == 2
+        and "argument --max-holdout: expected at least 30 (the correlation gate's least sample), got 12" in result.stderr
+    )
