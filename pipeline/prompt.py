@@ -306,5 +306,31 @@ def prompt_token_ids(tokenizer, instruction: str) -> list[int]:
     return list(ids)
 
 
+# Encoded before the answer and then cut off, so that the answer's first token carries no dummy
+# prefix: a newline is a byte-fallback token in SentencePiece vocabularies (no piece holds one), so
+# it never merges with the "{" after it.
+_ANSWER_SENTINEL = "\n"
+
+
+class AnswerTokenizationError(ValueError):
+    """The tokenizer merged the sentinel into the answer: its ids would not be the answer's alone."""
+
+
+def answer_token_ids(tokenizer, answer: str) -> list[int]:
+    """Token ids of ``answer`` as the model must produce it right after ``[/INST]``: no leading space.
+
+    A SentencePiece tokenizer with a dummy prefix (Mistral's) encodes ``{"handle"…`` alone as
+    ``▁{"`` …; serving constrains the answer to the JSON schema (llama.cpp's grammar, Ollama's
+    ``format``), whose first character is ``{``, so a model trained on ``▁{"`` would be forced, on
+    every request, onto a first token it never produced there. Training on the answer without the
+    prefix teaches what serving allows. The prompt's ids are unchanged (prompt_token_ids).
+    """
+    prefix = tokenizer(_ANSWER_SENTINEL, add_special_tokens=False)["input_ids"]
+    ids = tokenizer(_ANSWER_SENTINEL + answer, add_special_tokens=False)["input_ids"]
+    if ids[: len(prefix)] != prefix:
+        raise AnswerTokenizationError("the tokenizer merges a newline with the answer's first characters")
+    return ids[len(prefix) :]
+
+
 def prompt_text(tokenizer, instruction: str) -> str:
     return tokenizer.apply_chat_template(chat_messages(instruction), add_generation_prompt=True, tokenize=False)

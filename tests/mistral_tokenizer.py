@@ -84,3 +84,30 @@ def write_tokenizer_files(out: Path) -> Path:
     (out / "tokenizer_config.json").write_text(json.dumps(config, indent=2))
     (out / "special_tokens_map.json").write_text(json.dumps({"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>"}, indent=2))
     return out
+
+
+def build_mistral_model(out: Path, layers: int = 1, seed: int = 0) -> Path:
+    """A Mistral-architecture model directory with Mistral's real tokenizer: vocabulary 32,000,
+    hidden 256 (the k-quants' block size, so q4_k_m applies to every matrix), random weights."""
+    import torch
+    from transformers import MistralConfig, MistralForCausalLM
+
+    write_tokenizer_files(out)
+    torch.manual_seed(seed)
+    config = MistralConfig(  # type: ignore[call-arg]
+        vocab_size=32_000,
+        hidden_size=256,
+        intermediate_size=512,
+        num_hidden_layers=layers,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=4096,
+        rope_theta=1_000_000.0,
+        rms_norm_eps=1e-5,
+        sliding_window=None,
+        tie_word_embeddings=False,
+        bos_token_id=1,
+        eos_token_id=2,
+    )
+    MistralForCausalLM(config).save_pretrained(str(out))
+    return out

@@ -30,7 +30,7 @@ from tqdm import tqdm
 
 from pipeline import model_files, storage
 from pipeline.errors import InvalidArgument, PipelineError
-from pipeline.gguf import budget, quant
+from pipeline.gguf import budget, quant, vocab
 from pipeline.gguf.safetensors_reader import TensorRef, load_f32, model_tensors, read_header
 
 SUPPORTED_MODEL_TYPES = {"mistral", "llama"}
@@ -138,20 +138,14 @@ def _add_metadata(writer: gguf.GGUFWriter, config: dict[str, Any], output: quant
     writer.add_file_type(quant.FILE_TYPES[output])
     writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
 
-    vocab = gguf.vocab.SentencePieceVocab(tokenizer_dir)
-    tokens, scores, types = [], [], []
-    for text, score, token_type in vocab.all_tokens():
-        tokens.append(text)
-        scores.append(score)
-        types.append(token_type)
-    # Pad to the model's vocabulary size, as llama.cpp's converter does.
-    for index in range(len(tokens), config["vocab_size"]):
-        tokens.append(f"[PAD{index}]".encode())
-        scores.append(-1000.0)
-        types.append(gguf.TokenType.UNUSED)
+    tokens, scores, types = vocab.sentencepiece_vocab(tokenizer_dir, config["vocab_size"])
     writer.add_tokenizer_model("llama")
     writer.add_tokenizer_pre("default")
-    writer.add_add_space_prefix(_adds_dummy_prefix(tokenizer_dir / "tokenizer.model"))
+    if not _adds_dummy_prefix(tokenizer_dir / "tokenizer.model"):
+        # llama.cpp assumes a dummy prefix for a "llama" vocabulary unless told otherwise; its own
+        # converter never says so (Mistral's tokenizer has one, the metadata is then its exactly),
+        # a tokenizer without one (the demo's tiny model) needs the key.
+        writer.add_add_space_prefix(False)
     writer.add_token_list(tokens)
     writer.add_token_scores(scores)
     writer.add_token_types(types)

@@ -90,7 +90,7 @@ class OllamaBackend:
 class LlamaCppBackend:
     """The GGUF in llama.cpp, prompted exactly as Ollama prompts it. One instance per thread."""
 
-    def __init__(self, gguf_path: str, *, threads: int, seed: int = 0):
+    def __init__(self, gguf_path: str, *, threads: int, seed: int = 0, constrained: bool = True):
         import llama_cpp  # heavy; only the local backend needs it
 
         if not os.path.isfile(gguf_path):
@@ -101,7 +101,11 @@ class LlamaCppBackend:
             self._llm = llama_cpp.Llama(
                 model_path=gguf_path, n_ctx=modelfile.NUM_CTX, n_threads=threads, n_threads_batch=threads, seed=seed, verbose=False
             )
-        self._grammar = llama_cpp.LlamaGrammar.from_json_schema(json.dumps(prompt.ANSWER_JSON_SCHEMA), verbose=False)
+        # The answer's JSON schema as a grammar, as Ollama's ``format`` applies it; unconstrained only
+        # to measure what the grammar changes (benchmarks/bench_answer_start.py).
+        self._grammar = (
+            llama_cpp.LlamaGrammar.from_json_schema(json.dumps(prompt.ANSWER_JSON_SCHEMA), verbose=False) if constrained else None
+        )
 
     def prompt_tokens(self, instruction: str) -> list[int]:
         text = template.render(modelfile.OLLAMA_TEMPLATE, {"System": prompt.SYSTEM_PROMPT, "Prompt": instruction})

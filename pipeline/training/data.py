@@ -38,11 +38,12 @@ def read_jsonl(path: Path) -> list[DatasetRow]:
 
 
 def tokenize(tokenizer, examples: list[DatasetRow], max_seq_length: int) -> TokenizedSplit:
-    """Prompt ids (prompt.prompt_token_ids, as at inference) + answer ids + </s>; labels mask the prompt."""
+    """Prompt ids (prompt.prompt_token_ids, as at inference) + answer ids (prompt.answer_token_ids: no
+    leading space, what serving's JSON grammar allows) + </s>; labels mask the prompt."""
     input_ids, labels, skipped, tokens = [], [], 0, 0
     for example in examples:
         prompt_ids = prompt.prompt_token_ids(tokenizer, example.instruction)
-        answer_ids = tokenizer(example.output, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+        answer_ids = prompt.answer_token_ids(tokenizer, example.output) + [tokenizer.eos_token_id]
         if len(prompt_ids) + len(answer_ids) > max_seq_length:
             skipped += 1
             continue

@@ -1,9 +1,11 @@
 """Train/serve fidelity on Mistral's real vocabulary (Mistral-7B-Instruct-v0.2's tokenizer.model),
 with mistral-common - Mistral's own encoder of its instruct format - as the oracle.
 
-For ordinary and hostile profiles, the ids the trainer builds (prompt, and prompt + answer + </s>)
-are the ids mistral-common builds for the same system prompt, instruction and answer, and profile
-text never yields a control token (ids 0-2) anywhere but the template's own BOS and the final EOS.
+For ordinary and hostile profiles, the prompt ids the trainer builds are the ids mistral-common
+builds for the same system prompt and instruction; the answer's ids are its SentencePiece encoding
+without the dummy "▁" (what serving's JSON grammar allows after [/INST], where Mistral's reference
+puts "▁{"); profile text never yields a control token (ids 0-2) anywhere but the template's own
+BOS and the final EOS.
 """
 
 from __future__ import annotations
@@ -108,8 +110,26 @@ def test_mistrals_published_template_renders_our_prompt(tokenizer):
     )
 
 
+@pytest.fixture(scope="module")
+def no_dummy_prefix():
+    """Mistral's SentencePiece model with add_dummy_prefix off: the oracle for an answer's ids."""
+    import sentencepiece
+    from sentencepiece import sentencepiece_model_pb2
+
+    proto = sentencepiece_model_pb2.ModelProto()
+    proto.ParseFromString(sentencepiece_model().read_bytes())
+    proto.normalizer_spec.add_dummy_prefix = False
+    return sentencepiece.SentencePieceProcessor(model_proto=proto.SerializeToString())
+
+
+def pieces(ids: list[int]) -> str:
+    import sentencepiece
+
+    return "".join(sentencepiece.SentencePieceProcessor(model_file=str(sentencepiece_model())).id_to_piece(ids))
+
+
 @pytest.mark.parametrize("name", list(PROFILES))
-def test_training_ids_are_mistrals_own_encoding_and_profile_text_yields_no_control_token(name, tokenizer, reference):
+def test_training_ids_are_mistrals_own_encoding_and_profile_text_yields_no_control_token(name, tokenizer, reference, no_dummy_prefix):
     row = example_for(name)
     tokenizer.chat_template = prompt.MISTRAL_CHAT_TEMPLATE
     prompt_ids = prompt.prompt_token_ids(tokenizer, row.instruction)
@@ -119,12 +139,20 @@ def test_training_ids_are_mistrals_own_encoding_and_profile_text_yields_no_contr
     assert prompt_ids == expected_prompt
 
     (training_ids,) = data.tokenize(tokenizer, [row], max_seq_length=4096).input_ids
-    expected_training = reference.instruct_tokenizer.encode_instruct(
-        InstructRequest(
-            messages=[UserMessage(content=row.instruction), AssistantMessage(content=row.output)], system_prompt=prompt.SYSTEM_PROMPT
-        )
+    assert training_ids[: len(expected_prompt)] == expected_prompt
+    answer_ids = training_ids[len(expected_prompt) : -1]
+    # The answer as serving's JSON grammar lets the model produce it right after [/INST]: the
+    # SentencePiece encoding without the dummy "▁" (sentencepiece itself, the prefix switched off),
+    # whose pieces spell the answer exactly, starting with "{".
+    assert answer_ids == no_dummy_prefix.encode(row.output)
+    assert pieces(answer_ids).replace("\u2581", " ") == row.output
+    # Mistral's reference trains "[/INST] {": its answer differs from ours by that "▁" only.
+    conversation = [UserMessage(content=row.instruction), AssistantMessage(content=row.output)]
+    mistral_training = reference.instruct_tokenizer.encode_instruct(
+        InstructRequest(messages=conversation, system_prompt=prompt.SYSTEM_PROMPT)
     ).tokens
-    assert training_ids == expected_training
+    assert mistral_training[: len(expected_prompt)] == expected_prompt and mistral_training[-1] == EOS
+    assert pieces(mistral_training[len(expected_prompt) : -1]) == "\u2581" + pieces(answer_ids)
     # The template's BOS first, the answer's EOS last, and no control token in between.
     assert training_ids[0] == BOS and training_ids[-1] == EOS
     assert not CONTROL_IDS & set(training_ids[1:-1]), name

@@ -77,6 +77,18 @@ def test_tokenization_is_identical_with_one_bos(models, exports):
     assert ids.count(llm.token_bos()) == 1
 
 
+def test_the_tokenizer_metadata_is_llama_cpps_own_but_for_the_space_prefix(models, exports, llama_cpp_converter, tmp_path):
+    """convert_hf_to_gguf.py assumes a dummy prefix for every llama vocabulary; the tiny tokenizer has
+    none, so ours says add_space_prefix false (with Mistral's tokenizer the metadata is identical:
+    test_mistral_gguf.py). Everything else - tokens, scores, types, special ids - is llama.cpp's."""
+    from tests.pipeline.gguf.test_mistral_gguf import tokenizer_metadata
+
+    theirs = tokenizer_metadata(run_converter(llama_cpp_converter, models.merged, tmp_path / "theirs.gguf"))
+    ours = tokenizer_metadata(exports[quant.OutputType.F16])
+    assert ours.pop("tokenizer.ggml.add_space_prefix") is False
+    assert ours == theirs
+
+
 def test_f32_logits_match_transformers_on_the_peft_merged_model(models, exports):
     ids = hf_prompt_ids(models)
     ours, reference = llama_logits(exports[quant.OutputType.F32], ids), reference_logits(models, ids)

@@ -41,6 +41,11 @@ def test_labels_cover_the_answer_and_eos_only(tiny_model_dir):
     assert labels[:prompt_length] == [data.IGNORE_INDEX] * prompt_length
     assert labels[prompt_length:] == ids[prompt_length:] and ids[-1] == tokenizer.eos_token_id
     assert tokenizer.decode(ids[prompt_length:-1]).strip() == example.output
+    # The answer's pieces spell it exactly, from its "{": no leading "▁" token, which serving's JSON
+    # grammar would forbid right after [/INST] (transformers alone encodes the answer with one).
+    answer_pieces = tokenizer.convert_ids_to_tokens(ids[prompt_length:-1])
+    assert answer_pieces[0].startswith("{") and "".join(answer_pieces).replace("\u2581", " ") == example.output
+    assert tokenizer.convert_ids_to_tokens(tokenizer(example.output, add_special_tokens=False)["input_ids"])[0].startswith("\u2581")
 
 
 def test_too_long_examples_are_skipped_and_counted(tiny_model_dir):
