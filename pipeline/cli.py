@@ -35,6 +35,16 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a number above 0, got {text}")
+    return value
+
+
 def _holdout_sample(text: str) -> int:
     """--max-holdout: below the correlation gate's least sample, no run could ever pass."""
     value = _positive_int(text)
@@ -164,6 +174,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="override a threshold, e.g. --gate correlation_min=0.8 (repeatable)",
     )
     validate_model.add_argument("--no-progress", action="store_true", help="no progress bar")
+    score = commands.add_parser("score", help="score profiles with the model in production (or a GGUF): what the orchestrator calls")
+    backend = score.add_mutually_exclusive_group(required=True)
+    backend.add_argument("--ollama-url", help="the Ollama host serving the model, e.g. http://10.0.1.23:11434")
+    backend.add_argument("--gguf", help="score with this GGUF in llama.cpp instead, prompted as Ollama prompts it")
+    score.add_argument("--model", default=None, help="the Ollama tag (default: the production tag, mistral-researcher:latest)")
+    score.add_argument("--in", dest="input", required=True, help="profiles.jsonl: one object per line, the source table's columns")
+    score.add_argument("--out", required=True, help="results.jsonl: one result per input line, in order")
+    score.add_argument("--pointer", default=None, help="the production pointer (s3://<bucket>/models/current.json) to name the run")
+    score.add_argument("--concurrency", type=_positive_int, default=4, help="profiles scored at once (default 4)")
+    score.add_argument("--timeout", type=_positive_float, default=60.0, help="seconds per request before it is a timeout (default 60)")
+    score.add_argument("--no-progress", action="store_true", help="no progress bar")
     run = commands.add_parser("run", help="the whole pipeline on this machine: dataset -> train -> GGUF -> deploy -> gates -> promote")
     run.add_argument(
         "--database-url",
@@ -388,6 +409,42 @@ def _validate_model(args) -> int:
     return EXIT_OK
 
 
+def _score(args) -> int:
+    from pipeline import contracts, storage
+    from pipeline.errors import InvalidArgument
+    from pipeline.scoring import production, scorer
+    from pipeline.serving.ollama import OllamaClient, Timeouts
+
+    if args.gguf and args.model:
+        raise InvalidArgument("--model goes with --ollama-url; with --gguf the file is the model")
+    with storage.open_read(args.input) as lines:
+        rows = production.read_rows(lines)
+    run_id = None
+    if args.pointer:
+        pointer = storage.read_json(args.pointer)
+        run_id = pointer.get("run_id") if isinstance(pointer, dict) else None
+    model = args.gguf or args.model or f"{contracts.MODEL_NAME}:{contracts.PRODUCTION_TAG}"
+    with contextlib.ExitStack() as stack:
+        client = stack.enter_context(OllamaClient(args.ollama_url, timeouts=Timeouts(request_s=args.timeout))) if args.ollama_url else None
+        backends, _ = scorer.backends_for(
+            gguf_path=args.gguf, client=client, model=None if args.gguf else model, concurrency=args.concurrency
+        )
+        results = production.score_profiles(rows, backends, model=model, run_id=run_id, progress=not args.no_progress)
+    storage.write_bytes(args.out, "".join(json.dumps(result.to_json(), ensure_ascii=False) + "\n" for result in results).encode())
+    summary = production.summarize(results)
+    failed = ", ".join(f"{name} {count}" for name, count in sorted(summary.failed.items())) or "none"
+    latency = (
+        f"latency p50 {summary.latency_p50_s:.2f} s, p95 {summary.latency_p95_s:.2f} s"
+        if summary.latency_p50_s is not None
+        else "no request sent"
+    )
+    print(f"scored {summary.scored} of {summary.profiles}; failed: {failed}; {latency}; results {args.out}")
+    if summary.scored == 0 and summary.profiles > summary.failed.get(production.Failure.INVALID_PROFILE.value, 0):
+        print("error: no profile was scored (see the failures above)", file=sys.stderr)
+        return EXIT_ERROR
+    return EXIT_OK
+
+
 def _or_undefined(value) -> str:
     return "undefined" if value is None else f"{value:.3f}"
 
@@ -455,6 +512,7 @@ HANDLERS = {
     ("convert", None): _convert,
     ("modelfile", None): _modelfile,
     ("validate", None): _validate_model,
+    ("score", None): _score,
     ("run", None): _run,
     ("stage-base-model", None): _stage_base_model,
 }

@@ -53,12 +53,61 @@ class Reject(NamedTuple):
     detail: str
 
 
-def to_example(row: SourceRow) -> Example | Reject:
-    handle = prompt.clean_field(row.handle).lstrip("@")
+def clean_handle(raw: str | None) -> tuple[str, RejectReason | None]:
+    """The handle as the template shows it (cleaned, no "@"), or why it cannot be used."""
+    handle = prompt.clean_field(raw).lstrip("@")
     if not handle:
-        return Reject(row.twitter_id, RejectReason.EMPTY_HANDLE, "username is empty")
+        return handle, RejectReason.EMPTY_HANDLE
     if len(handle) > prompt.MAX_HANDLE_CHARS:
-        return Reject(row.twitter_id, RejectReason.HANDLE_TOO_LONG, f"username has {len(handle)} characters")
+        return handle, RejectReason.HANDLE_TOO_LONG
+    return handle, None
+
+
+def fill_instruction(
+    handle: str,
+    display_name: str | None,
+    bio: str | None,
+    created_at: str | None,
+    follower_count: str | None,
+    location: str | None,
+    scored_by: str | None,
+) -> tuple[str, tuple[TruncatedField, ...]]:
+    """The template filled with a profile's fields, each cleaned (prompt.clean_field) and cut to its
+    limit: the one way an instruction is made, for training rows and for production requests."""
+    display_name, bio, location = prompt.clean_field(display_name), prompt.clean_field(bio), prompt.clean_field(location)
+    truncated: list[TruncatedField] = []
+    # Most rows fit every limit: three comparisons, and the truncation work only when one does not.
+    if len(bio) > prompt.MAX_BIO_CHARS or len(display_name) > prompt.MAX_DISPLAY_NAME_CHARS or len(location) > prompt.MAX_LOCATION_CHARS:
+        display_name = _cut(display_name, prompt.MAX_DISPLAY_NAME_CHARS, TruncatedField.DISPLAY_NAME, truncated)
+        bio = _cut(bio, prompt.MAX_BIO_CHARS, TruncatedField.BIO, truncated)
+        location = _cut(location, prompt.MAX_LOCATION_CHARS, TruncatedField.LOCATION, truncated)
+    instruction = prompt.format_instruction(
+        handle=handle,
+        display_name=display_name,
+        bio=bio,
+        # Formatted by the export query (to_char, ::text) when the columns have their schema's types;
+        # cleaned all the same, since a production table may hold them as TEXT.
+        created_at=prompt.clean_field(created_at),
+        follower_count=prompt.clean_field(follower_count),
+        location=location,
+        scored_by=prompt.clean_field(scored_by),
+    )
+    return instruction, tuple(truncated)
+
+
+def _cut(text: str, limit: int, name: TruncatedField, truncated: list[TruncatedField]) -> str:
+    text, was_cut = prompt.truncate(text, limit)
+    if was_cut:
+        truncated.append(name)
+    return text
+
+
+def to_example(row: SourceRow) -> Example | Reject:
+    handle, rejected = clean_handle(row.handle)
+    if rejected is RejectReason.EMPTY_HANDLE:
+        return Reject(row.twitter_id, rejected, "username is empty")
+    if rejected is RejectReason.HANDLE_TOO_LONG:
+        return Reject(row.twitter_id, rejected, f"username has {len(handle)} characters")
     if row.handle_rank > 1:
         return Reject(row.twitter_id, RejectReason.DUPLICATE_HANDLE, f"handle {handle!r} belongs to a more recently scored profile")
     if row.score is None or not row.score.strip():
@@ -71,45 +120,10 @@ def to_example(row: SourceRow) -> Example | Reject:
     reason = prompt.clean_field(row.reason)
     if not reason:
         return Reject(row.twitter_id, RejectReason.EMPTY_REASON, "reason is empty")
-
-    display_name = prompt.clean_field(row.display_name)
-    bio = prompt.clean_field(row.bio)
-    location = prompt.clean_field(row.location)
-    truncated: tuple[TruncatedField, ...] = ()
-    # Most rows fit every limit: four comparisons, and the truncation work only when one does not.
-    if (
-        len(bio) > prompt.MAX_BIO_CHARS
-        or len(display_name) > prompt.MAX_DISPLAY_NAME_CHARS
-        or len(location) > prompt.MAX_LOCATION_CHARS
-        or len(reason) > prompt.MAX_REASON_CHARS
-    ):
-        display_name, bio, location, reason, truncated = _truncate_fields(display_name, bio, location, reason)
-
-    instruction = prompt.format_instruction(
-        handle=handle,
-        display_name=display_name,
-        bio=bio,
-        # Formatted by the export query (to_char, ::text) when the columns have their schema's types;
-        # cleaned all the same, since a production table may hold them as TEXT.
-        created_at=prompt.clean_field(row.created_at),
-        follower_count=prompt.clean_field(row.follower_count),
-        location=location,
-        scored_by=prompt.clean_field(row.scored_by),
+    instruction, truncated = fill_instruction(
+        handle, row.display_name, row.bio, row.created_at, row.follower_count, row.location, row.scored_by
     )
+    if len(reason) > prompt.MAX_REASON_CHARS:
+        reason = prompt.truncate(reason, prompt.MAX_REASON_CHARS)[0]
+        truncated = (*truncated, TruncatedField.REASON)
     return Example(row.twitter_id, handle, score, instruction, prompt.format_answer(handle, score, reason), truncated)
-
-
-def _truncate_fields(display_name: str, bio: str, location: str, reason: str):
-    cut: list[TruncatedField] = []
-    values = []
-    for text, limit, name in (
-        (display_name, prompt.MAX_DISPLAY_NAME_CHARS, TruncatedField.DISPLAY_NAME),
-        (bio, prompt.MAX_BIO_CHARS, TruncatedField.BIO),
-        (location, prompt.MAX_LOCATION_CHARS, TruncatedField.LOCATION),
-        (reason, prompt.MAX_REASON_CHARS, TruncatedField.REASON),
-    ):
-        text, was_cut = prompt.truncate(text, limit)
-        values.append(text)
-        if was_cut:
-            cut.append(name)
-    return (*values, tuple(cut))

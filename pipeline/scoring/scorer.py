@@ -15,6 +15,7 @@ import queue
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from enum import Enum
 from typing import Any, Protocol, cast
 
 from tqdm import tqdm
@@ -23,7 +24,7 @@ from pipeline import prompt, storage
 from pipeline.dataset.rows import iter_rows
 from pipeline.errors import InvalidArgument
 from pipeline.serving import modelfile, template
-from pipeline.serving.ollama import OllamaClient, OllamaError, OllamaUnavailable
+from pipeline.serving.ollama import ModelNotFound, OllamaClient, OllamaError, OllamaTimeout, OllamaUnavailable
 
 
 @dataclass(frozen=True)
@@ -51,7 +52,7 @@ class ScoreResult:
     answer_tokens: int
     score: float | None = None  # None: the answer did not meet the contract
     reason: str = ""
-    error: str = ""  # a stable code (AnswerError.reason or "request_failed")
+    error: str = ""  # a stable code: an AnswerError.reason, or a RequestFailure
     raw: str = ""
     handle_matches: bool = False  # reported, not a gate: the score is about the profile asked
 
@@ -127,12 +128,29 @@ class LlamaCppBackend:
         return Completion(out["choices"][0]["text"], time.perf_counter() - started, len(tokens), int(out["usage"]["completion_tokens"]))
 
 
+class RequestFailure(str, Enum):
+    """Why a request got no answer at all (after the client's retries)."""
+
+    TIMEOUT = "timeout"  # the server did not answer in time
+    HOST_UNAVAILABLE = "host_unavailable"  # not reachable, or kept answering 5xx
+    MODEL_NOT_FOUND = "model_not_found"  # no such tag on the server
+    REQUEST_REFUSED = "request_refused"  # another 4xx
+
+
+def request_failure(exc: OllamaUnavailable | OllamaError) -> RequestFailure:
+    if isinstance(exc, OllamaTimeout):
+        return RequestFailure.TIMEOUT
+    if isinstance(exc, OllamaUnavailable):
+        return RequestFailure.HOST_UNAVAILABLE
+    return RequestFailure.MODEL_NOT_FOUND if isinstance(exc, ModelNotFound) else RequestFailure.REQUEST_REFUSED
+
+
 def score_one(backend: Backend, profile: Profile) -> ScoreResult:
     try:
         completion = backend.complete(profile.instruction)
     except (OllamaUnavailable, OllamaError) as exc:
         # A request that failed after its retries counts against the gates like a bad answer.
-        return ScoreResult(profile, 0.0, 0, 0, error="request_failed", raw=str(exc)[:500])
+        return ScoreResult(profile, 0.0, 0, 0, error=request_failure(exc).value, raw=str(exc)[:500])
     common: dict[str, Any] = dict(
         profile=profile,
         latency_s=completion.latency_s,
@@ -154,6 +172,7 @@ def score_profiles(
     *,
     progress: bool = True,
     on_result: Callable[[ScoreResult], None] | None = None,
+    description: str = "validate",
 ) -> list[ScoreResult]:
     """Score every profile, ``len(backends)`` at a time; results in the profiles' order."""
     if not backends:
@@ -172,7 +191,7 @@ def score_profiles(
     results: list[ScoreResult | None] = [None] * len(profiles)
     with (
         concurrent.futures.ThreadPoolExecutor(max_workers=len(backends)) as pool,
-        tqdm(total=len(profiles), desc="validate", unit=" profiles", disable=not progress) as bar,
+        tqdm(total=len(profiles), desc=description, unit=" profiles", disable=not progress) as bar,
     ):
         futures = {pool.submit(task, profile): index for index, profile in enumerate(profiles)}
         for future in concurrent.futures.as_completed(futures):

@@ -26,6 +26,10 @@ class OllamaUnavailable(PipelineError):
     state machine: it retries, then rolls back."""
 
 
+class OllamaTimeout(OllamaUnavailable):
+    """Ollama did not answer within the request timeout, on the last attempt."""
+
+
 class OllamaError(PipelineError):
     """Ollama refused a request (4xx other than a missing model, or an error body)."""
 
@@ -84,6 +88,7 @@ class OllamaClient:
         """Retry connection errors, timeouts and 5xx; return the first other answer."""
         delays = self.retry.delays()
         while True:
+            timed_out = False
             try:
                 response = call()
                 if response.status_code < 500:
@@ -91,9 +96,11 @@ class OllamaClient:
                 problem = f"HTTP {response.status_code}: {_error_text(response)}"
             except httpx.TransportError as exc:  # connect/read/write errors and timeouts
                 problem = f"{type(exc).__name__}: {exc}"
+                timed_out = isinstance(exc, httpx.TimeoutException) and not isinstance(exc, httpx.ConnectTimeout)
             delay = next(delays, None)
             if delay is None:
-                raise OllamaUnavailable(f"{what} at {self.base_url} failed after {self.retry.attempts} attempts: {problem}")
+                error = OllamaTimeout if timed_out else OllamaUnavailable
+                raise error(f"{what} at {self.base_url} failed after {self.retry.attempts} attempts: {problem}")
             self._sleep(delay)
 
     def _request(

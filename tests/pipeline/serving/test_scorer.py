@@ -66,7 +66,7 @@ def test_a_failed_request_is_a_counted_failure_not_a_stopped_batch(ollama, tmp_p
         results = scorer.score_profiles(
             [scorer.OllamaBackend(client, "m:1")], [scorer.Profile(h, instruction(h), 0.5) for h in ("a", "b")], progress=False
         )
-    assert [r.error for r in results] == ["request_failed", ""] and results[1].ok
+    assert [r.error for r in results] == ["host_unavailable", ""] and results[1].ok
 
 
 def test_read_profiles_names_a_bad_line(tmp_path):

@@ -1,0 +1,214 @@
+"""Score profiles with the model in production: the source design's ``queryOllama`` (its
+``lambdas/llm-scorer/src/ollama.ts``) in Python, for the orchestrator's scorer.
+
+A request is a row of the source table's profile columns (PROFILE_COLUMNS). It becomes the
+instruction exactly as a training row's does (``records.fill_instruction``: the same cleaning,
+limits and template), with the teacher line the model saw most in training
+(``prompt.DEFAULT_INFERENCE_TEACHER``); the answer is parsed by the same rules as at validation
+(``prompt.parse_model_answer``). Every profile gets a result: a score with its reason, or a named
+failure - never a guessed score.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from enum import Enum
+from typing import Any
+
+import numpy as np
+
+from pipeline import prompt
+from pipeline.dataset import records
+from pipeline.scoring import scorer
+
+# The source table's columns a request carries (user_profiles; docs/stages.md). twitter_id and
+# username are required; the others may be null or absent.
+PROFILE_COLUMNS = ("twitter_id", "username", "display_name", "bio", "created_at", "follower_count", "location")
+REQUIRED_COLUMNS = ("twitter_id", "username")
+MAX_TWITTER_ID_CHARS = 64
+
+
+class Failure(str, Enum):
+    """Why a profile has no score. The orchestrator scores these profiles another way (Claude)."""
+
+    INVALID_PROFILE = "invalid_profile"  # the request row itself is unusable (named in detail)
+    HOST_UNAVAILABLE = "host_unavailable"  # Ollama not reachable, or kept failing, after retries
+    TIMEOUT = "timeout"  # no answer within the request timeout
+    MODEL_NOT_FOUND = "model_not_found"  # the production tag is not on the host
+    REQUEST_REFUSED = "request_refused"
+    INVALID_ANSWER = "invalid_answer"  # the model answered outside the schema (detail: the code)
+
+
+_REQUEST_FAILURES = {
+    scorer.RequestFailure.TIMEOUT.value: Failure.TIMEOUT,
+    scorer.RequestFailure.HOST_UNAVAILABLE.value: Failure.HOST_UNAVAILABLE,
+    scorer.RequestFailure.MODEL_NOT_FOUND.value: Failure.MODEL_NOT_FOUND,
+    scorer.RequestFailure.REQUEST_REFUSED.value: Failure.REQUEST_REFUSED,
+}
+
+
+class InvalidProfile(ValueError):
+    """A request row that cannot be scored; the message names the field."""
+
+
+@dataclass(frozen=True)
+class ScoringRequest:
+    twitter_id: str
+    handle: str
+    instruction: str
+
+
+@dataclass(frozen=True)
+class ProfileScore:
+    """One profile's result. ``score`` is None exactly when ``failure`` is set."""
+
+    twitter_id: str
+    handle: str
+    score: float | None
+    reason: str
+    latency_s: float
+    model: str  # the tag that answered (or was asked)
+    run_id: str | None  # the pipeline run that produced that model, when known
+    failure: str | None = None  # a Failure value
+    detail: str = ""  # for a failure: what went wrong, one line
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _text(row: Mapping[str, Any], column: str) -> str | None:
+    value = row.get(column)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        raise InvalidProfile(f"{column} must be text or a number, got {type(value).__name__}")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise InvalidProfile(f"{column} must be a finite number, got {value!r}")
+    return str(value)
+
+
+@dataclass(frozen=True)
+class UnreadableRow:
+    """A line of a request file that is not a JSON object: kept in place so that it gets its result."""
+
+    detail: str
+
+
+def read_rows(lines: Iterable[bytes | str]) -> list[Any]:
+    """A JSONL request file's rows; a line that is not JSON becomes an UnreadableRow (blank lines skipped)."""
+    rows: list[Any] = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            rows.append(json.loads(line))
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            rows.append(UnreadableRow(f"line {number}: not JSON: {exc}"))
+    return rows
+
+
+def scoring_request(row: Any) -> ScoringRequest:
+    """A request row -> the instruction the model is asked; InvalidProfile naming what is wrong."""
+    if isinstance(row, UnreadableRow):
+        raise InvalidProfile(row.detail)
+    if not isinstance(row, Mapping):
+        raise InvalidProfile(f"a profile must be an object of the table's columns, got {type(row).__name__}")
+    unknown = sorted(set(row) - set(PROFILE_COLUMNS))
+    if unknown:
+        raise InvalidProfile(f"unknown column(s) {', '.join(map(str, unknown))}; known: {', '.join(PROFILE_COLUMNS)}")
+    values = {column: _text(row, column) for column in PROFILE_COLUMNS}
+    twitter_id = (values["twitter_id"] or "").strip()
+    if not twitter_id or len(twitter_id) > MAX_TWITTER_ID_CHARS or not twitter_id.isprintable():
+        raise InvalidProfile("twitter_id must be 1-64 printable characters")
+    handle, rejected = records.clean_handle(values["username"])
+    if rejected is records.RejectReason.EMPTY_HANDLE:
+        raise InvalidProfile("username is empty")
+    if rejected is records.RejectReason.HANDLE_TOO_LONG:
+        raise InvalidProfile(f"username has {len(handle)} characters, at most {prompt.MAX_HANDLE_CHARS}")
+    instruction, _ = records.fill_instruction(
+        handle,
+        values["display_name"],
+        values["bio"],
+        values["created_at"],
+        values["follower_count"],
+        values["location"],
+        prompt.DEFAULT_INFERENCE_TEACHER,
+    )
+    return ScoringRequest(twitter_id, handle, instruction)
+
+
+def _row_identity(row: Any) -> tuple[str, str]:
+    """What can be said about a row that is not a valid request, for its failure record."""
+    if not isinstance(row, Mapping):
+        return "", ""
+    return str(row.get("twitter_id") or "")[:MAX_TWITTER_ID_CHARS], prompt.clean_field(row.get("username"))[: prompt.MAX_HANDLE_CHARS]
+
+
+def _result(request: ScoringRequest, result: scorer.ScoreResult, model: str, run_id: str | None) -> ProfileScore:
+    latency = round(result.latency_s, 4)
+    if result.ok:
+        return ProfileScore(request.twitter_id, request.handle, result.score, result.reason, latency, model, run_id)
+    failure = _REQUEST_FAILURES.get(result.error, Failure.INVALID_ANSWER)
+    detail = result.error if failure is Failure.INVALID_ANSWER else result.raw.splitlines()[0] if result.raw else failure.value
+    return ProfileScore(request.twitter_id, request.handle, None, "", latency, model, run_id, failure.value, detail[:300])
+
+
+def score_profiles(
+    rows: Sequence[Any],
+    backends: Sequence[scorer.Backend],
+    *,
+    model: str,
+    run_id: str | None = None,
+    progress: bool = False,
+    on_result: Callable[[ProfileScore], None] | None = None,
+) -> list[ProfileScore]:
+    """Score request rows (PROFILE_COLUMNS) with ``backends`` (Ollama on the production tag, or a
+    GGUF in llama.cpp), ``len(backends)`` at a time. One result per row, in the rows' order."""
+    results: list[ProfileScore | None] = [None] * len(rows)
+    requests: list[tuple[int, ScoringRequest]] = []
+    for index, row in enumerate(rows):
+        try:
+            requests.append((index, scoring_request(row)))
+        except InvalidProfile as exc:
+            twitter_id, handle = _row_identity(row)
+            results[index] = ProfileScore(twitter_id, handle, None, "", 0.0, model, run_id, Failure.INVALID_PROFILE.value, str(exc))
+            if on_result:
+                on_result(results[index])  # type: ignore[arg-type]
+    profiles = [scorer.Profile(request.handle, request.instruction, math.nan) for _, request in requests]
+    position = {id(profile): slot for profile, slot in zip(profiles, requests, strict=True)}
+
+    def finished(result: scorer.ScoreResult) -> None:
+        index, request = position[id(result.profile)]
+        results[index] = _result(request, result, model, run_id)
+        if on_result:
+            on_result(results[index])  # type: ignore[arg-type]
+
+    if profiles:
+        scorer.score_profiles(backends, profiles, progress=progress, on_result=finished, description="score")
+    return [result for result in results if result is not None]
+
+
+@dataclass(frozen=True)
+class Summary:
+    profiles: int
+    scored: int
+    failed: dict[str, int]
+    latency_p50_s: float | None
+    latency_p95_s: float | None
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def summarize(results: Iterable[ProfileScore]) -> Summary:
+    results = list(results)
+    failed: dict[str, int] = {}
+    for result in results:
+        if result.failure:
+            failed[result.failure] = failed.get(result.failure, 0) + 1
+    latencies = [result.latency_s for result in results if result.failure != Failure.INVALID_PROFILE.value]
+    p50, p95 = (float(np.percentile(latencies, q)) for q in (50, 95)) if latencies else (None, None)
+    return Summary(len(results), sum(result.score is not None for result in results), failed, p50, p95)
