@@ -11,6 +11,7 @@ from infra.images import ContainerImages, ContainerImagesArgs
 from infra.inference_host import OllamaHost, OllamaHostArgs
 from infra.orchestration import PipelineOrchestration, PipelineOrchestrationArgs, StageFunctions
 from infra.schedule import WeeklySchedule, WeeklyScheduleArgs
+from infra.scoring import ScoringFunction, ScoringFunctionArgs
 from infra.serving import ModelLifecycleFunctions, ModelLifecycleFunctionsArgs
 from infra.storage import ArtifactStorage, ArtifactStorageArgs
 from infra.training import TrainingJobSpec, TrainingJobSpecArgs
@@ -30,6 +31,12 @@ host = OllamaHost("ollama", OllamaHostArgs(config.host, config.network, context)
 serving = ModelLifecycleFunctions(
     "serving",
     ModelLifecycleFunctionsArgs(config.serving, config.network, host.endpoint, host.client_security_group.id, context=context, **bucket),
+)
+scoring = ScoringFunction(
+    "scoring",
+    ScoringFunctionArgs(
+        config.serving, config.network, host.endpoint, host.client_security_group.id, layer_arn=serving.layer_arn, context=context, **bucket
+    ),
 )
 orchestration = PipelineOrchestration(
     "pipeline",
@@ -67,3 +74,4 @@ pulumi.export("ecr_repositories", {key: repo.repository_url for key, repo in ima
 pulumi.export("training_image_uri", images.training_image_uri)
 pulumi.export("conversion_image_uri", images.conversion_image_uri)
 pulumi.export("failure_topic_arn", orchestration.topic.arn)
+pulumi.export("score_profiles_function_arn", scoring.score.function.arn)

@@ -37,6 +37,7 @@ class ModelLifecycleFunctions(pulumi.ComponentResource):
     def __init__(self, name: str, args: ModelLifecycleFunctionsArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("researcher-scorer:serving:ModelLifecycleFunctions", name, None, opts)
         layer = functions.dependency_layer(f"{name}-deps", packaging.SERVING_LAYER, args.bucket_name, self)
+        self.layer_arn = layer.arn  # ScoreProfiles runs on the same dependencies
         code = packaging.archive(packaging.code_directory())
         network = functions.Network(args.network.private_subnet_ids, [args.client_security_group_id])
         environment = {"OLLAMA_URL": args.ollama_url, "ARTIFACT_BUCKET": args.bucket_name, "MODEL_NAME": args.config.model_name}

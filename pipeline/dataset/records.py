@@ -10,7 +10,25 @@ from enum import Enum
 from typing import NamedTuple
 
 from pipeline import prompt
-from pipeline.dataset.source import SourceRow
+
+
+class SourceRow(NamedTuple):  # a tuple, not a dataclass: built once per row of a million-row table
+    """One row of the export query (pipeline/dataset/source.py). Defined here, in the module without
+    a database driver, so that the serving Lambdas (which fill the same template) need no psycopg2."""
+
+    twitter_id: str
+    handle: str | None
+    display_name: str | None
+    bio: str | None
+    likely_is: str | None
+    category: str | None
+    created_at: str | None
+    follower_count: str | None
+    location: str | None
+    score: str | None
+    reason: str | None
+    scored_by: str
+    handle_rank: int
 
 
 class RejectReason(str, Enum):

@@ -7,13 +7,14 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import psycopg2
 import psycopg2.errors
 import psycopg2.extensions
 
 from pipeline import contracts
+from pipeline.dataset.records import SourceRow  # the row type lives with the pure code that reads it
 from pipeline.errors import DatabaseUnavailable, InvalidArgument, SourceSchemaError
 
 # The spec's two teachers ("WHERE ps.scored_by IN (...)").
@@ -63,22 +64,6 @@ ORDER BY scored_at DESC, twitter_id
 """
 
 SCORES_BY_TEACHER_QUERY = "SELECT scored_by, count(*) FROM profile_scores GROUP BY scored_by ORDER BY scored_by"
-
-
-class SourceRow(NamedTuple):  # a tuple, not a dataclass: built once per row of a million-row table
-    twitter_id: str
-    handle: str | None
-    display_name: str | None
-    bio: str | None
-    likely_is: str | None
-    category: str | None
-    created_at: str | None
-    follower_count: str | None
-    location: str | None
-    score: str | None
-    reason: str | None
-    scored_by: str
-    handle_rank: int
 
 
 SECRET_KEYWORDS = frozenset({"password", "sslpassword"})

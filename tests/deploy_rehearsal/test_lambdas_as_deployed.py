@@ -21,7 +21,7 @@ from tests.pipeline.serving.ollama_contract_server import OllamaContractServer, 
 
 pytestmark = pytest.mark.slow  # `make test-fast` leaves these out
 
-ZIP_FUNCTIONS = {"generate-dataset", "validate-data", "deploy-model", "validate-model", "promote-model", "rollback-model"}
+ZIP_FUNCTIONS = {"generate-dataset", "validate-data", "deploy-model", "validate-model", "promote-model", "rollback-model", "score-profiles"}
 
 
 def test_every_zip_lambda_is_within_lambdas_unzipped_size_limit(deployed_functions):
@@ -38,7 +38,9 @@ def test_every_zip_lambda_imports_and_answers_a_bad_event_with_a_named_error(dep
     for name, function in sorted(deployed_functions.items()):
         answer = function.invoke({}, lambda_environment(aws_world), tmp_path)
         assert answer.get("errorType") == "InvalidArgument", (name, answer)
-        assert "run id" in answer["errorMessage"], (name, answer)
+        # The pipeline's stages need a run id; ScoreProfiles (the orchestrator's) a batch of profiles.
+        expected = "list of profiles" if name == "score-profiles" else "run id"
+        assert expected in answer["errorMessage"], (name, answer)
 
 
 def test_a_weekly_run_through_every_zip_lambda(deployed_functions, aws_world, db, database_url, tmp_path):
@@ -83,6 +85,11 @@ def test_a_weekly_run_through_every_zip_lambda(deployed_functions, aws_world, db
         promoted = deployed_functions["promote-model"].invoke({"run_id": run_id}, serving, tmp_path)
         assert promoted.get("result", {}).get("production") == "mistral-researcher:latest", promoted
         assert ollama.state.models["mistral-researcher:latest"] == ollama.state.models[model_tag(run_id)]
+        # The orchestrator's batch, scored by the model now in production and named by its run.
+        batch = {"profiles": [{"twitter_id": "42", "username": "neuro_jane", "bio": "PhD at MIT"}, {"twitter_id": "43"}]}
+        scored = deployed_functions["score-profiles"].invoke(batch, serving, tmp_path)
+        assert scored.get("result", {}).get("run_id") == run_id, scored
+        assert [(r["twitter_id"], r["failure"]) for r in scored["result"]["results"]] == [("42", None), ("43", "invalid_profile")]
         # A later run that fails its gates is rolled back; production stays.
         storage.write_bytes(f"s3://{bucket}/runs/run-2/model.gguf", b"GGUF" + b"\x01" * 4096)
         assert "result" in deployed_functions["deploy-model"].invoke(

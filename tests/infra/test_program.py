@@ -30,10 +30,11 @@ def test_every_component_is_declared_once(deploy):
         "researcher-scorer:conversion:GgufConversion",
         "researcher-scorer:inference_host:OllamaHost",
         "researcher-scorer:serving:ModelLifecycleFunctions",
+        "researcher-scorer:scoring:ScoringFunction",
         "researcher-scorer:orchestration:PipelineOrchestration",
         "researcher-scorer:schedule:WeeklySchedule",
     }
-    assert sorted(r.name for r in deployment.all(FUNCTION)) == sorted(STAGES)
+    assert sorted(r.name for r in deployment.all(FUNCTION)) == sorted([*STAGES, "score-profiles"])
 
 
 def test_outputs_name_what_operators_need(deploy):
@@ -50,6 +51,7 @@ def test_outputs_name_what_operators_need(deploy):
         "training_image_uri",
         "conversion_image_uri",
         "failure_topic_arn",
+        "score_profiles_function_arn",
     }
     machine_arn = f"arn:aws:states:{REGION}:{ACCOUNT}:stateMachine:researcher-scorer-test"
     assert exports["state_machine_arn"] == machine_arn
@@ -57,6 +59,7 @@ def test_outputs_name_what_operators_need(deploy):
         f"https://{REGION}.console.aws.amazon.com/states/home?region={REGION}#/statemachines/view/{machine_arn}"
     )
     assert exports["ollama_instance_id"] == "i-0123456789abcdef0"
+    assert exports["score_profiles_function_arn"] == f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:score-profiles-abc123"
     assert exports["ollama_private_endpoint"] == "http://10.0.1.23:11434"
     assert exports["base_model_uri"] == f"s3://{exports['artifact_bucket']}/base-models/Mistral-7B-Instruct-v0.2/"
     assert set(exports["ecr_repositories"]) == {"training", "conversion"}
@@ -70,7 +73,10 @@ def test_state_machine_definition_is_filled_with_this_stack(deploy):
     definition = machine["definition"]
     assert not asl.placeholders(definition), "every ${Placeholder} filled"
     parsed = json.loads(definition)
-    functions = {r.name: f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:{r.name}-abc123" for r in deployment.all(FUNCTION)}
+    # Every pipeline stage's function (ScoreProfiles is the orchestrator's, never the state machine's).
+    functions = {
+        r.name: f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:{r.name}-abc123" for r in deployment.all(FUNCTION) if r.name in STAGES
+    }
     invoked = {
         state["Parameters"]["FunctionName"]
         for state in parsed["States"].values()
@@ -274,6 +280,13 @@ def test_sagemaker_role_reads_the_inputs_and_writes_only_training_output(deploy)
     assert dataset["DatabaseSecret"]["Resource"] == [VALID_CONFIG["databaseSecretArn"]]
     assert dataset["DatasetWrite"]["Resource"] == [f"{bucket}/runs/*/dataset/*"]
     assert "ArtifactsWrite" not in statements(deployment, "rollback-model-policy")
+    # ScoreProfiles reads which run is in production, and nothing else in the bucket.
+    scoring = statements(deployment, "score-profiles-policy")
+    s3 = [statement for statement in scoring.values() if any(action.startswith("s3:") for action in statement["Action"])]
+    assert [(statement["Action"], statement["Resource"]) for statement in s3] == [
+        (["s3:ListBucket"], [bucket]),  # a missing pointer is then a 404, not a 403
+        (["s3:GetObject"], [f"{bucket}/models/*"]),
+    ]
 
 
 BLOCKER = """

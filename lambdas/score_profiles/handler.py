@@ -1,0 +1,64 @@
+"""ScoreProfiles Lambda (in the Ollama host's VPC): the orchestrator's scorer calls it with a batch.
+
+Environment: OLLAMA_URL, ARTIFACT_BUCKET, MODEL_NAME?, SCORING_CONCURRENCY? (requests in flight,
+default 4), SCORING_TIMEOUT_SECONDS? (per request, default 60), SCORING_MAX_BATCH? (default 100).
+Event: {"profiles": [{"twitter_id", "username", "display_name"?, "bio"?, "created_at"?,
+"follower_count"?, "location"?}, ...]} - the source table's columns.
+Returns {"model", "run_id", "results": [one per profile, in order: {twitter_id, handle, score,
+reason, latency_s, model, run_id, failure, detail}], "summary": {profiles, scored, failed,
+latency_p50_s, latency_p95_s}}. A profile that cannot be scored has ``failure`` set (invalid_profile,
+host_unavailable, timeout, model_not_found, request_refused, invalid_answer) and no score: the
+orchestrator scores it another way. Errors by name (the whole batch): InvalidArgument (no list of
+profiles, or more than SCORING_MAX_BATCH).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from aws_lambda_powertools import Logger, Metrics
+from aws_lambda_powertools.metrics import MetricUnit
+
+from lambdas import settings as lambda_settings
+from pipeline.errors import InvalidArgument
+from pipeline.scoring import production, scorer
+from pipeline.serving import lifecycle
+from pipeline.serving.ollama import OllamaClient, Timeouts
+
+logger = Logger(service="score-profiles")
+metrics = Metrics(namespace="ResearcherScorer", service="score-profiles")
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings(lambda_settings.OllamaSettings):
+    concurrency: int = lambda_settings.env("SCORING_CONCURRENCY", 4, lambda_settings.positive_int)
+    timeout_s: int = lambda_settings.env("SCORING_TIMEOUT_SECONDS", 60, lambda_settings.positive_int)
+    max_batch: int = lambda_settings.env("SCORING_MAX_BATCH", 100, lambda_settings.positive_int)
+
+
+def _profiles(event: dict, max_batch: int) -> list:
+    profiles = event.get("profiles") if isinstance(event, dict) else None
+    if not isinstance(profiles, list) or not profiles:
+        raise InvalidArgument('the event must be {"profiles": [...]}, a non-empty list of profiles')
+    if len(profiles) > max_batch:
+        raise InvalidArgument(f"{len(profiles)} profiles in one batch, at most {max_batch}: split the batch")
+    return profiles
+
+
+@metrics.log_metrics
+@logger.inject_lambda_context
+def handler(event: dict, context) -> dict:
+    settings = lambda_settings.from_environment(Settings)
+    profiles = _profiles(event, settings.max_batch)
+    config = settings.serving
+    pointer = lifecycle.read_pointer(settings.artifact_root, config)
+    run_id = pointer.get("run_id") if pointer else None
+    with OllamaClient(settings.ollama_url, timeouts=Timeouts(request_s=settings.timeout_s)) as client:
+        backends = [scorer.OllamaBackend(client, config.production)] * settings.concurrency
+        results = production.score_profiles(profiles, backends, model=config.production, run_id=run_id)
+    summary = production.summarize(results)
+    metrics.add_metric(name="ProfilesScored", unit=MetricUnit.Count, value=summary.scored)
+    for failure, count in summary.failed.items():
+        metrics.add_metric(name=f"ProfilesFailed_{failure}", unit=MetricUnit.Count, value=count)
+    logger.info("batch scored", extra={"summary": summary.to_json(), "run_id": run_id})
+    return {"model": config.production, "run_id": run_id, "results": [r.to_json() for r in results], "summary": summary.to_json()}
