@@ -35,7 +35,14 @@ serving = ModelLifecycleFunctions(
 scoring = ScoringFunction(
     "scoring",
     ScoringFunctionArgs(
-        config.serving, config.network, host.endpoint, host.client_security_group.id, layer_arn=serving.layer_arn, context=context, **bucket
+        config.serving,
+        config.network,
+        host.endpoint,
+        host.client_security_group.id,
+        layer_arn=serving.layer_arn,
+        host_instance_id=host.instance.id,
+        context=context,
+        **bucket,
     ),
 )
 orchestration = PipelineOrchestration(

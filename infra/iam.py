@@ -18,7 +18,7 @@ import pulumi_aws as aws
 # Actions that take only Resource "*" (Service Authorization Reference: no resource types), and why
 # each is needed. Everything else names its resources.
 WILDCARD_RESOURCE_ACTIONS: Mapping[str, str] = {
-    "ec2:DescribeInstances": "state machine: is the Ollama host running (DescribeHost)",
+    "ec2:DescribeInstances": "state machine and ScoreProfiles: is the Ollama host running (DescribeHost, wake)",
     "ec2:DescribeNetworkInterfaces": "Lambdas in the VPC: Lambda manages their network interfaces",
     "ec2:DescribeSubnets": "Lambdas in the VPC: Lambda checks their subnets",
     "ecr:GetAuthorizationToken": "SageMaker: pull the training image",

@@ -17,6 +17,9 @@ from pipeline import contracts
 # on a warm host, and a cold model load (tens of seconds) fits the timeout.
 SCORE_MEMORY_MB, SCORE_TIMEOUT_S = 512, 300
 SCORING_CONCURRENCY, SCORING_TIMEOUT_SECONDS, SCORING_MAX_BATCH = 4, 60, 100
+# A stopped g4dn boots and loads Ollama in about 1-2 minutes: a batch waits up to this long, then
+# answers "host_starting" so that the orchestrator falls back to Claude and sends it again later.
+HOST_WAKE_WAIT_SECONDS = 90
 
 
 @dataclass
@@ -28,6 +31,7 @@ class ScoringFunctionArgs:
     bucket_name: pulumi.Input[str]
     bucket_arn: pulumi.Input[str]
     layer_arn: pulumi.Input[str]  # the serving Lambdas' dependency layer
+    host_instance_id: pulumi.Input[str]  # woken when stopped (the host on demand)
     context: iam.StackContext
 
 
@@ -35,10 +39,19 @@ class ScoringFunction(pulumi.ComponentResource):
     def __init__(self, name: str, args: ScoringFunctionArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("researcher-scorer:scoring:ScoringFunction", name, None, opts)
         kms = iam.kms_use("BucketKey", args.context.kms_key_arn)
-        # The production pointer only (which run is in production): nothing else in the bucket.
-        statements: Any = pulumi.Output.from_input(args.bucket_arn).apply(
-            lambda arn: iam.s3_access("ProductionPointer", arn, read=[contracts.POINTER_KEYS]) + kms
-        )
+
+        def statements_for(values) -> list[iam.Statement]:
+            bucket_arn, account, instance_id = values
+            # The production pointer only (which run is in production): nothing else in the bucket.
+            # The host: started when stopped, never stopped from here (it stops itself when idle).
+            return [
+                *iam.s3_access("ProductionPointer", bucket_arn, read=[contracts.POINTER_KEYS]),
+                *kms,
+                iam.Statement("StartHost", ["ec2:StartInstances"], [account.arn("ec2", f"instance/{instance_id}")]),
+                iam.Statement("DescribeHost", ["ec2:DescribeInstances"], ["*"]),
+            ]
+
+        statements: Any = pulumi.Output.all(args.bucket_arn, args.context.account, args.host_instance_id).apply(statements_for)
         self.score = functions.declare(
             functions.FunctionSpec(
                 "score_profiles",
@@ -53,6 +66,8 @@ class ScoringFunction(pulumi.ComponentResource):
                     "SCORING_CONCURRENCY": str(SCORING_CONCURRENCY),
                     "SCORING_TIMEOUT_SECONDS": str(SCORING_TIMEOUT_SECONDS),
                     "SCORING_MAX_BATCH": str(SCORING_MAX_BATCH),
+                    "HOST_INSTANCE_ID": args.host_instance_id,
+                    "HOST_WAKE_WAIT_SECONDS": str(HOST_WAKE_WAIT_SECONDS),
                     "POWERTOOLS_SERVICE_NAME": "score-profiles",
                     "POWERTOOLS_METRICS_NAMESPACE": "ResearcherScorer",
                 },

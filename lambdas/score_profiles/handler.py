@@ -1,13 +1,15 @@
 """ScoreProfiles Lambda (in the Ollama host's VPC): the orchestrator's scorer calls it with a batch.
 
 Environment: OLLAMA_URL, ARTIFACT_BUCKET, MODEL_NAME?, SCORING_CONCURRENCY? (requests in flight,
-default 4), SCORING_TIMEOUT_SECONDS? (per request, default 60), SCORING_MAX_BATCH? (default 100).
+default 4), SCORING_TIMEOUT_SECONDS? (per request, default 60), SCORING_MAX_BATCH? (default 100),
+HOST_INSTANCE_ID? (the host on demand: started when stopped, waited for HOST_WAKE_WAIT_SECONDS,
+default 60; not ready by then -> every profile answers failure "host_starting").
 Event: {"profiles": [{"twitter_id", "username", "display_name"?, "bio"?, "created_at"?,
 "follower_count"?, "location"?}, ...]} - the source table's columns.
 Returns {"model", "run_id", "results": [one per profile, in order: {twitter_id, handle, score,
 reason, latency_s, model, run_id, failure, detail}], "summary": {profiles, scored, failed,
 latency_p50_s, latency_p95_s}}. A profile that cannot be scored has ``failure`` set (invalid_profile,
-host_unavailable, timeout, model_not_found, request_refused, invalid_answer) and no score: the
+host_starting, host_unavailable, timeout, model_not_found, request_refused, invalid_answer) and no score: the
 orchestrator scores it another way. Errors by name (the whole batch): InvalidArgument (no list of
 profiles, or more than SCORING_MAX_BATCH).
 """
@@ -22,8 +24,8 @@ from aws_lambda_powertools.metrics import MetricUnit
 from lambdas import settings as lambda_settings
 from pipeline.errors import InvalidArgument
 from pipeline.scoring import production, scorer
-from pipeline.serving import lifecycle
-from pipeline.serving.ollama import OllamaClient, Timeouts
+from pipeline.serving import host, lifecycle
+from pipeline.serving.ollama import OllamaClient, OllamaError, OllamaUnavailable, RetryPolicy, Timeouts
 
 logger = Logger(service="score-profiles")
 metrics = Metrics(namespace="ResearcherScorer", service="score-profiles")
@@ -34,6 +36,9 @@ class Settings(lambda_settings.OllamaSettings):
     concurrency: int = lambda_settings.env("SCORING_CONCURRENCY", 4, lambda_settings.positive_int)
     timeout_s: int = lambda_settings.env("SCORING_TIMEOUT_SECONDS", 60, lambda_settings.positive_int)
     max_batch: int = lambda_settings.env("SCORING_MAX_BATCH", 100, lambda_settings.positive_int)
+    # The host on demand: with its instance id, a stopped host is started and waited for (bounded).
+    host_instance_id: str = lambda_settings.env("HOST_INSTANCE_ID", "")
+    host_wake_wait_s: int = lambda_settings.env("HOST_WAKE_WAIT_SECONDS", 60, lambda_settings.positive_int)
 
 
 def _profiles(event: dict, max_batch: int) -> list:
@@ -45,6 +50,22 @@ def _profiles(event: dict, max_batch: int) -> list:
     return profiles
 
 
+def _wake(settings: Settings) -> host.HostStatus:
+    import boto3
+
+    probe = OllamaClient(settings.ollama_url, retry=RetryPolicy(attempts=1), timeouts=Timeouts(connect_s=2.0, request_s=5.0))
+
+    def healthy() -> bool:
+        try:
+            probe.version()
+            return True
+        except (OllamaUnavailable, OllamaError):
+            return False
+
+    with probe:
+        return host.wake(boto3.client("ec2"), settings.host_instance_id, healthy, wait_s=settings.host_wake_wait_s)
+
+
 @metrics.log_metrics
 @logger.inject_lambda_context
 def handler(event: dict, context) -> dict:
@@ -53,9 +74,18 @@ def handler(event: dict, context) -> dict:
     config = settings.serving
     pointer = lifecycle.read_pointer(settings.artifact_root, config)
     run_id = pointer.get("run_id") if pointer else None
-    with OllamaClient(settings.ollama_url, timeouts=Timeouts(request_s=settings.timeout_s)) as client:
-        backends = [scorer.OllamaBackend(client, config.production)] * settings.concurrency
-        results = production.score_profiles(profiles, backends, model=config.production, run_id=run_id)
+    if settings.host_instance_id and _wake(settings) is host.HostStatus.STARTING:
+        results = production.not_scored(
+            profiles,
+            model=config.production,
+            run_id=run_id,
+            failure=production.Failure.HOST_STARTING,
+            detail="the Ollama host was stopped and is starting: send the batch again in a few minutes",
+        )
+    else:
+        with OllamaClient(settings.ollama_url, timeouts=Timeouts(request_s=settings.timeout_s)) as client:
+            backends = [scorer.OllamaBackend(client, config.production)] * settings.concurrency
+            results = production.score_profiles(profiles, backends, model=config.production, run_id=run_id)
     summary = production.summarize(results)
     metrics.add_metric(name="ProfilesScored", unit=MetricUnit.Count, value=summary.scored)
     for failure, count in summary.failed.items():

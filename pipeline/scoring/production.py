@@ -35,6 +35,7 @@ class Failure(str, Enum):
     """Why a profile has no score. The orchestrator scores these profiles another way (Claude)."""
 
     INVALID_PROFILE = "invalid_profile"  # the request row itself is unusable (named in detail)
+    HOST_STARTING = "host_starting"  # the host was stopped and is starting: not a failure, ask again soon
     HOST_UNAVAILABLE = "host_unavailable"  # Ollama not reachable, or kept failing, after retries
     TIMEOUT = "timeout"  # no answer within the request timeout
     MODEL_NOT_FOUND = "model_not_found"  # the production tag is not on the host
@@ -191,6 +192,21 @@ def score_profiles(
     return [result for result in results if result is not None]
 
 
+def not_scored(rows: Sequence[Any], *, model: str, run_id: str | None, failure: Failure, detail: str) -> list[ProfileScore]:
+    """One result per row without asking the model (the host is starting): rows that are not valid
+    requests still say why they never could be."""
+    results = []
+    for row in rows:
+        try:
+            request = scoring_request(row)
+        except InvalidProfile as exc:
+            twitter_id, handle = _row_identity(row)
+            results.append(ProfileScore(twitter_id, handle, None, "", 0.0, model, run_id, Failure.INVALID_PROFILE.value, str(exc)))
+            continue
+        results.append(ProfileScore(request.twitter_id, request.handle, None, "", 0.0, model, run_id, failure.value, detail))
+    return results
+
+
 @dataclass(frozen=True)
 class Summary:
     profiles: int
@@ -209,6 +225,7 @@ def summarize(results: Iterable[ProfileScore]) -> Summary:
     for result in results:
         if result.failure:
             failed[result.failure] = failed.get(result.failure, 0) + 1
-    latencies = [result.latency_s for result in results if result.failure != Failure.INVALID_PROFILE.value]
+    unsent = (Failure.INVALID_PROFILE.value, Failure.HOST_STARTING.value)
+    latencies = [result.latency_s for result in results if result.failure not in unsent]
     p50, p95 = (float(np.percentile(latencies, q)) for q in (50, 95)) if latencies else (None, None)
     return Summary(len(results), sum(result.score is not None for result in results), failed, p50, p95)

@@ -287,6 +287,9 @@ def test_sagemaker_role_reads_the_inputs_and_writes_only_training_output(deploy)
         (["s3:ListBucket"], [bucket]),  # a missing pointer is then a 404, not a 403
         (["s3:GetObject"], [f"{bucket}/models/*"]),
     ]
+    # It may start the host (on demand), only that instance, and never stop it (the host stops itself).
+    assert scoring["StartHost"]["Resource"] == [f"arn:aws:ec2:{REGION}:{ACCOUNT}:instance/i-0123456789abcdef0"]
+    assert not any("ec2:StopInstances" in statement["Action"] for statement in scoring.values())
 
 
 BLOCKER = """

@@ -70,3 +70,34 @@ def test_without_a_production_model_every_profile_says_so(host):
 def test_a_malformed_batch_is_a_named_error(host, event, message):
     with pytest.raises(InvalidArgument, match=message):
         score.handler(event, Context())
+
+
+@pytest.fixture
+def stopped_host(aws):
+    import boto3
+
+    ec2 = boto3.client("ec2")
+    image = ec2.describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
+    instance = ec2.run_instances(ImageId=image, MinCount=1, MaxCount=1, InstanceType="g4dn.xlarge")["Instances"][0]["InstanceId"]
+    ec2.stop_instances(InstanceIds=[instance])
+    return ec2, instance
+
+
+def test_a_stopped_host_is_woken_and_the_batch_scored(host, stopped_host, monkeypatch):
+    ec2, instance = stopped_host
+    monkeypatch.setenv("HOST_INSTANCE_ID", instance)
+    monkeypatch.setattr("pipeline.serving.host.POLL_SECONDS", 0.01)
+    answer = score.handler({"profiles": PROFILES}, Context())
+    assert ec2.describe_instances(InstanceIds=[instance])["Reservations"][0]["Instances"][0]["State"]["Name"] == "running"
+    assert [r["failure"] for r in answer["results"]] == [None, "invalid_profile", None]
+
+
+def test_a_host_not_ready_in_time_answers_host_starting_not_a_failure(host, stopped_host, monkeypatch):
+    ec2, instance = stopped_host
+    monkeypatch.setenv("HOST_INSTANCE_ID", instance)
+    monkeypatch.setenv("HOST_WAKE_WAIT_SECONDS", "1")
+    monkeypatch.setenv("OLLAMA_URL", "http://127.0.0.1:9")  # Ollama not up yet on the starting host
+    answer = score.handler({"profiles": PROFILES}, Context())
+    assert [r["failure"] for r in answer["results"]] == ["host_starting", "invalid_profile", "host_starting"]
+    assert answer["summary"]["failed"] == {"host_starting": 2, "invalid_profile": 1} and answer["summary"]["scored"] == 0
+    assert ec2.describe_instances(InstanceIds=[instance])["Reservations"][0]["Instances"][0]["State"]["Name"] in ("pending", "running")

@@ -1,0 +1,65 @@
+"""The Ollama host on demand: woken by whoever needs it, stopped by itself when idle.
+
+``wake`` starts a stopped host and waits, bounded, for Ollama to answer; a caller that cannot wait
+longer gets ``HostStatus.STARTING`` - distinct from a failure - and tries again later (the
+orchestrator scores those profiles with Claude meanwhile). The host stops itself after its idle
+minutes (infra/user_data/idle_stop.sh), so nothing here ever stops it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from enum import Enum
+from typing import Any
+
+from pipeline.errors import PipelineError
+
+# EC2's instance states, as DescribeInstances names them.
+RUNNING, PENDING, STOPPED, STOPPING = "running", "pending", "stopped", "stopping"
+POLL_SECONDS = 5.0
+
+
+class HostStatus(str, Enum):
+    READY = "ready"  # running and Ollama answers
+    STARTING = "starting"  # started (or starting, or stopping before a start) and not ready yet
+
+
+class HostUnavailable(PipelineError):
+    """The host cannot be used: terminated, or EC2 refused to start it."""
+
+
+def instance_state(ec2: Any, instance_id: str) -> str:
+    reservations = ec2.describe_instances(InstanceIds=[instance_id])["Reservations"]
+    if not reservations or not reservations[0]["Instances"]:
+        raise HostUnavailable(f"no EC2 instance {instance_id}")
+    return reservations[0]["Instances"][0]["State"]["Name"]
+
+
+def wake(
+    ec2: Any,
+    instance_id: str,
+    healthy: Callable[[], bool],
+    *,
+    wait_s: float,
+    sleep: Callable[[float], None] = time.sleep,
+    clock: Callable[[], float] = time.monotonic,
+) -> HostStatus:
+    """Start the host if it is stopped; wait up to ``wait_s`` for it to run and Ollama to answer."""
+    deadline = clock() + wait_s
+    while True:
+        state = instance_state(ec2, instance_id)
+        if state == STOPPED:
+            try:
+                ec2.start_instances(InstanceIds=[instance_id])
+            except Exception as exc:  # botocore's ClientError: a named error with EC2's reason
+                code = getattr(exc, "response", {}).get("Error", {}).get("Code", type(exc).__name__)
+                if code != "IncorrectInstanceState":  # someone else is starting or stopping it
+                    raise HostUnavailable(f"EC2 refused to start {instance_id}: {code}") from None
+        elif state == RUNNING and healthy():
+            return HostStatus.READY
+        elif state not in (RUNNING, PENDING, STOPPING):
+            raise HostUnavailable(f"the host {instance_id} is {state}")
+        if clock() + POLL_SECONDS > deadline:
+            return HostStatus.STARTING
+        sleep(POLL_SECONDS)
