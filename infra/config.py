@@ -404,7 +404,14 @@ def _host(r: _Reader) -> HostConfig:
     if not ami_parameter.startswith("/"):
         r.problem("ollamaAmiParameter", f"must be an SSM parameter name starting with '/', got {ami_parameter!r}")
     archive_sha256 = r.text("ollamaArchiveSha256")
-    ollama = OllamaHostSettings(version=r.text("ollamaVersion"), archive_url=r.text("ollamaArchiveUrl"), archive_sha256=archive_sha256)
+    keep_running = r.boolean("keepHostRunning")
+    idle_minutes = r.integer("hostIdleStopMinutes", 5, 1440)
+    ollama = OllamaHostSettings(
+        version=r.text("ollamaVersion"),
+        archive_url=r.text("ollamaArchiveUrl"),
+        archive_sha256=archive_sha256,
+        idle_stop_minutes=0 if keep_running else idle_minutes,  # an always-on host never stops itself
+    )
     if not archive_sha256:
         # Root unpacks the archive into /usr/local: the host installs only the archive named here.
         r.problem(
@@ -423,7 +430,7 @@ def _host(r: _Reader) -> HostConfig:
         ami_parameter,
         r.integer("ollamaRootVolumeGb", MIN_HOST_VOLUME_GB, MAX_HOST_VOLUME_GB),
         ollama,
-        r.boolean("keepHostRunning"),
+        keep_running,
     )
 
 

@@ -111,6 +111,8 @@ class OllamaHost(pulumi.ComponentResource):
                 delete_on_termination=True,
             ),
             user_data=user_data.render(config.ollama),
+            # A power-off from inside stops the instance (never terminates it): how the idle host stops
+            # itself (infra/user_data/ollama_idle_stop.sh) without any IAM permission.
             instance_initiated_shutdown_behavior="stop",
             tags={"Name": f"{pulumi.get_project()}-{pulumi.get_stack()}-ollama"},
             # A newer AMI release must not replace the host (and the models on its disk).

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 TEMPLATE = Path(__file__).with_name("user_data") / "ollama_host.sh"
+IDLE_STOP_SCRIPT = TEMPLATE.with_name("ollama_idle_stop.sh")  # installed by the boot script, run by a timer
 PLACEHOLDER = re.compile(r"@@([A-Z0-9_]+)@@")
 DEFAULT_OLLAMA_VERSION = "0.12.6"
 ARCHIVE_URL = "https://github.com/ollama/ollama/releases/download/v{version}/ollama-linux-amd64.tgz"
@@ -32,6 +33,7 @@ class OllamaHostSettings:
     models_dir: str = "/var/lib/ollama/models"
     keep_alive: str = "24h"
     num_parallel: int = 4
+    idle_stop_minutes: int = 30  # the host stops itself after this many idle minutes; 0: never
 
     def values(self) -> dict[str, str]:
         if not re.fullmatch(r"\d+\.\d+\.\d+(-rc\d+)?", self.version):
@@ -57,6 +59,8 @@ class OllamaHostSettings:
             raise UserDataError(f"keep_alive must be like 24h, 30m or -1, got {self.keep_alive!r}")
         if not 1 <= self.num_parallel <= 64:
             raise UserDataError(f"num_parallel must be 1-64, got {self.num_parallel}")
+        if not (self.idle_stop_minutes == 0 or 5 <= self.idle_stop_minutes <= 1440):
+            raise UserDataError(f"idle stop minutes must be 0 (never) or 5-1440, got {self.idle_stop_minutes}")
         return {
             "OLLAMA_VERSION": self.version,
             "OLLAMA_ARCHIVE_URL": url,
@@ -66,11 +70,12 @@ class OllamaHostSettings:
             "OLLAMA_MODELS_DIR": self.models_dir,
             "OLLAMA_KEEP_ALIVE": self.keep_alive,
             "OLLAMA_NUM_PARALLEL": str(self.num_parallel),
+            "IDLE_STOP_MINUTES": str(self.idle_stop_minutes),
         }
 
 
 def render(settings: OllamaHostSettings) -> str:
-    values = settings.values()
+    values = {**settings.values(), "IDLE_STOP_SCRIPT": IDLE_STOP_SCRIPT.read_text(encoding="utf-8").rstrip("\n")}
     text = TEMPLATE.read_text(encoding="utf-8")
     missing = sorted(set(PLACEHOLDER.findall(text)) - set(values))
     if missing:

@@ -14,6 +14,7 @@ OLLAMA_PORT="@@OLLAMA_PORT@@"
 OLLAMA_MODELS_DIR="@@OLLAMA_MODELS_DIR@@"
 OLLAMA_KEEP_ALIVE="@@OLLAMA_KEEP_ALIVE@@"
 OLLAMA_NUM_PARALLEL="@@OLLAMA_NUM_PARALLEL@@"
+IDLE_STOP_MINUTES="@@IDLE_STOP_MINUTES@@"     # the host stops itself after this many idle minutes; 0: never
 HEALTH_TIMEOUT_S=300
 OLLAMA_HOME=/var/lib/ollama
 
@@ -116,6 +117,42 @@ wait_for_health() {
     log "ollama ${OLLAMA_VERSION} is serving on ${address}:${OLLAMA_PORT} (models in ${OLLAMA_MODELS_DIR})"
 }
 
+install_idle_stop() {
+    if (( IDLE_STOP_MINUTES == 0 )); then
+        log "idle stop off: the host runs until someone stops it (keepHostRunning)"
+        return
+    fi
+    cat >/etc/default/ollama-idle-stop <<ENV
+IDLE_MINUTES=${IDLE_STOP_MINUTES}
+OLLAMA_PORT=${OLLAMA_PORT}
+ENV
+    install -D -m 0755 /dev/stdin /usr/local/sbin/ollama-idle-stop <<'SCRIPT'
+@@IDLE_STOP_SCRIPT@@
+SCRIPT
+    cat >/etc/systemd/system/ollama-idle-stop.service <<UNIT
+[Unit]
+Description=Stop this instance when Ollama has been idle ${IDLE_STOP_MINUTES} minutes
+
+[Service]
+Type=oneshot
+ExecStart=/usr/local/sbin/ollama-idle-stop
+UNIT
+    cat >/etc/systemd/system/ollama-idle-stop.timer <<UNIT
+[Unit]
+Description=Check every minute whether Ollama is idle
+
+[Timer]
+OnBootSec=1min
+OnUnitActiveSec=1min
+
+[Install]
+WantedBy=timers.target
+UNIT
+    systemctl daemon-reload
+    systemctl enable --now ollama-idle-stop.timer
+    log "idle stop: this instance stops itself after ${IDLE_STOP_MINUTES} idle minutes"
+}
+
 main() {
     install_ollama
     local address
@@ -123,6 +160,7 @@ main() {
     [[ -n "${address}" ]] || fail "no bind address"
     write_unit "${address}"
     wait_for_health "${address}"
+    install_idle_stop
 }
 
 main "$@"

@@ -32,6 +32,11 @@ def test_rendered_script_passes_shellcheck(tmp_path):
     assert result.returncode == 0, result.stdout
 
 
+def test_the_idle_stop_script_passes_shellcheck(tmp_path):
+    result = shellcheck(user_data.IDLE_STOP_SCRIPT.read_text(), tmp_path)
+    assert result.returncode == 0, result.stdout
+
+
 def test_shellcheck_would_catch_a_broken_script(tmp_path):  # the lint is live, not a no-op
     assert shellcheck("#!/bin/bash\nrm -rf $DIR/*\n", tmp_path).returncode != 0
 
@@ -65,6 +70,7 @@ def test_a_staged_archive_and_checksum_are_used():
         OllamaHostSettings(),  # no sha256: root would unpack whatever the URL served
         verified(models_dir="relative/dir"),
         verified(port=0),
+        verified(idle_stop_minutes=3),  # shorter than a boot and a model load
     ],
 )
 def test_unsafe_or_malformed_settings_are_refused(settings):

@@ -11,6 +11,9 @@ no more. Run as ``python standins.py <name> [args…]``; test_boot_script.py ins
   nothing else inherited) under Restart=always with RestartSec, in the background.
 - aws: `aws s3 cp [--only-show-errors] s3://bucket/key DEST` from a local directory of objects.
 - imds: PUT /latest/api/token, then GET /latest/meta-data/<path> with that token only.
+- systemctl also: `enable --now <x>.timer` (recorded), `poweroff` (recorded: the instance stops).
+- journalctl: `-u UNIT --since "-N min" -o cat --no-pager` prints the unit's messages of the last N
+  minutes from a file of timestamped lines.
 """
 
 from __future__ import annotations
@@ -84,6 +87,14 @@ def _unit(path: Path) -> dict[str, list[str]]:
 def systemctl(args: list[str]) -> int:
     if args == ["daemon-reload"]:
         return 0
+    if args == ["poweroff"]:  # the instance stops (its shutdown behaviour is "stop")
+        (STATE / "poweroff").write_text(f"{time.time()}\n")
+        return 0
+    if args[:2] == ["enable", "--now"] and len(args) == 3 and args[2].endswith(".timer"):
+        unit = _unit(Path("/etc/systemd/system") / args[2])  # must exist and parse, as systemd requires
+        with (STATE / "timers.log").open("a") as log:
+            log.write(f"{args[2]} {unit.get('OnUnitActiveSec', ['?'])[0]}\n")
+        return 0
     if args[:2] != ["enable", "--now"] or len(args) != 3:
         print(f"stand-in systemctl: unsupported {args}", file=sys.stderr)
         return 2
@@ -132,6 +143,22 @@ def aws(args: list[str]) -> int:
     return 0
 
 
+def journalctl(args: list[str]) -> int:
+    """`journalctl -u UNIT --since -N min -o cat --no-pager`: the unit's messages of the last N
+    minutes, from STANDIN_JOURNAL (lines "<unix time> <unit> <message>")."""
+    unit = args[args.index("-u") + 1]
+    since = args[args.index("--since") + 1]
+    minutes = int(since.removeprefix("-").removesuffix(" min"))
+    journal = Path(os.environ.get("STANDIN_JOURNAL", STATE / "unit-journal.log"))
+    if not journal.is_file():
+        return 0
+    for line in journal.read_text().splitlines():
+        stamp, line_unit, message = line.split(" ", 2)
+        if line_unit == unit and float(stamp) >= time.time() - minutes * 60:
+            print(message)
+    return 0
+
+
 def logger(args: list[str]) -> int:
     with (STATE / "journal.log").open("a") as journal:
         journal.write(" ".join(args) + "\n")
@@ -174,4 +201,5 @@ def imds(args: list[str]) -> int:
 
 if __name__ == "__main__":
     name, rest = sys.argv[1], sys.argv[2:]
-    sys.exit({"ollama": ollama, "systemctl": systemctl, "supervise": supervise, "aws": aws, "logger": logger, "imds": imds}[name](rest))
+    commands = {"ollama": ollama, "systemctl": systemctl, "supervise": supervise, "aws": aws, "logger": logger, "imds": imds}
+    sys.exit({**commands, "journalctl": journalctl}[name](rest))

@@ -18,6 +18,7 @@ import os
 import shutil
 import subprocess
 import tarfile
+import time
 from pathlib import Path
 
 import pytest
@@ -58,20 +59,22 @@ def standin_archive() -> bytes:
     return buffer.getvalue()
 
 
-def boot(tmp_path: Path, *, sha256: str | None = None, prepare: str = "", edit_script=None) -> tuple[subprocess.CompletedProcess, dict]:
+def boot(
+    tmp_path: Path, *, sha256: str | None = None, prepare: str = "", edit_script=None, after: str = "", **settings
+) -> tuple[subprocess.CompletedProcess, dict]:
     """Boot the rendered user data; ``sha256`` defaults to the stand-in archive's own."""
     archive = standin_archive()
     sha256 = sha256 if sha256 is not None else hashlib.sha256(archive).hexdigest()
     s3_root = tmp_path / "s3"
     (s3_root / ARCHIVE_URI.removeprefix("s3://")).parent.mkdir(parents=True)
     (s3_root / ARCHIVE_URI.removeprefix("s3://")).write_bytes(archive)
-    script = user_data.render(user_data.OllamaHostSettings(archive_url=ARCHIVE_URI, archive_sha256=sha256))
+    script = user_data.render(user_data.OllamaHostSettings(archive_url=ARCHIVE_URI, archive_sha256=sha256, **settings))
     assert "HEALTH_TIMEOUT_S=300" in script
     script = edit_script(script) if edit_script else script
     (tmp_path / "user-data.sh").write_text(script.replace("HEALTH_TIMEOUT_S=300", f"HEALTH_TIMEOUT_S={HEALTH_TIMEOUT_S}"))
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
-    for name in ("systemctl", "aws", "logger"):
+    for name in ("systemctl", "aws", "logger", "journalctl"):
         (bin_dir / name).write_text(f'#!/bin/sh\nexec {SYSTEM_PYTHON} {HERE / "standins.py"} {name} "$@"\n')
         (bin_dir / name).chmod(0o755)
     state = tmp_path / "state"
@@ -92,6 +95,8 @@ done
 {prepare}
 rc=0
 PATH={bin_dir}:$PATH bash {tmp_path}/user-data.sh > {tmp_path}/boot.log 2>&1 || rc=$?
+export PATH={bin_dir}:$PATH
+{after}
 home=$(getent passwd ollama | cut -d: -f6 || true)
 {SYSTEM_PYTHON} - "$rc" "$home" <<'PY'
 import json, os, pwd, sys, urllib.request
@@ -159,3 +164,61 @@ def test_a_script_without_a_checksum_installs_nothing(tmp_path):
     log = (tmp_path / "boot.log").read_text()
     assert result["rc"] == 1 and "refusing to install it unverified" in log
     assert result["version"] is None and starts(tmp_path) == 0
+
+
+# --- the host on demand: it stops itself when idle ---------------------------------------------------
+
+IDLE_MINUTES = 5
+IDLE_STOP = "/usr/local/sbin/ollama-idle-stop > {log} 2>&1; echo $? > {rc}"
+
+
+def uptime_at_least(minutes: int) -> bool:
+    return float(Path("/proc/uptime").read_text().split()[0]) >= minutes * 60
+
+
+def idle_check(tmp_path: Path, journal: list[tuple[float, str]], *, in_flight: bool = False) -> dict:
+    """Boot with the idle stop on, write Ollama's journal, run the check the timer runs each minute."""
+    if not uptime_at_least(IDLE_MINUTES):
+        pytest.skip("the machine has been up less than the idle window; the check waits that long after a boot")
+    (tmp_path / "journal.log").write_text("".join(f"{stamp} ollama.service {message}\n" for stamp, message in journal))
+    check = IDLE_STOP.format(log=tmp_path / "idle.log", rc=tmp_path / "idle.rc")
+    connect = f"exec 3<>/dev/tcp/{PRIVATE_IPV4}/11434" if in_flight else ""  # a request still being served
+    _, result = boot(tmp_path, idle_stop_minutes=IDLE_MINUTES, after=f"{connect}\nSTANDIN_JOURNAL={tmp_path / 'journal.log'} {check}")
+    assert result["rc"] == 0, (tmp_path / "boot.log").read_text()
+    return {
+        "rc": (tmp_path / "idle.rc").read_text().strip(),
+        "stopped": (tmp_path / "state" / "poweroff").exists(),
+        "timers": (tmp_path / "state" / "timers.log").read_text() if (tmp_path / "state" / "timers.log").exists() else "",
+        "log": (tmp_path / "idle.log").read_text(),
+    }
+
+
+GIN = '[GIN] 2026/11/29 - 21:00:00 | 200 |  1.2s | 10.0.1.50 | POST     "/api/generate"'
+
+
+def test_an_idle_host_stops_itself(tmp_path):
+    now = time.time()
+    checked = idle_check(tmp_path, [(now - (IDLE_MINUTES + 3) * 60, GIN), (now - 60, 'time=… level=INFO msg="model unloaded"')])
+    assert checked["rc"] == "0" and checked["stopped"], checked["log"]
+    assert checked["timers"] == "ollama-idle-stop.timer 1min\n"
+    assert "stopping this instance" in (tmp_path / "state" / "journal.log").read_text()
+
+
+def test_a_request_within_the_idle_window_keeps_it_running(tmp_path):
+    checked = idle_check(tmp_path, [(time.time() - 120, GIN)])
+    assert checked["rc"] == "0" and not checked["stopped"], checked["log"]
+
+
+def test_a_request_in_flight_is_never_cut(tmp_path):
+    """A batch or a GGUF upload longer than the window has logged nothing yet: its connection holds the host."""
+    checked = idle_check(tmp_path, [], in_flight=True)
+    assert checked["rc"] == "0" and not checked["stopped"], checked["log"]
+
+
+def test_an_always_on_host_has_no_idle_stop(tmp_path):
+    _, result = boot(
+        tmp_path, idle_stop_minutes=0, after="test -e /usr/local/sbin/ollama-idle-stop && touch " + str(tmp_path / "installed")
+    )
+    assert result["rc"] == 0 and not (tmp_path / "installed").exists()
+    assert not (tmp_path / "state" / "timers.log").exists()
+    assert "idle stop off" in (tmp_path / "boot.log").read_text()
