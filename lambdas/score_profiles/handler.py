@@ -74,14 +74,15 @@ def handler(event: dict, context) -> dict:
     config = settings.serving
     pointer = lifecycle.read_pointer(settings.artifact_root, config)
     run_id = pointer.get("run_id") if pointer else None
-    if settings.host_instance_id and _wake(settings) is host.HostStatus.STARTING:
-        results = production.not_scored(
-            profiles,
-            model=config.production,
-            run_id=run_id,
-            failure=production.Failure.HOST_STARTING,
-            detail="the Ollama host was stopped and is starting: send the batch again in a few minutes",
-        )
+    failure, detail = None, ""
+    try:
+        if settings.host_instance_id and _wake(settings) is host.HostStatus.STARTING:
+            failure = production.Failure.HOST_STARTING
+            detail = "the Ollama host was stopped and is starting: send the batch again in a few minutes"
+    except host.HostUnavailable as exc:  # every profile says so: the orchestrator scores them with Claude
+        failure, detail = production.Failure.HOST_UNAVAILABLE, str(exc)
+    if failure is not None:
+        results = production.not_scored(profiles, model=config.production, run_id=run_id, failure=failure, detail=detail)
     else:
         with OllamaClient(settings.ollama_url, timeouts=Timeouts(request_s=settings.timeout_s)) as client:
             backends = [scorer.OllamaBackend(client, config.production)] * settings.concurrency

@@ -29,8 +29,16 @@ class HostUnavailable(PipelineError):
     """The host cannot be used: terminated, or EC2 refused to start it."""
 
 
+def _error_code(exc: Exception) -> str:
+    """botocore's ClientError carries EC2's error code; anything else is named by its type."""
+    return getattr(exc, "response", {}).get("Error", {}).get("Code", type(exc).__name__)
+
+
 def instance_state(ec2: Any, instance_id: str) -> str:
-    reservations = ec2.describe_instances(InstanceIds=[instance_id])["Reservations"]
+    try:
+        reservations = ec2.describe_instances(InstanceIds=[instance_id])["Reservations"]
+    except Exception as exc:  # botocore's ClientError (no such instance, no permission) or a network error
+        raise HostUnavailable(f"cannot describe the host {instance_id}: {_error_code(exc)}") from None
     if not reservations or not reservations[0]["Instances"]:
         raise HostUnavailable(f"no EC2 instance {instance_id}")
     return reservations[0]["Instances"][0]["State"]["Name"]
@@ -53,7 +61,7 @@ def wake(
             try:
                 ec2.start_instances(InstanceIds=[instance_id])
             except Exception as exc:  # botocore's ClientError: a named error with EC2's reason
-                code = getattr(exc, "response", {}).get("Error", {}).get("Code", type(exc).__name__)
+                code = _error_code(exc)
                 if code != "IncorrectInstanceState":  # someone else is starting or stopping it
                     raise HostUnavailable(f"EC2 refused to start {instance_id}: {code}") from None
         elif state == RUNNING and healthy():

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import re
 
+import boto3
 import pytest
 
 from pipeline import contracts, prompt, storage
@@ -85,9 +86,15 @@ def test_a_weekly_run_through_every_zip_lambda(deployed_functions, aws_world, db
         promoted = deployed_functions["promote-model"].invoke({"run_id": run_id}, serving, tmp_path)
         assert promoted.get("result", {}).get("production") == "mistral-researcher:latest", promoted
         assert ollama.state.models["mistral-researcher:latest"] == ollama.state.models[model_tag(run_id)]
-        # The orchestrator's batch, scored by the model now in production and named by its run.
+        # The orchestrator's batch, for a host that is stopped: woken (on moto's EC2), then scored by the
+        # model now in production and named by its run.
+        ec2 = boto3.client("ec2")
+        image = ec2.describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
+        instance = ec2.run_instances(ImageId=image, MinCount=1, MaxCount=1, InstanceType="g4dn.xlarge")["Instances"][0]["InstanceId"]
+        ec2.stop_instances(InstanceIds=[instance])
         batch = {"profiles": [{"twitter_id": "42", "username": "neuro_jane", "bio": "PhD at MIT"}, {"twitter_id": "43"}]}
-        scored = deployed_functions["score-profiles"].invoke(batch, serving, tmp_path)
+        scored = deployed_functions["score-profiles"].invoke(batch, {**serving, "HOST_INSTANCE_ID": instance}, tmp_path)
+        assert ec2.describe_instances(InstanceIds=[instance])["Reservations"][0]["Instances"][0]["State"]["Name"] == "running"
         assert scored.get("result", {}).get("run_id") == run_id, scored
         assert [(r["twitter_id"], r["failure"]) for r in scored["result"]["results"]] == [("42", None), ("43", "invalid_profile")]
         # A later run that fails its gates is rolled back; production stays.

@@ -101,3 +101,10 @@ def test_a_host_not_ready_in_time_answers_host_starting_not_a_failure(host, stop
     assert [r["failure"] for r in answer["results"]] == ["host_starting", "invalid_profile", "host_starting"]
     assert answer["summary"]["failed"] == {"host_starting": 2, "invalid_profile": 1} and answer["summary"]["scored"] == 0
     assert ec2.describe_instances(InstanceIds=[instance])["Reservations"][0]["Instances"][0]["State"]["Name"] in ("pending", "running")
+
+
+def test_a_host_that_cannot_be_described_is_host_unavailable_per_profile(host, monkeypatch):
+    monkeypatch.setenv("HOST_INSTANCE_ID", "i-0123456789abcdef0")  # not in this account
+    answer = score.handler({"profiles": PROFILES}, Context())
+    assert [r["failure"] for r in answer["results"]] == ["host_unavailable", "invalid_profile", "host_unavailable"]
+    assert "InvalidInstanceID.NotFound" in answer["results"][0]["detail"]
