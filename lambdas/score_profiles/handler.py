@@ -89,7 +89,7 @@ def handler(event: dict, context) -> dict:
             results = production.score_profiles(profiles, backends, model=config.production, run_id=run_id)
     summary = production.summarize(results)
     metrics.add_metric(name="ProfilesScored", unit=MetricUnit.Count, value=summary.scored)
-    for failure, count in summary.failed.items():
-        metrics.add_metric(name=f"ProfilesFailed_{failure}", unit=MetricUnit.Count, value=count)
+    for reason, count in summary.failed.items():
+        metrics.add_metric(name=f"ProfilesFailed_{reason}", unit=MetricUnit.Count, value=count)
     logger.info("batch scored", extra={"summary": summary.to_json(), "run_id": run_id})
     return {"model": config.production, "run_id": run_id, "results": [r.to_json() for r in results], "summary": summary.to_json()}
