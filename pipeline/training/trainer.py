@@ -224,9 +224,32 @@ def _callbacks(stop_requested: dict, hp: Hyperparameters, started: float, paths:
     return [TimeBudget(), BestAdapterToOutput(), StopOnSignal(), *([PrintMetrics()] if metric_lines else [])]
 
 
+def add_lora(model, hp: Hyperparameters):
+    """The spec's LoRA adapter on ``model``, its initial weights drawn from ``hp.seed``.
+
+    peft draws lora_A from torch's global generator when the adapter is created; the Trainer seeds
+    that generator only later, when it is built. Unseeded here, two runs of the same data, settings
+    and seed started from different adapters and ended with different adapter bytes.
+    """
+    from peft import LoraConfig, get_peft_model
+    from transformers import set_seed
+
+    set_seed(hp.seed)
+    return get_peft_model(
+        model,
+        LoraConfig(
+            r=hp.r,
+            lora_alpha=hp.lora_alpha,
+            target_modules=list(hp.target_modules),
+            lora_dropout=hp.lora_dropout,
+            bias=hp.bias,  # type: ignore[arg-type]  # checked by hyperparameters._check
+            task_type="CAUSAL_LM",
+        ),
+    )
+
+
 def train(paths: TrainingPaths, hp: Hyperparameters, progress: bool = True) -> dict[str, Any]:
     import torch
-    from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM, DataCollatorForSeq2Seq, Trainer, TrainingArguments
     from transformers.trainer_utils import get_last_checkpoint
 
@@ -266,17 +289,7 @@ def train(paths: TrainingPaths, hp: Hyperparameters, progress: bool = True) -> d
         from peft import prepare_model_for_kbit_training
 
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=gradient_checkpointing)
-    model = get_peft_model(  # type: ignore[assignment]  # a PeftModel wraps the base model
-        model,
-        LoraConfig(
-            r=hp.r,
-            lora_alpha=hp.lora_alpha,
-            target_modules=list(hp.target_modules),
-            lora_dropout=hp.lora_dropout,
-            bias=hp.bias,  # type: ignore[arg-type]  # checked by hyperparameters._check
-            task_type="CAUSAL_LM",
-        ),
-    )
+    model = add_lora(model, hp)
 
     args = TrainingArguments(
         output_dir=str(paths.checkpoint_dir),

@@ -179,3 +179,20 @@ def test_a_person_at_a_terminal_gets_the_plan_in_words_not_metric_lines(tiny_mod
     out = capsys.readouterr().out
     assert "time budget: 600 s" in out and "stopping at step 30" in out
     assert not any(line.startswith(("train_loss=", "planned_steps=", "epoch=")) for line in out.splitlines())
+
+
+def test_the_adapter_starts_from_the_seed_whatever_ran_before(tiny_model_dir):
+    """Two runs with one seed start from one adapter (peft draws lora_A from torch's global
+    generator, which the Trainer seeds only later); another seed, another start. Random draws only:
+    no floating-point kernel is involved in the comparison."""
+    from transformers import AutoModelForCausalLM
+
+    def initial_adapter(seed: int, noise_before: int) -> dict[str, torch.Tensor]:
+        torch.manual_seed(noise_before)  # whatever else drew from the generator earlier in the process
+        torch.rand(noise_before + 1)
+        model = trainer.add_lora(AutoModelForCausalLM.from_pretrained(str(tiny_model_dir)), hyperparameters.parse({"seed": str(seed)}))
+        return {name: tensor.detach().clone() for name, tensor in model.named_parameters() if "lora_" in name}
+
+    first, second, other = initial_adapter(42, 1), initial_adapter(42, 7), initial_adapter(43, 1)
+    assert first.keys() == second.keys() and all(torch.equal(first[name], second[name]) for name in first)
+    assert any(not torch.equal(first[name], other[name]) for name in first)
