@@ -224,6 +224,26 @@ def _callbacks(stop_requested: dict, hp: Hyperparameters, started: float, paths:
     return [TimeBudget(), BestAdapterToOutput(), StopOnSignal(), *([PrintMetrics()] if metric_lines else [])]
 
 
+def _one_voice(trainer, progress: bool) -> None:
+    """Transformers prints every log as a Python dict (PrinterCallback without a bar, ProgressCallback
+    above its bar). A person gets one bar carrying the loss; SageMaker gets the name=value lines."""
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+    class LossOnTheBar(ProgressCallback):
+        """The training bar, with the latest loss, eval loss and learning rate on it, not printed below it."""
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if state.is_world_process_zero and self.training_bar is not None and logs:
+                shown = {name: f"{logs[name]:.4g}" for name in ("loss", "eval_loss", "learning_rate") if isinstance(logs.get(name), float)}
+                if shown:
+                    self.training_bar.set_postfix(shown, refresh=False)
+
+    trainer.remove_callback(PrinterCallback)
+    if progress:
+        trainer.remove_callback(ProgressCallback)
+        trainer.add_callback(LossOnTheBar())
+
+
 def add_lora(model, hp: Hyperparameters):
     """The spec's LoRA adapter on ``model``, its initial weights drawn from ``hp.seed``.
 
@@ -328,6 +348,7 @@ def train(paths: TrainingPaths, hp: Hyperparameters, progress: bool = True) -> d
             data_collator=DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=data.IGNORE_INDEX),
             callbacks=callbacks,
         )
+        _one_voice(trainer, progress)
         resume_from = get_last_checkpoint(str(paths.checkpoint_dir)) if paths.checkpoint_dir.is_dir() else None
         resumed_from_step = int(Path(resume_from).name.split("-")[-1]) if resume_from else 0
         if resume_from:

@@ -176,9 +176,13 @@ def test_a_person_at_a_terminal_gets_the_plan_in_words_not_metric_lines(tiny_mod
     monkeypatch.setattr(trainer, "_clock", TenSecondsPerCall())
     paths = trainer.TrainingPaths(small_dataset, tiny_model_dir, tmp_path / "model", tmp_path / "checkpoints")
     trainer.train(paths, hyperparameters.parse({**QUICK, "time_budget_seconds": "600"}), progress=True)
-    out = capsys.readouterr().out
+    captured = capsys.readouterr()
+    out = captured.out
     assert "time budget: 600 s" in out and "stopping at step 30" in out
     assert not any(line.startswith(("train_loss=", "planned_steps=", "epoch=")) for line in out.splitlines())
+    # One bar carries the loss; no Python dict per log line, on either stream.
+    assert "{'loss'" not in out + captured.err and "{'eval_loss'" not in out + captured.err
+    assert "loss=" in captured.err  # on the bar's postfix
 
 
 def test_the_adapter_starts_from_the_seed_whatever_ran_before(tiny_model_dir):
