@@ -96,6 +96,10 @@ class LlamaCppBackend:
 
         if not os.path.isfile(gguf_path):
             raise InvalidArgument(f"no GGUF file at {gguf_path}")
+        # Every request samples from this seed, whichever requests this context served before: left
+        # to itself, llama-cpp-python chains each request's seed from the previous one, so an answer
+        # depended on how a concurrent evaluation happened to share the profiles out.
+        self._sampling_seed = seed
         self._llm = llama_cpp.Llama(model_path=gguf_path, n_ctx=0, n_threads=threads, n_threads_batch=threads, seed=seed, verbose=False)
         n_ctx = self._llm.n_ctx()
         if n_ctx > modelfile.NUM_CTX:  # the same window as Ollama's num_ctx, not the model's maximum
@@ -123,6 +127,7 @@ class LlamaCppBackend:
             temperature=modelfile.TEMPERATURE,
             stop=list(modelfile.STOP_SEQUENCES),
             grammar=self._grammar,
+            seed=self._sampling_seed,
         )
         out = cast(dict, response)  # not streamed: one response, not an iterator of chunks
         return Completion(out["choices"][0]["text"], time.perf_counter() - started, len(tokens), int(out["usage"]["completion_tokens"]))

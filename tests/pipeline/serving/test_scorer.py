@@ -109,3 +109,13 @@ def test_the_answer_schema_accepts_every_two_decimal_score_and_nothing_else():
     pattern = re.compile(prompt.ANSWER_JSON_SCHEMA["properties"]["score"]["pattern"])
     assert all(pattern.match(prompt.format_score(i / 100)) for i in range(101))
     assert not any(pattern.match(text) for text in ("1.5", "0.555", ".5", "2", "-0.1", "1.01"))
+
+
+def test_a_llama_cpp_answer_does_not_depend_on_what_the_context_answered_before(tiny_gguf):
+    """Evaluations run several profiles at once, shared out by thread timing: each answer must be the
+    same whichever profiles its context served first (the same machine, the same GGUF)."""
+    backend = scorer.LlamaCppBackend(str(tiny_gguf), threads=1)
+    profiles = [instruction(handle) for handle in ("alice", "bob", "carol")]
+    forward = {text: backend.complete(text).text for text in profiles}
+    backward = {text: backend.complete(text).text for text in reversed(profiles)}
+    assert forward == backward
