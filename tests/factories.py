@@ -67,3 +67,26 @@ def tiny_model_with_adapter(work, layers: int, seed: int):
     peft_model = get_peft_model(model, lora)
     peft_model.save_pretrained(str(work / "adapter"))
     return base, work / "adapter", peft_model
+
+
+def source_row(**fields):
+    """One row of the export query (records.SourceRow) for a scored researcher; ``fields`` override."""
+    from pipeline.dataset.records import SourceRow
+
+    values = dict(
+        twitter_id="42",
+        handle="neuro_jane",
+        display_name="Jane Doe",
+        bio="PhD neuroscientist at MIT",
+        likely_is="researcher",
+        category="academia",
+        created_at="2015-03-01",
+        follower_count="1200",
+        location="Boston",
+        score="0.95",
+        reason="PhD neuroscientist.",
+        scored_by="claude-haiku-20240307",
+        handle_rank=1,
+    )
+    values.update(fields)
+    return SourceRow(**values)

@@ -16,16 +16,18 @@ profiles, or more than SCORING_MAX_BATCH).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import functools
 
 from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 
 from lambdas import settings as lambda_settings
 from pipeline.errors import InvalidArgument
-from pipeline.scoring import production, scorer
+from pipeline.scoring import production
 from pipeline.serving import host, lifecycle
-from pipeline.serving.ollama import OllamaClient, OllamaError, OllamaUnavailable, RetryPolicy, Timeouts
+from pipeline.serving.ollama import OllamaClient, RetryPolicy, Timeouts
 
 logger = Logger(service="score-profiles")
 metrics = Metrics(namespace="ResearcherScorer", service="score-profiles")
@@ -50,22 +52,6 @@ def _profiles(event: dict, max_batch: int) -> list:
     return profiles
 
 
-def _wake(settings: Settings) -> host.HostStatus:
-    import boto3
-
-    probe = OllamaClient(settings.ollama_url, retry=RetryPolicy(attempts=1), timeouts=Timeouts(connect_s=2.0, request_s=5.0))
-
-    def healthy() -> bool:
-        try:
-            probe.version()
-            return True
-        except (OllamaUnavailable, OllamaError):
-            return False
-
-    with probe:
-        return host.wake(boto3.client("ec2"), settings.host_instance_id, healthy, wait_s=settings.host_wake_wait_s)
-
-
 @metrics.log_metrics
 @logger.inject_lambda_context
 def handler(event: dict, context) -> dict:
@@ -74,19 +60,21 @@ def handler(event: dict, context) -> dict:
     config = settings.serving
     pointer = lifecycle.read_pointer(settings.artifact_root, config)
     run_id = pointer.get("run_id") if pointer else None
-    failure, detail = None, ""
-    try:
-        if settings.host_instance_id and _wake(settings) is host.HostStatus.STARTING:
-            failure = production.Failure.HOST_STARTING
-            detail = "the Ollama host was stopped and is starting: send the batch again in a few minutes"
-    except host.HostUnavailable as exc:  # every profile says so: the orchestrator scores them with Claude
-        failure, detail = production.Failure.HOST_UNAVAILABLE, str(exc)
-    if failure is not None:
-        results = production.not_scored(profiles, model=config.production, run_id=run_id, failure=failure, detail=detail)
-    else:
-        with OllamaClient(settings.ollama_url, timeouts=Timeouts(request_s=settings.timeout_s)) as client:
-            backends = [scorer.OllamaBackend(client, config.production)] * settings.concurrency
-            results = production.score_profiles(profiles, backends, model=config.production, run_id=run_id)
+    with contextlib.ExitStack() as stack:
+        wake = None
+        if settings.host_instance_id:  # the host on demand: started when stopped, waited for (bounded)
+            import boto3
+
+            probe = stack.enter_context(
+                OllamaClient(settings.ollama_url, retry=RetryPolicy(attempts=1), timeouts=Timeouts(connect_s=2.0, request_s=5.0))
+            )
+            ec2 = boto3.client("ec2")
+            wait_s = settings.host_wake_wait_s
+            wake = functools.partial(host.wake, ec2, settings.host_instance_id, host.ollama_answers(probe), wait_s=wait_s)
+        client = stack.enter_context(OllamaClient(settings.ollama_url, timeouts=Timeouts(request_s=settings.timeout_s)))
+        results = production.score_batch(
+            profiles, client, model=config.production, run_id=run_id, concurrency=settings.concurrency, wake=wake
+        )
     summary = production.summarize(results)
     metrics.add_metric(name="ProfilesScored", unit=MetricUnit.Count, value=summary.scored)
     for reason, count in summary.failed.items():

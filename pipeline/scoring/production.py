@@ -23,6 +23,8 @@ import numpy as np
 from pipeline import prompt
 from pipeline.dataset import records
 from pipeline.scoring import scorer
+from pipeline.serving import host
+from pipeline.serving.ollama import OllamaClient
 
 # The source table's columns a request carries (user_profiles; docs/stages.md). twitter_id and
 # username are required; the others may be null or absent.
@@ -164,7 +166,6 @@ def score_profiles(
     model: str,
     run_id: str | None = None,
     progress: bool = False,
-    on_result: Callable[[ProfileScore], None] | None = None,
 ) -> list[ProfileScore]:
     """Score request rows (PROFILE_COLUMNS) with ``backends`` (Ollama on the production tag, or a
     GGUF in llama.cpp), ``len(backends)`` at a time. One result per row, in the rows' order."""
@@ -176,20 +177,34 @@ def score_profiles(
         except InvalidProfile as exc:
             twitter_id, handle = _row_identity(row)
             results[index] = ProfileScore(twitter_id, handle, None, "", 0.0, model, run_id, Failure.INVALID_PROFILE.value, str(exc))
-            if on_result:
-                on_result(results[index])  # type: ignore[arg-type]
-    profiles = [scorer.Profile(request.handle, request.instruction, math.nan) for _, request in requests]
-    position = {id(profile): slot for profile, slot in zip(profiles, requests, strict=True)}
-
-    def finished(result: scorer.ScoreResult) -> None:
-        index, request = position[id(result.profile)]
-        results[index] = _result(request, result, model, run_id)
-        if on_result:
-            on_result(results[index])  # type: ignore[arg-type]
-
-    if profiles:
-        scorer.score_profiles(backends, profiles, progress=progress, on_result=finished, description="score")
+    if requests:
+        profiles = [scorer.Profile(request.handle, request.instruction, math.nan) for _, request in requests]
+        scored = scorer.score_profiles(backends, profiles, progress=progress, description="score")  # in the profiles' order
+        for (index, request), result in zip(requests, scored, strict=True):
+            results[index] = _result(request, result, model, run_id)
     return [result for result in results if result is not None]
+
+
+def score_batch(
+    rows: Sequence[Any],
+    client: OllamaClient,
+    *,
+    model: str,
+    run_id: str | None,
+    concurrency: int,
+    wake: Callable[[], host.HostStatus] | None = None,
+) -> list[ProfileScore]:
+    """A batch on the Ollama host, woken first when ``wake`` is given (the host on demand): a host
+    still starting answers ``host_starting`` for every valid row, one that cannot be used
+    ``host_unavailable`` - results, not errors, so that the caller scores those rows another way."""
+    try:
+        status = wake() if wake else host.HostStatus.READY
+    except host.HostUnavailable as exc:
+        return not_scored(rows, model=model, run_id=run_id, failure=Failure.HOST_UNAVAILABLE, detail=str(exc))
+    if status is host.HostStatus.STARTING:
+        detail = "the Ollama host was stopped and is starting: send the batch again in a few minutes"
+        return not_scored(rows, model=model, run_id=run_id, failure=Failure.HOST_STARTING, detail=detail)
+    return score_profiles(rows, [scorer.OllamaBackend(client, model)] * concurrency, model=model, run_id=run_id)
 
 
 def not_scored(rows: Sequence[Any], *, model: str, run_id: str | None, failure: Failure, detail: str) -> list[ProfileScore]:

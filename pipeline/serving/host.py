@@ -71,3 +71,17 @@ def wake(
         if clock() + POLL_SECONDS > deadline:
             return HostStatus.STARTING
         sleep(POLL_SECONDS)
+
+
+def ollama_answers(probe: Any) -> Callable[[], bool]:
+    """A health check on an OllamaClient made for probing (one attempt, short timeouts)."""
+    from pipeline.serving.ollama import OllamaError, OllamaUnavailable
+
+    def healthy() -> bool:
+        try:
+            probe.version()
+            return True
+        except (OllamaUnavailable, OllamaError):
+            return False
+
+    return healthy

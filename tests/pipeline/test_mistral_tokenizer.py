@@ -14,8 +14,8 @@ import pytest
 
 from pipeline import prompt
 from pipeline.dataset import records, rows
-from pipeline.dataset.source import SourceRow
 from pipeline.training import data
+from tests.factories import source_row
 from tests.mistral_tokenizer import MISTRAL_CHAT_TEMPLATE_V02, SPECIAL_TOKENS, sentencepiece_model, write_tokenizer_files
 
 mistral_common = pytest.importorskip("mistral_common", reason="mistral-common is a test dependency (requirements/dev.txt)")
@@ -28,24 +28,7 @@ CONTROL_IDS = set(SPECIAL_TOKENS)
 BOS, EOS = 1, 2
 
 
-def profile(**fields) -> SourceRow:
-    values = dict(
-        twitter_id="42",
-        handle="neuro_jane",
-        display_name="Jane Doe",
-        bio="PhD neuroscientist at MIT",
-        likely_is=None,
-        category=None,
-        created_at="2015-03-01",
-        follower_count="1200",
-        location="Boston",
-        score="0.95",
-        reason="PhD neuroscientist.",
-        scored_by="claude-haiku-20240307",
-        handle_rank=1,
-    )
-    values.update(fields)
-    return SourceRow(**values)
+profile = source_row
 
 
 PROFILES = {

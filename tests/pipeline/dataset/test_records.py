@@ -4,27 +4,9 @@ import pytest
 
 from pipeline import prompt
 from pipeline.dataset import records
-from pipeline.dataset.source import SourceRow
+from tests.factories import source_row
 
-
-def row(**fields) -> SourceRow:
-    values = dict(
-        twitter_id="42",
-        handle="neuro_jane",
-        display_name="Jane Doe",
-        bio="PhD neuroscientist at MIT",
-        likely_is="researcher",
-        category="academia",
-        created_at="2015-03-01",
-        follower_count="1200",
-        location="Boston",
-        score="0.95",
-        reason="PhD neuroscientist.",
-        scored_by="claude-haiku-20240307",
-        handle_rank=1,
-    )
-    values.update(fields)
-    return SourceRow(**values)
+row = source_row
 
 
 def test_a_good_row_becomes_the_seeds_jsonl_row():
@@ -113,8 +95,8 @@ def test_rejects_carry_stable_reasons():
         records.RejectReason.SCORE_OUT_OF_RANGE: row(score="1.7"),
         records.RejectReason.EMPTY_REASON: row(reason="\n\t "),
     }
-    for reason, source_row in cases.items():
-        result = records.to_example(source_row)
+    for reason, bad_row in cases.items():
+        result = records.to_example(bad_row)
         assert isinstance(result, records.Reject), reason
         assert result.reason is reason
 

@@ -12,9 +12,9 @@ import pytest
 from pipeline import contracts, prompt
 from pipeline.cli import EXIT_ERROR, EXIT_OK, main
 from pipeline.dataset import records
-from pipeline.dataset.source import SourceRow
 from pipeline.scoring import production, scorer
 from pipeline.serving.ollama import OllamaClient, RetryPolicy, Timeouts
+from tests.factories import source_row
 from tests.pipeline.serving.conftest import ollama, tiny_gguf, tiny_model_dir  # noqa: F401 (fixtures)
 from tests.pipeline.serving.ollama_contract_server import echo_teacher_responder
 
@@ -53,7 +53,16 @@ def test_every_profile_is_scored_as_training_prompted_it(ollama):
     sent = {request["prompt"] for request in ollama.state.generate_requests}
     row = ROWS[1]
     example = records.to_example(
-        SourceRow("2", row["username"], None, row["bio"], None, None, None, "120000", None, "0.5", "r", prompt.DEFAULT_INFERENCE_TEACHER, 1)
+        source_row(
+            twitter_id="2",
+            handle=row["username"],
+            display_name=None,
+            bio=row["bio"],
+            created_at=None,
+            follower_count="120000",
+            location=None,
+            scored_by=prompt.DEFAULT_INFERENCE_TEACHER,
+        )
     )
     assert example.instruction in sent and "[/INST]" not in example.instruction and "</s>" not in example.instruction
     request = ollama.state.generate_requests[0]
@@ -165,3 +174,21 @@ def test_the_command_scores_with_a_gguf_in_llama_cpp(tiny_gguf, tmp_path, capsys
     for result in results:
         assert (result["score"] is None) == (result["failure"] == "invalid_answer")
         assert result["model"] == str(tiny_gguf)
+
+
+def test_a_batch_for_a_host_that_is_starting_or_unusable_gets_a_result_per_row_not_an_error(ollama):
+    from pipeline.serving import host
+
+    def unusable():
+        raise host.HostUnavailable("cannot describe the host i-1: InvalidInstanceID.NotFound")
+
+    serve(ollama)
+    with OllamaClient(ollama.url) as client:
+        for wake, failure in ((lambda: host.HostStatus.STARTING, "host_starting"), (unusable, "host_unavailable")):
+            results = production.score_batch(
+                [ROWS[0], {"twitter_id": "9"}], client, model=PRODUCTION, run_id=None, concurrency=1, wake=wake
+            )
+            assert [r.failure for r in results] == [failure, "invalid_profile"] and results[0].score is None
+        assert ollama.state.generate_requests == []  # nothing was asked of a host that is not ready
+        ready = production.score_batch(ROWS, client, model=PRODUCTION, run_id=None, concurrency=2, wake=lambda: host.HostStatus.READY)
+    assert [r.score for r in ready] == [0.95, 0.05, 0.8]
