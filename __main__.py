@@ -79,6 +79,10 @@ pulumi.export("ollama_private_endpoint", host.endpoint)
 pulumi.export("schedule_name", schedule.schedule.name)
 pulumi.export("ecr_repositories", {key: repo.repository_url for key, repo in images.repositories.items()})
 pulumi.export("training_image_uri", images.training_image_uri)
+# `pipeline train --sagemaker` starts ad-hoc jobs from this: the role, image, bucket and every other
+# setting of the state machine's StartTraining (pipeline/training/job_spec.py).
+pulumi.export("training_job", training.job_output)
+pulumi.export("training_role_arn", training.role.arn)
 pulumi.export("conversion_image_uri", images.conversion_image_uri)
 pulumi.export("failure_topic_arn", orchestration.topic.arn)
 pulumi.export("score_profiles_function_arn", scoring.score.function.arn)

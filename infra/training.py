@@ -18,6 +18,7 @@ import pulumi
 from infra import iam
 from infra.config import TrainingConfig
 from pipeline import contracts
+from pipeline.training import job_spec
 
 BASE_MODEL_PREFIX = "base-models/Mistral-7B-Instruct-v0.2/"
 TRAINING_LOG_GROUP = "/aws/sagemaker/TrainingJobs"
@@ -95,18 +96,27 @@ class TrainingJobSpec(pulumi.ComponentResource):
             self,
             "SageMaker training jobs of the researcher-scorer pipeline",
         )
+        # The one job specification (pipeline/training/job_spec.py): StartTraining's Parameters and
+        # the stack's training_job output, which `pipeline train --sagemaker` builds its jobs from.
+        self.settings = pulumi.Output.all(self.role.arn, args.image_uri, args.bucket_name, self.base_model_uri).apply(
+            lambda v: job_spec.JobSettings(
+                role_arn=v[0],
+                image_uri=v[1],
+                bucket=v[2],
+                base_model_uri=v[3],
+                instance_type=config.instance_type,
+                volume_size_gb=config.volume_size_gb,
+                max_runtime_seconds=config.max_runtime_seconds,
+                max_wait_seconds=config.max_wait_seconds,
+                job_prefix=config.job_prefix,
+                hyperparameters=dict(config.hyperparameters),
+            )
+        )
+        self.job_output = self.settings.apply(job_spec.JobSettings.as_output)
         self.values: dict[str, pulumi.Input[Any]] = {
-            "SageMakerRoleArn": self.role.arn,
-            "TrainingImageUri": args.image_uri,
-            "TrainingInstanceType": config.instance_type,
-            "TrainingVolumeSizeGb": config.volume_size_gb,
-            "TrainingMaxRuntimeSeconds": config.max_runtime_seconds,
-            "TrainingMaxWaitSeconds": config.max_wait_seconds,
+            "StartTrainingParameters": self.settings.apply(job_spec.state_machine_parameters),
             "TrainingJobPrefix": config.job_prefix,
-            "TrainingMetricDefinitions": contracts.metric_definitions(),
-            # The trainer plans its steps to MaxRuntime (pipeline/training/trainer.py, TimeBudget).
-            "TrainingHyperParameters": {"time_budget_seconds": str(config.max_runtime_seconds), **config.hyperparameters},
             "TrainingPollSeconds": config.poll_seconds,
-            "BaseModelS3Uri": self.base_model_uri,
+            "BaseModelS3Uri": self.base_model_uri,  # ConvertToGGUF merges the adapter into it
         }
-        self.register_outputs({"role_arn": self.role.arn, "base_model_uri": self.base_model_uri})
+        self.register_outputs({"role_arn": self.role.arn, "base_model_uri": self.base_model_uri, "training_job": self.job_output})

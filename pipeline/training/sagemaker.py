@@ -19,10 +19,9 @@ from pathlib import Path
 
 from pipeline.errors import PipelineError
 from pipeline.training import hyperparameters, trainer
+from pipeline.training.job_spec import BASE_MODEL_CHANNEL, TRAINING_CHANNEL
 
 DEFAULT_BASE_DIR = "/opt/ml"
-TRAINING_CHANNEL = "training"
-BASE_MODEL_CHANNEL = "base_model"
 # SageMaker shows at most 1 KB of output/failure as the FailureReason.
 MAX_FAILURE_BYTES = 1024
 EXIT_FAILURE = 1

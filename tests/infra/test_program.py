@@ -10,6 +10,7 @@ import pytest
 
 from infra import asl
 from pipeline.contracts import metric_definitions
+from pipeline.training import job_spec
 from tests.infra.conftest import ACCOUNT, AMI_ID, REGION, VALID_CONFIG, security_group_id
 
 FUNCTION = "aws:lambda/function:Function"
@@ -52,6 +53,8 @@ def test_outputs_name_what_operators_need(deploy):
         "conversion_image_uri",
         "failure_topic_arn",
         "score_profiles_function_arn",
+        "training_job",
+        "training_role_arn",
     }
     machine_arn = f"arn:aws:states:{REGION}:{ACCOUNT}:stateMachine:researcher-scorer-test"
     assert exports["state_machine_arn"] == machine_arn
@@ -65,6 +68,18 @@ def test_outputs_name_what_operators_need(deploy):
     assert set(exports["ecr_repositories"]) == {"training", "conversion"}
     assert exports["training_image_uri"].startswith(exports["ecr_repositories"]["training"] + "@sha256:")
     assert exports["failure_topic_arn"].startswith(f"arn:aws:sns:{REGION}:{ACCOUNT}:")
+
+
+def test_the_training_job_output_is_the_state_machines_specification(deploy):
+    """`pipeline train --sagemaker` builds its jobs from this output: it must be what StartTraining uses."""
+    deployment = deploy()
+    exports = deployment.exports
+    settings = job_spec.JobSettings.from_output(json.loads(json.dumps(exports["training_job"])))  # as `pulumi stack output --json` gives it
+    assert settings.role_arn == exports["training_role_arn"] == f"arn:aws:iam::{ACCOUNT}:role/training-sagemaker-role-abc123"
+    assert settings.image_uri == exports["training_image_uri"] and settings.bucket == exports["artifact_bucket"]
+    assert settings.base_model_uri == exports["base_model_uri"] and settings.spot is True
+    machine = json.loads(deployment.one("aws:sfn/stateMachine:StateMachine", "pipeline-state-machine")["definition"])
+    assert machine["States"]["StartTraining"]["Parameters"] == job_spec.state_machine_parameters(settings)
 
 
 def test_state_machine_definition_is_filled_with_this_stack(deploy):

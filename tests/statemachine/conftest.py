@@ -23,11 +23,11 @@ from moto import mock_aws
 
 from infra import asl
 from pipeline import contracts, prompt, storage
-from pipeline.contracts import metric_definitions
 from pipeline.errors import PipelineError
 from pipeline.local import sample
 from pipeline.model_files import TOKENIZER_FILES
 from pipeline.serving import ollama as ollama_module
+from pipeline.training import job_spec
 from tests.lambdas.test_dataset_handlers import make_secret
 from tests.pipeline.serving.ollama_contract_server import OllamaContractServer
 
@@ -287,22 +287,30 @@ def definition_values(arns: dict[str, str], bucket: str, role: str, instance: st
         "PromoteModelFunctionArn": arns["promote-model"],
         "RollbackModelFunctionArn": arns["rollback-model"],
         "ArtifactBucket": bucket,
-        "BaseModelS3Uri": f"s3://{bucket}/base-model",
-        "TrainingImageUri": "123456789012.dkr.ecr.us-east-1.amazonaws.com/train:1",
-        "SageMakerRoleArn": role,
+        "StartTrainingParameters": job_spec.state_machine_parameters(training_settings(bucket, role)),
         "TrainingJobPrefix": JOB_PREFIX,
-        "TrainingInstanceType": "ml.g4dn.xlarge",
-        "TrainingVolumeSizeGb": 50,
-        "TrainingMaxRuntimeSeconds": 7200,
-        "TrainingMaxWaitSeconds": 14400,
-        "TrainingMetricDefinitions": metric_definitions(),
-        "TrainingHyperParameters": {},
+        "BaseModelS3Uri": f"s3://{bucket}/base-model/",
         "TrainingPollSeconds": 60,
         "OllamaInstanceId": instance,
         "NotificationTopicArn": topic,
         "KeepHostRunning": False,
         "Quantization": "q8_0",
     }
+
+
+def training_settings(bucket: str, role: str) -> job_spec.JobSettings:
+    """The stack's training job settings, as infra/training.py makes them."""
+    return job_spec.JobSettings(
+        role_arn=role,
+        image_uri="123456789012.dkr.ecr.us-east-1.amazonaws.com/train:1",
+        bucket=bucket,
+        base_model_uri=f"s3://{bucket}/base-model/",
+        instance_type="ml.g4dn.xlarge",
+        volume_size_gb=50,
+        max_runtime_seconds=7200,
+        max_wait_seconds=14400,
+        job_prefix=JOB_PREFIX,
+    )
 
 
 def sample_definition_values() -> dict[str, Any]:
