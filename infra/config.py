@@ -36,8 +36,6 @@ PULUMI_YAML = Path(__file__).resolve().parents[1] / "Pulumi.yaml"
 MAX_RETENTION_DAYS = 3650
 # CloudWatch Logs accepts only these retention periods.
 LOG_RETENTION_DAYS = (1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922, 3288, 3653)
-# GPU families. SageMaker spot training and the 4-bit kernels need NVIDIA GPUs; the host serves on one.
-TRAINING_INSTANCE_FAMILIES = ("ml.g4dn", "ml.g5", "ml.g6", "ml.g6e", "ml.p3", "ml.p4d", "ml.p4de", "ml.p5")
 HOST_INSTANCE_FAMILIES = ("g4dn", "g5", "g6", "g6e", "p3", "p4d", "p5")
 # SageMaker limits: MaxRuntimeInSeconds up to 28 days; a training volume of at least the model's size.
 MAX_TRAINING_SECONDS = 28 * 24 * 3600
@@ -343,11 +341,9 @@ def _images(r: _Reader) -> ImagesConfig:
 
 def _training(r: _Reader) -> TrainingConfig:
     instance_type = r.text("trainingInstanceType")
-    if instance_type.rsplit(".", 1)[0] not in TRAINING_INSTANCE_FAMILIES or instance_type.count(".") != 2:
-        r.problem(
-            "trainingInstanceType",
-            f"must be a SageMaker GPU instance of {', '.join(TRAINING_INSTANCE_FAMILIES)} (e.g. ml.g4dn.xlarge), got {instance_type!r}",
-        )
+    if not contracts.is_training_gpu_instance(instance_type):
+        families = ", ".join(contracts.TRAINING_INSTANCE_FAMILIES)
+        r.problem("trainingInstanceType", f"must be a SageMaker GPU instance of {families} (e.g. ml.g4dn.xlarge), got {instance_type!r}")
     max_runtime = r.integer("trainingMaxRuntimeSeconds", 600, MAX_TRAINING_SECONDS)
     max_wait = r.integer("trainingMaxWaitSeconds", 600, MAX_TRAINING_SECONDS)
     if max_wait < max_runtime:

@@ -20,12 +20,11 @@ from infra.config import TrainingConfig
 from pipeline import contracts
 from pipeline.training import job_spec
 
-BASE_MODEL_PREFIX = "base-models/Mistral-7B-Instruct-v0.2/"
 TRAINING_LOG_GROUP = "/aws/sagemaker/TrainingJobs"
 
 
 def default_base_model_uri(bucket: str) -> str:
-    return f"s3://{bucket}/{BASE_MODEL_PREFIX}"
+    return f"s3://{bucket}/{contracts.BASE_MODEL_PREFIX}"
 
 
 def repository_arn(image_uri: str, partition: str) -> str:

@@ -15,7 +15,7 @@ import time
 from collections.abc import Iterator, Sequence
 
 from pipeline import contracts
-from pipeline.errors import PipelineError
+from pipeline.errors import InvalidArgument, PipelineError
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -111,10 +111,16 @@ def build_parser() -> argparse.ArgumentParser:
     seeds = dataset_commands.add_parser("seed-profiles", help="print the bundled seed-profile twitter_ids")
     seeds.add_argument("--out", default=None, help="write to this file instead of standard output")
 
-    train = commands.add_parser("train", help="LoRA/QLoRA fine-tuning (the SageMaker job's code, run here)")
-    train.add_argument("--dataset", required=True, help="directory with train.jsonl and validation.jsonl")
-    train.add_argument("--base-model", required=True, help="Hugging Face model directory (with tokenizer.model)")
-    train.add_argument("--out", required=True, help="where the adapter, tokenizer and training_metrics.json go")
+    train = commands.add_parser(
+        "train", help="LoRA/QLoRA fine-tuning here (the SageMaker job's code), or one SageMaker job with --sagemaker"
+    )
+    train.add_argument(
+        "--dataset",
+        required=True,
+        help="directory with train.jsonl and validation.jsonl; with --sagemaker s3://<bucket>/runs/<run>/dataset",
+    )
+    train.add_argument("--base-model", default=None, help="Hugging Face model directory (with tokenizer.model); not with --sagemaker")
+    train.add_argument("--out", default=None, help="where the adapter, tokenizer and training_metrics.json go; not with --sagemaker")
     train.add_argument("--checkpoints", default=None, help="checkpoint directory, resumed from (default: OUT/checkpoints)")
     train.add_argument(
         "--set",
@@ -124,6 +130,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="override a hyperparameter (repeatable), e.g. --set num_train_epochs=1",
     )
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
+    remote = train.add_argument_group("a SageMaker training job from this workstation (requirements/sagemaker-sdk.txt)")
+    remote.add_argument("--sagemaker", action="store_true", help="start one job on the stack's image, role and bucket")
+    remote.add_argument("--instance-type", default=None, help="a SageMaker GPU training instance (default: the stack's)")
+    remote.add_argument(
+        "--spot", action=argparse.BooleanOptionalAction, default=None, help="managed spot training (default: the stack's, spot)"
+    )
+    remote.add_argument("--wait", action="store_true", help="stream the job's logs and metrics until it ends; Ctrl-C asks to stop it")
+    remote.add_argument("--stack", default=None, help="the Pulumi stack whose outputs to read (default: the selected stack)")
+    remote.add_argument("--role-arn", default=None, help="the SageMaker role (default: the stack's training_role_arn)")
+    remote.add_argument("--image-uri", default=None, help="the training image (default: the stack's training_image_uri)")
+    remote.add_argument("--bucket", default=None, help="the artifact bucket (default: the stack's artifact_bucket)")
+    remote.add_argument("--poll-seconds", type=_positive_float, default=30.0, help="seconds between status checks with --wait")
 
     convert = commands.add_parser("convert", help="base model + LoRA adapter -> GGUF, streamed (ConvertToGGUF)")
     convert.add_argument("--base-model", required=True, help="Hugging Face model directory: a path or s3://")
@@ -303,11 +321,21 @@ def _dataset_seed_profiles(args) -> int:
     return EXIT_OK
 
 
+SAGEMAKER_ONLY = ("instance_type", "spot", "wait", "stack", "role_arn", "image_uri", "bucket")
+
+
 def _train(args) -> int:
     from pathlib import Path
 
     from pipeline.training import hyperparameters, trainer
 
+    if args.sagemaker:
+        return _train_sagemaker(args)
+    given = [f"--{name.replace('_', '-')}" for name in SAGEMAKER_ONLY if getattr(args, name) not in (None, False)]
+    if given:
+        raise InvalidArgument(f"{', '.join(given)} only go with --sagemaker")
+    if not args.base_model or not args.out:
+        raise InvalidArgument("training here needs --base-model and --out (or --sagemaker for a SageMaker job)")
     hp = hyperparameters.parse(hyperparameters.parse_assignments(args.set))
     out = Path(args.out)
     paths = trainer.TrainingPaths(
@@ -318,6 +346,53 @@ def _train(args) -> int:
     print(
         f"adapter written to {out} ({metrics['global_steps']} steps, {metrics['seconds']} s, {metrics['precision']}"
         f"{', QLoRA' if metrics['qlora'] else ''}); eval loss per epoch: " + ", ".join(f"{entry['eval_loss']:.4f}" for entry in losses)
+    )
+    return EXIT_OK
+
+
+def _train_sagemaker(args) -> int:
+    import boto3
+
+    from pipeline.training import adhoc_job, hyperparameters, job_spec
+
+    for flag, value in (("--base-model", args.base_model), ("--out", args.out), ("--checkpoints", args.checkpoints)):
+        if value:
+            raise InvalidArgument(f"{flag} does not go with --sagemaker: the job reads the stack's base model and writes to its bucket")
+    overrides = adhoc_job.Overrides(
+        role_arn=args.role_arn,
+        image_uri=args.image_uri,
+        bucket=args.bucket,
+        instance_type=args.instance_type,
+        spot=args.spot,
+        hyperparameters=hyperparameters.parse_assignments(args.set),
+    )
+    outputs = None if (args.role_arn and args.image_uri and args.bucket) else adhoc_job.read_stack_outputs(args.stack)
+    settings = adhoc_job.resolve_settings(outputs, overrides)
+    dataset = adhoc_job.check_dataset(args.dataset, settings)
+    session = boto3.Session()
+    job = adhoc_job.plan(settings, dataset, region=session.region_name)
+    training_job = adhoc_job.start(job, session)
+    print(f"started {job.job_name}: {job_spec.describe(job.request)}")
+    print(f"  console: {job.console_url}")
+    print(f"  logs:    {adhoc_job.LOG_GROUP} {job.job_name}/...")
+    if not args.wait:
+        print(f"its adapter will be at {job.adapter_uri} once it completes")
+        return EXIT_OK
+    try:
+        followed = adhoc_job.follow(training_job, poll_seconds=args.poll_seconds, progress=not args.no_progress)
+    except adhoc_job.LeftRunning as exc:
+        print(f"interrupted: {exc}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    adhoc_job.outcome(job, followed)
+    metrics = adhoc_job.final_metrics(training_job) or followed.metrics
+    figures = ", ".join(f"{name} {value:.4g}" for name, value in sorted(metrics.items()))
+    print(f"{job.job_name} completed{': ' + figures if figures else ''}")
+    print(f"adapter: {job.adapter_uri}")
+    print("next:")
+    print(f"  python -m pipeline convert --base-model {settings.base_model_uri} --adapter {job.adapter_uri} --out model.gguf")
+    print(
+        "  python -m pipeline validate --ollama-url http://<host>:11434 --model <tag> --holdout "
+        f"{dataset}/{contracts.HOLDOUT_FILE} --seeds {dataset}/{contracts.SEEDS_FILE} --out report/"
     )
     return EXIT_OK
 
@@ -375,7 +450,6 @@ def _parse_gates(assignments: list[str]):
 
 
 def _validate_model(args) -> int:
-    from pipeline.errors import InvalidArgument
     from pipeline.evaluation import evaluate
     from pipeline.scoring import scorer
     from pipeline.serving.ollama import OllamaClient
@@ -411,7 +485,6 @@ def _validate_model(args) -> int:
 
 def _score(args) -> int:
     from pipeline import contracts, storage
-    from pipeline.errors import InvalidArgument
     from pipeline.scoring import production, scorer
     from pipeline.serving.ollama import OllamaClient, Timeouts
 

@@ -107,6 +107,17 @@ TRAINING_JOB_NAME_MAX = 63
 TRAINING_JOB_PREFIX = MODEL_NAME
 
 
+# GPU families a training job may run on: SageMaker spot training and the 4-bit kernels need NVIDIA
+# GPUs (the stack's trainingInstanceType and `pipeline train --sagemaker --instance-type`).
+TRAINING_INSTANCE_FAMILIES = ("ml.g4dn", "ml.g5", "ml.g6", "ml.g6e", "ml.p3", "ml.p4d", "ml.p4de", "ml.p5")
+# Where `pipeline stage-base-model` puts Mistral-7B-Instruct-v0.2 in the artifact bucket by default.
+BASE_MODEL_PREFIX = "base-models/Mistral-7B-Instruct-v0.2/"
+
+
+def is_training_gpu_instance(instance_type: str) -> bool:
+    return instance_type.count(".") == 2 and instance_type.rsplit(".", 1)[0] in TRAINING_INSTANCE_FAMILIES
+
+
 # The stack's job-name prefix (config trainingJobPrefix); IAM scopes the jobs to "<prefix>-*".
 TRAINING_JOB_PREFIX_PATTERN = re.compile(r"^[a-z0-9](-?[a-z0-9]){0,25}$")
 

@@ -45,3 +45,10 @@ def test_serving_lambdas_need_no_torch_llama_cpp_or_database():
     serving = packages(ROOT / "requirements" / "serving.txt")
     assert {"httpx", "numpy", "matplotlib"} <= serving
     assert not serving & {"torch", "transformers", "llama-cpp-python", "psycopg2-binary", "pulumi", "moto"}
+
+
+def test_the_sagemaker_sdk_is_a_workstation_extra_only():
+    assert "sagemaker-core" in packages(ROOT / "requirements" / "sagemaker-sdk.txt")
+    for runtime in ("dataset.txt", "serving.txt", "convert.txt", "training.txt", "training-gpu.txt", "lambda-runtime.txt", "local.txt"):
+        assert not {name for name in packages(ROOT / "requirements" / runtime) if name.startswith("sagemaker")}, runtime
+    assert not {name for name in packages(ROOT / "requirements.txt") if name.startswith("sagemaker")}
