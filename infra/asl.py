@@ -1,7 +1,7 @@
 """Fill the state machine definition's ``${Placeholders}`` (statemachine/*.asl.json).
 
 Plain Python, no Pulumi: the orchestration component calls it with resolved values, tests call it
-with fixed ones. A placeholder that is a whole JSON string (``"${TrainingVolumeSizeGb}"``) becomes
+with fixed ones. A placeholder that is a whole JSON string (``"${StartTrainingParameters}"``) becomes
 the value's JSON (a number, list, object or boolean); one inside a longer string is replaced by
 text. Every placeholder must be given a value, and every value must be used.
 """
