@@ -116,6 +116,7 @@ class ModelServingConfig:
     quality_gates: dict[str, float]  # QualityGates field -> threshold, handed to ValidateModel as JSON
     validation_concurrency: int
     quantization: str
+    custom_model_share: float = 0.0  # percent of profiles ScoreProfiles routes to the custom model
 
 
 @dataclass(frozen=True)
@@ -438,7 +439,10 @@ def _serving(r: _Reader) -> ModelServingConfig:
     quantization = r.text("quantization").lower()
     if quantization not in QUANTIZATIONS:
         r.problem("quantization", f"must be one of {', '.join(QUANTIZATIONS)}, got {quantization!r}")
-    return ModelServingConfig(name, gates, r.integer("validationConcurrency", 1, 32), quantization)
+    share = r._float("customModelShare")
+    if share is not None and not 0 <= share <= 100:
+        r.problem("customModelShare", f"must be a percentage from 0 to 100, got {share:g}")
+    return ModelServingConfig(name, gates, r.integer("validationConcurrency", 1, 32), quantization, share if share is not None else 0.0)
 
 
 def _schedule(r: _Reader) -> ScheduleConfig:

@@ -55,6 +55,15 @@ def _holdout_sample(text: str) -> int:
     return value
 
 
+def _share(text: str) -> float:
+    from pipeline.scoring import routing
+
+    try:
+        return routing.parse_share(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _fraction(text: str) -> float:
     try:
         value = float(text)
@@ -202,6 +211,12 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--pointer", default=None, help="the production pointer (s3://<bucket>/models/current.json) to name the run")
     score.add_argument("--concurrency", type=_positive_int, default=4, help="profiles scored at once (default 4)")
     score.add_argument("--timeout", type=_positive_float, default=60.0, help="seconds per request before it is a timeout (default 60)")
+    score.add_argument(
+        "--share",
+        type=_share,
+        default=100.0,
+        help="percent of profiles the custom model scores, by a stable hash of twitter_id (customModelShare; default 100)",
+    )
     score.add_argument("--no-progress", action="store_true", help="no progress bar")
     run = commands.add_parser("run", help="the whole pipeline on this machine: dataset -> train -> GGUF -> deploy -> gates -> promote")
     run.add_argument(
@@ -502,17 +517,19 @@ def _score(args) -> int:
         backends, _ = scorer.backends_for(
             gguf_path=args.gguf, client=client, model=None if args.gguf else model, concurrency=args.concurrency
         )
-        results = production.score_profiles(rows, backends, model=model, run_id=run_id, progress=not args.no_progress)
+        results = production.score_profiles(rows, backends, model=model, run_id=run_id, share=args.share, progress=not args.no_progress)
     storage.write_bytes(args.out, "".join(json.dumps(result.to_json(), ensure_ascii=False) + "\n" for result in results).encode())
-    summary = production.summarize(results)
+    summary = production.summarize(results, args.share)
     failed = ", ".join(f"{name} {count}" for name, count in sorted(summary.failed.items())) or "none"
     latency = (
         f"latency p50 {summary.latency_p50_s:.2f} s, p95 {summary.latency_p95_s:.2f} s"
         if summary.latency_p50_s is not None
         else "no request sent"
     )
-    print(f"scored {summary.scored} of {summary.profiles}; failed: {failed}; {latency}; results {args.out}")
-    if summary.scored == 0 and summary.profiles > summary.failed.get(production.Failure.INVALID_PROFILE.value, 0):
+    share = f"; outside the {summary.share:g} % share (route teacher): {summary.outside_share}" if summary.share < 100 else ""
+    print(f"scored {summary.scored} of {summary.profiles}; failed: {failed}{share}; {latency}; results {args.out}")
+    invalid = summary.failed.get(production.Failure.INVALID_PROFILE.value, 0)
+    if summary.scored == 0 and summary.profiles > invalid + summary.outside_share:
         print("error: no profile was scored (see the failures above)", file=sys.stderr)
         return EXIT_ERROR
     return EXIT_OK

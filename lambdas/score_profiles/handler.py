@@ -3,14 +3,17 @@
 Environment: OLLAMA_URL, ARTIFACT_BUCKET, MODEL_NAME?, SCORING_CONCURRENCY? (requests in flight,
 default 4), SCORING_TIMEOUT_SECONDS? (per request, default 60), SCORING_MAX_BATCH? (default 100),
 HOST_INSTANCE_ID? (the host on demand: started when stopped, waited for HOST_WAKE_WAIT_SECONDS,
-default 60; not ready by then -> every profile answers failure "host_starting").
+default 60; not ready by then -> every profile answers failure "host_starting"), CUSTOM_MODEL_SHARE?
+(percent of profiles the custom model scores, by a stable hash of twitter_id; default 0: the
+teacher scores all, the migration's start).
 Event: {"profiles": [{"twitter_id", "username", "display_name"?, "bio"?, "created_at"?,
 "follower_count"?, "location"?}, ...]} - the source table's columns.
 Returns {"model", "run_id", "results": [one per profile, in order: {twitter_id, handle, score,
-reason, latency_s, model, run_id, failure, detail}], "summary": {profiles, scored, failed,
-latency_p50_s, latency_p95_s}}. A profile that cannot be scored has ``failure`` set (invalid_profile,
-host_starting, host_unavailable, timeout, model_not_found, request_refused, invalid_answer) and no score: the
-orchestrator scores it another way. Errors by name (the whole batch): InvalidArgument (no list of
+reason, latency_s, model, run_id, failure, detail, route}], "summary": {profiles, scored, failed,
+latency_p50_s, latency_p95_s, outside_share, share, to_teacher}}. ``route`` is "custom" (scored here)
+or "teacher": outside the share, or a fallback whose ``failure`` says why (invalid_profile,
+host_starting, host_unavailable, timeout, model_not_found, request_refused, invalid_answer); the
+orchestrator scores those with its teacher, so no profile is lost. Errors by name (the whole batch): InvalidArgument (no list of
 profiles, or more than SCORING_MAX_BATCH).
 """
 
@@ -25,7 +28,7 @@ from aws_lambda_powertools.metrics import MetricUnit
 
 from lambdas import settings as lambda_settings
 from pipeline.errors import InvalidArgument
-from pipeline.scoring import production
+from pipeline.scoring import production, routing
 from pipeline.serving import host, lifecycle
 from pipeline.serving.ollama import OllamaClient, RetryPolicy, Timeouts
 
@@ -41,6 +44,8 @@ class Settings(lambda_settings.OllamaSettings):
     # The host on demand: with its instance id, a stopped host is started and waited for (bounded).
     host_instance_id: str = lambda_settings.env("HOST_INSTANCE_ID", "")
     host_wake_wait_s: int = lambda_settings.env("HOST_WAKE_WAIT_SECONDS", 60, lambda_settings.positive_int)
+    # Gradual migration: the share of profiles the custom model scores (the stack's customModelShare).
+    custom_model_share: float = lambda_settings.env("CUSTOM_MODEL_SHARE", 0.0, routing.parse_share)
 
 
 def _profiles(event: dict, max_batch: int) -> list:
@@ -73,11 +78,20 @@ def handler(event: dict, context) -> dict:
             wake = functools.partial(host.wake, ec2, settings.host_instance_id, host.ollama_answers(probe), wait_s=wait_s)
         client = stack.enter_context(OllamaClient(settings.ollama_url, timeouts=Timeouts(request_s=settings.timeout_s)))
         results = production.score_batch(
-            profiles, client, model=config.production, run_id=run_id, concurrency=settings.concurrency, wake=wake
+            profiles,
+            client,
+            model=config.production,
+            run_id=run_id,
+            concurrency=settings.concurrency,
+            share=settings.custom_model_share,
+            wake=wake,
         )
-    summary = production.summarize(results)
+    summary = production.summarize(results, settings.custom_model_share)
+    metrics.add_metric(name="CustomModelShare", unit=MetricUnit.Percent, value=summary.share)
     metrics.add_metric(name="ProfilesScored", unit=MetricUnit.Count, value=summary.scored)
-    for reason, count in summary.failed.items():
+    metrics.add_metric(name="ProfilesToTeacher", unit=MetricUnit.Count, value=summary.to_teacher)
+    metrics.add_metric(name="ProfilesOutsideShare", unit=MetricUnit.Count, value=summary.outside_share)
+    for reason, count in summary.failed.items():  # fallbacks to the teacher, by reason
         metrics.add_metric(name=f"ProfilesFailed_{reason}", unit=MetricUnit.Count, value=count)
     logger.info("batch scored", extra={"summary": summary.to_json(), "run_id": run_id})
     return {"model": config.production, "run_id": run_id, "results": [r.to_json() for r in results], "summary": summary.to_json()}

@@ -5,8 +5,9 @@ A request is a row of the source table's profile columns (PROFILE_COLUMNS). It b
 instruction exactly as a training row's does (``records.fill_instruction``: the same cleaning,
 limits and template), with the teacher line the model saw most in training
 (``prompt.DEFAULT_INFERENCE_TEACHER``); the answer is parsed by the same rules as at validation
-(``prompt.parse_model_answer``). Every profile gets a result: a score with its reason, or a named
-failure - never a guessed score.
+(``prompt.parse_model_answer``). Every profile gets a result: a score with its reason (route
+``custom``), or route ``teacher`` - outside the custom model's share (routing.py), or a named
+failure the orchestrator falls back from - never a guessed score.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import numpy as np
 
 from pipeline import prompt
 from pipeline.dataset import records
-from pipeline.scoring import scorer
+from pipeline.scoring import routing, scorer
 from pipeline.serving import host
 from pipeline.serving.ollama import OllamaClient
 
@@ -66,7 +67,8 @@ class ScoringRequest:
 
 @dataclass(frozen=True)
 class ProfileScore:
-    """One profile's result. ``score`` is None exactly when ``failure`` is set."""
+    """One profile's result. With a score its route is ``custom``; without one it is ``teacher``
+    (the orchestrator asks Claude), and ``failure`` says why unless the profile was outside the share."""
 
     twitter_id: str
     handle: str
@@ -78,8 +80,16 @@ class ProfileScore:
     failure: str | None = None  # a Failure value
     detail: str = ""  # for a failure: what went wrong, one line
 
+    @property
+    def route(self) -> routing.Route:
+        return routing.Route.CUSTOM if self.score is not None else routing.Route.TEACHER
+
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        return {**asdict(self), "route": self.route.value}
+
+
+def _outside_share(share: float) -> str:
+    return f"outside the custom model's share ({share:g} %): the teacher scores it"
 
 
 def _text(row: Mapping[str, Any], column: str) -> str | None:
@@ -159,30 +169,52 @@ def _result(request: ScoringRequest, result: scorer.ScoreResult, model: str, run
     return ProfileScore(request.twitter_id, request.handle, None, "", latency, model, run_id, failure.value, detail[:300])
 
 
+@dataclass
+class _Plan:
+    """Rows sorted out before any model is asked: results for the invalid and the routed-out rows,
+    and the requests the custom model scores (with their row index)."""
+
+    results: list[ProfileScore | None]
+    requests: list[tuple[int, ScoringRequest]]
+
+
+def _plan(rows: Sequence[Any], *, model: str, run_id: str | None, share: float) -> _Plan:
+    plan = _Plan([None] * len(rows), [])
+    for index, row in enumerate(rows):
+        try:
+            request = scoring_request(row)
+        except InvalidProfile as exc:
+            twitter_id, handle = _row_identity(row)
+            plan.results[index] = ProfileScore(twitter_id, handle, None, "", 0.0, model, run_id, Failure.INVALID_PROFILE.value, str(exc))
+            continue
+        if routing.routed_to_custom(request.twitter_id, share):
+            plan.requests.append((index, request))
+        else:
+            plan.results[index] = ProfileScore(
+                request.twitter_id, request.handle, None, "", 0.0, model, run_id, None, _outside_share(share)
+            )
+    return plan
+
+
 def score_profiles(
     rows: Sequence[Any],
     backends: Sequence[scorer.Backend],
     *,
     model: str,
     run_id: str | None = None,
+    share: float = routing.FULL_SHARE,
     progress: bool = False,
 ) -> list[ProfileScore]:
     """Score request rows (PROFILE_COLUMNS) with ``backends`` (Ollama on the production tag, or a
-    GGUF in llama.cpp), ``len(backends)`` at a time. One result per row, in the rows' order."""
-    results: list[ProfileScore | None] = [None] * len(rows)
-    requests: list[tuple[int, ScoringRequest]] = []
-    for index, row in enumerate(rows):
-        try:
-            requests.append((index, scoring_request(row)))
-        except InvalidProfile as exc:
-            twitter_id, handle = _row_identity(row)
-            results[index] = ProfileScore(twitter_id, handle, None, "", 0.0, model, run_id, Failure.INVALID_PROFILE.value, str(exc))
-    if requests:
-        profiles = [scorer.Profile(request.handle, request.instruction, math.nan) for _, request in requests]
+    GGUF in llama.cpp), ``len(backends)`` at a time; only the rows within ``share`` percent
+    (routing.py), the others answer route teacher. One result per row, in the rows' order."""
+    plan = _plan(rows, model=model, run_id=run_id, share=routing.check_share(share))
+    if plan.requests:
+        profiles = [scorer.Profile(request.handle, request.instruction, math.nan) for _, request in plan.requests]
         scored = scorer.score_profiles(backends, profiles, progress=progress, description="score")  # in the profiles' order
-        for (index, request), result in zip(requests, scored, strict=True):
-            results[index] = _result(request, result, model, run_id)
-    return [result for result in results if result is not None]
+        for (index, request), result in zip(plan.requests, scored, strict=True):
+            plan.results[index] = _result(request, result, model, run_id)
+    return [result for result in plan.results if result is not None]
 
 
 def score_batch(
@@ -192,55 +224,64 @@ def score_batch(
     model: str,
     run_id: str | None,
     concurrency: int,
+    share: float = routing.FULL_SHARE,
     wake: Callable[[], host.HostStatus] | None = None,
 ) -> list[ProfileScore]:
-    """A batch on the Ollama host, woken first when ``wake`` is given (the host on demand): a host
-    still starting answers ``host_starting`` for every valid row, one that cannot be used
-    ``host_unavailable`` - results, not errors, so that the caller scores those rows another way."""
-    try:
-        status = wake() if wake else host.HostStatus.READY
-    except host.HostUnavailable as exc:
-        return not_scored(rows, model=model, run_id=run_id, failure=Failure.HOST_UNAVAILABLE, detail=str(exc))
-    if status is host.HostStatus.STARTING:
-        detail = "the Ollama host was stopped and is starting: send the batch again in a few minutes"
-        return not_scored(rows, model=model, run_id=run_id, failure=Failure.HOST_STARTING, detail=detail)
-    return score_profiles(rows, [scorer.OllamaBackend(client, model)] * concurrency, model=model, run_id=run_id)
-
-
-def not_scored(rows: Sequence[Any], *, model: str, run_id: str | None, failure: Failure, detail: str) -> list[ProfileScore]:
-    """One result per row without asking the model (the host is starting): rows that are not valid
-    requests still say why they never could be."""
-    results = []
-    for row in rows:
+    """A batch on the Ollama host, woken first when ``wake`` is given (the host on demand) and some
+    row is the custom model's to score: a host still starting answers ``host_starting`` for those
+    rows, one that cannot be used ``host_unavailable`` - results with route teacher, not errors, so
+    that the orchestrator scores them with its teacher. A batch wholly outside the share never
+    wakes the host."""
+    share = routing.check_share(share)
+    if wake and _plan(rows, model=model, run_id=run_id, share=share).requests:
         try:
-            request = scoring_request(row)
-        except InvalidProfile as exc:
-            twitter_id, handle = _row_identity(row)
-            results.append(ProfileScore(twitter_id, handle, None, "", 0.0, model, run_id, Failure.INVALID_PROFILE.value, str(exc)))
-            continue
-        results.append(ProfileScore(request.twitter_id, request.handle, None, "", 0.0, model, run_id, failure.value, detail))
-    return results
+            status = wake()
+        except host.HostUnavailable as exc:
+            return not_scored(rows, model=model, run_id=run_id, failure=Failure.HOST_UNAVAILABLE, detail=str(exc), share=share)
+        if status is host.HostStatus.STARTING:
+            detail = "the Ollama host was stopped and is starting: send the batch again in a few minutes"
+            return not_scored(rows, model=model, run_id=run_id, failure=Failure.HOST_STARTING, detail=detail, share=share)
+    return score_profiles(rows, [scorer.OllamaBackend(client, model)] * concurrency, model=model, run_id=run_id, share=share)
+
+
+def not_scored(
+    rows: Sequence[Any], *, model: str, run_id: str | None, failure: Failure, detail: str, share: float = routing.FULL_SHARE
+) -> list[ProfileScore]:
+    """One result per row without asking the model (the host is starting): rows that are not valid
+    requests still say why they never could be, rows outside the share say so."""
+    plan = _plan(rows, model=model, run_id=run_id, share=share)
+    for index, request in plan.requests:
+        plan.results[index] = ProfileScore(request.twitter_id, request.handle, None, "", 0.0, model, run_id, failure.value, detail)
+    return [result for result in plan.results if result is not None]
 
 
 @dataclass(frozen=True)
 class Summary:
     profiles: int
-    scored: int
-    failed: dict[str, int]
+    scored: int  # route custom: the custom model's scores
+    failed: dict[str, int]  # fallbacks to the teacher, by reason
     latency_p50_s: float | None
     latency_p95_s: float | None
+    outside_share: int = 0  # route teacher by the share, not by a failure
+    share: float = routing.FULL_SHARE  # the customModelShare in force
+
+    @property
+    def to_teacher(self) -> int:
+        return self.profiles - self.scored
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        return {**asdict(self), "to_teacher": self.to_teacher}
 
 
-def summarize(results: Iterable[ProfileScore]) -> Summary:
+def summarize(results: Iterable[ProfileScore], share: float = routing.FULL_SHARE) -> Summary:
     results = list(results)
     failed: dict[str, int] = {}
     for result in results:
         if result.failure:
             failed[result.failure] = failed.get(result.failure, 0) + 1
     unsent = (Failure.INVALID_PROFILE.value, Failure.HOST_STARTING.value)
-    latencies = [result.latency_s for result in results if result.failure not in unsent]
+    asked = [result for result in results if result.failure is not None or result.score is not None]
+    latencies = [result.latency_s for result in asked if result.failure not in unsent]
     p50, p95 = (float(np.percentile(latencies, q)) for q in (50, 95)) if latencies else (None, None)
-    return Summary(len(results), sum(result.score is not None for result in results), failed, p50, p95)
+    outside = len(results) - len(asked)
+    return Summary(len(results), sum(result.score is not None for result in results), failed, p50, p95, outside, share)

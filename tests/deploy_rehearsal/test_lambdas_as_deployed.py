@@ -93,10 +93,14 @@ def test_a_weekly_run_through_every_zip_lambda(deployed_functions, aws_world, db
         instance = ec2.run_instances(ImageId=image, MinCount=1, MaxCount=1, InstanceType="g4dn.xlarge")["Instances"][0]["InstanceId"]
         ec2.stop_instances(InstanceIds=[instance])
         batch = {"profiles": [{"twitter_id": "42", "username": "neuro_jane", "bio": "PhD at MIT"}, {"twitter_id": "43"}]}
-        scored = deployed_functions["score-profiles"].invoke(batch, {**serving, "HOST_INSTANCE_ID": instance}, tmp_path)
+        at_full_share = {**serving, "HOST_INSTANCE_ID": instance, "CUSTOM_MODEL_SHARE": "100"}  # the migration's end
+        scored = deployed_functions["score-profiles"].invoke(batch, at_full_share, tmp_path)
         assert ec2.describe_instances(InstanceIds=[instance])["Reservations"][0]["Instances"][0]["State"]["Name"] == "running"
         assert scored.get("result", {}).get("run_id") == run_id, scored
-        assert [(r["twitter_id"], r["failure"]) for r in scored["result"]["results"]] == [("42", None), ("43", "invalid_profile")]
+        assert [(r["twitter_id"], r["failure"], r["route"]) for r in scored["result"]["results"]] == [
+            ("42", None, "custom"),
+            ("43", "invalid_profile", "teacher"),
+        ]
         # A later run that fails its gates is rolled back; production stays.
         storage.write_bytes(f"s3://{bucket}/runs/run-2/model.gguf", b"GGUF" + b"\x01" * 4096)
         assert "result" in deployed_functions["deploy-model"].invoke(

@@ -76,6 +76,8 @@ def test_typed_values_are_converted(mocks):
         ({"gateSeedMeanMin": "1.2"}, "gateSeedMeanMin must be within [0, 1], got 1.2"),
         ({"gateCorrelationMin": "-1.1"}, "gateCorrelationMin must be within [-1, 1]"),
         ({"gateValidJsonRateMin": "high"}, "gateValidJsonRateMin must be a number"),
+        ({"customModelShare": "150"}, "customModelShare must be a percentage from 0 to 100, got 150"),
+        ({"customModelShare": "ten"}, "customModelShare must be a number"),
         ({"gateLatencyP95MaxSeconds": "0"}, "gateLatencyP95MaxSeconds must be above 0"),
         ({"databaseSecretArn": ""}, "databaseSecretArn is required"),
         ({"databaseSecretArn": "my-db-password"}, "databaseSecretArn must be a Secrets Manager secret ARN"),

@@ -135,6 +135,8 @@ def test_lambdas_have_their_sizes_environment_and_network(deploy):
         assert functions[stage]["vpcConfig"]["securityGroupIds"] == [security_group_id("ollama-client-sg")]
         assert functions[stage]["environment"]["variables"]["OLLAMA_URL"] == "http://10.0.1.23:11434"
         assert functions[stage]["environment"]["variables"]["MODEL_NAME"] == "mistral-researcher"
+    # The migration starts with the teacher scoring every profile (customModelShare's default).
+    assert functions["score-profiles"]["environment"]["variables"]["CUSTOM_MODEL_SHARE"] == "0"
     gates = json.loads(functions["validate-model"]["environment"]["variables"]["QUALITY_GATES"])
     assert gates == {
         "seed_mean_min": 0.75,

@@ -3,7 +3,9 @@ run named from the pointer; against the contract-test Ollama server and moto's S
 
 from __future__ import annotations
 
+import hashlib
 import json
+import re
 
 import pytest
 
@@ -34,6 +36,7 @@ def host(monkeypatch, bucket):
         monkeypatch.setenv("ARTIFACT_BUCKET", bucket)
         monkeypatch.setenv("POWERTOOLS_SERVICE_NAME", "test")
         monkeypatch.setenv("POWERTOOLS_METRICS_NAMESPACE", "test")
+        monkeypatch.setenv("CUSTOM_MODEL_SHARE", "100")  # the migration's end: the custom model scores every profile
         server.state.models["mistral-researcher:latest"] = {"files": {}, "template": "", "system": "", "parameters": {}}
         server.state.responder = echo_teacher_responder({"neuro_jane": 0.93, "crypto_bob": 0.04})
         yield server, bucket
@@ -108,3 +111,77 @@ def test_a_host_that_cannot_be_described_is_host_unavailable_per_profile(host, m
     answer = score.handler({"profiles": PROFILES}, Context())
     assert [r["failure"] for r in answer["results"]] == ["host_unavailable", "invalid_profile", "host_unavailable"]
     assert "InvalidInstanceID.NotFound" in answer["results"][0]["detail"]
+    assert {r["route"] for r in answer["results"]} == {"teacher"}  # every one falls back to Claude: none lost
+
+
+def expected_position(twitter_id: str) -> float:
+    """The routing contract, as the orchestrator may compute it: sha256("customModelShare:" + id),
+    first 8 bytes big-endian, as a percentage."""
+    digest = hashlib.sha256(b"customModelShare:" + twitter_id.encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64 * 100
+
+
+def batch(count: int) -> list[dict]:
+    return [{"twitter_id": str(1000 + i), "username": f"user_{i}", "bio": "PhD student"} for i in range(count)]
+
+
+def test_the_share_routes_a_stable_hash_based_set_of_profiles_to_the_custom_model(host, monkeypatch, capsys):
+    server, _ = host
+    monkeypatch.setenv("CUSTOM_MODEL_SHARE", "30")
+    profiles = batch(40)
+    answer = score.handler({"profiles": profiles}, Context())
+
+    custom = {p["twitter_id"] for p in profiles if expected_position(p["twitter_id"]) < 30}
+    assert 0 < len(custom) < len(profiles)
+    for result in answer["results"]:
+        if result["twitter_id"] in custom:
+            assert result["route"] == "custom" and result["score"] is not None and result["failure"] is None
+        else:
+            assert result["route"] == "teacher" and result["score"] is None and result["failure"] is None
+            assert "outside the custom model's share (30 %)" in result["detail"]
+    asked = {re.search(r"^handle: (.*)$", r["prompt"], re.M).group(1) for r in server.state.generate_requests}
+    assert asked == {p["username"] for p in profiles if p["twitter_id"] in custom}  # the others never reach the host
+    summary = answer["summary"]
+    assert (summary["share"], summary["scored"], summary["outside_share"]) == (30.0, len(custom), 40 - len(custom))
+    assert summary["to_teacher"] == 40 - len(custom)
+    emitted = [json.loads(line) for line in capsys.readouterr().out.splitlines() if '"_aws"' in line][-1]
+    assert emitted["CustomModelShare"] == [30.0] and emitted["ProfilesScored"] == [float(len(custom))]
+    assert emitted["ProfilesToTeacher"] == [float(40 - len(custom))] and emitted["ProfilesOutsideShare"] == [float(40 - len(custom))]
+
+    again = score.handler({"profiles": list(reversed(profiles))}, Context())  # another batch, another order: same routes
+    assert {r["twitter_id"]: r["route"] for r in again["results"]} == {r["twitter_id"]: r["route"] for r in answer["results"]}
+
+
+def test_an_invalid_answer_falls_back_to_the_teacher_for_that_profile_only(host, monkeypatch, capsys):
+    server, _ = host
+    server.state.responder = lambda model, body: (
+        "not json"
+        if "handle: crypto_bob" in body["prompt"]
+        else json.dumps({"handle": "neuro_jane", "score": "0.91", "reason": "PhD neuroscientist"})
+    )
+    answer = score.handler({"profiles": PROFILES}, Context())
+    assert [(r["route"], r["failure"]) for r in answer["results"]] == [
+        ("custom", None),
+        ("teacher", "invalid_profile"),
+        ("teacher", "invalid_answer"),
+    ]
+    emitted = [json.loads(line) for line in capsys.readouterr().out.splitlines() if '"_aws"' in line][-1]
+    assert emitted["ProfilesFailed_invalid_answer"] == [1.0] and emitted["ProfilesToTeacher"] == [2.0]
+
+
+def test_a_share_of_zero_never_wakes_the_host(host, stopped_host, monkeypatch):
+    server, _ = host
+    ec2, instance = stopped_host
+    monkeypatch.setenv("HOST_INSTANCE_ID", instance)
+    monkeypatch.setenv("CUSTOM_MODEL_SHARE", "0")
+    answer = score.handler({"profiles": PROFILES}, Context())
+    assert [(r["route"], r["failure"]) for r in answer["results"]] == [("teacher", None), ("teacher", "invalid_profile"), ("teacher", None)]
+    assert ec2.describe_instances(InstanceIds=[instance])["Reservations"][0]["Instances"][0]["State"]["Name"] == "stopped"
+    assert server.state.generate_requests == []
+
+
+@pytest.mark.parametrize("share", ["-1", "101", "ten", "nan"])
+def test_a_share_outside_0_to_100_is_a_named_error(host, monkeypatch, share):
+    monkeypatch.setenv("CUSTOM_MODEL_SHARE", share)
+    with pytest.raises(InvalidArgument, match="CUSTOM_MODEL_SHARE"):
+        score.handler({"profiles": PROFILES}, Context())
