@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from pipeline import contracts, runs, storage
+from pipeline.evaluation import champion
 from pipeline.evaluation import gates as gates_module
 from pipeline.evaluation import report as report_module
 from pipeline.evaluation.gates import QualityGates
@@ -39,7 +40,12 @@ def evaluate(
     gates: QualityGates = QualityGates(),
     max_holdout: int | None = DEFAULT_MAX_HOLDOUT,
     progress: bool = True,
+    champion_backends: Sequence[Backend] | None = None,
+    champion_model: str | None = None,
 ) -> dict[str, Any]:
+    """Score the holdout and seed profiles, apply the gates, write the report. With
+    ``champion_backends`` (the model in production) the same holdout is scored by it too, and the
+    champion/challenger gates compare the two (champion.py); without, they pass (nothing to beat)."""
     holdout_profiles = sample_holdout(read_profiles(holdout_uri), max_holdout)
     seed_profiles = read_profiles(seeds_uri)
     # Checked before any model call: a clear error, fast.
@@ -49,12 +55,16 @@ def evaluate(
         raise gates_module.EmptyEvaluationSet(f"{seeds_uri} has no profiles: the seed gates cannot be evaluated")
     results = score_profiles(backends, [*holdout_profiles, *seed_profiles], progress=progress)
     holdout, seeds = results[: len(holdout_profiles)], results[len(holdout_profiles) :]
-    metrics = gates_module.compute_metrics(holdout, seeds)
+    comparison, champion_holdout = None, None
+    if champion_backends:
+        champion_holdout = score_profiles(champion_backends, holdout_profiles, progress=progress, description="production")
+        comparison = champion.compare(holdout, champion_holdout, champion_model=champion_model or "production")
+    metrics = gates_module.compute_metrics(holdout, seeds, comparison)
     gate_results = gates_module.evaluate(metrics, gates)
     report = report_module.build_report(
         model=model, backend=backend_name, metrics=metrics, gates=gate_results, thresholds=gates.as_dict(), holdout=holdout, seeds=seeds
     )
-    written = report_module.write_report(out_uri, report, holdout, seeds)
+    written = report_module.write_report(out_uri, report, holdout, seeds, champion_holdout)
     return {
         "passed": report["passed"],
         "failed_gates": report["failed_gates"],
@@ -79,8 +89,12 @@ def validate_model(
 ) -> dict[str, Any]:
     """The ValidateModel state: the run's holdout and seed profiles scored by its candidate tag;
     runs/<run_id>/report/ written."""
+    from pipeline.serving import lifecycle
+
     dataset = runs.dataset_uri(root, run_id)
     candidate = config.candidate(run_id)
+    # The model in production, when there is one, scores the same holdout (champion/challenger).
+    in_production = lifecycle.read_pointer(root, config) is not None
     summary = evaluate(
         [OllamaBackend(client, candidate)] * concurrency,
         model=candidate,
@@ -91,5 +105,7 @@ def validate_model(
         gates=gates,
         max_holdout=max_holdout,
         progress=progress,
+        champion_backends=[OllamaBackend(client, config.production)] * concurrency if in_production else None,
+        champion_model=config.production,
     )
     return {"run_id": run_id, **summary}

@@ -17,6 +17,7 @@ import numpy as np
 
 from pipeline.contracts import GATE_RULES, GATES, MIN_HOLDOUT_PROFILES, MIN_SEED_SAMPLE
 from pipeline.errors import InvalidArgument, PipelineError
+from pipeline.evaluation import champion as champion_module
 from pipeline.scoring.scorer import ScoreResult
 
 INVALID_ANSWER_SCORE = 0.0
@@ -40,6 +41,8 @@ class QualityGates:
     latency_p50_max_s: float = _default("latency_p50_max_s")
     latency_p95_max_s: float = _default("latency_p95_max_s")
     valid_json_rate_min: float = _default("valid_json_rate_min")
+    champion_pearson_drop_max: float = _default("champion_pearson_drop_max")
+    champion_mae_rise_max: float = _default("champion_mae_rise_max")
 
     def __post_init__(self) -> None:
         for rule in GATES:
@@ -113,7 +116,9 @@ def _percentile(values: Sequence[float], q: float) -> float:
     return float(np.percentile(np.asarray(values, dtype=np.float64), q))
 
 
-def compute_metrics(holdout: Sequence[ScoreResult], seeds: Sequence[ScoreResult]) -> dict[str, Any]:
+def compute_metrics(
+    holdout: Sequence[ScoreResult], seeds: Sequence[ScoreResult], champion: champion_module.Comparison | None = None
+) -> dict[str, Any]:
     if not holdout:
         raise EmptyEvaluationSet("the holdout set has no profiles: the correlation gate cannot be evaluated")
     if not seeds:
@@ -141,6 +146,7 @@ def compute_metrics(holdout: Sequence[ScoreResult], seeds: Sequence[ScoreResult]
         "prompt_tokens_mean": float(np.mean([r.prompt_tokens for r in everything])),
         "answer_tokens_mean": float(np.mean([r.answer_tokens for r in everything])),
         "answer_tokens_max": int(max(r.answer_tokens for r in everything)),
+        **(champion.metrics() if champion else {"champion_pearson_drop": None, "champion_mae_rise": None, "champion": None}),
     }
 
 
@@ -168,10 +174,26 @@ def _sample_too_small(metric: str, metrics: Mapping[str, Any]) -> str:
     return f"too few profiles: {metrics[sample]} {sample}, at least {floor} needed" if metrics[sample] < floor else ""
 
 
+def _champion_gate(rule, metrics: Mapping[str, Any], threshold: float) -> GateResult | None:
+    """The champion gates' own cases: nothing in production yet, or production's correlation undefined."""
+    if not rule.metric.startswith("champion_"):
+        return None
+    comparison = metrics.get("champion")
+    if comparison is None:
+        return GateResult(rule.metric, None, threshold, rule.comparison, True, champion_module.NO_CHAMPION)
+    if metrics[rule.metric] is None and comparison["champion_pearson"] is None:
+        return GateResult(rule.metric, None, threshold, rule.comparison, True, "the production model's correlation is undefined")
+    return None
+
+
 def evaluate(metrics: dict[str, Any], gates: QualityGates) -> list[GateResult]:
     results = []
     for rule in GATES:
         threshold = getattr(gates, rule.name)
+        special = _champion_gate(rule, metrics, threshold)
+        if special:
+            results.append(special)
+            continue
         too_small = _sample_too_small(rule.metric, metrics)
         if too_small:
             results.append(GateResult(rule.metric, metrics[rule.metric], threshold, rule.comparison, False, too_small))

@@ -18,6 +18,7 @@ from pipeline.scoring.scorer import ScoreResult
 SCATTER_PNG = "model_vs_teacher.png"
 HISTOGRAM_PNG = "score_histograms.png"
 LATENCY_PNG = "latency.png"
+CHAMPION_PNG = "champion_vs_candidate.png"
 REPORT_FORMAT = "researcher-scorer-report/v1"
 
 
@@ -71,7 +72,9 @@ def _png(figure) -> bytes:
     return buffer.getvalue()
 
 
-def plots(holdout: Sequence[ScoreResult], seeds: Sequence[ScoreResult]) -> dict[str, bytes]:
+def plots(
+    holdout: Sequence[ScoreResult], seeds: Sequence[ScoreResult], champion_holdout: Sequence[ScoreResult] | None = None
+) -> dict[str, bytes]:
     import matplotlib
 
     matplotlib.use("Agg")  # files only, no display
@@ -107,6 +110,24 @@ def plots(holdout: Sequence[ScoreResult], seeds: Sequence[ScoreResult]) -> dict[
     axes.hist([r.latency_s for r in [*holdout, *seeds]], bins=30)
     axes.set(title="Latency per profile", xlabel="seconds", ylabel="profiles")
     images[LATENCY_PNG] = _png(figure)
+
+    if champion_holdout:
+        from pipeline.evaluation.gates import effective_score
+
+        figure = Figure(figsize=(5, 5))
+        axes = figure.subplots()
+        theirs = [abs(effective_score(r) - r.profile.teacher_score) for r in champion_holdout]
+        ours = [abs(effective_score(r) - r.profile.teacher_score) for r in holdout]
+        axes.scatter(theirs, ours, s=10, alpha=0.6)
+        axes.plot([0, 1], [0, 1], color="grey", linewidth=0.8)
+        axes.set(
+            xlabel="production model's error |score - teacher|",
+            ylabel="candidate's error",
+            xlim=(-0.02, 1.02),
+            ylim=(-0.02, 1.02),
+            title="Same holdout profiles: below the line, the candidate is closer",
+        )
+        images[CHAMPION_PNG] = _png(figure)
     return images
 
 
@@ -152,6 +173,7 @@ def markdown(report: dict[str, Any]) -> str:
         f"![latency]({LATENCY_PNG})",
         "",
     ]
+    lines += champion_markdown(metrics.get("champion"))
     invalid = [row for row in report["profiles"] if not row["valid"]]
     if invalid:
         lines += ["## Invalid answers", "", "| set | handle | error | answer |", "| --- | --- | --- | --- |"]
@@ -162,10 +184,41 @@ def markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def write_report(out_uri: str, report: dict[str, Any], holdout: Sequence[ScoreResult], seeds: Sequence[ScoreResult]) -> dict[str, str]:
+def champion_markdown(comparison: dict[str, Any] | None) -> list[str]:
+    lines = ["## Champion / challenger", ""]
+    if comparison is None:
+        return [*lines, "No model in production yet: nothing to compare with; the champion gates pass.", ""]
+
+    def interval(bounds) -> str:
+        return "undefined" if bounds is None else f"[{bounds[0]:+.3f}, {bounds[1]:+.3f}]"
+
+    return [
+        *lines,
+        f"The same {comparison['profiles']} holdout profiles scored by the candidate and by "
+        f"`{markdown_text(comparison['champion'])}` (in production); 95 % bootstrap intervals on candidate minus production.",
+        "",
+        "| | candidate | production | difference | 95 % interval |",
+        "| --- | --- | --- | --- | --- |",
+        f"| Pearson with the teacher | {_fmt(comparison['candidate_pearson'])} | {_fmt(comparison['champion_pearson'])} | "
+        f"{_fmt(comparison['pearson_delta'])} | {interval(comparison['pearson_delta_interval'])} |",
+        f"| mean absolute error | {_fmt(comparison['candidate_mae'])} | {_fmt(comparison['champion_mae'])} | "
+        f"{_fmt(comparison['mae_delta'])} | {interval(comparison['mae_delta_interval'])} |",
+        "",
+        f"![champion vs candidate]({CHAMPION_PNG})",
+        "",
+    ]
+
+
+def write_report(
+    out_uri: str,
+    report: dict[str, Any],
+    holdout: Sequence[ScoreResult],
+    seeds: Sequence[ScoreResult],
+    champion_holdout: Sequence[ScoreResult] | None = None,
+) -> dict[str, str]:
     """Write the plots, report.md and report.json (last: its presence marks a complete report)."""
     written = {}
-    for name, data in plots(holdout, seeds).items():
+    for name, data in plots(holdout, seeds, champion_holdout).items():
         written[name] = storage.join(out_uri, name)
         storage.write_bytes(written[name], data)
     written[REPORT_MD] = storage.join(out_uri, REPORT_MD)

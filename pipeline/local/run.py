@@ -202,6 +202,18 @@ def run(options: RunOptions, note: Callable[[str], None] = print, on_stage: Call
                 model=config.candidate(run_id) if client else None,
                 concurrency=options.concurrency,
             )
+            # The model in production (an earlier run's), if any, scores the same holdout: champion/challenger.
+            in_production = lifecycle.read_pointer(root, config)
+            champion_backends, champion_model = None, None
+            if in_production and (client or Path(str(in_production.get("production", ""))).is_file()):
+                champion_model = config.production if client else str(in_production["production"])
+                champion_backends, _ = scorer.backends_for(
+                    gguf_path=None if client else champion_model,
+                    client=client,
+                    model=champion_model if client else None,
+                    concurrency=options.concurrency,
+                )
+                summary["champion_run"] = in_production.get("run_id")
             verdict = evaluation.evaluate(
                 backends,
                 model=summary["candidate"],
@@ -212,6 +224,8 @@ def run(options: RunOptions, note: Callable[[str], None] = print, on_stage: Call
                 gates=options.gates,
                 max_holdout=options.max_holdout or evaluation.DEFAULT_MAX_HOLDOUT,
                 progress=options.progress,
+                champion_backends=champion_backends,
+                champion_model=champion_model,
             )
             summary["validation"] = verdict
 

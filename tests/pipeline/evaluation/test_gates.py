@@ -131,6 +131,8 @@ def test_thresholds_default_to_the_seed_and_bad_ones_are_refused():
         "latency_p50_max_s": 5.0,
         "latency_p95_max_s": 5.0,
         "valid_json_rate_min": 0.98,
+        "champion_pearson_drop_max": 0.02,  # Phase 4: not worse than production (not in the spec's list)
+        "champion_mae_rise_max": 0.02,
     }
     assert QualityGates.from_mapping({"correlation_min": "0.8"}).correlation_min == 0.8
     for bad in ({"seed_mean_min": 1.5}, {"latency_p95_max_s": 0}, {"corelation_min": 0.8}, {"seed_min_min": "x"}):
