@@ -114,6 +114,19 @@ def test_a_run_that_passes_the_gates_is_promoted_and_everything_agrees(loaded_da
         assert pointer["gguf_sha256"] == json.loads((run_dir / "model.gguf.json").read_text())["sha256"]
         assert ollama.state.models["mistral-researcher:latest"] == ollama.state.models[model_tag(result.run_id)]
         assert set(summary["stages"]) == set(local_run.STAGES)
+        first_gates = {gate["name"]: gate for gate in report["gates"]}
+        assert first_gates["champion_pearson_drop"]["passed"] and first_gates["champion_pearson_drop"]["value"] is None  # nothing to beat
+
+        # A second run is compared with the first, now in production, on the same holdout.
+        ollama.state.generate_requests.clear()
+        second = local_run.run(options, note=lambda message: None)
+        second_report = json.loads((tmp_path / "runs" / second.run_id / "report" / "report.json").read_text())
+        comparison = second_report["metrics"]["champion"]
+        assert second.summary["champion_run"] == result.run_id and comparison["champion"] == "mistral-researcher:latest"
+        assert comparison["profiles"] == second_report["metrics"]["holdout_profiles"]
+        assert {request["model"] for request in ollama.state.generate_requests} == {"mistral-researcher:latest", model_tag(second.run_id)}
+        second_gates = {gate["name"]: gate for gate in second_report["gates"]}
+        assert second_gates["champion_pearson_drop"]["value"] == pytest.approx(0.0) and second.promoted  # the same answers: not worse
 
 
 def test_a_failed_gate_exits_3_and_keeps_the_current_model(loaded_database, tmp_path, capsys):
