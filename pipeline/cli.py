@@ -218,6 +218,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="percent of profiles the custom model scores, by a stable hash of twitter_id (customModelShare; default 100)",
     )
     score.add_argument("--no-progress", action="store_true", help="no progress bar")
+    history_parser = commands.add_parser("runs", help="the run history: every run, passed or not, and every operator action")
+    history_commands = history_parser.add_subparsers(dest="runs_command", required=True)
+    runs_list = history_commands.add_parser("list", help="every run with its outcome, dataset and metrics")
+    runs_list.add_argument("--root", default=".", help="where runs/ lives: a directory or s3://<bucket> (default: .)")
+    runs_compare = history_commands.add_parser("compare", help="two runs side by side: a table and a plot")
+    runs_compare.add_argument("first", help="a run id")
+    runs_compare.add_argument("second", help="another run id")
+    runs_compare.add_argument("--root", default=".", help="where runs/ lives: a directory or s3://<bucket> (default: .)")
+    runs_compare.add_argument("--plot", default=None, help="the plot's PNG (default: compare-FIRST-SECOND.png here)")
     run = commands.add_parser("run", help="the whole pipeline on this machine: dataset -> train -> GGUF -> deploy -> gates -> promote")
     run.add_argument(
         "--database-url",
@@ -539,6 +548,78 @@ def _or_undefined(value) -> str:
     return "undefined" if value is None else f"{value:.3f}"
 
 
+def _cell(value) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.3f}"
+    if isinstance(value, dict):
+        return ", ".join(f"{key} {count}" for key, count in value.items())
+    return str(value)
+
+
+def _runs_list(args) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from pipeline import history
+
+    found = history.read(args.root)
+    table = Table(title=f"runs in {history.index_uri(args.root)}")
+    table.add_column("run", no_wrap=True)
+    for column in ("time", "outcome", "rows", "pearson", "mae", "seed mean/min", "pearson vs production"):
+        table.add_column(column)
+    for record in found.runs().values():
+        validation = record.get("validation") or {}
+        metrics = validation.get("metrics") or {}
+        champion = validation.get("champion")
+        table.add_row(
+            record["run_id"],
+            str(record.get("time", "")).replace("+00:00", "Z"),
+            str(record.get("outcome")) + (f" ({record['error'][:60]})" if record.get("error") else ""),
+            _cell(history.value_at(record, ("dataset", "rows"))),
+            _cell(metrics.get("pearson")),
+            _cell(metrics.get("mae")),
+            f"{_cell(metrics.get('seed_mean'))}/{_cell(metrics.get('seed_min'))}",
+            "first" if validation and champion is None else _cell((champion or {}).get("pearson_delta")),
+        )
+    console = Console()
+    console.print(table)
+    for action in found.actions():
+        forced = " (forced)" if action.get("forced") else ""
+        console.print(f"{action['time']}: {action['kind']} {action['run_id']}{forced}, replacing {action.get('replaced') or 'nothing'}")
+    if found.unreadable:
+        print(f"warning: {found.unreadable} line(s) of {history.index_uri(args.root)} are not run records", file=sys.stderr)
+    if not found.records:
+        print(f"no runs recorded in {history.index_uri(args.root)} yet")
+    else:
+        print("reports: <root>/runs/<run>/report/report.md; teacher mix and training: python -m pipeline runs compare A B")
+    return EXIT_OK
+
+
+def _runs_compare(args) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from pipeline import history, storage
+
+    found = history.read(args.root)
+    first, second = history.pick(found, args.first), history.pick(found, args.second)
+    table = Table(title=f"{args.first} vs {args.second}")
+    for column in ("", args.first, args.second, "difference"):
+        table.add_column(column)
+    for label, path in history.COMPARED:
+        a, b = history.value_at(first, path), history.value_at(second, path)
+        x, y = history.as_number(a), history.as_number(b)
+        difference = f"{y - x:+.3f}" if x is not None and y is not None and label in history.NUMERIC else ""
+        table.add_row(label, _cell(a), _cell(b), difference)
+    Console().print(table)
+    plot = args.plot or f"compare-{args.first}-{args.second}.png"
+    storage.write_bytes(plot, history.compare_plot(first, second))
+    print(f"plot: {plot}")
+    return EXIT_OK
+
+
 def _run(args) -> int:
     from rich.console import Console
     from rich.table import Table
@@ -604,6 +685,8 @@ HANDLERS = {
     ("validate", None): _validate_model,
     ("score", None): _score,
     ("run", None): _run,
+    ("runs", "list"): _runs_list,
+    ("runs", "compare"): _runs_compare,
     ("stage-base-model", None): _stage_base_model,
 }
 

@@ -257,3 +257,33 @@ class HashingWriter:
     @property
     def sha256(self) -> str:
         return self._sha256.hexdigest()
+
+
+def read_with_etag(uri: str) -> tuple[bytes | None, str | None]:
+    """An S3 object's bytes and ETag (None, None when absent): the base of a conditional rewrite."""
+    bucket, key = split_s3_uri(uri)
+    try:
+        response = _s3_client().get_object(Bucket=bucket, Key=key)
+        return response["Body"].read(), response["ETag"]
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") in {"404", "NoSuchKey", "NotFound"}:
+            return None, None
+        raise StorageError(f"cannot read {uri}: {exc}") from exc
+    except BotoCoreError as exc:
+        raise StorageError(f"cannot read {uri}: {exc}") from exc
+
+
+def write_if_unchanged(uri: str, data: bytes, etag: str | None) -> bool:
+    """Write only if the object is still the one read (its ETag), or still absent (etag None).
+    False when another writer changed it first (S3's PreconditionFailed): read again and retry."""
+    bucket, key = split_s3_uri(uri)
+    condition = {"IfMatch": etag} if etag else {"IfNoneMatch": "*"}
+    try:
+        _s3_client().put_object(Bucket=bucket, Key=key, Body=data, **condition)
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") in {"PreconditionFailed", "ConditionalRequestConflict"}:
+            return False
+        raise StorageError(f"cannot write {uri}: {exc}") from exc
+    except BotoCoreError as exc:
+        raise StorageError(f"cannot write {uri}: {exc}") from exc
+    return True

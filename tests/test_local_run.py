@@ -127,6 +127,13 @@ def test_a_run_that_passes_the_gates_is_promoted_and_everything_agrees(loaded_da
         assert {request["model"] for request in ollama.state.generate_requests} == {"mistral-researcher:latest", model_tag(second.run_id)}
         second_gates = {gate["name"]: gate for gate in second_report["gates"]}
         assert second_gates["champion_pearson_drop"]["value"] == pytest.approx(0.0) and second.promoted  # the same answers: not worse
+        # Both runs are in the history, with what the next week compares against.
+        from pipeline import history
+
+        recorded = history.read(str(tmp_path)).runs()
+        assert list(recorded) == [result.run_id, second.run_id]
+        assert recorded[second.run_id]["validation"]["champion"]["champion"] == "mistral-researcher:latest"
+        assert recorded[result.run_id]["dataset"]["teacher_mix"] and recorded[result.run_id]["training"]["steps"]
 
 
 def test_a_failed_gate_exits_3_and_keeps_the_current_model(loaded_database, tmp_path, capsys):

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipeline import contracts, runs, storage
+from pipeline import contracts, history, runs, storage
 from pipeline.errors import PipelineError
 from pipeline.evaluation.gates import QualityGates
 from pipeline.serving.lifecycle import ServingConfig
@@ -236,19 +236,24 @@ def run(options: RunOptions, note: Callable[[str], None] = print, on_stage: Call
                     lifecycle.promote(client, root, run_id, record, config)
                 else:
                     lifecycle.write_pointer(root, run_id, record, model=str(gguf_path), production=str(gguf_path), config=config)
-                summary["outcome"] = "promoted"
+                summary["outcome"] = history.Outcome.PROMOTED
             else:
                 if client:
                     lifecycle.rollback(client, root, run_id, config)
-                summary["outcome"] = "rolled back"
+                summary["outcome"] = history.Outcome.ROLLED_BACK
             pointer = lifecycle.read_pointer(root, config)
             summary["current_run"] = pointer["run_id"] if pointer else None
 
         with stage("report"):
             summary["report"] = str(report_dir / "report.md")
             summary["pointer"] = lifecycle.pointer_uri(root, config)
+            history.append(root, history.run_record(root, run_id, outcome=summary["outcome"], adapter_uri=str(adapter_dir)))
+            summary["history"] = history.index_uri(root)
         storage.write_json(str(run_dir / RUN_SUMMARY), summary)  # last: it marks a finished run
+    except StageFailed as exc:  # every run is in the history, a failed one too (an interrupted one resumes instead)
+        history.append(root, history.run_record(root, run_id, outcome=history.Outcome.FAILED, adapter_uri=str(adapter_dir), error=str(exc)))
+        raise
     finally:
         if client:
             client.close()
-    return RunResult(run_id, summary["outcome"] == "promoted", summary)
+    return RunResult(run_id, summary["outcome"] == history.Outcome.PROMOTED, summary)
