@@ -56,6 +56,7 @@ orchestration = PipelineOrchestration(
             ValidateModelFunctionArn=serving.validate.function.arn,
             PromoteModelFunctionArn=serving.promote.function.arn,
             RollbackModelFunctionArn=serving.rollback.function.arn,
+            RecordRunFunctionArn=serving.record.function.arn,
         ),
         training_values=training.values,
         sagemaker_role_arn=training.role.arn,

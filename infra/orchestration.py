@@ -40,6 +40,7 @@ class StageFunctions:
     ValidateModelFunctionArn: pulumi.Input[str]
     PromoteModelFunctionArn: pulumi.Input[str]
     RollbackModelFunctionArn: pulumi.Input[str]
+    RecordRunFunctionArn: pulumi.Input[str]
 
 
 @dataclass
@@ -63,7 +64,7 @@ class PipelineOrchestration(pulumi.ComponentResource):
         machine_name = state_machine_name()
 
         self.topic = aws.sns.Topic(
-            f"{name}-failures", display_name="researcher-scorer pipeline failures", kms_master_key_id=args.context.kms_key_arn, opts=child
+            f"{name}-failures", display_name="researcher-scorer pipeline runs", kms_master_key_id=args.context.kms_key_arn, opts=child
         )
         if args.alert_email:
             aws.sns.TopicSubscription(
@@ -100,7 +101,7 @@ class PipelineOrchestration(pulumi.ComponentResource):
                     "StartStopHost", ["ec2:StartInstances", "ec2:StopInstances"], [account.arn("ec2", f"instance/{instance_id}")]
                 ),
                 iam.Statement("DescribeHost", ["ec2:DescribeInstances"], ["*"]),
-                iam.Statement("NotifyFailure", ["sns:Publish"], [topic_arn]),
+                iam.Statement("NotifyFailure", ["sns:Publish"], [topic_arn]),  # failures, and promotions (NotifySuccess) too
                 # CheckAdapter: is there an adapter under the training job's output (a key name, no content)?
                 iam.Statement(
                     "FindAdapter",

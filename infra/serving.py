@@ -1,6 +1,6 @@
 """DeployModel, ValidateModel, PromoteModel and RollbackModel: zip Lambdas in the Ollama host's VPC,
 members of the host's client security group (the only group, besides configured ones, that reaches
-port 11434)."""
+port 11434). RecordRun, which writes the run history and talks to S3 only, runs outside the VPC."""
 
 from __future__ import annotations
 
@@ -100,6 +100,20 @@ class ModelLifecycleFunctions(pulumi.ComponentResource):
             ),
             **common,
         )
+        self.record = functions.declare(
+            functions.FunctionSpec(
+                "record_run",
+                "RecordRun: every run's line in the history (runs/index.jsonl) and its summary",
+                POINTER_MEMORY_MB,
+                POINTER_TIMEOUT_S,
+                access(read=[contracts.ANY_RUN, contracts.POINTER_KEYS], write=[contracts.RUN_INDEX_KEY]),
+                {"ARTIFACT_BUCKET": args.bucket_name, "POWERTOOLS_SERVICE_NAME": "record-run"},
+            ),
+            parent=self,
+            context=args.context,
+            code=code,
+            layers=[layer.arn],
+        )
         self.register_outputs(
             {
                 stage: deployed.function.arn
@@ -108,6 +122,7 @@ class ModelLifecycleFunctions(pulumi.ComponentResource):
                     ("validate_model_arn", self.validate),
                     ("promote_model_arn", self.promote),
                     ("rollback_model_arn", self.rollback),
+                    ("record_run_arn", self.record),
                 )
             }
         )

@@ -73,6 +73,10 @@ RUN_GGUF_KEY = f"{ANY_RUN}/{GGUF_NAME}"
 RUN_GGUF_DESCRIPTION_KEY = f"{ANY_RUN}/{GGUF_NAME}.json"
 RUN_MODELFILE_KEY = f"{ANY_RUN}/{MODELFILE_NAME}"
 CHECKPOINT_KEYS = f"{CHECKPOINTS_DIR}/*"
+# The run history (pipeline/history.py): one JSON line per run and operator action. Its name has a
+# dot, which no run id has (RUN_ID_PATTERN), so it never collides with a run's folder.
+RUN_INDEX_NAME = "index.jsonl"
+RUN_INDEX_KEY = f"{RUNS_DIR}/{RUN_INDEX_NAME}"
 POINTER_KEYS = f"{MODELS_DIR}/*"
 
 # Hex digits of sha256(run id) that make a job name unique when two run ids read the same once

@@ -19,7 +19,7 @@ from typing import Any
 from pipeline import contracts, runs, storage
 from pipeline.errors import PipelineError
 
-INDEX_NAME = "index.jsonl"
+INDEX_NAME = contracts.RUN_INDEX_NAME
 APPEND_ATTEMPTS = 5
 
 
@@ -73,9 +73,9 @@ def _dataset(root: str, run_id: str) -> dict[str, Any] | None:
 
 
 def _training(adapter_uri: str | None) -> dict[str, Any] | None:
-    metrics = _read_json(storage.join(adapter_uri, "training_metrics.json")) if adapter_uri else None
-    if not metrics:
+    if not adapter_uri:
         return None
+    metrics = _read_json(storage.join(adapter_uri, "training_metrics.json")) or {}  # absent: a job cut short
     losses = [entry.get("eval_loss") for entry in metrics.get("eval_loss_per_epoch", [])]
     curve = metrics.get("loss_curve") or []
     return {
@@ -129,6 +129,33 @@ def run_record(
         "validation": _validation(root, run_id),
         "shadow": dict(shadow) if shadow else None,
     }
+
+
+def summary_line(record: Mapping[str, Any]) -> str:
+    """The run in one line for a person (the notification): outcome, the figures that decided it,
+    the data it learned from, where the report is."""
+    parts = [f"Run {record['run_id']} {record['outcome']}"]
+    validation = record.get("validation") or {}
+    metrics = validation.get("metrics") or {}
+    if metrics:
+        figures = [
+            f"{name} {metrics[name]:.3f}" for name in ("pearson", "mae", "seed_mean", "seed_min") if isinstance(metrics.get(name), float)
+        ]
+        parts.append(", ".join(figures))
+        champion = validation.get("champion")
+        if champion and isinstance(champion.get("champion_pearson"), float):
+            parts.append(f"production's pearson {champion['champion_pearson']:.3f}")
+        if validation.get("failed_gates"):
+            parts.append(f"failed gates: {', '.join(validation['failed_gates'])}")
+    dataset = record.get("dataset") or {}
+    if dataset.get("rows"):
+        mix = ", ".join(f"{teacher} {count}" for teacher, count in (dataset.get("teacher_mix") or {}).items())
+        parts.append(f"{dataset['rows']} rows" + (f" ({mix})" if mix else ""))
+    if record.get("error"):
+        parts.append(str(record["error"])[:300])
+    if validation.get("report_uri"):
+        parts.append(f"report {validation['report_uri']}")
+    return "; ".join(parts)
 
 
 def action_record(kind: str, run_id: str, *, replaced: str | None, forced: bool, note: str = "") -> dict[str, Any]:

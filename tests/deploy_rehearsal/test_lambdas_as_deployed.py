@@ -22,7 +22,16 @@ from tests.pipeline.serving.ollama_contract_server import OllamaContractServer, 
 
 pytestmark = pytest.mark.slow  # `make test-fast` leaves these out
 
-ZIP_FUNCTIONS = {"generate-dataset", "validate-data", "deploy-model", "validate-model", "promote-model", "rollback-model", "score-profiles"}
+ZIP_FUNCTIONS = {
+    "generate-dataset",
+    "validate-data",
+    "deploy-model",
+    "validate-model",
+    "promote-model",
+    "rollback-model",
+    "score-profiles",
+    "record-run",
+}
 
 
 def test_every_zip_lambda_is_within_lambdas_unzipped_size_limit(deployed_functions):

@@ -14,7 +14,16 @@ from pipeline.training import job_spec
 from tests.infra.conftest import ACCOUNT, AMI_ID, REGION, VALID_CONFIG, security_group_id
 
 FUNCTION = "aws:lambda/function:Function"
-STAGES = ("generate-dataset", "validate-data", "convert-to-gguf", "deploy-model", "validate-model", "promote-model", "rollback-model")
+STAGES = (
+    "generate-dataset",
+    "validate-data",
+    "convert-to-gguf",
+    "deploy-model",
+    "validate-model",
+    "promote-model",
+    "rollback-model",
+    "record-run",
+)
 
 
 def component_types(deployment) -> set[str]:
@@ -145,6 +154,8 @@ def test_lambdas_have_their_sizes_environment_and_network(deploy):
         "valid_json_rate_min": 0.98,
         "latency_p50_max_s": 5.0,
         "latency_p95_max_s": 5.0,
+        "champion_pearson_drop_max": 0.02,
+        "champion_mae_rise_max": 0.02,
     }
     for name, inputs in functions.items():
         assert inputs["tracingConfig"] == {"mode": "Active"}, name

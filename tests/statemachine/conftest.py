@@ -41,6 +41,7 @@ FUNCTIONS = {  # Lambda name -> handler module
     "validate-model": "lambdas.validate_model.handler",
     "promote-model": "lambdas.promote_model.handler",
     "rollback-model": "lambdas.rollback_model.handler",
+    "record-run": "lambdas.record_run.handler",
 }
 
 
@@ -286,6 +287,7 @@ def definition_values(arns: dict[str, str], bucket: str, role: str, instance: st
         "ValidateModelFunctionArn": arns["validate-model"],
         "PromoteModelFunctionArn": arns["promote-model"],
         "RollbackModelFunctionArn": arns["rollback-model"],
+        "RecordRunFunctionArn": arns["record-run"],
         "ArtifactBucket": bucket,
         "StartTrainingParameters": job_spec.state_machine_parameters(training_settings(bucket, role)),
         "TrainingJobPrefix": JOB_PREFIX,

@@ -8,7 +8,7 @@ import re
 import boto3
 import pytest
 
-from pipeline import contracts
+from pipeline import contracts, history
 from pipeline.serving.modelfile import model_tag
 from tests.pipeline.serving.ollama_contract_server import echo_teacher_responder
 
@@ -78,6 +78,16 @@ def test_happy_path_trains_converts_deploys_validates_and_promotes(world):
     assert {c["ChannelName"] for c in job["InputDataConfig"]} == {"training", "base_model"}
     output = json.loads(result["output"])
     assert len(result["output"]) < 16_000 and output["evaluation"]["passed"] is True  # URIs and metrics, not data
+    # The run is in the history, and its success announced with its summary.
+    assert visited.index("PromoteModel") < visited.index("RecordRun") < visited.index("NotifySuccess")
+    (record,) = history.read(f"s3://{world.bucket}").runs().values()
+    assert record["run_id"] == "run-1" and record["outcome"] == "promoted" and record["origin"] == "aws"
+    assert record["training"]["adapter_uri"].endswith("/output/model") and record["dataset"]["rows"] > 100
+    assert record["validation"]["metrics"]["pearson"] > 0.99 and record["validation"]["champion"] is None  # the first run
+    (announced,) = world.notifications()
+    assert (
+        announced.startswith("Run run-1 promoted; pearson 1.000") and f"report s3://{world.bucket}/runs/run-1/report/report.md" in announced
+    )
 
 
 def test_training_failure_fails_the_execution_with_the_jobs_reason(world):
@@ -86,6 +96,8 @@ def test_training_failure_fails_the_execution_with_the_jobs_reason(world):
     assert result["status"] == "FAILED" and result["error"] == "TrainingFailed" and result["cause"] == "CUDA out of memory"
     assert "NotifyFailure" in visited and "ConvertToGGUF" not in visited and "DescribeHost" not in visited
     assert world.pointer() is None and world.ollama.state.models == {}
+    record = history.read(f"s3://{world.bucket}").runs()["run-2"]  # a failed run is in the history too
+    assert record["outcome"] == "failed" and record["error"] == "TrainingFailed: CUDA out of memory" and record["dataset"]["rows"]
 
 
 def test_conversion_error_is_named_and_nothing_is_deployed(world):
@@ -115,6 +127,9 @@ def test_failed_gates_roll_back_and_leave_production_alone(world):
     assert world.pointer() == pointer_before
     assert world.ollama.state.models["mistral-researcher:latest"] == production_before
     assert model_tag("run-5") not in world.ollama.state.models  # the candidate is gone
+    recorded = history.read(f"s3://{world.bucket}").runs()
+    assert [recorded["run-4"]["outcome"], recorded["run-5"]["outcome"]] == ["promoted", "rolled back"]
+    assert recorded["run-5"]["validation"]["champion"]["champion"] == "mistral-researcher:latest"  # compared with run-4
 
 
 def test_unreachable_ollama_is_retried_then_rolled_back(world, monkeypatch):
@@ -215,8 +230,11 @@ FAILURES = [
     ("PromoteModel", ("lambda", "promote-model"), None, "InjectedFailure"),
     ("Rollback", ("lambda", "rollback-model"), "gates fail", "ValidationFailed"),
     ("NotifyFailure", ("api", ("sns", "Publish", 1)), [{"TrainingJobStatus": "Failed", "FailureReason": "boom"}], "TrainingFailed"),
+    ("RecordFailedRun", ("lambda", "record-run"), [{"TrainingJobStatus": "Failed", "FailureReason": "boom"}], "TrainingFailed"),
     ("StopHost", ("api", ("ec2", "StopInstances", 1)), None, None),
 ]
+# Tasks after a promotion: their failure loses a history line or an announcement, never the run.
+AFTER_PROMOTION = [("RecordRun", ("lambda", "record-run")), ("NotifySuccess", ("api", ("sns", "Publish", 1)))]
 
 
 def test_the_failure_matrix_covers_every_task():
@@ -224,7 +242,21 @@ def test_the_failure_matrix_covers_every_task():
     from tests.statemachine.conftest import sample_definition_values
 
     states = json.loads(asl.render(sample_definition_values()))["States"]
-    assert {name for name, state in states.items() if state["Type"] == "Task"} == {row[0] for row in FAILURES}
+    assert {name for name, state in states.items() if state["Type"] == "Task"} == {row[0] for row in [*FAILURES, *AFTER_PROMOTION]}
+
+
+@pytest.mark.parametrize("state,how", AFTER_PROMOTION, ids=[row[0] for row in AFTER_PROMOTION])
+def test_a_failure_after_the_promotion_keeps_the_run_succeeded_and_the_host_stopped(world, state, how):
+    from tests.statemachine.conftest import INJECTED
+
+    run_id = f"late-{state}"
+    world.ollama.state.responder = teacher_agreeing(world, run_id)
+    INJECTED[how[0]] = how[1]
+    result, visited = run(world, run_id)
+    INJECTED.update(api=None, **{"lambda": None})
+    assert state in visited and result["status"] == "SUCCEEDED", result
+    assert json.loads(world.pointer())["run_id"] == run_id and world.host_state() == "stopped"
+    assert ("NotifySuccess" in visited) is (state == "NotifySuccess")
 
 
 @pytest.mark.parametrize("state,how,statuses,expected", FAILURES, ids=[row[0] for row in FAILURES])
