@@ -218,6 +218,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="percent of profiles the custom model scores, by a stable hash of twitter_id (customModelShare; default 100)",
     )
     score.add_argument("--no-progress", action="store_true", help="no progress bar")
+    for name, flag, what in (
+        ("promote", "--run", "pin a named run as production (its gates must have passed, or --force)"),
+        ("rollback", "--to", "restore a named earlier run as production (its gates must have passed, or --force)"),
+    ):
+        control = commands.add_parser(name, help=what)
+        control.add_argument(flag, dest="target_run", required=True, metavar="RUN", help="the run id")
+        control.add_argument("--root", default=".", help="where runs/ lives: a directory or s3://<bucket> (default: .)")
+        control.add_argument("--ollama-url", default=None, help="the Ollama host serving production (AWS: the host, via SSM)")
+        control.add_argument("--force", action="store_true", help="also a run that failed its gates (recorded as forced)")
+        control.add_argument("--note", default="", help="why, for the history")
     history_parser = commands.add_parser("runs", help="the run history: every run, passed or not, and every operator action")
     history_commands = history_parser.add_subparsers(dest="runs_command", required=True)
     runs_list = history_commands.add_parser("list", help="every run with its outcome, dataset and metrics")
@@ -558,6 +568,28 @@ def _cell(value) -> str:
     return str(value)
 
 
+def _pin(args) -> int:
+    from pipeline import history, storage
+    from pipeline.serving import lifecycle, operator
+    from pipeline.serving.ollama import OllamaClient
+
+    # The pipeline's pointer in the bucket (models/current.json); the local loop's beside its runs.
+    if storage.is_s3(args.root):
+        config = lifecycle.ServingConfig()
+    else:
+        from pipeline.local.run import LOCAL_POINTER
+
+        config = lifecycle.ServingConfig(pointer_path=LOCAL_POINTER)
+    kind = history.Kind.PROMOTE if args.command == "promote" else history.Kind.ROLLBACK
+    with contextlib.ExitStack() as stack:
+        client = stack.enter_context(OllamaClient(args.ollama_url)) if args.ollama_url else None
+        result = operator.pin(args.root, args.target_run, kind=kind, client=client, config=config, force=args.force, note=args.note)
+    forced = " (forced: it failed its gates)" if result["forced"] else ""
+    print(f"{args.target_run} is production{forced}: {result['production']}, replacing {result['replaced'] or 'nothing'}")
+    print(f"recorded in {history.index_uri(args.root)}")
+    return EXIT_OK
+
+
 def _runs_list(args) -> int:
     from rich.console import Console
     from rich.table import Table
@@ -686,6 +718,8 @@ HANDLERS = {
     ("score", None): _score,
     ("run", None): _run,
     ("runs", "list"): _runs_list,
+    ("promote", None): _pin,
+    ("rollback", None): _pin,
     ("runs", "compare"): _runs_compare,
     ("stage-base-model", None): _stage_base_model,
 }

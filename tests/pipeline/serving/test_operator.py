@@ -1,0 +1,78 @@
+"""`python -m pipeline promote --run` and `rollback --to`: the pipeline's pointer and tag semantics,
+runs that failed their gates refused unless forced, every action in the history."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from pipeline import cli, history
+from pipeline.serving.modelfile import model_tag
+from tests.pipeline.serving.ollama_contract_server import OllamaContractServer
+from tests.pipeline.test_history import write_run
+
+
+@pytest.fixture
+def two_runs(tmp_path):
+    write_run(tmp_path, "run-1", pearson=0.9, passed=True, teachers={"claude-haiku-20240307": 700})
+    write_run(tmp_path, "run-2", pearson=0.7, passed=False, teachers={"claude-haiku-20240307": 900})
+    for run_id in ("run-1", "run-2"):
+        (tmp_path / "runs" / run_id / "model.gguf").write_bytes(b"GGUF" + run_id.encode() * 512)
+    return tmp_path
+
+
+def pointer(root) -> dict:
+    return json.loads((root / "runs" / "current.json").read_text())
+
+
+def test_promote_pins_a_run_that_passed_and_records_it(two_runs, capsys):
+    assert cli.main(["promote", "--run", "run-1", "--root", str(two_runs), "--note", "pin after incident"]) == 0
+    assert pointer(two_runs)["run_id"] == "run-1" and pointer(two_runs)["production"].endswith("runs/run-1/model.gguf")
+    assert "run-1 is production" in capsys.readouterr().out
+    (action,) = history.read(str(two_runs)).actions()
+    assert (action["kind"], action["run_id"], action["replaced"], action["forced"], action["note"]) == (
+        "promote",
+        "run-1",
+        None,
+        False,
+        "pin after incident",
+    )
+
+
+def test_a_run_that_failed_its_gates_is_refused_unless_forced(two_runs, capsys):
+    assert cli.main(["promote", "--run", "run-1", "--root", str(two_runs)]) == 0
+    assert cli.main(["rollback", "--to", "run-2", "--root", str(two_runs)]) == cli.EXIT_ERROR
+    assert "RunNotPromotable: run run-2 failed its gates (pearson): pass --force" in capsys.readouterr().err
+    assert pointer(two_runs)["run_id"] == "run-1"  # production untouched
+    assert cli.main(["rollback", "--to", "run-2", "--root", str(two_runs), "--force"]) == 0
+    assert pointer(two_runs)["run_id"] == "run-2" and pointer(two_runs)["previous"]["run_id"] == "run-1"
+    assert cli.main(["rollback", "--to", "run-1", "--root", str(two_runs)]) == 0
+    actions = history.read(str(two_runs)).actions()
+    assert [(a["kind"], a["run_id"], a["replaced"], a["forced"]) for a in actions] == [
+        ("promote", "run-1", None, False),
+        ("rollback", "run-2", "run-1", True),
+        ("rollback", "run-1", "run-2", False),
+    ]
+
+
+def test_a_run_without_a_gguf_or_a_report_is_named(two_runs, capsys):
+    (two_runs / "runs" / "run-1" / "model.gguf").unlink()
+    assert cli.main(["promote", "--run", "run-1", "--root", str(two_runs)]) == cli.EXIT_ERROR
+    assert "RunNotPromotable: run run-1 has no GGUF" in capsys.readouterr().err
+    assert cli.main(["promote", "--run", "run-9", "--root", str(two_runs)]) == cli.EXIT_ERROR
+    assert "RunNotPromotable: run run-9 has no validation report" in capsys.readouterr().err
+    assert not (two_runs / "runs" / "current.json").exists() and history.read(str(two_runs)).actions() == []
+
+
+def test_on_ollama_the_run_is_redeployed_when_its_tag_is_gone_and_copied_to_production(two_runs):
+    with OllamaContractServer() as server:
+        args = ["--root", str(two_runs), "--ollama-url", server.url]
+        assert cli.main(["promote", "--run", "run-1", *args]) == 0
+        assert server.state.models["mistral-researcher:latest"] == server.state.models[model_tag("run-1")]
+        assert cli.main(["rollback", "--to", "run-2", *args, "--force"]) == 0
+        assert server.state.models["mistral-researcher:latest"] == server.state.models[model_tag("run-2")]
+        del server.state.models[model_tag("run-1")]  # pruned since: rolling back to it deploys it again
+        assert cli.main(["rollback", "--to", "run-1", *args]) == 0
+        assert server.state.models["mistral-researcher:latest"] == server.state.models[model_tag("run-1")]
+    assert pointer(two_runs)["run_id"] == "run-1" and pointer(two_runs)["model"] == model_tag("run-1")
