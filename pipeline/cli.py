@@ -228,6 +228,23 @@ def build_parser() -> argparse.ArgumentParser:
         control.add_argument("--ollama-url", default=None, help="the Ollama host serving production (AWS: the host, via SSM)")
         control.add_argument("--force", action="store_true", help="also a run that failed its gates (recorded as forced)")
         control.add_argument("--note", default="", help="why, for the history")
+    shadow = commands.add_parser(
+        "shadow", help="the production model vs the teachers on profiles scored since its dataset (none trained on): Phase 4's A/B"
+    )
+    shadow.add_argument("--root", default=".", help="where runs/ and the pointer live: a directory or s3://<bucket> (default: .)")
+    shadow.add_argument("--database-url", default=os.environ.get("DATABASE_URL"), help="PostgreSQL (default: $DATABASE_URL)")
+    shadow_backend = shadow.add_mutually_exclusive_group()
+    shadow_backend.add_argument("--ollama-url", help="score with the production tag on this Ollama host")
+    shadow_backend.add_argument("--gguf", help="score with this GGUF in llama.cpp (default locally: the production GGUF)")
+    shadow.add_argument("--model", default=None, help="the Ollama tag (default: the production tag)")
+    shadow.add_argument("--since", default=None, help="ISO time (default: when the production run's dataset was exported)")
+    shadow.add_argument("--teachers", default=None, help="comma-separated scored_by values (default: the spec's two)")
+    shadow.add_argument("--seed-profiles", default=None, help="twitter_ids left out (the seed gates'): a file or s3:// (default: none)")
+    shadow.add_argument("--max-profiles", type=_positive_int, default=500, help="newest fresh profiles scored at most (default 500)")
+    shadow.add_argument("--drop-alert", type=_fraction, default=0.05, help="alert when Pearson falls more than this (default 0.05)")
+    shadow.add_argument("--topic-arn", default=None, help="an SNS topic an alert is published to (the stack's failure_topic_arn)")
+    shadow.add_argument("--concurrency", type=_positive_int, default=2, help="profiles scored at once (default 2)")
+    shadow.add_argument("--no-progress", action="store_true", help="no progress bar")
     history_parser = commands.add_parser("runs", help="the run history: every run, passed or not, and every operator action")
     history_commands = history_parser.add_subparsers(dest="runs_command", required=True)
     runs_list = history_commands.add_parser("list", help="every run with its outcome, dataset and metrics")
@@ -568,18 +585,88 @@ def _cell(value) -> str:
     return str(value)
 
 
-def _pin(args) -> int:
-    from pipeline import history, storage
-    from pipeline.serving import lifecycle, operator
+def _serving_config_for(root: str):
+    """The pipeline's pointer in the bucket (models/current.json); the local loop's beside its runs."""
+    from pipeline import storage
+    from pipeline.serving import lifecycle
+
+    if storage.is_s3(root):
+        return lifecycle.ServingConfig()
+    from pipeline.local.run import LOCAL_POINTER
+
+    return lifecycle.ServingConfig(pointer_path=LOCAL_POINTER)
+
+
+def _shadow(args) -> int:
+    import datetime as dt
+    from pathlib import Path
+
+    from pipeline import storage
+    from pipeline.dataset import generate, source, split
+    from pipeline.evaluation import shadow
+    from pipeline.scoring import production, scorer
+    from pipeline.serving import lifecycle
     from pipeline.serving.ollama import OllamaClient
 
-    # The pipeline's pointer in the bucket (models/current.json); the local loop's beside its runs.
-    if storage.is_s3(args.root):
-        config = lifecycle.ServingConfig()
-    else:
-        from pipeline.local.run import LOCAL_POINTER
+    config = _serving_config_for(args.root)
+    pointer = lifecycle.read_pointer(args.root, config)
+    if not pointer:
+        raise shadow.NoProductionModel(f"no model in production ({lifecycle.pointer_uri(args.root, config)} is absent): nothing to shadow")
+    run_id = str(pointer.get("run_id") or "")
+    try:
+        since = dt.datetime.fromisoformat(args.since) if args.since else shadow.since_of(args.root, run_id)
+    except ValueError:
+        raise InvalidArgument(f"--since must be an ISO time such as 2026-11-23T03:00:00+00:00, got {args.since!r}") from None
+    if since.tzinfo is None:
+        since = since.replace(tzinfo=dt.UTC)
+    teachers = generate.parse_teachers(args.teachers) if args.teachers else source.DEFAULT_TEACHERS
+    seed_ids = split.load_seed_ids(args.seed_profiles) if args.seed_profiles else frozenset()
+    with _database_url(args.database_url) as url:
+        conn = source.connect(source.ConnectionParams.from_url(url))
+        try:
+            profiles, rejected = shadow.fresh_profiles(conn, since=since, teachers=teachers, seed_ids=seed_ids, limit=args.max_profiles)
+        finally:
+            conn.close()
+    gguf = args.gguf
+    if not args.ollama_url and not gguf:
+        gguf = str(pointer.get("production", ""))
+        if not Path(gguf).is_file():
+            raise InvalidArgument("give --ollama-url (the host serving production) or --gguf FILE")
+    model = gguf or args.model or config.production
+    with contextlib.ExitStack() as stack:
+        client = stack.enter_context(OllamaClient(args.ollama_url)) if args.ollama_url else None
+        backends, _ = scorer.backends_for(gguf_path=gguf, client=client, model=None if gguf else model, concurrency=args.concurrency)
+        results = production.score_profiles([p.row for p in profiles], backends, model=model, run_id=run_id, progress=not args.no_progress)
+    result = shadow.compare(profiles, results, model=model, run_id=run_id, since=since.isoformat(timespec="seconds"))
+    result.rejected_teacher_scores, result.time = rejected, shadow.now()
+    shadow.apply_trend(result, args.root, args.drop_alert)
+    out = shadow.write(args.root, result)
 
-        config = lifecycle.ServingConfig(pointer_path=LOCAL_POINTER)
+    def fmt(value) -> str:
+        return "undefined" if value is None else f"{value:.3f}"
+
+    print(
+        f"shadow of {model} (run {run_id}) on {result.profiles} fresh profiles since {result.since}: {result.scored} answered; "
+        f"pearson {fmt(result.pearson)}, MAE {fmt(result.mae)}, agreement {fmt(result.agreement)} "
+        f"(previous pearson {fmt(result.previous_pearson)}); report {storage.join(out, 'shadow.md')}"
+    )
+    if result.alert:
+        message = f"shadow agreement dropped: pearson {fmt(result.pearson)} after {fmt(result.previous_pearson)} ({model}, run {run_id})"
+        print(f"ALERT: {message}", file=sys.stderr)
+        if args.topic_arn:
+            import boto3
+
+            boto3.client("sns").publish(TopicArn=args.topic_arn, Subject="researcher-scorer shadow agreement dropped", Message=message)
+        return EXIT_GATE_FAILED
+    return EXIT_OK
+
+
+def _pin(args) -> int:
+    from pipeline import history
+    from pipeline.serving import operator
+    from pipeline.serving.ollama import OllamaClient
+
+    config = _serving_config_for(args.root)
     kind = history.Kind.PROMOTE if args.command == "promote" else history.Kind.ROLLBACK
     with contextlib.ExitStack() as stack:
         client = stack.enter_context(OllamaClient(args.ollama_url)) if args.ollama_url else None
@@ -718,6 +805,7 @@ HANDLERS = {
     ("score", None): _score,
     ("run", None): _run,
     ("runs", "list"): _runs_list,
+    ("shadow", None): _shadow,
     ("promote", None): _pin,
     ("rollback", None): _pin,
     ("runs", "compare"): _runs_compare,

@@ -1,0 +1,243 @@
+"""Shadow A/B against the teacher on fresh data (the spec's Phase 4, "A/B test custom vs Claude").
+
+Fresh profiles are those the teachers first scored after the production model's dataset was
+exported: no dataset up to production's could hold them, so no model in production trained on them.
+The production model scores them as ScoreProfiles would (the same request path, pipeline.scoring),
+and its answers are compared with the teachers': Pearson, MAE, agreement at the 0.5 threshold, the
+largest disagreements with both answers. Each result goes into the run history (kind "shadow"), so
+the agreement is a trend across runs; a drop beyond a setting from the previous result alerts.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from pipeline import contracts, history, prompt, storage
+from pipeline.errors import PipelineError
+
+SHADOW_DIR = "shadow"  # <root>/shadow/<time>/: shadow.json, shadow.md, trend.png
+DEFAULT_MAX_PROFILES = 500
+DEFAULT_DROP_ALERT = 0.05  # Pearson points below the previous shadow result
+LARGEST_SHOWN = 10
+KIND = "shadow"
+
+# The latest allowed teacher score of each profile whose FIRST allowed score is after ``since``.
+FRESH_QUERY = """
+WITH allowed AS (
+    SELECT twitter_id, score, reason, scored_by, scored_at FROM profile_scores WHERE scored_by = ANY(%(teachers)s)
+), fresh AS (
+    SELECT twitter_id FROM allowed GROUP BY twitter_id HAVING min(scored_at) > %(since)s
+)
+SELECT twitter_id, handle, display_name, bio, created_at, follower_count, location, score, reason, scored_by
+FROM (
+    SELECT DISTINCT ON (ps.twitter_id)
+           p.twitter_id::text AS twitter_id, p.username AS handle, p.display_name, p.bio,
+           to_char(p.created_at, 'YYYY-MM-DD') AS created_at, p.follower_count::text AS follower_count,
+           p.location, ps.score::text AS score, ps.reason, ps.scored_by, ps.scored_at
+    FROM allowed ps
+    JOIN fresh USING (twitter_id)
+    JOIN user_profiles p ON p.twitter_id = ps.twitter_id
+    ORDER BY ps.twitter_id, ps.scored_at DESC, ps.scored_by
+) latest
+ORDER BY scored_at DESC, twitter_id
+LIMIT %(limit)s
+"""
+
+
+class NoProductionModel(PipelineError):
+    """Shadow needs a model in production (the pointer) to compare with the teachers."""
+
+
+@dataclass(frozen=True)
+class FreshProfile:
+    row: dict[str, Any]  # the source table's columns, as ScoreProfiles takes them
+    teacher_score: float
+    teacher_reason: str
+    teacher: str
+
+
+@dataclass
+class ShadowResult:
+    model: str
+    run_id: str | None  # the production run
+    since: str
+    profiles: int
+    scored: int
+    failures: dict[str, int]
+    rejected_teacher_scores: int
+    pearson: float | None
+    mae: float | None
+    agreement: float | None  # share on the same side of POSITIVE_SCORE
+    largest: list[dict[str, Any]] = field(default_factory=list)
+    previous_pearson: float | None = None
+    drop: float | None = None
+    alert: bool = False
+    time: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def fresh_profiles(
+    conn, *, since: dt.datetime, teachers: Sequence[str], seed_ids: frozenset[str], limit: int
+) -> tuple[list[FreshProfile], int]:
+    """The fresh profiles, newest first, seed profiles excluded; and how many teacher scores were unusable."""
+    with conn.cursor() as cursor:
+        cursor.execute(FRESH_QUERY, {"teachers": list(teachers), "since": since, "limit": limit})
+        rows = cursor.fetchall()
+    found, rejected = [], 0
+    for twitter_id, handle, display_name, bio, created_at, follower_count, location, score, reason, scored_by in rows:
+        if twitter_id in seed_ids:
+            continue
+        try:
+            teacher_score = prompt.parse_score(score)
+        except prompt.AnswerError:
+            rejected += 1  # counted, never guessed
+            continue
+        row = {
+            "twitter_id": twitter_id,
+            "username": handle,
+            "display_name": display_name,
+            "bio": bio,
+            "created_at": created_at,
+            "follower_count": follower_count,
+            "location": location,
+        }
+        found.append(FreshProfile(row, teacher_score, prompt.clean_field(reason), scored_by))
+    return found, rejected
+
+
+def compare(profiles: Sequence[FreshProfile], results: Sequence[Any], *, model: str, run_id: str | None, since: str) -> ShadowResult:
+    """Model answers (pipeline.scoring.production.ProfileScore, in order) against the teachers'."""
+    pairs = [(profile, result) for profile, result in zip(profiles, results, strict=True) if result.score is not None]
+    failures: dict[str, int] = {}
+    for result in results:
+        if result.failure:
+            failures[result.failure] = failures.get(result.failure, 0) + 1
+    model_scores = np.asarray([result.score for _, result in pairs], dtype=np.float64)
+    teacher_scores = np.asarray([profile.teacher_score for profile, _ in pairs], dtype=np.float64)
+    from pipeline.evaluation.gates import pearson
+
+    r = pearson(model_scores, teacher_scores) if len(pairs) >= 2 else None
+    mae = float(np.mean(np.abs(model_scores - teacher_scores))) if pairs else None
+    same_side = (model_scores >= contracts.POSITIVE_SCORE) == (teacher_scores >= contracts.POSITIVE_SCORE)
+    agreement = float(np.mean(same_side)) if pairs else None
+    ranked = sorted(pairs, key=lambda pair: abs(pair[1].score - pair[0].teacher_score), reverse=True)[:LARGEST_SHOWN]
+    largest = [
+        {
+            "twitter_id": profile.row["twitter_id"],
+            "handle": result.handle,
+            "model_score": result.score,
+            "model_reason": result.reason,
+            "teacher_score": profile.teacher_score,
+            "teacher_reason": profile.teacher_reason,
+            "teacher": profile.teacher,
+        }
+        for profile, result in ranked
+    ]
+    return ShadowResult(model, run_id, since, len(profiles), len(pairs), failures, 0, r, mae, agreement, largest)
+
+
+def previous(root: str) -> dict[str, Any] | None:
+    shadows = [record for record in history.read(root).records if record.get("kind") == KIND]
+    return shadows[-1] if shadows else None
+
+
+def apply_trend(result: ShadowResult, root: str, drop_alert: float) -> ShadowResult:
+    """The drop from the previous shadow result; an alert beyond ``drop_alert`` Pearson points."""
+    before = previous(root)
+    result.previous_pearson = before.get("pearson") if before else None
+    if result.previous_pearson is not None and result.pearson is not None:
+        result.drop = result.previous_pearson - result.pearson
+        result.alert = result.drop > drop_alert
+    elif result.previous_pearson is not None and result.pearson is None:
+        result.alert = True  # agreement became undefined: as bad as a drop
+    return result
+
+
+def trend_plot(points: Sequence[dict[str, Any]]) -> bytes:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(7, 3.5))
+    axes = figure.subplots()
+    for metric, label in (("pearson", "Pearson"), ("agreement", "agreement at 0.5"), ("mae", "MAE")):
+        values = [point.get(metric) for point in points]
+        axes.plot(range(len(points)), [math.nan if v is None else v for v in values], marker="o", label=label)
+    axes.set_xticks(range(len(points)), [str(point.get("time", ""))[:10] for point in points], rotation=20)
+    axes.set(title="Production model vs the teachers on fresh profiles", ylim=(0, 1))
+    axes.legend()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+    return buffer.getvalue()
+
+
+def markdown(result: ShadowResult) -> str:
+    from pipeline.evaluation.report import markdown_text
+
+    def fmt(value: Any) -> str:
+        return "undefined" if value is None else f"{value:.3f}"
+
+    lines = [
+        f"# Shadow: `{markdown_text(result.model)}` vs the teachers on fresh profiles",
+        "",
+        f"{result.profiles} profiles first scored by a teacher after {result.since} (none trained on); "
+        f"{result.scored} answered by the model; failures {result.failures or 'none'}; "
+        f"{result.rejected_teacher_scores} unusable teacher scores left out.",
+        "",
+        f"Pearson {fmt(result.pearson)}, MAE {fmt(result.mae)}, agreement at {contracts.POSITIVE_SCORE} {fmt(result.agreement)}; "
+        f"previous Pearson {fmt(result.previous_pearson)}{' — **ALERT: agreement dropped**' if result.alert else ''}.",
+        "",
+        "![trend](trend.png)",
+        "",
+        "## Largest disagreements",
+        "",
+        "| handle | model | model's reason | teacher | teacher's reason |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for row in result.largest:
+        cells = (
+            row["handle"],
+            f"{row['model_score']:.2f}",
+            prompt.truncate(row["model_reason"], 120)[0],
+            f"{row['teacher_score']:.2f} ({row['teacher']})",
+            prompt.truncate(row["teacher_reason"], 120)[0],
+        )
+        lines.append("| " + " | ".join(markdown_text(cell) for cell in cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def write(root: str, result: ShadowResult) -> str:
+    """shadow.json, shadow.md and trend.png under <root>/shadow/<time>/, and the history line."""
+    import secrets
+
+    stamp = result.time.replace(":", "").replace("-", "").replace("+0000", "Z")
+    out = storage.join(root, SHADOW_DIR, f"{stamp}-{secrets.token_hex(3)}")  # two results in one second stay apart
+    points = [*(record for record in history.read(root).records if record.get("kind") == KIND), result.to_json()]
+    storage.write_bytes(storage.join(out, "trend.png"), trend_plot(points))
+    storage.write_bytes(storage.join(out, "shadow.md"), markdown(result).encode("utf-8"))
+    storage.write_json(storage.join(out, "shadow.json"), result.to_json())
+    line = {key: value for key, value in result.to_json().items() if key != "largest"}
+    history.append(root, {"kind": KIND, "run_id": result.run_id or "", **line, "report_uri": storage.join(out, "shadow.md")})
+    return out
+
+
+def since_of(root: str, run_id: str) -> dt.datetime:
+    """When the production run's dataset was exported (its manifest's created_at)."""
+    from pipeline import runs
+
+    manifest = storage.read_json(storage.join(runs.dataset_uri(root, run_id), contracts.MANIFEST_NAME))
+    return dt.datetime.fromisoformat(str(manifest["created_at"]).replace("Z", "+00:00"))
+
+
+def now() -> str:
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")

@@ -1,0 +1,110 @@
+"""`python -m pipeline shadow`: on a real PostgreSQL, the production model (the contract-test
+Ollama server) against the teachers on profiles first scored after its dataset; a trend in the
+history, and an alert when the agreement drops."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+from pipeline import cli, history
+from tests.pipeline.serving.ollama_contract_server import OllamaContractServer
+
+FRESH = 60
+
+
+@pytest.fixture
+def scored_table(db):
+    """Old scores (before the production dataset), fresh profiles after it, and old profiles re-scored after it."""
+    with db.cursor() as cursor:
+        for i in range(40):  # known before the export: never fresh, even when scored again later
+            cursor.execute(
+                "INSERT INTO user_profiles (twitter_id, username, bio, created_at, follower_count) VALUES (%s, %s, %s, %s, %s)",
+                (f"old{i}", f"old_user_{i}", "PhD student", "2015-01-01", 10),
+            )
+            cursor.execute(
+                "INSERT INTO profile_scores (twitter_id, score, reason, scored_by, scored_at) VALUES (%s, '0.5', 'old', %s, %s)",
+                (f"old{i}", "claude-haiku-20240307", "2026-10-01T00:00:00Z"),
+            )
+            if i < 10:
+                cursor.execute(
+                    "INSERT INTO profile_scores (twitter_id, score, reason, scored_by, scored_at) VALUES (%s, '0.9', 'again', %s, %s)",
+                    (f"old{i}", "gemini-2.0-flash", "2026-11-20T00:00:00Z"),
+                )
+        teacher = {}
+        for i in range(FRESH):
+            score = round(i / (FRESH - 1), 2)
+            teacher[f"fresh_user_{i}"] = score
+            cursor.execute(
+                "INSERT INTO user_profiles (twitter_id, username, bio, created_at, follower_count) VALUES (%s, %s, %s, %s, %s)",
+                (f"new{i}", f"fresh_user_{i}", f"bio {i}", "2020-01-01", 100 + i),
+            )
+            cursor.execute(
+                "INSERT INTO profile_scores (twitter_id, score, reason, scored_by, scored_at) VALUES (%s, %s, %s, %s, %s)",
+                (f"new{i}", str(score), f"teacher reason {i}", "claude-haiku-20240307", "2026-11-20T00:00:00Z"),
+            )
+        cursor.execute(  # a teacher's junk answer on a fresh profile: counted, not scored against
+            "INSERT INTO user_profiles (twitter_id, username) VALUES ('junk', 'junk_user')"
+        )
+        cursor.execute(
+            "INSERT INTO profile_scores (twitter_id, score, reason, scored_by, scored_at) "
+            "VALUES ('junk', 'high', 'x', 'claude-haiku-20240307', '2026-11-21T00:00:00Z')"
+        )
+    db.commit()
+    return teacher
+
+
+@pytest.fixture
+def production(tmp_path):
+    """run-1 in production (the local pointer), its dataset exported on 2026-11-01."""
+    (tmp_path / "runs" / "run-1" / "dataset").mkdir(parents=True)
+    (tmp_path / "runs" / "run-1" / "dataset" / "manifest.json").write_text(json.dumps({"created_at": "2026-11-01T00:00:00+00:00"}))
+    (tmp_path / "runs" / "current.json").write_text(json.dumps({"run_id": "run-1", "production": "mistral-researcher:latest"}))
+    return tmp_path
+
+
+def answering(scores):
+    def respond(model, body):
+        handle = re.search(r"^handle: (.*)$", body["prompt"], re.M).group(1)
+        return json.dumps({"handle": handle, "score": f"{scores.get(handle, 0.5):.2f}", "reason": f"model reason for {handle}"})
+
+    return respond
+
+
+def test_shadow_scores_only_fresh_profiles_reports_agreement_and_alerts_on_a_drop(scored_table, production, database_url, capsys):
+    root = str(production)
+    with OllamaContractServer() as server:
+        server.state.models["mistral-researcher:latest"] = {"files": {}, "template": "", "system": "", "parameters": {}}
+        server.state.responder = answering(scored_table)  # agrees with the teachers
+        args = ["shadow", "--root", root, "--database-url", database_url, "--ollama-url", server.url, "--no-progress"]
+        assert cli.main(args) == 0
+        asked = {re.search(r"^handle: (.*)$", r["prompt"], re.M).group(1) for r in server.state.generate_requests}
+        assert asked == set(scored_table)  # only profiles first scored after 2026-11-01; not the re-scored old ones
+        first = json.loads(next(production.glob("shadow/*/shadow.json")).read_text())
+        assert first["profiles"] == FRESH and first["scored"] == FRESH and first["rejected_teacher_scores"] == 1
+        assert first["pearson"] == pytest.approx(1.0) and first["mae"] == pytest.approx(0.0) and first["agreement"] == 1.0
+        assert first["alert"] is False and first["previous_pearson"] is None
+
+        # A week later the model disagrees: the largest disagreements are listed with both answers, and it alerts.
+        worse = {handle: round(1 - score, 2) if handle.endswith(("1", "3", "5")) else score for handle, score in scored_table.items()}
+        server.state.responder = answering(worse)
+        capsys.readouterr()
+        assert cli.main(args) == cli.EXIT_GATE_FAILED
+        assert "ALERT: shadow agreement dropped" in capsys.readouterr().err
+    shadows = [record for record in history.read(root).records if record["kind"] == "shadow"]
+    assert len(shadows) == 2 and shadows[1]["alert"] is True and shadows[1]["previous_pearson"] == pytest.approx(1.0)
+    assert len(list(production.glob("shadow/*/shadow.json"))) == 2  # each result kept
+    latest = next(path.parent for path in production.glob("shadow/*/shadow.json") if json.loads(path.read_text())["alert"])
+    report = json.loads((latest / "shadow.json").read_text())
+    top = report["largest"][0]
+    assert abs(top["model_score"] - top["teacher_score"]) >= 0.9 and top["teacher_reason"].startswith("teacher reason")
+    assert top["model_reason"].startswith("model reason")
+    assert (latest / "trend.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "## Largest disagreements" in (latest / "shadow.md").read_text()
+
+
+def test_without_a_production_model_shadow_says_so(tmp_path, database_url, capsys):
+    assert cli.main(["shadow", "--root", str(tmp_path), "--database-url", database_url, "--ollama-url", "http://127.0.0.1:9"]) == 1
+    assert "NoProductionModel" in capsys.readouterr().err
