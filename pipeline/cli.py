@@ -604,7 +604,7 @@ def _shadow(args) -> int:
     from pipeline import storage
     from pipeline.dataset import generate, source, split
     from pipeline.evaluation import shadow
-    from pipeline.scoring import production, scorer
+    from pipeline.scoring import scorer
     from pipeline.serving import lifecycle
     from pipeline.serving.ollama import OllamaClient
 
@@ -621,12 +621,6 @@ def _shadow(args) -> int:
         since = since.replace(tzinfo=dt.UTC)
     teachers = generate.parse_teachers(args.teachers) if args.teachers else source.DEFAULT_TEACHERS
     seed_ids = split.load_seed_ids(args.seed_profiles) if args.seed_profiles else frozenset()
-    with _database_url(args.database_url) as url:
-        conn = source.connect(source.ConnectionParams.from_url(url))
-        try:
-            profiles, rejected = shadow.fresh_profiles(conn, since=since, teachers=teachers, seed_ids=seed_ids, limit=args.max_profiles)
-        finally:
-            conn.close()
     gguf = args.gguf
     if not args.ollama_url and not gguf:
         gguf = str(pointer.get("production", ""))
@@ -634,13 +628,24 @@ def _shadow(args) -> int:
             raise InvalidArgument("give --ollama-url (the host serving production) or --gguf FILE")
     model = gguf or args.model or config.production
     with contextlib.ExitStack() as stack:
+        url = stack.enter_context(_database_url(args.database_url))
+        conn = source.connect(source.ConnectionParams.from_url(url))
+        stack.callback(conn.close)
         client = stack.enter_context(OllamaClient(args.ollama_url)) if args.ollama_url else None
         backends, _ = scorer.backends_for(gguf_path=gguf, client=client, model=None if gguf else model, concurrency=args.concurrency)
-        results = production.score_profiles([p.row for p in profiles], backends, model=model, run_id=run_id, progress=not args.no_progress)
-    result = shadow.compare(profiles, results, model=model, run_id=run_id, since=since.isoformat(timespec="seconds"))
-    result.rejected_teacher_scores, result.time = rejected, shadow.now()
-    shadow.apply_trend(result, args.root, args.drop_alert)
-    out = shadow.write(args.root, result)
+        result, out = shadow.run_shadow(
+            args.root,
+            conn,
+            backends,
+            model=model,
+            run_id=run_id,
+            since=since,
+            teachers=teachers,
+            seed_ids=seed_ids,
+            limit=args.max_profiles,
+            drop_alert=args.drop_alert,
+            progress=not args.no_progress,
+        )
 
     def fmt(value) -> str:
         return "undefined" if value is None else f"{value:.3f}"

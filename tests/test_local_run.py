@@ -117,7 +117,20 @@ def test_a_run_that_passes_the_gates_is_promoted_and_everything_agrees(loaded_da
         first_gates = {gate["name"]: gate for gate in report["gates"]}
         assert first_gates["champion_pearson_drop"]["passed"] and first_gates["champion_pearson_drop"]["value"] is None  # nothing to beat
 
-        # A second run is compared with the first, now in production, on the same holdout.
+        # A week of new teacher scores, then a second run: compared with the first (now in production) on
+        # the same holdout, and the production model shadowed against the teachers on the new profiles.
+        import psycopg2
+
+        fresh = {f"fresh_{i}": round(i / 29, 2) for i in range(30)}
+        with psycopg2.connect(loaded_database) as conn, conn.cursor() as cursor:
+            for i, (handle, score) in enumerate(fresh.items()):
+                cursor.execute("INSERT INTO user_profiles (twitter_id, username, bio) VALUES (%s, %s, 'new')", (f"fresh{i}", handle))
+                cursor.execute(
+                    "INSERT INTO profile_scores (twitter_id, score, reason, scored_by, scored_at) "
+                    "VALUES (%s, %s, 'why', 'claude-haiku-20240307', now() + interval '1 minute')",
+                    (f"fresh{i}", str(score)),
+                )
+        cache.update(fresh)
         ollama.state.generate_requests.clear()
         second = local_run.run(options, note=lambda message: None)
         second_report = json.loads((tmp_path / "runs" / second.run_id / "report" / "report.json").read_text())
@@ -127,6 +140,9 @@ def test_a_run_that_passes_the_gates_is_promoted_and_everything_agrees(loaded_da
         assert {request["model"] for request in ollama.state.generate_requests} == {"mistral-researcher:latest", model_tag(second.run_id)}
         second_gates = {gate["name"]: gate for gate in second_report["gates"]}
         assert second_gates["champion_pearson_drop"]["value"] == pytest.approx(0.0) and second.promoted  # the same answers: not worse
+        shadowed = second.summary["shadow"]
+        assert (shadowed["profiles"], shadowed["scored"], shadowed["run_id"]) == (30, 30, result.run_id)
+        assert shadowed["pearson"] == pytest.approx(1.0) and shadowed["alert"] is False
         # Both runs are in the history, with what the next week compares against.
         from pipeline import history
 
@@ -134,6 +150,7 @@ def test_a_run_that_passes_the_gates_is_promoted_and_everything_agrees(loaded_da
         assert list(recorded) == [result.run_id, second.run_id]
         assert recorded[second.run_id]["validation"]["champion"]["champion"] == "mistral-researcher:latest"
         assert recorded[result.run_id]["dataset"]["teacher_mix"] and recorded[result.run_id]["training"]["steps"]
+        assert recorded[second.run_id]["shadow"]["profiles"] == 30 and recorded[result.run_id]["shadow"] is None
 
 
 def test_a_failed_gate_exits_3_and_keeps_the_current_model(loaded_database, tmp_path, capsys):

@@ -154,6 +154,8 @@ def apply_trend(result: ShadowResult, root: str, drop_alert: float) -> ShadowRes
     """The drop from the previous shadow result; an alert beyond ``drop_alert`` Pearson points."""
     before = previous(root)
     result.previous_pearson = before.get("pearson") if before else None
+    if result.scored == 0:  # nothing fresh (or nothing answered): no evidence either way
+        return result
     if result.previous_pearson is not None and result.pearson is not None:
         result.drop = result.previous_pearson - result.pearson
         result.alert = result.drop > drop_alert
@@ -229,6 +231,32 @@ def write(root: str, result: ShadowResult) -> str:
     line = {key: value for key, value in result.to_json().items() if key != "largest"}
     history.append(root, {"kind": KIND, "run_id": result.run_id or "", **line, "report_uri": storage.join(out, "shadow.md")})
     return out
+
+
+def run_shadow(
+    root: str,
+    conn,
+    backends,
+    *,
+    model: str,
+    run_id: str,
+    since: dt.datetime,
+    teachers: Sequence[str],
+    seed_ids: frozenset[str] = frozenset(),
+    limit: int = DEFAULT_MAX_PROFILES,
+    drop_alert: float = DEFAULT_DROP_ALERT,
+    progress: bool = False,
+) -> tuple[ShadowResult, str]:
+    """Fresh profiles from ``conn`` scored by ``backends`` (the production model), compared with the
+    teachers, the trend applied, written; the result and where its report is."""
+    from pipeline.scoring import production
+
+    profiles, rejected = fresh_profiles(conn, since=since, teachers=teachers, seed_ids=seed_ids, limit=limit)
+    results = production.score_profiles([p.row for p in profiles], backends, model=model, run_id=run_id, progress=progress)
+    result = compare(profiles, results, model=model, run_id=run_id, since=since.isoformat(timespec="seconds"))
+    result.rejected_teacher_scores, result.time = rejected, now()
+    apply_trend(result, root, drop_alert)
+    return result, write(root, result)
 
 
 def since_of(root: str, run_id: str) -> dt.datetime:

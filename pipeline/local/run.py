@@ -228,6 +228,29 @@ def run(options: RunOptions, note: Callable[[str], None] = print, on_stage: Call
                 champion_model=champion_model,
             )
             summary["validation"] = verdict
+            if champion_backends and in_production:
+                # Shadow: the production model against the teachers on profiles scored since its dataset.
+                from pipeline.dataset import source as dataset_source
+                from pipeline.evaluation import shadow
+
+                with embedded.database_url(options.database_url, options.sample_profiles) as url:
+                    conn = dataset_source.connect(dataset_source.ConnectionParams.from_url(url))
+                    try:
+                        shadowed, shadow_dir = shadow.run_shadow(
+                            root,
+                            conn,
+                            champion_backends,
+                            model=str(champion_model),
+                            run_id=str(in_production["run_id"]),
+                            since=shadow.since_of(root, str(in_production["run_id"])),
+                            teachers=dataset_source.DEFAULT_TEACHERS,
+                            seed_ids=local_sample.seed_ids_for(options.database_url, options.seed_profiles),
+                            progress=options.progress,
+                        )
+                    finally:
+                        conn.close()
+                summary["shadow"] = {"report": storage.join(shadow_dir, "shadow.md"), **shadowed.to_json()}
+                summary["shadow"].pop("largest")
 
         with stage("promote"):
             if verdict["passed"]:
@@ -247,7 +270,11 @@ def run(options: RunOptions, note: Callable[[str], None] = print, on_stage: Call
         with stage("report"):
             summary["report"] = str(report_dir / "report.md")
             summary["pointer"] = lifecycle.pointer_uri(root, config)
-            history.append(root, history.run_record(root, run_id, outcome=summary["outcome"], adapter_uri=str(adapter_dir)))
+            shadowed_line = {
+                k: v for k, v in summary.get("shadow", {}).items() if k in ("pearson", "mae", "agreement", "profiles", "alert")
+            }
+            record = history.run_record(root, run_id, outcome=summary["outcome"], adapter_uri=str(adapter_dir), shadow=shadowed_line)
+            history.append(root, record)
             summary["history"] = history.index_uri(root)
         storage.write_json(str(run_dir / RUN_SUMMARY), summary)  # last: it marks a finished run
     except StageFailed as exc:  # every run is in the history, a failed one too (an interrupted one resumes instead)
