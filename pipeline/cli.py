@@ -780,10 +780,17 @@ def _run(args) -> int:
     for column in ("gate", "value", "threshold", "result"):
         table.add_column(column)
     for gate in summary["validation"]["gates"]:
-        table.add_row(
-            gate["name"], _or_undefined(gate["value"]), f"{gate['comparison']} {gate['threshold']}", "pass" if gate["passed"] else "FAIL"
-        )
+        # A gate decided without a value says why (nothing in production yet, too few profiles).
+        value = gate["detail"] if gate["value"] is None and gate.get("detail") else _or_undefined(gate["value"])
+        table.add_row(gate["name"], value, f"{gate['comparison']} {gate['threshold']}", "pass" if gate["passed"] else "FAIL")
     console.print(table)
+    if summary.get("shadow"):
+        shadowed = summary["shadow"]
+        console.print(
+            f"shadow of the production model on {shadowed['profiles']} fresh profiles: pearson {_or_undefined(shadowed['pearson'])}, "
+            f"agreement {_or_undefined(shadowed['agreement'])}{' — ALERT: agreement dropped' if shadowed['alert'] else ''}; "
+            f"{shadowed['report']}"
+        )
     training = summary["training"]
     console.print(
         f"training loss {_or_undefined(training['first_loss'])} -> {_or_undefined(training['last_loss'])}; "
@@ -791,6 +798,7 @@ def _run(args) -> int:
     )
     console.print("time per stage: " + ", ".join(f"{name} {seconds:.0f} s" for name, seconds in summary["stages"].items()))
     console.print(f"artifacts: {summary['run_dir']}; report {summary['report']}; current model: {summary['current_run'] or 'none yet'}")
+    console.print(f"history: {summary['history']} (python -m pipeline runs list)")
     if not result.promoted:
         console.print("[bold]rolled back[/]: the gates failed; the previous model is still current")
         return EXIT_GATE_FAILED

@@ -168,8 +168,13 @@ def test_a_failed_gate_exits_3_and_keeps_the_current_model(loaded_database, tmp_
     run_dir = next(path for path in (tmp_path / "runs").iterdir() if path.is_dir() and path.name != "run-earlier")
     summary = json.loads((run_dir / "run.json").read_text())
     assert summary["outcome"] == "rolled back" and summary["current_run"] == "run-earlier"
-    assert "seed_mean" in json.loads((run_dir / "report" / "report.json").read_text())["failed_gates"]
-    assert "rolled back" in capsys.readouterr().err
+    report = json.loads((run_dir / "report" / "report.json").read_text())
+    assert "seed_mean" in report["failed_gates"]
+    champion = {gate["name"]: gate for gate in report["gates"]}["champion_pearson_drop"]
+    assert "run-earlier" in champion["detail"] and "not compared" in champion["detail"]  # said, not silently skipped
+    captured = capsys.readouterr()
+    assert "rolled back" in captured.err
+    assert "history: " in captured.out + captured.err and "not compared" in captured.out + captured.err
 
 
 def test_an_interrupted_run_resumes_where_it_stopped(loaded_database, tmp_path, monkeypatch):

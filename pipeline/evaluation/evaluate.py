@@ -42,6 +42,7 @@ def evaluate(
     progress: bool = True,
     champion_backends: Sequence[Backend] | None = None,
     champion_model: str | None = None,
+    champion_unavailable: str | None = None,
 ) -> dict[str, Any]:
     """Score the holdout and seed profiles, apply the gates, write the report. With
     ``champion_backends`` (the model in production) the same holdout is scored by it too, and the
@@ -60,6 +61,8 @@ def evaluate(
         champion_holdout = score_profiles(champion_backends, holdout_profiles, progress=progress, description="production")
         comparison = champion.compare(holdout, champion_holdout, champion_model=champion_model or "production")
     metrics = gates_module.compute_metrics(holdout, seeds, comparison)
+    if champion_unavailable:
+        metrics["champion_unavailable"] = champion_unavailable
     gate_results = gates_module.evaluate(metrics, gates)
     report = report_module.build_report(
         model=model, backend=backend_name, metrics=metrics, gates=gate_results, thresholds=gates.as_dict(), holdout=holdout, seeds=seeds

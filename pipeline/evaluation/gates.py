@@ -180,7 +180,8 @@ def _champion_gate(rule, metrics: Mapping[str, Any], threshold: float) -> GateRe
         return None
     comparison = metrics.get("champion")
     if comparison is None:
-        return GateResult(rule.metric, None, threshold, rule.comparison, True, champion_module.NO_CHAMPION)
+        detail = metrics.get("champion_unavailable") or champion_module.NO_CHAMPION  # said, never silent
+        return GateResult(rule.metric, None, threshold, rule.comparison, True, detail)
     if metrics[rule.metric] is None and comparison["champion_pearson"] is None:
         return GateResult(rule.metric, None, threshold, rule.comparison, True, "the production model's correlation is undefined")
     return None

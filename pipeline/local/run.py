@@ -204,8 +204,13 @@ def run(options: RunOptions, note: Callable[[str], None] = print, on_stage: Call
             )
             # The model in production (an earlier run's), if any, scores the same holdout: champion/challenger.
             in_production = lifecycle.read_pointer(root, config)
-            champion_backends, champion_model = None, None
-            if in_production and (client or Path(str(in_production.get("production", ""))).is_file()):
+            champion_backends, champion_model, champion_unavailable = None, None, None
+            if in_production and not client and not Path(str(in_production.get("production", ""))).is_file():
+                champion_unavailable = (
+                    f"the production model of run {in_production.get('run_id')} ({in_production.get('production')}) "
+                    "is not a file here: not compared"
+                )
+            elif in_production:
                 champion_model = config.production if client else str(in_production["production"])
                 champion_backends, _ = scorer.backends_for(
                     gguf_path=None if client else champion_model,
@@ -226,6 +231,7 @@ def run(options: RunOptions, note: Callable[[str], None] = print, on_stage: Call
                 progress=options.progress,
                 champion_backends=champion_backends,
                 champion_model=champion_model,
+                champion_unavailable=champion_unavailable,
             )
             summary["validation"] = verdict
             if champion_backends and in_production:
