@@ -117,6 +117,7 @@ class ModelServingConfig:
     validation_concurrency: int
     quantization: str
     custom_model_share: float = 0.0  # percent of profiles ScoreProfiles routes to the custom model
+    shadow_drop_alert: float = 0.05  # Pearson points the shadow comparison may fall before it alerts
 
 
 @dataclass(frozen=True)
@@ -442,7 +443,17 @@ def _serving(r: _Reader) -> ModelServingConfig:
     share = r._float("customModelShare")
     if share is not None and not 0 <= share <= 100:
         r.problem("customModelShare", f"must be a percentage from 0 to 100, got {share:g}")
-    return ModelServingConfig(name, gates, r.integer("validationConcurrency", 1, 32), quantization, share if share is not None else 0.0)
+    drop = r._float("shadowDropAlert")
+    if drop is not None and not 0 <= drop <= 2:
+        r.problem("shadowDropAlert", f"must be within [0, 2] (Pearson points), got {drop:g}")
+    return ModelServingConfig(
+        name,
+        gates,
+        r.integer("validationConcurrency", 1, 32),
+        quantization,
+        share if share is not None else 0.0,
+        drop if drop is not None else 0.05,
+    )
 
 
 def _schedule(r: _Reader) -> ScheduleConfig:

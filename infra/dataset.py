@@ -46,7 +46,13 @@ class DatasetFunctions(pulumi.ComponentResource):
 
         def generate_statements(values) -> list[iam.Statement]:
             bucket_arn, account = values
-            statements = iam.s3_access("Dataset", bucket_arn, write=[contracts.RUN_DATASET_KEYS])
+            # Its dataset; and the shadow set: production's manifest read, the fresh profiles written.
+            statements = iam.s3_access(
+                "Dataset",
+                bucket_arn,
+                read=[contracts.POINTER_KEYS, contracts.RUN_DATASET_KEYS],
+                write=[contracts.RUN_DATASET_KEYS, contracts.RUN_SHADOW_KEYS],
+            )
             statements.append(iam.Statement("DatabaseSecret", ["secretsmanager:GetSecretValue"], [config.database_secret_arn]))
             seeds_bucket, seeds_key = iam.s3_uri_arns(config.seed_profiles_uri, account.partition)
             statements += iam.s3_access("SeedProfiles", seeds_bucket, read=[seeds_key])

@@ -65,10 +65,15 @@ class ModelLifecycleFunctions(pulumi.ComponentResource):
                 "ValidateModel: the candidate against the quality gates; report to runs/<run_id>/report/",
                 VALIDATE_MEMORY_MB,
                 VALIDATE_TIMEOUT_S,
-                access(read=[contracts.ANY_RUN], write=[contracts.RUN_REPORT_KEYS]),
+                # The pointer: the model in production is the champion, and is shadowed (its results and history line).
+                access(
+                    read=[contracts.ANY_RUN, contracts.POINTER_KEYS],
+                    write=[contracts.RUN_REPORT_KEYS, contracts.RUN_SHADOW_KEYS, contracts.RUN_INDEX_KEY],
+                ),
                 {
                     **environment,
                     "QUALITY_GATES": json.dumps(args.config.quality_gates, sort_keys=True),
+                    "SHADOW_DROP_ALERT": f"{args.config.shadow_drop_alert:g}",
                     "VALIDATION_CONCURRENCY": str(args.config.validation_concurrency),
                     "MPLCONFIGDIR": "/tmp/matplotlib",
                     "POWERTOOLS_SERVICE_NAME": "validate-model",

@@ -77,6 +77,11 @@ CHECKPOINT_KEYS = f"{CHECKPOINTS_DIR}/*"
 # dot, which no run id has (RUN_ID_PATTERN), so it never collides with a run's folder.
 RUN_INDEX_NAME = "index.jsonl"
 RUN_INDEX_KEY = f"{RUNS_DIR}/{RUN_INDEX_NAME}"
+# Shadow (Phase 4): GenerateDataset snapshots the profiles first scored after production's dataset
+# (runs/<run_id>/shadow/fresh.json); ValidateModel scores them with production and reports there.
+SHADOW_DIR = "shadow"
+FRESH_PROFILES_NAME = "fresh.json"
+RUN_SHADOW_KEYS = f"{ANY_RUN}/{SHADOW_DIR}/*"
 POINTER_KEYS = f"{MODELS_DIR}/*"
 
 # Hex digits of sha256(run id) that make a job name unique when two run ids read the same once

@@ -105,6 +105,14 @@ def _validation(root: str, run_id: str) -> dict[str, Any] | None:
     }
 
 
+def _shadow(root: str, run_id: str) -> dict[str, Any] | None:
+    """The run's shadow result (ValidateModel's), when it has one."""
+    found = _read_json(storage.join(runs.run_uri(root, run_id), contracts.SHADOW_DIR, "shadow.json"))
+    if not found:
+        return None
+    return {key: found.get(key) for key in ("profiles", "scored", "pearson", "mae", "agreement", "previous_pearson", "alert")}
+
+
 def run_record(
     root: str,
     run_id: str,
@@ -127,7 +135,7 @@ def run_record(
         "dataset": _dataset(root, run_id),
         "training": _training(adapter_uri),
         "validation": _validation(root, run_id),
-        "shadow": dict(shadow) if shadow else None,
+        "shadow": dict(shadow) if shadow else _shadow(root, run_id),
     }
 
 
@@ -147,6 +155,14 @@ def summary_line(record: Mapping[str, Any]) -> str:
             parts.append(f"production's pearson {champion['champion_pearson']:.3f}")
         if validation.get("failed_gates"):
             parts.append(f"failed gates: {', '.join(validation['failed_gates'])}")
+    shadow = record.get("shadow") or {}
+    if shadow.get("scored"):
+        pearson = shadow.get("pearson")
+        shown = "undefined" if pearson is None else f"{pearson:.3f}"
+        parts.append(
+            f"shadow vs the teachers on {shadow['scored']} fresh profiles: pearson {shown}"
+            + (" (ALERT: dropped)" if shadow.get("alert") else "")
+        )
     dataset = record.get("dataset") or {}
     if dataset.get("rows"):
         mix = ", ".join(f"{teacher} {count}" for teacher, count in (dataset.get("teacher_mix") or {}).items())

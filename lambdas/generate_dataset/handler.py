@@ -8,7 +8,9 @@ MIN_ROWS (the stack's minRows, default 1000: the least an execution may ask for)
 Event: {"run_id", "training_job_prefix"?, "teachers"?: [...], "min_rows"?: 1000 (at least MIN_ROWS)};
 the optional fields may also come under "options" (the state machine passes the execution input there).
 The split shares are not an option: the holdout the gates read is the same for every run.
-Returns the dataset's URIs and counts, and the run's SageMaker training job name.
+Returns the dataset's URIs and counts, and the run's SageMaker training job name. With a model in
+production it also snapshots the shadow comparison's fresh profiles (first scored by a teacher after
+production's dataset) into runs/<run_id>/shadow/fresh.json, which ValidateModel scores.
 Errors raised by name for the state machine: DatabaseUnavailable (retried), InsufficientData.
 """
 
@@ -44,6 +46,36 @@ def _database_params(settings: Settings) -> source.ConnectionParams:
     return source.ConnectionParams.from_secret(secret, sslmode=settings.database_ssl_mode)
 
 
+def _snapshot_fresh_profiles(settings: Settings, run_id: str, teachers, seed_ids: frozenset[str]) -> dict:
+    """The shadow set for this run; its absence is said in the result, never an error of the dataset stage."""
+    from pipeline.dataset import fresh
+    from pipeline.errors import StorageError
+
+    root = settings.artifact_root
+    try:
+        production = fresh.production_export_time(root)
+    except (StorageError, KeyError, ValueError) as exc:
+        logger.warning("no shadow set: the production run's dataset cannot be read", extra={"error": str(exc)})
+        return {"profiles": 0, "skipped": f"the production run's dataset cannot be read: {exc}"}
+    if production is None:
+        return {"profiles": 0, "skipped": "no model in production"}
+    production_run_id, since = production
+    conn = source.connect(_database_params(settings))
+    try:
+        profiles, rejected = fresh.fresh_profiles(
+            conn,
+            since=since,
+            teachers=generate.parse_teachers(teachers) if teachers else source.DEFAULT_TEACHERS,
+            seed_ids=seed_ids,
+            limit=fresh.DEFAULT_MAX_PROFILES,
+        )
+    finally:
+        conn.close()
+    uri = fresh.snapshot_uri(root, run_id)
+    fresh.write_snapshot(uri, profiles, rejected=rejected, since=since, production_run_id=production_run_id)
+    return {"profiles": len(profiles), "uri": uri, "since": since.isoformat(timespec="seconds")}
+
+
 @logger.inject_lambda_context
 def handler(event: dict, context) -> dict:
     settings = lambda_settings.from_environment(Settings)
@@ -71,5 +103,6 @@ def handler(event: dict, context) -> dict:
         min_rows=min_rows,
     )
     result["training_job_name"] = job_name
+    result["shadow"] = _snapshot_fresh_profiles(settings, run_id, teachers, seed_ids)
     logger.info("dataset written", extra={"counts": result["counts"], "rejects": result["rejects"], "training_job_name": job_name})
     return result

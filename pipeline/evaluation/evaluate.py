@@ -89,6 +89,7 @@ def validate_model(
     max_holdout: int | None = DEFAULT_MAX_HOLDOUT,
     config: ServingConfig = ServingConfig(),
     progress: bool = False,
+    shadow_drop_alert: float | None = None,
 ) -> dict[str, Any]:
     """The ValidateModel state: the run's holdout and seed profiles scored by its candidate tag;
     runs/<run_id>/report/ written."""
@@ -111,4 +112,19 @@ def validate_model(
         champion_backends=[OllamaBackend(client, config.production)] * concurrency if in_production else None,
         champion_model=config.production,
     )
-    return {"run_id": run_id, **summary}
+    shadowed = None
+    if in_production:  # Phase 4's shadow: production against the teachers on GenerateDataset's fresh profiles
+        from pipeline.evaluation import shadow
+
+        result = shadow.shadow_run(
+            root,
+            run_id,
+            [OllamaBackend(client, config.production)] * concurrency,
+            model=config.production,
+            drop_alert=shadow.DEFAULT_DROP_ALERT if shadow_drop_alert is None else shadow_drop_alert,
+        )
+        if result is not None:
+            shadowed = {
+                key: getattr(result, key) for key in ("profiles", "scored", "pearson", "mae", "agreement", "previous_pearson", "alert")
+            }
+    return {"run_id": run_id, **summary, "shadow": shadowed}

@@ -20,47 +20,19 @@ from typing import Any
 import numpy as np
 
 from pipeline import contracts, history, prompt, storage
+from pipeline.dataset import fresh as fresh_module
+from pipeline.dataset.fresh import FreshProfile, fresh_profiles
 from pipeline.errors import PipelineError
 
-SHADOW_DIR = "shadow"  # <root>/shadow/<time>/: shadow.json, shadow.md, trend.png
-DEFAULT_MAX_PROFILES = 500
+SHADOW_DIR = contracts.SHADOW_DIR  # <root>/shadow/<time>/ on demand, runs/<run_id>/shadow/ in a run
+DEFAULT_MAX_PROFILES = fresh_module.DEFAULT_MAX_PROFILES
 DEFAULT_DROP_ALERT = 0.05  # Pearson points below the previous shadow result
 LARGEST_SHOWN = 10
 KIND = "shadow"
 
-# The latest allowed teacher score of each profile whose FIRST allowed score is after ``since``.
-FRESH_QUERY = """
-WITH allowed AS (
-    SELECT twitter_id, score, reason, scored_by, scored_at FROM profile_scores WHERE scored_by = ANY(%(teachers)s)
-), fresh AS (
-    SELECT twitter_id FROM allowed GROUP BY twitter_id HAVING min(scored_at) > %(since)s
-)
-SELECT twitter_id, handle, display_name, bio, created_at, follower_count, location, score, reason, scored_by
-FROM (
-    SELECT DISTINCT ON (ps.twitter_id)
-           p.twitter_id::text AS twitter_id, p.username AS handle, p.display_name, p.bio,
-           to_char(p.created_at, 'YYYY-MM-DD') AS created_at, p.follower_count::text AS follower_count,
-           p.location, ps.score::text AS score, ps.reason, ps.scored_by, ps.scored_at
-    FROM allowed ps
-    JOIN fresh USING (twitter_id)
-    JOIN user_profiles p ON p.twitter_id = ps.twitter_id
-    ORDER BY ps.twitter_id, ps.scored_at DESC, ps.scored_by
-) latest
-ORDER BY scored_at DESC, twitter_id
-LIMIT %(limit)s
-"""
-
 
 class NoProductionModel(PipelineError):
     """Shadow needs a model in production (the pointer) to compare with the teachers."""
-
-
-@dataclass(frozen=True)
-class FreshProfile:
-    row: dict[str, Any]  # the source table's columns, as ScoreProfiles takes them
-    teacher_score: float
-    teacher_reason: str
-    teacher: str
 
 
 @dataclass
@@ -83,35 +55,6 @@ class ShadowResult:
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
-
-
-def fresh_profiles(
-    conn, *, since: dt.datetime, teachers: Sequence[str], seed_ids: frozenset[str], limit: int
-) -> tuple[list[FreshProfile], int]:
-    """The fresh profiles, newest first, seed profiles excluded; and how many teacher scores were unusable."""
-    with conn.cursor() as cursor:
-        cursor.execute(FRESH_QUERY, {"teachers": list(teachers), "since": since, "limit": limit})
-        rows = cursor.fetchall()
-    found, rejected = [], 0
-    for twitter_id, handle, display_name, bio, created_at, follower_count, location, score, reason, scored_by in rows:
-        if twitter_id in seed_ids:
-            continue
-        try:
-            teacher_score = prompt.parse_score(score)
-        except prompt.AnswerError:
-            rejected += 1  # counted, never guessed
-            continue
-        row = {
-            "twitter_id": twitter_id,
-            "username": handle,
-            "display_name": display_name,
-            "bio": bio,
-            "created_at": created_at,
-            "follower_count": follower_count,
-            "location": location,
-        }
-        found.append(FreshProfile(row, teacher_score, prompt.clean_field(reason), scored_by))
-    return found, rejected
 
 
 def compare(profiles: Sequence[FreshProfile], results: Sequence[Any], *, model: str, run_id: str | None, since: str) -> ShadowResult:
@@ -218,12 +161,13 @@ def markdown(result: ShadowResult) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write(root: str, result: ShadowResult) -> str:
-    """shadow.json, shadow.md and trend.png under <root>/shadow/<time>/, and the history line."""
+def write(root: str, result: ShadowResult, out: str | None = None) -> str:
+    """shadow.json, shadow.md and trend.png under ``out`` (default <root>/shadow/<time>-<hex>/; a
+    run's: runs/<run_id>/shadow/), and the history line."""
     import secrets
 
     stamp = result.time.replace(":", "").replace("-", "").replace("+0000", "Z")
-    out = storage.join(root, SHADOW_DIR, f"{stamp}-{secrets.token_hex(3)}")  # two results in one second stay apart
+    out = out or storage.join(root, SHADOW_DIR, f"{stamp}-{secrets.token_hex(3)}")  # two results in one second stay apart
     points = [*(record for record in history.read(root).records if record.get("kind") == KIND), result.to_json()]
     storage.write_bytes(storage.join(out, "trend.png"), trend_plot(points))
     storage.write_bytes(storage.join(out, "shadow.md"), markdown(result).encode("utf-8"))
@@ -259,12 +203,30 @@ def run_shadow(
     return result, write(root, result)
 
 
-def since_of(root: str, run_id: str) -> dt.datetime:
-    """When the production run's dataset was exported (its manifest's created_at)."""
+def shadow_run(root: str, run_id: str, backends, *, model: str, drop_alert: float = DEFAULT_DROP_ALERT) -> ShadowResult | None:
+    """ValidateModel's shadow step: the run's snapshot of fresh profiles (GenerateDataset's) scored by
+    the production model, compared, written to runs/<run_id>/shadow/ and the history. None without a snapshot."""
     from pipeline import runs
+    from pipeline.scoring import production
 
-    manifest = storage.read_json(storage.join(runs.dataset_uri(root, run_id), contracts.MANIFEST_NAME))
-    return dt.datetime.fromisoformat(str(manifest["created_at"]).replace("Z", "+00:00"))
+    uri = fresh_module.snapshot_uri(root, run_id)
+    if not storage.exists(uri):
+        return None
+    profiles, rejected, since = fresh_module.read_snapshot(uri)
+    production_run_id = str(storage.read_json(uri).get("production_run_id") or "")
+    results = production.score_profiles([p.row for p in profiles], backends, model=model, run_id=production_run_id)
+    result = compare(profiles, results, model=model, run_id=production_run_id, since=since.isoformat(timespec="seconds"))
+    result.rejected_teacher_scores, result.time = rejected, now()
+    apply_trend(result, root, drop_alert)
+    write(root, result, out=storage.join(runs.run_uri(root, run_id), SHADOW_DIR))
+    return result
+
+
+def since_of(root: str, run_id: str) -> dt.datetime:
+    """When the production run's dataset was exported: fresh profiles were first scored after it."""
+    from pipeline.dataset import fresh
+
+    return fresh.export_time(root, run_id)
 
 
 def now() -> str:

@@ -8,7 +8,7 @@ import re
 import boto3
 import pytest
 
-from pipeline import contracts, history
+from pipeline import contracts, history, storage
 from pipeline.serving.modelfile import model_tag
 from tests.pipeline.serving.ollama_contract_server import echo_teacher_responder
 
@@ -286,3 +286,39 @@ def test_each_task_failing_ends_the_execution_failed_notified_and_the_host_stopp
     elif "DescribeHost" in visited and state not in {"DescribeHost", "StartHost"}:
         assert world.host_state() == "stopped", state  # returned to the state it was found in
     assert "PromoteModel" not in visited or state == "PromoteModel" or state == "StopHost"
+
+
+def test_each_run_shadows_the_production_model_on_profiles_scored_since_its_dataset(world, db):
+    world.ollama.state.responder = teacher_agreeing(world, "run-s1")
+    assert run(world, "run-s1")[0]["status"] == "SUCCEEDED"
+    assert not storage.exists(f"s3://{world.bucket}/runs/run-s1/shadow/fresh.json")  # nothing in production before it
+
+    fresh = {f"fresh_{i}": round(i / 29, 2) for i in range(30)}  # a week of new teacher scores
+    with db.cursor() as cursor:
+        for i, (handle, score) in enumerate(fresh.items()):
+            cursor.execute("INSERT INTO user_profiles (twitter_id, username, bio) VALUES (%s, %s, 'new')", (f"fresh{i}", handle))
+            cursor.execute(
+                "INSERT INTO profile_scores (twitter_id, score, reason, scored_by, scored_at) "
+                "VALUES (%s, %s, 'why', 'claude-haiku-20240307', now() + interval '1 minute')",
+                (f"fresh{i}", str(score)),
+            )
+    db.commit()
+    known = {}
+
+    def respond(model, body):
+        if not known:
+            known.update(world.teacher_scores("run-s2"), **fresh)
+        return echo_teacher_responder(known)(model, body)
+
+    world.ollama.state.responder = respond
+    result, _ = run(world, "run-s2")
+    assert result["status"] == "SUCCEEDED", result
+    snapshot = json.loads(storage.read_bytes(f"s3://{world.bucket}/runs/run-s2/shadow/fresh.json"))
+    assert snapshot["production_run_id"] == "run-s1" and len(snapshot["profiles"]) == 30
+    shadowed = json.loads(storage.read_bytes(f"s3://{world.bucket}/runs/run-s2/shadow/shadow.json"))
+    assert shadowed["scored"] == 30 and shadowed["pearson"] == pytest.approx(1.0) and shadowed["model"] == "mistral-researcher:latest"
+    assert storage.exists(f"s3://{world.bucket}/runs/run-s2/shadow/trend.png")
+    recorded = history.read(f"s3://{world.bucket}")
+    assert recorded.runs()["run-s2"]["shadow"]["scored"] == 30
+    assert [record["kind"] for record in recorded.records].count("shadow") == 1
+    assert any("shadow vs the teachers on 30 fresh profiles: pearson 1.000" in message for message in world.notifications())
