@@ -306,7 +306,12 @@ def test_sagemaker_role_reads_the_inputs_and_writes_only_training_output(deploy)
     assert granted["TrainingMetrics"]["Condition"] == {"StringEquals": {"cloudwatch:namespace": "/aws/sagemaker/TrainingJobs"}}
     dataset = statements(deployment, "generate-dataset-policy")
     assert dataset["DatabaseSecret"]["Resource"] == [VALID_CONFIG["databaseSecretArn"]]
-    assert dataset["DatasetWrite"]["Resource"] == [f"{bucket}/runs/*/dataset/*"]
+    assert dataset["DatasetWrite"]["Resource"] == [f"{bucket}/runs/*/dataset/*", f"{bucket}/runs/*/shadow/*"]  # + the shadow set
+    assert dataset["DatasetRead"]["Resource"] == [f"{bucket}/models/*", f"{bucket}/runs/*/dataset/*"]  # production's manifest
+    validate = statements(deployment, "validate-model-policy")
+    assert validate["ArtifactsWrite"]["Resource"] == [f"{bucket}/runs/*/report/*", f"{bucket}/runs/*/shadow/*", f"{bucket}/runs/index.jsonl"]
+    record = statements(deployment, "record-run-policy")
+    assert record["ArtifactsWrite"]["Resource"] == [f"{bucket}/runs/index.jsonl"]  # the history, nothing else
     assert "ArtifactsWrite" not in statements(deployment, "rollback-model-policy")
     # ScoreProfiles reads which run is in production, and nothing else in the bucket.
     scoring = statements(deployment, "score-profiles-policy")
