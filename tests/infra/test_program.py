@@ -309,7 +309,8 @@ def test_sagemaker_role_reads_the_inputs_and_writes_only_training_output(deploy)
     assert dataset["DatasetWrite"]["Resource"] == [f"{bucket}/runs/*/dataset/*", f"{bucket}/runs/*/shadow/*"]  # + the shadow set
     assert dataset["DatasetRead"]["Resource"] == [f"{bucket}/models/*", f"{bucket}/runs/*/dataset/*"]  # production's manifest
     validate = statements(deployment, "validate-model-policy")
-    assert validate["ArtifactsWrite"]["Resource"] == [f"{bucket}/runs/*/report/*", f"{bucket}/runs/*/shadow/*", f"{bucket}/runs/index.jsonl"]
+    written = [f"{bucket}/runs/*/report/*", f"{bucket}/runs/*/shadow/*", f"{bucket}/runs/index.jsonl"]
+    assert validate["ArtifactsWrite"]["Resource"] == written
     record = statements(deployment, "record-run-policy")
     assert record["ArtifactsWrite"]["Resource"] == [f"{bucket}/runs/index.jsonl"]  # the history, nothing else
     assert "ArtifactsWrite" not in statements(deployment, "rollback-model-policy")
