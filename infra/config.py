@@ -403,7 +403,7 @@ def _host(r: _Reader) -> HostConfig:
         r.problem("ollamaAmiParameter", f"must be an SSM parameter name starting with '/', got {ami_parameter!r}")
     archive_sha256 = r.text("ollamaArchiveSha256")
     keep_running = r.boolean("keepHostRunning")
-    idle_minutes = r.integer("hostIdleStopMinutes", 5, 1440)
+    idle_minutes = r.integer("hostIdleStopMinutes", contracts.HOST_IDLE_STOP_MIN_MINUTES, 1440)
     ollama = OllamaHostSettings(
         version=r.text("ollamaVersion"),
         archive_url=r.text("ollamaArchiveUrl"),

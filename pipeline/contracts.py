@@ -168,6 +168,11 @@ DEFAULT_QUANTIZATION = Quantization.Q4_K_M
 # Lambda's maxima, which the conversion function is given and its budget plans against.
 LAMBDA_MAX_MEMORY_MB = 10_240
 LAMBDA_MAX_TIMEOUT_S = 900
+# The host on demand stops itself after hostIdleStopMinutes without an Ollama request. An execution
+# starts it before ConvertToGGUF (the boot overlaps the conversion) and first asks Ollama in
+# DeployModel: the idle time must outlast the conversion at its Lambda timeout, plus 5 minutes for
+# the boot and the invocation's transient retries, or the host could stop itself in between.
+HOST_IDLE_STOP_MIN_MINUTES = LAMBDA_MAX_TIMEOUT_S // 60 + 5
 
 
 @dataclass(frozen=True)

@@ -114,7 +114,8 @@ def test_typed_values_are_converted(mocks):
         ({"databaseSslMode": "allow"}, "databaseSslMode must be one of verify-full, verify-ca, require, prefer, disable"),
         ({"minRows": "29"}, "minRows must be between 30"),
         ({"minSeedProfiles": "4"}, "minSeedProfiles must be between 5"),
-        ({"hostIdleStopMinutes": "2"}, "hostIdleStopMinutes must be between 5 and 1440"),
+        ({"hostIdleStopMinutes": "2"}, "hostIdleStopMinutes must be between 20 and 1440"),
+        ({"hostIdleStopMinutes": "15"}, "hostIdleStopMinutes must be between 20 and 1440"),  # a conversion could outlast it
     ],
 )
 def test_a_bad_value_fails_with_its_name_and_what_is_expected(mocks, values, message):

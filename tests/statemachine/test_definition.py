@@ -172,3 +172,16 @@ def test_render_refuses_missing_extra_or_mistyped_values():
         asl.render({**values, "Unused": "x"})
     with pytest.raises(asl.DefinitionError, match="needs a string"):
         asl.render({**values, "ArtifactBucket": 5})
+
+
+def test_a_started_host_cannot_stop_itself_before_the_execution_first_asks_it(definition):
+    """StartHost -> ConvertToGGUF -> DeployModel: the only state between starting the host and the
+    first Ollama request is the conversion, whose Lambda timeout the least hostIdleStopMinutes outlasts."""
+    from pipeline import contracts
+
+    states = definition["States"]
+    assert states["StartHost"]["Next"] == "ConvertToGGUF" and states["ConvertToGGUF"]["Next"] == "DeployModel"
+    assert states["HostStopped"]["Default"] == "ConvertToGGUF"  # a running host: nothing to wait for
+    assert "OllamaUnavailable" not in json.dumps(states["ConvertToGGUF"].get("Retry", []))  # the conversion never asks Ollama
+    # infra/conversion.py gives the conversion Lambda's maximum timeout (tests/infra checks the deployed value)
+    assert contracts.HOST_IDLE_STOP_MIN_MINUTES * 60 > contracts.LAMBDA_MAX_TIMEOUT_S + 2 * 60
