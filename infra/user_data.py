@@ -11,6 +11,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from pipeline import contracts
+
 TEMPLATE = Path(__file__).with_name("user_data") / "ollama_host.sh"
 IDLE_STOP_SCRIPT = TEMPLATE.with_name("ollama_idle_stop.sh")  # installed by the boot script, run by a timer
 PLACEHOLDER = re.compile(r"@@([A-Z0-9_]+)@@")
@@ -59,8 +61,9 @@ class OllamaHostSettings:
             raise UserDataError(f"keep_alive must be like 24h, 30m or -1, got {self.keep_alive!r}")
         if not 1 <= self.num_parallel <= 64:
             raise UserDataError(f"num_parallel must be 1-64, got {self.num_parallel}")
-        if not (self.idle_stop_minutes == 0 or 5 <= self.idle_stop_minutes <= 1440):
-            raise UserDataError(f"idle stop minutes must be 0 (never) or 5-1440, got {self.idle_stop_minutes}")
+        low = contracts.HOST_IDLE_STOP_MIN_MINUTES  # longer than an execution's gap before its first request
+        if not (self.idle_stop_minutes == 0 or low <= self.idle_stop_minutes <= 1440):
+            raise UserDataError(f"idle stop minutes must be 0 (never) or {low}-1440, got {self.idle_stop_minutes}")
         return {
             "OLLAMA_VERSION": self.version,
             "OLLAMA_ARCHIVE_URL": url,

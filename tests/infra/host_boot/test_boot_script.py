@@ -24,6 +24,7 @@ from pathlib import Path
 import pytest
 
 from infra import user_data
+from pipeline import contracts
 
 HERE = Path(__file__).resolve().parent
 VERSION = user_data.DEFAULT_OLLAMA_VERSION
@@ -168,7 +169,7 @@ def test_a_script_without_a_checksum_installs_nothing(tmp_path):
 
 # --- the host on demand: it stops itself when idle ---------------------------------------------------
 
-IDLE_MINUTES = 5
+IDLE_MINUTES = contracts.HOST_IDLE_STOP_MIN_MINUTES  # the least the stack allows
 IDLE_STOP = "/usr/local/sbin/ollama-idle-stop > {log} 2>&1; echo $? > {rc}"
 
 
