@@ -705,7 +705,7 @@ def _runs_list(args) -> int:
             _cell(metrics.get("pearson")),
             _cell(metrics.get("mae")),
             f"{_cell(metrics.get('seed_mean'))}/{_cell(metrics.get('seed_min'))}",
-            "first" if validation and champion is None else _cell((champion or {}).get("pearson_delta")),
+            "nothing in production" if validation and champion is None else _cell((champion or {}).get("pearson_delta")),
         )
     console = Console()
     console.print(table)

@@ -21,7 +21,7 @@ from pipeline.scoring.scorer import ScoreResult
 RESAMPLES = 2000
 CONFIDENCE = 0.95
 BOOTSTRAP_SEED = 0  # the same interval for the same scores, run to run
-NO_CHAMPION = "no model in production yet: the first run has nothing to be compared with"
+NO_CHAMPION = "nothing in production yet"
 
 
 class UnpairedComparison(PipelineError):
