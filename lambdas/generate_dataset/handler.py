@@ -24,7 +24,7 @@ from aws_lambda_powertools.utilities import parameters
 from lambdas import settings as lambda_settings
 from pipeline import contracts
 from pipeline.dataset import generate, source, split
-from pipeline.errors import InvalidArgument
+from pipeline.errors import InvalidArgument, PipelineError
 
 logger = Logger(service="generate-dataset")
 
@@ -60,17 +60,21 @@ def _snapshot_fresh_profiles(settings: Settings, run_id: str, teachers, seed_ids
     if production is None:
         return {"profiles": 0, "skipped": "no model in production"}
     production_run_id, since = production
-    conn = source.connect(_database_params(settings))
     try:
-        profiles, rejected = fresh.fresh_profiles(
-            conn,
-            since=since,
-            teachers=generate.parse_teachers(teachers) if teachers else source.DEFAULT_TEACHERS,
-            seed_ids=seed_ids,
-            limit=fresh.DEFAULT_MAX_PROFILES,
-        )
-    finally:
-        conn.close()
+        conn = source.connect(_database_params(settings))
+        try:
+            profiles, rejected = fresh.fresh_profiles(
+                conn,
+                since=since,
+                teachers=generate.parse_teachers(teachers) if teachers else source.DEFAULT_TEACHERS,
+                seed_ids=seed_ids,
+                limit=fresh.DEFAULT_MAX_PROFILES,
+            )
+        finally:
+            conn.close()
+    except PipelineError as exc:  # the dataset is written: a retry of this state must not be spent on the shadow set
+        logger.warning("no shadow set: the fresh profiles could not be read", extra={"error": f"{exc.name}: {exc}"})
+        return {"profiles": 0, "skipped": f"the fresh profiles could not be read: {exc.name}: {exc}"}
     uri = fresh.snapshot_uri(root, run_id)
     fresh.write_snapshot(uri, profiles, rejected=rejected, since=since, production_run_id=production_run_id)
     return {"profiles": len(profiles), "uri": uri, "since": since.isoformat(timespec="seconds")}

@@ -170,3 +170,36 @@ def test_the_deployed_default_verifies_the_database_certificate(monkeypatch, lam
         generate.handler({"run_id": "r1"}, FakeContext())
     assert password not in str(failure.value)
     assert boto3.client("s3").list_objects_v2(Bucket=lambda_env).get("KeyCount") == 0
+
+
+def test_with_a_model_in_production_the_run_snapshots_its_shadow_set(db, lambda_env, monkeypatch):
+    """The profiles first scored after production's dataset, for ValidateModel to score; a failure to
+    read them is said in the result and never fails the dataset stage (its retry would find the dataset written)."""
+    from pipeline import storage
+    from pipeline.dataset import fresh
+    from pipeline.errors import DatabaseUnavailable
+
+    load_rows(db, researchers(500))
+    assert generate.handler({"run_id": "week-1", "min_rows": 50}, FakeContext())["shadow"] == {
+        "profiles": 0,
+        "skipped": "no model in production",
+    }
+    storage.write_bytes(f"s3://{lambda_env}/models/current.json", json.dumps({"run_id": "week-1"}).encode())
+    with db.cursor() as cursor:  # a week of new scores
+        cursor.execute("INSERT INTO user_profiles (twitter_id, username, bio) VALUES ('n1', 'new_person', 'PhD')")
+        cursor.execute(
+            "INSERT INTO profile_scores (twitter_id, score, reason, scored_by, scored_at) "
+            "VALUES ('n1', '0.8', 'why', 'claude-haiku-20240307', now() + interval '1 minute')"
+        )
+    db.commit()
+    result = generate.handler({"run_id": "week-2", "min_rows": 50}, FakeContext())
+    assert result["shadow"]["profiles"] == 1 and result["shadow"]["uri"] == f"s3://{lambda_env}/runs/week-2/shadow/fresh.json"
+    profiles, rejected, _ = fresh.read_snapshot(result["shadow"]["uri"])
+    assert [p.row["twitter_id"] for p in profiles] == ["n1"] and profiles[0].teacher_score == 0.8 and rejected == 0
+
+    def unavailable(*args, **kwargs):
+        raise DatabaseUnavailable("cannot connect to PostgreSQL at db:5432: timeout")
+
+    monkeypatch.setattr(fresh, "fresh_profiles", unavailable)
+    result = generate.handler({"run_id": "week-3", "min_rows": 50}, FakeContext())
+    assert result["counts"]["total"] == 501 and "DatabaseUnavailable" in result["shadow"]["skipped"]
