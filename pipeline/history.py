@@ -139,6 +139,16 @@ def run_record(
     }
 
 
+def outcome_of(root: str, run_id: str, pointer_path: tuple[str, ...] = (contracts.MODELS_DIR, contracts.POINTER_NAME)) -> str:
+    """A finished run's outcome, read from its artifacts (never trusted from an event): promoted when
+    the production pointer names it, rolled back when its report failed the gates, failed otherwise."""
+    pointer = _read_json(storage.join(root, *pointer_path))
+    if pointer and pointer.get("run_id") == run_id:
+        return Outcome.PROMOTED
+    report = _read_json(storage.join(runs.report_uri(root, run_id), contracts.REPORT_JSON))
+    return Outcome.ROLLED_BACK if report and report.get("passed") is False else Outcome.FAILED
+
+
 def summary_line(record: Mapping[str, Any]) -> str:
     """The run in one line for a person (the notification): outcome, the figures that decided it,
     the data it learned from, where the report is."""

@@ -64,17 +64,22 @@ def db(database_url: str):
     conn.close()
 
 
-@pytest.fixture
-def aws(monkeypatch) -> Iterator[None]:
-    """moto for every AWS API, with fake credentials so nothing can reach a real account."""
+def fake_aws_credentials(monkeypatch, region: str = TEST_REGION) -> None:
+    """Credentials that cannot reach a real account, and the region the tests run in."""
     for name, value in {
         "AWS_ACCESS_KEY_ID": "testing",
         "AWS_SECRET_ACCESS_KEY": "testing",
         "AWS_SESSION_TOKEN": "testing",
-        "AWS_DEFAULT_REGION": TEST_REGION,
-        "AWS_REGION": TEST_REGION,
+        "AWS_DEFAULT_REGION": region,
+        "AWS_REGION": region,
     }.items():
         monkeypatch.setenv(name, value)
+
+
+@pytest.fixture
+def aws(monkeypatch) -> Iterator[None]:
+    """moto for every AWS API, with fake credentials so nothing can reach a real account."""
+    fake_aws_credentials(monkeypatch)
     with mock_aws():
         yield
 

@@ -90,3 +90,17 @@ def source_row(**fields):
     )
     values.update(fields)
     return SourceRow(**values)
+
+
+def insert_fresh_scores(conn, scores: dict[str, float], *, prefix: str = "fresh") -> None:
+    """A week of new teacher scores: one new profile per handle, first scored a minute from now (so
+    after any dataset exported so far). Commits."""
+    with conn.cursor() as cursor:
+        for i, (handle, score) in enumerate(scores.items()):
+            cursor.execute("INSERT INTO user_profiles (twitter_id, username, bio) VALUES (%s, %s, 'new')", (f"{prefix}{i}", handle))
+            cursor.execute(
+                "INSERT INTO profile_scores (twitter_id, score, reason, scored_by, scored_at) "
+                "VALUES (%s, %s, 'why', 'claude-haiku-20240307', now() + interval '1 minute')",
+                (f"{prefix}{i}", str(score)),
+            )
+    conn.commit()

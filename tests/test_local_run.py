@@ -12,6 +12,7 @@ from pipeline.cli import EXIT_GATE_FAILED, EXIT_INTERRUPTED, main
 from pipeline.local import run as local_run
 from pipeline.local import sample
 from pipeline.serving.modelfile import model_tag
+from tests.factories import insert_fresh_scores
 from tests.pipeline.serving.ollama_contract_server import OllamaContractServer, echo_teacher_responder
 
 pytestmark = pytest.mark.slow  # `make test-fast` leaves these out
@@ -122,14 +123,8 @@ def test_a_run_that_passes_the_gates_is_promoted_and_everything_agrees(loaded_da
         import psycopg2
 
         fresh = {f"fresh_{i}": round(i / 29, 2) for i in range(30)}
-        with psycopg2.connect(loaded_database) as conn, conn.cursor() as cursor:
-            for i, (handle, score) in enumerate(fresh.items()):
-                cursor.execute("INSERT INTO user_profiles (twitter_id, username, bio) VALUES (%s, %s, 'new')", (f"fresh{i}", handle))
-                cursor.execute(
-                    "INSERT INTO profile_scores (twitter_id, score, reason, scored_by, scored_at) "
-                    "VALUES (%s, %s, 'why', 'claude-haiku-20240307', now() + interval '1 minute')",
-                    (f"fresh{i}", str(score)),
-                )
+        with psycopg2.connect(loaded_database) as conn:
+            insert_fresh_scores(conn, fresh)
         cache.update(fresh)
         ollama.state.generate_requests.clear()
         second = local_run.run(options, note=lambda message: None)

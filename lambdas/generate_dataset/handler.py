@@ -23,8 +23,8 @@ from aws_lambda_powertools.utilities import parameters
 
 from lambdas import settings as lambda_settings
 from pipeline import contracts
-from pipeline.dataset import generate, source, split
-from pipeline.errors import InvalidArgument, PipelineError
+from pipeline.dataset import fresh, generate, source, split
+from pipeline.errors import InvalidArgument
 
 logger = Logger(service="generate-dataset")
 
@@ -44,40 +44,6 @@ def _database_params(settings: Settings) -> source.ConnectionParams:
         raise InvalidArgument(f"cannot read the database secret {settings.database_secret_arn}: {exc}") from None
     # TLS verified against the RDS CA bundle shipped with the code, unless the stack relaxed it.
     return source.ConnectionParams.from_secret(secret, sslmode=settings.database_ssl_mode)
-
-
-def _snapshot_fresh_profiles(settings: Settings, run_id: str, teachers, seed_ids: frozenset[str]) -> dict:
-    """The shadow set for this run; its absence is said in the result, never an error of the dataset stage."""
-    from pipeline.dataset import fresh
-    from pipeline.errors import StorageError
-
-    root = settings.artifact_root
-    try:
-        production = fresh.production_export_time(root)
-    except (StorageError, KeyError, ValueError) as exc:
-        logger.warning("no shadow set: the production run's dataset cannot be read", extra={"error": str(exc)})
-        return {"profiles": 0, "skipped": f"the production run's dataset cannot be read: {exc}"}
-    if production is None:
-        return {"profiles": 0, "skipped": "no model in production"}
-    production_run_id, since = production
-    try:
-        conn = source.connect(_database_params(settings))
-        try:
-            profiles, rejected = fresh.fresh_profiles(
-                conn,
-                since=since,
-                teachers=generate.parse_teachers(teachers) if teachers else source.DEFAULT_TEACHERS,
-                seed_ids=seed_ids,
-                limit=fresh.DEFAULT_MAX_PROFILES,
-            )
-        finally:
-            conn.close()
-    except PipelineError as exc:  # the dataset is written: a retry of this state must not be spent on the shadow set
-        logger.warning("no shadow set: the fresh profiles could not be read", extra={"error": f"{exc.name}: {exc}"})
-        return {"profiles": 0, "skipped": f"the fresh profiles could not be read: {exc.name}: {exc}"}
-    uri = fresh.snapshot_uri(root, run_id)
-    fresh.write_snapshot(uri, profiles, rejected=rejected, since=since, production_run_id=production_run_id)
-    return {"profiles": len(profiles), "uri": uri, "since": since.isoformat(timespec="seconds")}
 
 
 @logger.inject_lambda_context
@@ -107,6 +73,14 @@ def handler(event: dict, context) -> dict:
         min_rows=min_rows,
     )
     result["training_job_name"] = job_name
-    result["shadow"] = _snapshot_fresh_profiles(settings, run_id, teachers, seed_ids)
+    result["shadow"] = fresh.snapshot(
+        settings.artifact_root,
+        run_id,
+        _database_params(settings),
+        teachers=generate.parse_teachers(teachers) if teachers else source.DEFAULT_TEACHERS,
+        seed_ids=seed_ids,
+    )
+    if result["shadow"].get("skipped"):
+        logger.warning("no shadow set", extra=result["shadow"])
     logger.info("dataset written", extra={"counts": result["counts"], "rejects": result["rejects"], "training_job_name": job_name})
     return result

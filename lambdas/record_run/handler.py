@@ -13,8 +13,7 @@ from __future__ import annotations
 from aws_lambda_powertools import Logger
 
 from lambdas import settings as lambda_settings
-from pipeline import contracts, history, prompt, runs, storage
-from pipeline.serving import lifecycle
+from pipeline import history, prompt
 
 Settings = lambda_settings.ArtifactSettings  # ARTIFACT_BUCKET
 logger = Logger(service="record-run")
@@ -30,22 +29,12 @@ def _error(event: dict) -> str | None:
     return text[:MAX_ERROR_CHARS]
 
 
-def outcome_of(root: str, run_id: str) -> str:
-    pointer = lifecycle.read_pointer(root)
-    if pointer and pointer.get("run_id") == run_id:
-        return history.Outcome.PROMOTED
-    report_uri = storage.join(runs.report_uri(root, run_id), contracts.REPORT_JSON)
-    if storage.exists(report_uri) and storage.read_json(report_uri).get("passed") is False:
-        return history.Outcome.ROLLED_BACK
-    return history.Outcome.FAILED
-
-
 @logger.inject_lambda_context
 def handler(event: dict, context) -> dict:
     settings = lambda_settings.from_environment(Settings)
     run_id = lambda_settings.run_id(event)
     root = settings.artifact_root
-    outcome = outcome_of(root, run_id)
+    outcome = history.outcome_of(root, run_id)
     record = history.run_record(
         root,
         run_id,

@@ -116,3 +116,30 @@ def export_time(root: str, run_id: str) -> dt.datetime:
 
     manifest = storage.read_json(storage.join(runs.dataset_uri(root, run_id), contracts.MANIFEST_NAME))
     return dt.datetime.fromisoformat(str(manifest["created_at"]).replace("Z", "+00:00"))
+
+
+def snapshot(root: str, run_id: str, params, *, teachers: Sequence[str], seed_ids: frozenset[str]) -> dict[str, Any]:
+    """GenerateDataset's shadow set for ``run_id``, when a model is in production. Its absence is
+    said in the result, never an error: the dataset is written by then, and a retry of the dataset
+    stage must not be spent on the shadow set."""
+    from pipeline.dataset import source
+    from pipeline.errors import PipelineError
+
+    try:
+        production = production_export_time(root)
+    except (PipelineError, KeyError, ValueError) as exc:
+        return {"profiles": 0, "skipped": f"the production run's dataset cannot be read: {exc}"}
+    if production is None:
+        return {"profiles": 0, "skipped": "no model in production"}
+    production_run_id, since = production
+    try:
+        conn = source.connect(params)
+        try:
+            profiles, rejected = fresh_profiles(conn, since=since, teachers=teachers, seed_ids=seed_ids, limit=DEFAULT_MAX_PROFILES)
+        finally:
+            conn.close()
+    except PipelineError as exc:
+        return {"profiles": 0, "skipped": f"the fresh profiles could not be read: {exc.name}: {exc}"}
+    uri = snapshot_uri(root, run_id)
+    write_snapshot(uri, profiles, rejected=rejected, since=since, production_run_id=production_run_id)
+    return {"profiles": len(profiles), "uri": uri, "since": since.isoformat(timespec="seconds")}

@@ -95,6 +95,12 @@ def test_a_weekly_run_through_every_zip_lambda(deployed_functions, aws_world, db
         promoted = deployed_functions["promote-model"].invoke({"run_id": run_id}, serving, tmp_path)
         assert promoted.get("result", {}).get("production") == "mistral-researcher:latest", promoted
         assert ollama.state.models["mistral-researcher:latest"] == ollama.state.models[model_tag(run_id)]
+        # RecordRun: the run's history line, its outcome read from the artifacts, and the summary NotifySuccess publishes.
+        recorded = deployed_functions["record-run"].invoke({"run_id": run_id}, serving, tmp_path)
+        assert recorded.get("result", {}).get("outcome") == "promoted", recorded
+        assert recorded["result"]["summary"].startswith(f"Run {run_id} promoted; pearson 1.000")
+        line = json.loads(storage.read_bytes(f"s3://{bucket}/runs/index.jsonl").decode().splitlines()[-1])
+        assert (line["run_id"], line["origin"], line["dataset"]["rows"]) == (run_id, "aws", dataset["counts"]["total"])
         # The orchestrator's batch, for a host that is stopped: woken (on moto's EC2), then scored by the
         # model now in production and named by its run.
         ec2 = boto3.client("ec2")

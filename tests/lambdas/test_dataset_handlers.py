@@ -12,7 +12,7 @@ from lambdas.generate_dataset import handler as generate
 from lambdas.validate_data import handler as validate
 from pipeline import contracts
 from pipeline.errors import DatabaseUnavailable, InsufficientData, InvalidArgument
-from tests.factories import load_rows, researchers
+from tests.factories import insert_fresh_scores, load_rows, researchers
 
 
 class FakeContext:
@@ -185,17 +185,11 @@ def test_with_a_model_in_production_the_run_snapshots_its_shadow_set(db, lambda_
         "skipped": "no model in production",
     }
     storage.write_bytes(f"s3://{lambda_env}/models/current.json", json.dumps({"run_id": "week-1"}).encode())
-    with db.cursor() as cursor:  # a week of new scores
-        cursor.execute("INSERT INTO user_profiles (twitter_id, username, bio) VALUES ('n1', 'new_person', 'PhD')")
-        cursor.execute(
-            "INSERT INTO profile_scores (twitter_id, score, reason, scored_by, scored_at) "
-            "VALUES ('n1', '0.8', 'why', 'claude-haiku-20240307', now() + interval '1 minute')"
-        )
-    db.commit()
+    insert_fresh_scores(db, {"new_person": 0.8}, prefix="n")  # a week of new scores
     result = generate.handler({"run_id": "week-2", "min_rows": 50}, FakeContext())
     assert result["shadow"]["profiles"] == 1 and result["shadow"]["uri"] == f"s3://{lambda_env}/runs/week-2/shadow/fresh.json"
     profiles, rejected, _ = fresh.read_snapshot(result["shadow"]["uri"])
-    assert [p.row["twitter_id"] for p in profiles] == ["n1"] and profiles[0].teacher_score == 0.8 and rejected == 0
+    assert [p.row["twitter_id"] for p in profiles] == ["n0"] and profiles[0].teacher_score == 0.8 and rejected == 0
 
     def unavailable(*args, **kwargs):
         raise DatabaseUnavailable("cannot connect to PostgreSQL at db:5432: timeout")

@@ -10,6 +10,7 @@ import pytest
 
 from pipeline import contracts, history, storage
 from pipeline.serving.modelfile import model_tag
+from tests.factories import insert_fresh_scores
 from tests.pipeline.serving.ollama_contract_server import echo_teacher_responder
 
 pytestmark = pytest.mark.slow  # `make test-fast` leaves these out
@@ -294,15 +295,7 @@ def test_each_run_shadows_the_production_model_on_profiles_scored_since_its_data
     assert not storage.exists(f"s3://{world.bucket}/runs/run-s1/shadow/fresh.json")  # nothing in production before it
 
     fresh = {f"fresh_{i}": round(i / 29, 2) for i in range(30)}  # a week of new teacher scores
-    with db.cursor() as cursor:
-        for i, (handle, score) in enumerate(fresh.items()):
-            cursor.execute("INSERT INTO user_profiles (twitter_id, username, bio) VALUES (%s, %s, 'new')", (f"fresh{i}", handle))
-            cursor.execute(
-                "INSERT INTO profile_scores (twitter_id, score, reason, scored_by, scored_at) "
-                "VALUES (%s, %s, 'why', 'claude-haiku-20240307', now() + interval '1 minute')",
-                (f"fresh{i}", str(score)),
-            )
-    db.commit()
+    insert_fresh_scores(db, fresh)
     known = {}
 
     def respond(model, body):

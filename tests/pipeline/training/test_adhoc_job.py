@@ -18,6 +18,7 @@ from moto import mock_aws
 from infra import asl
 from pipeline import cli, contracts, runs
 from pipeline.training import adhoc_job, job_spec
+from tests.conftest import fake_aws_credentials
 from tests.sagemaker_jobs import JobLifecycle, RequestRecorder
 from tests.statemachine.conftest import FUNCTIONS, definition_values
 
@@ -32,14 +33,7 @@ JOB_NAME = contracts.training_job_name(RUN_ID, contracts.TRAINING_JOB_PREFIX)  #
 def sagemaker(monkeypatch, tmp_path):
     """moto (Step Functions executing the ASL, S3, SageMaker, CloudWatch Logs), a bucket holding a
     dataset stage's output, a recorder of every request sent, and jobs that live as real ones do."""
-    for name, value in {
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_SESSION_TOKEN": "testing",
-        "AWS_DEFAULT_REGION": REGION,
-        "AWS_REGION": REGION,
-    }.items():
-        monkeypatch.setenv(name, value)
+    fake_aws_credentials(monkeypatch, REGION)
     monkeypatch.setattr(runs, "new_run_id", lambda prefix="run": f"{prefix}-20261129-120000-abcdef")
     monkeypatch.setenv("PATH", str(tmp_path / "bin"))  # no Pulumi CLI unless a test puts one there
     (tmp_path / "bin").mkdir()
