@@ -192,3 +192,20 @@ def test_a_batch_for_a_host_that_is_starting_or_unusable_gets_a_result_per_row_n
         assert ollama.state.generate_requests == []  # nothing was asked of a host that is not ready
         ready = production.score_batch(ROWS, client, model=PRODUCTION, run_id=None, concurrency=2, wake=lambda: host.HostStatus.READY)
     assert [r.score for r in ready] == [0.95, 0.05, 0.8]
+
+
+def test_the_command_scores_only_the_share_it_is_given(ollama, tmp_path, capsys):
+    from pipeline.scoring import routing
+
+    serve(ollama)
+    rows = [{"twitter_id": str(100 + i), "username": f"person_{i}", "bio": "PhD"} for i in range(20)]
+    requests = write_requests(tmp_path / "profiles.jsonl", rows, [])
+    out = tmp_path / "results.jsonl"
+    assert main(["score", "--ollama-url", ollama.url, "--in", str(requests), "--out", str(out), "--share", "40", "--no-progress"]) == 0
+    results = [json.loads(line) for line in out.read_text().splitlines()]
+    custom = [r["twitter_id"] for r in results if r["route"] == "custom"]
+    assert custom == [row["twitter_id"] for row in rows if routing.routed_to_custom(row["twitter_id"], 40)] and 0 < len(custom) < 20
+    assert f"outside the 40 % share (route teacher): {20 - len(custom)}" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as usage:  # argparse's usage error, one line, no traceback
+        main(["score", "--ollama-url", ollama.url, "--in", str(requests), "--out", str(out), "--share", "140"])
+    assert usage.value.code == 2 and "customModelShare must be a percentage from 0 to 100" in capsys.readouterr().err
