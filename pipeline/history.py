@@ -62,7 +62,12 @@ def _dataset(root: str, run_id: str) -> dict[str, Any] | None:
     if not storage.exists(uri):
         return None
     raw = storage.read_bytes(uri)
-    manifest = json.loads(raw)
+    try:
+        manifest = json.loads(raw)
+    except ValueError:  # ValidateData refuses such a run; its history line says so instead of failing
+        return {"uri": runs.dataset_uri(root, run_id), "sha256": hashlib.sha256(raw).hexdigest(), "unreadable_manifest": True}
+    if not isinstance(manifest, dict):
+        manifest = {}
     return {
         "uri": runs.dataset_uri(root, run_id),
         "sha256": hashlib.sha256(raw).hexdigest(),  # the manifest pins every file's sha256

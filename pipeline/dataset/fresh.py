@@ -95,8 +95,13 @@ def write_snapshot(uri: str, profiles: Sequence[FreshProfile], *, rejected: int,
 
 def read_snapshot(uri: str) -> tuple[list[FreshProfile], int, dt.datetime]:
     data = storage.read_json(uri)
-    profiles = [FreshProfile(**entry) for entry in data["profiles"]]
-    return profiles, int(data["rejected_teacher_scores"]), dt.datetime.fromisoformat(data["since"])
+    try:
+        profiles = [FreshProfile(**entry) for entry in data["profiles"]]
+        return profiles, int(data["rejected_teacher_scores"]), dt.datetime.fromisoformat(data["since"])
+    except (KeyError, TypeError, ValueError) as exc:
+        from pipeline.errors import StorageError
+
+        raise StorageError(f"{uri} is not a shadow snapshot GenerateDataset wrote: {type(exc).__name__}: {exc}") from None
 
 
 def production_export_time(

@@ -104,3 +104,18 @@ def test_the_index_can_never_be_a_run(run_id):
 
     with pytest.raises(InvalidArgument):
         runs.check_run_id(run_id)
+
+
+def test_damaged_artifacts_are_named_not_a_traceback(tmp_path):
+    from pipeline.dataset import fresh
+    from pipeline.errors import StorageError
+
+    (tmp_path / "runs/run-1/dataset").mkdir(parents=True)
+    (tmp_path / "runs/run-1/dataset/manifest.json").write_text("{not json")
+    record = history.run_record(str(tmp_path), "run-1", outcome=history.Outcome.FAILED)
+    assert record["dataset"]["unreadable_manifest"] is True
+    snapshot = tmp_path / "runs/run-1/shadow/fresh.json"
+    snapshot.parent.mkdir(parents=True)
+    snapshot.write_text('{"profiles": [{"row": {}}]}')
+    with pytest.raises(StorageError, match="not a shadow snapshot"):
+        fresh.read_snapshot(str(snapshot))
