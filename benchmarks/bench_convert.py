@@ -43,23 +43,57 @@ SHAPES = dict(
     bos_token_id=1,
     eos_token_id=2,
 )
+# At 32 layers the route needs the merged 14.5 GB model in memory and ~29 GB of intermediate files:
+# more than the machines this runs on have to spare, and the point measured there is ours alone.
+ROUTE_MAX_LAYERS = 4
+LAMBDA_THREADS = 6  # a 10,240 MB Lambda's vCPUs
 KERNEL_SAMPLE_ROWS = 4096  # x 4096 columns: 16.8 M parameters per kernel measurement
 
+# The base is written tensor by tensor, one shard per few layers, so that a 32-layer (14.5 GB) base
+# is built in a few hundred MB of memory: the names and shapes come from transformers' own Mistral
+# class instantiated on the meta device, the adapter's names from peft's state dict of it.
 BUILD = r"""
-import sys, shutil, torch
+import json, sys, shutil, torch
 from pathlib import Path
+from safetensors.torch import save_file
 from transformers import MistralConfig, MistralForCausalLM
-from peft import LoraConfig, get_peft_model
+from peft import LoraConfig, get_peft_model, get_peft_model_state_dict
 out, layers, tiny = Path(sys.argv[1]), int(sys.argv[2]), Path(sys.argv[3])
-torch.manual_seed(0)
-torch.set_default_dtype(torch.bfloat16)
-config = MistralConfig(num_hidden_layers=layers, **SHAPES)
-model = MistralForCausalLM(config)
-model.save_pretrained(str(out / "base"))
+SHARD_BYTES = 2 * 1024**3
+generator = torch.Generator().manual_seed(0)
+config = MistralConfig(num_hidden_layers=layers, dtype="bfloat16", **SHAPES)
+with torch.device("meta"):
+    model = MistralForCausalLM(config)
+base = out / "base"
+base.mkdir(parents=True)
+config.save_pretrained(str(base))
+def random_like(shape, norm):
+    if norm:
+        return torch.ones(shape, dtype=torch.bfloat16)
+    return (torch.randn(shape, generator=generator) * 0.02).to(torch.bfloat16)
+groups, group, size = [], {}, 0
+for name, tensor in model.state_dict().items():
+    group[name] = tuple(tensor.shape)
+    size += tensor.numel() * 2
+    if size >= SHARD_BYTES:
+        groups.append(group); group, size = {}, 0
+groups += [group] if group else []
+weight_map = {}
+for index, group in enumerate(groups, 1):
+    file = f"model-{index:05d}-of-{len(groups):05d}.safetensors"
+    shard = {name: random_like(shape, name.endswith("norm.weight")) for name, shape in group.items()}
+    save_file(shard, str(base / file), metadata={"format": "pt"})
+    weight_map.update(dict.fromkeys(shard, file))
+    del shard
+(base / "model.safetensors.index.json").write_text(json.dumps({"metadata": {}, "weight_map": weight_map}))
 for name in ("tokenizer.model", "tokenizer.json", "tokenizer_config.json"):
-    shutil.copy2(tiny / name, out / "base" / name)
+    shutil.copy2(tiny / name, base / name)
 lora = LoraConfig(r=16, lora_alpha=32, target_modules=["q_proj", "k_proj", "v_proj", "o_proj"], init_lora_weights=False)
-get_peft_model(model, lora).save_pretrained(str(out / "adapter"))
+peft_model = get_peft_model(model, lora)
+adapter = {name: random_like(tuple(t.shape), False) for name, t in get_peft_model_state_dict(peft_model).items()}
+(out / "adapter").mkdir()
+save_file(adapter, str(out / "adapter" / "adapter_model.safetensors"), metadata={"format": "pt"})
+peft_model.peft_config["default"].save_pretrained(str(out / "adapter"))
 """
 
 MERGE = r"""
@@ -126,6 +160,18 @@ def kernel_limit_seconds(config: dict, threads: int, rates: dict[str, float]) ->
     return (q4 / rates["Q4_K"] + q6 / rates["Q6_K"]) / threads
 
 
+def budget_estimates(model: Path, threads: int) -> dict[str, float]:
+    """What the ConvertToGGUF Lambda's up-front check (pipeline/gguf/budget.py) estimates for this
+    model: here (this run's threads) and on a 10 GB Lambda's 6 vCPUs. Both assume S3 reads."""
+    from pipeline.gguf import budget, convert, quant
+
+    _, planned, _ = convert.plan(str(model / "base"), str(model / "adapter"), quant.OutputType.Q4_K_M)
+    adapter_bytes = sum(a.nbytes + b.nbytes for tensor in planned if tensor.lora for a, b, _ in [tensor.lora])
+    here = budget.estimate(planned, threads, adapter_bytes)
+    on_lambda = budget.estimate(planned, LAMBDA_THREADS, adapter_bytes)
+    return {"budget_here_s": here.seconds, "budget_lambda_s": on_lambda.seconds, "budget_peak_mib": on_lambda.peak_bytes / 2**20}
+
+
 def disk_bytes(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) if path.is_dir() else path.stat().st_size
 
@@ -135,6 +181,13 @@ def main() -> None:
     parser.add_argument("--layers", default="2,4")
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    parser.add_argument(
+        "--route-max-layers",
+        type=int,
+        default=ROUTE_MAX_LAYERS,
+        help="run llama.cpp's route only up to this many layers (it needs the merged model in memory and twice the base on disk)",
+    )
+    parser.add_argument("--keep-gguf", type=Path, help="keep each size's Q4_K_M GGUF in this directory (for bench_serverless)")
     args = parser.parse_args()
     converter = ensure_converter()
     rates = kernel_rates()
@@ -149,6 +202,8 @@ def main() -> None:
             build = BUILD.replace("**SHAPES", "**" + repr(SHAPES))
             subprocess.run([sys.executable, "-c", build, str(model), str(layers), str(tiny)], cwd=ROOT, check=True)
             ours, theirs = [], []
+            gguf_bytes = 0
+            keep_gguf = args.keep_gguf / f"mistral-7b-shaped-{layers}-layers.q4_k_m.gguf" if args.keep_gguf else None
             for attempt in range(args.repeats):
                 out = work / f"ours-{layers}-{attempt}.gguf"
                 ours.append(
@@ -174,7 +229,14 @@ def main() -> None:
                         )
                     )
                 )
+                gguf_bytes = out.stat().st_size
                 description = json.loads(Path(f"{out}.json").read_text())
+                if keep_gguf and attempt == args.repeats - 1:
+                    shutil.move(out, keep_gguf)
+                else:
+                    out.unlink()
+                if layers > args.route_max_layers:
+                    continue
                 merged, f16, q4 = work / "merged", work / "route-f16.gguf", work / "route-q4.gguf"
                 steps = [
                     tuple(timed([sys.executable, "-c", MERGE, str(model / "base"), str(model / "adapter"), str(merged)])),
@@ -186,7 +248,6 @@ def main() -> None:
                 shutil.rmtree(merged)
                 f16.unlink()
                 q4.unlink()
-                out.unlink()
             read_seconds = timed([sys.executable, "-c", READ, str(model / "base")]).seconds
             limit = kernel_limit_seconds(json.loads((model / "base" / "config.json").read_text()), args.threads, rates) + read_seconds
             rows.append(
@@ -194,9 +255,11 @@ def main() -> None:
                     "layers": layers,
                     "ours_s": statistics.median(s for s, _ in ours),
                     "ours_rss": statistics.median(r for _, r in ours),
-                    "theirs_s": statistics.median(t[0] for t in theirs),
-                    "theirs_rss": statistics.median(t[1] for t in theirs),
-                    "theirs_disk": statistics.median(t[2] for t in theirs),
+                    "theirs_s": statistics.median(t[0] for t in theirs) if theirs else None,
+                    "theirs_rss": statistics.median(t[1] for t in theirs) if theirs else None,
+                    "theirs_disk": statistics.median(t[2] for t in theirs) if theirs else None,
+                    "gguf_bytes": gguf_bytes,
+                    **budget_estimates(model, args.threads),
                     "tensor_types": description["tensor_types"],
                     "base_bytes": disk_bytes(model / "base"),
                     "limit_s": limit,
@@ -209,17 +272,25 @@ def main() -> None:
         f"Measured {time.strftime('%Y-%m-%d')} on {platform.machine()}, {os.cpu_count()} cores, {args.threads} threads; "
         f"medians of {args.repeats} run(s), each step a fresh process. llama.cpp's kernels measured here on one core: "
         + ", ".join(f"{k} {v / 1e6:.1f} M parameters/s" for k, v in rates.items())
-        + ".",
+        + ". The route is run up to "
+        + f"{args.route_max_layers} layers.",
         "",
-        "| layers | base bf16 MB | ours s | ours peak RSS MiB | ours intermediate disk | llama.cpp route s | route peak RSS MiB "
-        "| route intermediate disk MB | speed-up | kernel limit + one read s | ours / limit |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| layers | base bf16 MB | ours s | ours peak RSS MiB | ours intermediate disk | GGUF MB | llama.cpp route s | route peak RSS MiB "
+        "| route intermediate disk MB | speed-up | kernel limit + one read s | ours / limit | budget.py estimate here s "
+        f"| budget.py estimate, {LAMBDA_THREADS}-vCPU Lambda s | budget.py peak MiB |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for row in rows:
+        route = (
+            f"{row['theirs_s']:.1f} | {row['theirs_rss']:.0f} | {row['theirs_disk'] / 1e6:,.0f} | {row['theirs_s'] / row['ours_s']:.2f}x"
+            if row["theirs_s"] is not None
+            else "not run | not run | not run | -"
+        )
         lines.append(
             f"| {row['layers']} | {row['base_bytes'] / 1e6:,.0f} | {row['ours_s']:.1f} | {row['ours_rss']:.0f} | 0 "
-            f"| {row['theirs_s']:.1f} | {row['theirs_rss']:.0f} | {row['theirs_disk'] / 1e6:,.0f} | {row['theirs_s'] / row['ours_s']:.2f}x "
-            f"| {row['limit_s']:.1f} | {row['ours_s'] / row['limit_s']:.2f} |"
+            f"| {row['gguf_bytes'] / 1e6:,.0f} "
+            f"| {route} | {row['limit_s']:.1f} | {row['ours_s'] / row['limit_s']:.2f} "
+            f"| {row['budget_here_s']:.0f} | {row['budget_lambda_s']:.0f} | {row['budget_peak_mib']:,.0f} |"
         )
     print(write_section("convert-benchmark", "GGUF export vs llama.cpp's route (`benchmarks/bench_convert.py`)", "\n".join(lines)))
 

@@ -18,7 +18,7 @@ from pipeline import contracts
 from pipeline.evaluation import gates
 from pipeline.gguf import convert, quant
 from pipeline.local.run import TINY_MODEL_TRAINING
-from pipeline.local.tiny_model import build_tiny_model
+from pipeline.local.tiny_model import build_pretrained_tiny_model
 from pipeline.scoring import scorer
 from pipeline.training import hyperparameters, trainer
 
@@ -48,7 +48,7 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory() as work_dir:
         work = Path(work_dir)
-        base = build_tiny_model(work / "base", layers=2)
+        base = build_pretrained_tiny_model(work / "base", layers=2, progress=False)
         for seed in (int(part) for part in args.seeds.split(",")):
             metrics, decided = outcome(args.dataset, base, work / f"seed-{seed}", seed)
             rows.append((seed, metrics, decided))

@@ -163,6 +163,9 @@ def build_parser() -> argparse.ArgumentParser:
     tiny = commands.add_parser("tiny-model", help="build a tiny Mistral-architecture model with a local tokenizer")
     tiny.add_argument("--out", required=True, help="the model directory to write")
     tiny.add_argument("--layers", type=_positive_int, default=2, help="transformer blocks (default %(default)s)")
+    tiny.add_argument(
+        "--pretrain", action="store_true", help="pretrain it on sample profiles (no scores), as make demo does: a few minutes"
+    )
     stage = commands.add_parser(
         "stage-base-model",
         help="copy a local base model directory to S3 once (the training job's base_model channel, ConvertToGGUF's input)",
@@ -481,7 +484,8 @@ def _stage_base_model(args) -> int:
 def _tiny_model(args) -> int:
     from pipeline.local import tiny_model
 
-    path = tiny_model.build_tiny_model(args.out, layers=args.layers)
+    build = tiny_model.build_pretrained_tiny_model if args.pretrain else tiny_model.build_tiny_model
+    path = build(args.out, layers=args.layers)
     print(f"tiny model written to {path}: {json.dumps(tiny_model.describe(path))}")
     return EXIT_OK
 

@@ -10,7 +10,7 @@ import pytest
 
 from pipeline.cli import EXIT_GATE_FAILED, EXIT_INTERRUPTED, main
 from pipeline.local import run as local_run
-from pipeline.local import sample
+from pipeline.local import sample, tiny_model
 from pipeline.serving.modelfile import model_tag
 from tests.factories import insert_fresh_scores
 from tests.pipeline.serving.ollama_contract_server import OllamaContractServer, echo_teacher_responder
@@ -36,6 +36,12 @@ FAST = [
     "q8_0",
     "--no-progress",
 ]
+
+
+@pytest.fixture(autouse=True)
+def quick_pretraining(monkeypatch):
+    """The demo pretrains its base on 3,000 profiles; these runs check the loop, not the model."""
+    monkeypatch.setattr(tiny_model, "PRETRAIN_PROFILES", 48)
 
 
 @pytest.fixture
@@ -115,6 +121,7 @@ def test_a_run_that_passes_the_gates_is_promoted_and_everything_agrees(loaded_da
         assert pointer["gguf_sha256"] == json.loads((run_dir / "model.gguf.json").read_text())["sha256"]
         assert ollama.state.models["mistral-researcher:latest"] == ollama.state.models[model_tag(result.run_id)]
         assert set(summary["stages"]) == set(local_run.STAGES)
+        assert (tmp_path / local_run.TINY_MODEL_CACHE / tiny_model.PRETRAINING_FILE).is_file()  # the demo's base is pretrained
         first_gates = {gate["name"]: gate for gate in report["gates"]}
         assert first_gates["champion_pearson_drop"]["passed"] and first_gates["champion_pearson_drop"]["value"] is None  # nothing to beat
 
@@ -205,3 +212,17 @@ def test_gates_default_to_the_specs_success_criteria():
     gates = local_run.RunOptions().gates
     assert (gates.seed_mean_min, gates.seed_min_min, gates.correlation_min) == (0.75, 0.5, 0.85)
     assert (gates.latency_p50_max_s, gates.latency_p95_max_s, gates.valid_json_rate_min) == (5.0, 5.0, 0.98)
+
+
+def test_a_tiny_model_cached_before_pretraining_is_rebuilt_pretrained(tmp_path):
+    cache = tmp_path / local_run.TINY_MODEL_CACHE
+    tiny_model.build_tiny_model(cache, layers=1)  # what an earlier version of the demo cached
+    notes: list[str] = []
+    base = local_run._base_model(local_run.RunOptions(root=str(tmp_path), progress=False), notes.append)
+    assert base == cache and (cache / tiny_model.PRETRAINING_FILE).is_file()
+    assert json.loads((cache / "config.json").read_text())["num_hidden_layers"] == 2 and "pretraining" in notes[0]
+    assert not cache.with_name(cache.name + ".partial").exists()
+    notes.clear()
+    assert (
+        local_run._base_model(local_run.RunOptions(root=str(tmp_path), progress=False), notes.append) == cache and not notes
+    )  # built once

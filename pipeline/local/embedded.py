@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import logging
 import tempfile
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 from pipeline.errors import DatabaseUnavailable
 
@@ -37,9 +38,10 @@ def embedded_postgres() -> Iterator[str]:
 
 
 @contextlib.contextmanager
-def database_url(url: str | None, sample_profiles: int) -> Iterator[str]:
+def database_url(url: str | None, sample_profiles: int, earlier_runs: Sequence[dt.datetime] = ()) -> Iterator[str]:
     """``url`` when given; otherwise an embedded PostgreSQL loaded with ``sample_profiles`` sample
-    profiles for as long as the block runs (the demo's database)."""
+    profiles for as long as the block runs (the demo's database), plus a week of newly scored
+    profiles after each of ``earlier_runs`` (their datasets' export times)."""
     if url:
         yield url
         return
@@ -50,6 +52,8 @@ def database_url(url: str | None, sample_profiles: int) -> Iterator[str]:
         conn = source.connect(source.ConnectionParams.from_url(embedded_url))
         try:
             sample.load_sample(conn, sample_profiles)
+            for week, exported in enumerate(earlier_runs, start=1):
+                sample.load(conn, sample.week_of_new_scores(week, exported))
         finally:
             conn.close()
         yield embedded_url

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -25,8 +26,8 @@ from pipeline.serving.lifecycle import ServingConfig
 LOCAL_POINTER = (contracts.RUNS_DIR, contracts.POINTER_NAME)  # beside the runs, not in a bucket
 RUN_SUMMARY = "run.json"
 TINY_MODEL_CACHE = Path(".cache") / "tiny-model"
-# The tiny model starts from random weights, so the local default adapts every linear layer with a
-# larger learning rate than the spec's (which is for Mistral-7B); --set restores any seed value.
+# The tiny model is small and briefly pretrained, so the local default adapts every linear layer with
+# a larger rank and learning rate than the spec's (which are for Mistral-7B); --set restores any.
 TINY_MODEL_TRAINING = {
     "target_modules": "q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj",
     "learning_rate": "3e-3",
@@ -82,13 +83,32 @@ def _serving_config() -> ServingConfig:
 def _base_model(options: RunOptions, note: Callable[[str], None]) -> Path:
     if options.base_model:
         return Path(options.base_model)
-    from pipeline.local.tiny_model import build_tiny_model
+    from pipeline.local import tiny_model
 
     cache = Path(options.root) / TINY_MODEL_CACHE
-    if not (cache / "config.json").is_file():
-        note(f"building the tiny Mistral-architecture model in {cache} (once)")
-        build_tiny_model(cache, layers=2)
+    pretrained = cache / tiny_model.PRETRAINING_FILE
+    if not pretrained.is_file():  # absent, or built before the demo pretrained it
+        note(f"building and pretraining the tiny Mistral-architecture model in {cache} (once, a few minutes)")
+        shutil.rmtree(cache, ignore_errors=True)
+        building = cache.with_name(cache.name + ".partial")
+        shutil.rmtree(building, ignore_errors=True)
+        tiny_model.build_pretrained_tiny_model(building, layers=2, progress=options.progress)
+        building.rename(cache)  # an interrupted build leaves .partial, never a half-made cache
     return cache
+
+
+def _earlier_exports(root: str) -> list:
+    """When each run already in the history exported its dataset: the embedded database adds a week
+    of new teacher scores after each, as a real table grows between weekly runs."""
+    from pipeline.dataset import fresh
+
+    exported = []
+    for run_id in history.read(root).runs():
+        try:
+            exported.append(fresh.export_time(root, run_id))
+        except (storage.StorageError, KeyError, ValueError):
+            continue  # a run that never exported its dataset added no week
+    return sorted(exported)
 
 
 def run(options: RunOptions, note: Callable[[str], None] = print, on_stage: Callable[[str, int], None] | None = None) -> RunResult:
@@ -137,7 +157,7 @@ def run(options: RunOptions, note: Callable[[str], None] = print, on_stage: Call
             if (dataset_dir / contracts.MANIFEST_NAME).is_file():
                 note(f"dataset: reusing {dataset_dir}")
             else:
-                with embedded.database_url(options.database_url, options.sample_profiles) as url:
+                with embedded.database_url(options.database_url, options.sample_profiles, _earlier_exports(root)) as url:
                     generated = generate.generate_dataset(
                         source.ConnectionParams.from_url(url),
                         root,
@@ -239,7 +259,7 @@ def run(options: RunOptions, note: Callable[[str], None] = print, on_stage: Call
                 from pipeline.dataset import source as dataset_source
                 from pipeline.evaluation import shadow
 
-                with embedded.database_url(options.database_url, options.sample_profiles) as url:
+                with embedded.database_url(options.database_url, options.sample_profiles, _earlier_exports(root)) as url:
                     conn = dataset_source.connect(dataset_source.ConnectionParams.from_url(url))
                     try:
                         shadowed, shadow_dir = shadow.run_shadow(

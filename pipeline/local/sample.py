@@ -13,7 +13,7 @@ import datetime as dt
 import io
 import random
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import astuple, dataclass
+from dataclasses import astuple, dataclass, replace
 
 import psycopg2.extensions
 
@@ -29,6 +29,10 @@ SEED_PROFILE_COUNT = 40
 SEED_PROFILES_RANDOM_SEED = 20240101
 SEED_TWITTER_ID_BASE = 9_000_000_000_000_000
 SAMPLE_TWITTER_ID_BASE = 1_000_000_000_000_000
+# The demo's database grows between runs as a team's does: a week of newly scored profiles after
+# each earlier run (week_of_new_scores), so a second run has fresh profiles to shadow.
+NEW_SCORES_TWITTER_ID_BASE = 2_000_000_000_000_000
+WEEKLY_NEW_PROFILES = 200
 # Rows per COPY batch when loading: bounds the loader's memory for million-row samples.
 LOAD_BATCH_ROWS = 20_000
 # Share of profiles whose teacher answer is damaged (junk score, empty reason, duplicate handle),
@@ -435,6 +439,19 @@ def generate_sample(
             location=_pick(rng, CITIES) if rng.random() < 0.8 else None,
         )
         yield profile, scores
+
+
+def week_of_new_scores(week: int, scored_after: dt.datetime) -> Iterator[tuple[ProfileRow, list[ScoreRow]]]:
+    """``WEEKLY_NEW_PROFILES`` profiles new to the table, first scored after ``scored_after``: the
+    ``week``-th week since the sample. The same ``week`` always gives the same profiles."""
+    for index, (profile, scores) in enumerate(generate_sample(WEEKLY_NEW_PROFILES, seed=SEED_PROFILES_RANDOM_SEED + week)):
+        twitter_id = str(NEW_SCORES_TWITTER_ID_BASE + week * WEEKLY_NEW_PROFILES + index)
+        username = f"{profile.username[:6]}_w{week}_{index}"[:15]  # unique beside the sample's handles
+        rescored = [
+            replace(score, twitter_id=twitter_id, scored_at=scored_after + dt.timedelta(minutes=1, seconds=position))
+            for position, score in enumerate(scores)
+        ]
+        yield replace(profile, twitter_id=twitter_id, username=username), rescored
 
 
 def seed_profiles() -> list[tuple[ProfileRow, list[ScoreRow]]]:

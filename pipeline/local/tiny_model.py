@@ -2,8 +2,14 @@
 
 The stand-in for Mistral-7B-Instruct-v0.2 in tests and the demo: same architecture (GQA, RoPE,
 SwiGLU, RMSNorm), same tokenizer kind (SentencePiece BPE with byte fallback, <unk>=0 <s>=1 </s>=2)
-and chat format, random weights, no download. Hidden size 256 and FFN 512 keep every weight row a
-multiple of 256, so the GGUF export applies real K-quants to it.
+and chat format, no download. Hidden size 256 and FFN 512 keep every weight row a multiple of 256,
+so the GGUF export applies real K-quants to it.
+
+Tests use it with random weights. The demo pretrains it first (``pretrain``), because LoRA adapts a
+model that already knows a language: Mistral-7B knows English and how to describe a person, and a
+random 2-layer model knows nothing, so its adapter's outcome was a draw (docs/benchmarks.md). The
+pretraining text is profiles and their description - never a score: the teachers' scores, the
+thing the pipeline distils, reach the model only through the run's own fine-tuning.
 """
 
 from __future__ import annotations
@@ -27,6 +33,26 @@ ROPE_THETA = 1_000_000.0  # Mistral-7B-Instruct-v0.2's
 RMS_NORM_EPS = 1e-5
 TOKENIZER_CORPUS_PROFILES = 3000
 UNK_ID, BOS_ID, EOS_ID = 0, 1, 2
+# Pretraining: a sample of its own (not the demo's, whose sample seed is 0), two passes, batch 16.
+PRETRAIN_PROFILES = 3000
+PRETRAIN_SAMPLE_SEED = 777
+PRETRAIN_EPOCHS = 2
+PRETRAIN_BATCH_SIZE = 16
+PRETRAIN_LEARNING_RATE = 2e-3
+PRETRAIN_WARMUP_RATIO = 0.05
+PRETRAINING_FILE = "pretraining.json"  # the losses; its presence says the model was pretrained
+
+
+def _instruction(profile: sample.ProfileRow, scored_by: str) -> str:
+    return prompt.format_instruction(
+        handle=profile.username,
+        display_name=profile.display_name or "",
+        bio=profile.bio or "",
+        created_at=profile.created_at.date().isoformat() if profile.created_at else "",
+        follower_count=str(profile.follower_count),
+        location=profile.location or "",
+        scored_by=scored_by,
+    )
 
 
 def _corpus_lines() -> list[str]:
@@ -34,19 +60,75 @@ def _corpus_lines() -> list[str]:
     lines = [prompt.SYSTEM_PROMPT]
     for profile, scores in sample.generate_sample(TOKENIZER_CORPUS_PROFILES, seed=12345, dirty_fraction=0.0):
         for score in scores[:1]:
-            lines.append(
-                prompt.format_instruction(
-                    handle=profile.username,
-                    display_name=profile.display_name or "",
-                    bio=profile.bio or "",
-                    created_at=profile.created_at.date().isoformat() if profile.created_at else "",
-                    follower_count=str(profile.follower_count),
-                    location=profile.location or "",
-                    scored_by=score.scored_by,
-                )
-            )
+            lines.append(_instruction(profile, score.scored_by))
             lines.append(prompt.format_answer(profile.username, float(score.score or 0), score.reason or ""))
     return lines
+
+
+def _describe(handle: str, reason: str) -> str:
+    """The answer's shape without its score: ``{"handle":…,"reason":…}``."""
+    return f'{{"handle":{prompt.json_string(handle)},"reason":{prompt.json_string(reason)}}}'
+
+
+def pretraining_corpus(profiles: int = PRETRAIN_PROFILES, seed: int = PRETRAIN_SAMPLE_SEED) -> list[str]:
+    """System prompt, a profile as the template shows it, and a description of the person - no score."""
+    texts = []
+    for profile, scores in sample.generate_sample(profiles, seed=seed, dirty_fraction=0.0):
+        if scores:
+            instruction = _instruction(profile, scores[0].scored_by)
+            texts.append(f"{prompt.SYSTEM_PROMPT}\n\n{instruction}\n{_describe(profile.username, scores[0].reason or '')}")
+    return texts
+
+
+def pretrain(model_dir: str | Path, progress: bool = True, profiles: int | None = None) -> dict[str, float]:
+    """Causal-LM training of every weight on ``pretraining_corpus``; saves the model in place.
+
+    Returns the training loss at the start and the end. Reproducible on one machine: fixed seeds,
+    the data order is the Trainer's seeded sampler's.
+    """
+    import torch
+    from transformers import DataCollatorForLanguageModeling, LlamaTokenizer, MistralForCausalLM, Trainer, TrainingArguments
+
+    from pipeline.training.trainer import one_voice
+
+    model_dir = Path(model_dir)
+    tokenizer = LlamaTokenizer.from_pretrained(str(model_dir))
+    tokenizer.pad_token = tokenizer.eos_token  # the collator pads with it and leaves padding out of the loss
+    corpus = pretraining_corpus(profiles or PRETRAIN_PROFILES)
+    examples = [{"input_ids": [BOS_ID, *tokenizer.encode(text, add_special_tokens=False), EOS_ID]} for text in corpus]
+    torch.manual_seed(0)
+    model = MistralForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32)
+    losses: list[float] = []
+    with tempfile.TemporaryDirectory() as work:
+        arguments = TrainingArguments(
+            output_dir=work,
+            num_train_epochs=PRETRAIN_EPOCHS,
+            per_device_train_batch_size=PRETRAIN_BATCH_SIZE,
+            learning_rate=PRETRAIN_LEARNING_RATE,
+            warmup_steps=PRETRAIN_WARMUP_RATIO,  # transformers 5: a value below 1 is a ratio of all steps
+            lr_scheduler_type="cosine",
+            weight_decay=0.0,
+            logging_steps=1,  # first_loss is the first step's
+            save_strategy="no",
+            report_to=[],
+            seed=0,
+            data_seed=0,
+            use_cpu=True,
+            disable_tqdm=not progress,
+        )
+        trainer = Trainer(
+            model=model,
+            args=arguments,
+            train_dataset=examples,  # type: ignore[arg-type]  # a list of dicts is a map-style dataset
+            data_collator=DataCollatorForLanguageModeling(tokenizer, mlm=False),
+        )
+        one_voice(trainer, progress)
+        trainer.train()
+        losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
+    model.save_pretrained(str(model_dir))
+    result = {"profiles": len(corpus), "epochs": PRETRAIN_EPOCHS, "first_loss": losses[0], "last_loss": losses[-1]}
+    (model_dir / PRETRAINING_FILE).write_text(json.dumps(result, indent=2) + "\n")
+    return result
 
 
 def train_tokenizer(out: Path) -> None:
@@ -79,7 +161,7 @@ def train_tokenizer(out: Path) -> None:
 
 
 def build_tiny_model(out: str | Path, layers: int = DEFAULT_LAYERS, seed: int = 0) -> Path:
-    """Write a Hugging Face model directory (config, safetensors, tokenizer) to ``out``."""
+    """Write a Hugging Face model directory (config, safetensors, tokenizer) to ``out``; random weights."""
     import torch
     from transformers import LlamaTokenizer, MistralConfig, MistralForCausalLM
 
@@ -112,6 +194,13 @@ def build_tiny_model(out: str | Path, layers: int = DEFAULT_LAYERS, seed: int = 
     model = MistralForCausalLM(config)
     model.save_pretrained(str(out))
     return out
+
+
+def build_pretrained_tiny_model(out: str | Path, layers: int = DEFAULT_LAYERS, progress: bool = True) -> Path:
+    """The demo's base: ``build_tiny_model`` then ``pretrain``."""
+    build_tiny_model(out, layers=layers)
+    pretrain(out, progress=progress)
+    return Path(out)
 
 
 def describe(path: str | Path) -> dict:

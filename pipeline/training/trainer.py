@@ -224,7 +224,7 @@ def _callbacks(stop_requested: dict, hp: Hyperparameters, started: float, paths:
     return [TimeBudget(), BestAdapterToOutput(), StopOnSignal(), *([PrintMetrics()] if metric_lines else [])]
 
 
-def _one_voice(trainer, progress: bool) -> None:
+def one_voice(trainer, progress: bool) -> None:
     """Transformers prints every log as a Python dict (PrinterCallback without a bar, ProgressCallback
     above its bar). A person gets one bar carrying the loss; SageMaker gets the name=value lines."""
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
@@ -348,7 +348,7 @@ def train(paths: TrainingPaths, hp: Hyperparameters, progress: bool = True) -> d
             data_collator=DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=data.IGNORE_INDEX),
             callbacks=callbacks,
         )
-        _one_voice(trainer, progress)
+        one_voice(trainer, progress)
         resume_from = get_last_checkpoint(str(paths.checkpoint_dir)) if paths.checkpoint_dir.is_dir() else None
         resumed_from_step = int(Path(resume_from).name.split("-")[-1]) if resume_from else 0
         if resume_from:

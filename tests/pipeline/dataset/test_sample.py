@@ -52,3 +52,29 @@ def test_loaded_sample_exports_to_a_valid_dataset_with_counted_rejects(db, datab
     assert manifest["counts"]["rejected"] > 0  # the dirty fraction is counted, not dropped
     assert manifest["counts"]["total"] + manifest["counts"]["rejected"] == manifest["source"]["rows_read"]
     assert validate_dataset(str(tmp_path), min_rows=1000).valid
+
+
+def test_a_week_of_new_scores_is_what_the_next_run_shadows_and_exports_cleanly(db, database_url, tmp_path):
+    """The demo's database after one run: the sample plus a week of profiles first scored after that
+    run's export - fresh to the shadow, in the next dataset, none colliding with the sample's handles."""
+    import datetime as dt
+
+    from pipeline.dataset import fresh
+    from pipeline.dataset.source import DEFAULT_TEACHERS
+
+    exported = dt.datetime(2026, 11, 20, 12, 0, tzinfo=dt.UTC)
+    week = list(sample.week_of_new_scores(1, exported))
+    assert week == list(sample.week_of_new_scores(1, exported)) and week != list(sample.week_of_new_scores(2, exported))
+    assert all(score.scored_at > exported for _, scores in week for score in scores)
+    sample.load_sample(db, 1500, seed=0)
+    before = export_dataset(ConnectionParams.from_url(database_url), str(tmp_path / "before"), ExportConfig(progress=False))
+    sample.load(db, week)
+
+    found, rejected = fresh.fresh_profiles(db, since=exported, teachers=DEFAULT_TEACHERS, seed_ids=sample.seed_profile_ids(), limit=10_000)
+    allowed = {profile.twitter_id for profile, scores in week if any(score.scored_by in DEFAULT_TEACHERS for score in scores)}
+    assert {profile.row["twitter_id"] for profile in found} <= allowed
+    assert len(found) + rejected == len(allowed)  # every one of the week's scored profiles, the damaged ones counted
+
+    after = export_dataset(ConnectionParams.from_url(database_url), str(tmp_path / "after"), ExportConfig(progress=False))
+    assert after["rejects"].get("duplicate_handle", 0) == before["rejects"].get("duplicate_handle", 0)
+    assert after["counts"]["total"] - before["counts"]["total"] == len(found)
