@@ -189,6 +189,21 @@ def summary_line(record: Mapping[str, Any]) -> str:
     return "; ".join(parts)
 
 
+SUBJECT_PREFIX = "researcher-scorer"
+SHADOW_ALERT_SUBJECT = "ALERT: production's agreement with the teachers dropped"
+
+
+def shadow_alert(record: Mapping[str, Any]) -> bool:
+    return bool((record.get("shadow") or {}).get("alert"))
+
+
+def notification_subject(record: Mapping[str, Any]) -> str:
+    """The notification's subject: the outcome, and the shadow alert first when there is one, so a
+    drop of the production model's agreement is seen whatever became of the run."""
+    outcome = f"run {record['outcome']}"
+    return f"{SUBJECT_PREFIX} {SHADOW_ALERT_SUBJECT}; {outcome}" if shadow_alert(record) else f"{SUBJECT_PREFIX} training {outcome}"
+
+
 def action_record(kind: str, run_id: str, *, replaced: str | None, forced: bool, note: str = "") -> dict[str, Any]:
     """An operator's promote or rollback."""
     return {"kind": kind, "run_id": run_id, "time": _now(), "replaced": replaced, "forced": forced, "note": note}

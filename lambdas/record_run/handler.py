@@ -3,7 +3,9 @@ the end of every execution, passed or not, and the one-line summary the notifica
 
 Environment: ARTIFACT_BUCKET. Event: {"run_id", "adapter_uri"?, "error"?: {"Error", "Cause"}} -
 ``error`` is what the state machine caught, for a run that failed before a verdict.
-Returns {"run_id", "outcome", "summary"}. The outcome is read from the artifacts, not trusted from
+Returns {"run_id", "outcome", "summary", "subject", "shadow_alert"}: the notification's text and
+subject, and whether the production model's shadow agreement dropped (the state machine then
+notifies a failed run a second time, with the alert). The outcome is read from the artifacts, not trusted from
 the event: promoted when the production pointer names the run, rolled back when its report failed
 the gates, failed otherwise.
 """
@@ -44,6 +46,12 @@ def handler(event: dict, context) -> dict:
         origin="aws",
     )
     history.append(root, record)
-    result = {"run_id": run_id, "outcome": outcome, "summary": history.summary_line(record)}
+    result = {
+        "run_id": run_id,
+        "outcome": outcome,
+        "summary": history.summary_line(record),
+        "subject": history.notification_subject(record),
+        "shadow_alert": history.shadow_alert(record),
+    }
     logger.info("run recorded", extra=result)
     return result

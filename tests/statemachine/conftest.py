@@ -182,6 +182,13 @@ class World:
         topic = sns_backends["123456789012"][REGION].topics[self.topic_arn]
         return [message for _, message, *_ in topic.sent_notifications]
 
+    def subjects(self) -> list[str]:
+        """Subjects of the messages published to the topic, in order."""
+        from moto.sns.models import sns_backends
+
+        topic = sns_backends["123456789012"][REGION].topics[self.topic_arn]
+        return [subject for _, _, subject, *_ in topic.sent_notifications]
+
     def host_state(self) -> str:
         reservations = boto3.client("ec2").describe_instances(InstanceIds=[self.instance_id])["Reservations"]
         return reservations[0]["Instances"][0]["State"]["Name"]

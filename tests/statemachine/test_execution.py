@@ -236,6 +236,8 @@ FAILURES = [
 ]
 # Tasks after a promotion: their failure loses a history line or an announcement, never the run.
 AFTER_PROMOTION = [("RecordRun", ("lambda", "record-run")), ("NotifySuccess", ("api", ("sns", "Publish", 1)))]
+# Run with a shadow alert on a failed run (test_a_shadow_alert_that_cannot_be_published_…).
+AFTER_SHADOW_ALERT = ["NotifyShadowAlert"]
 
 
 def test_the_failure_matrix_covers_every_task():
@@ -243,7 +245,9 @@ def test_the_failure_matrix_covers_every_task():
     from tests.statemachine.conftest import sample_definition_values
 
     states = json.loads(asl.render(sample_definition_values()))["States"]
-    assert {name for name, state in states.items() if state["Type"] == "Task"} == {row[0] for row in [*FAILURES, *AFTER_PROMOTION]}
+    assert {name for name, state in states.items() if state["Type"] == "Task"} == {row[0] for row in [*FAILURES, *AFTER_PROMOTION]} | set(
+        AFTER_SHADOW_ALERT
+    )
 
 
 @pytest.mark.parametrize("state,how", AFTER_PROMOTION, ids=[row[0] for row in AFTER_PROMOTION])
@@ -289,7 +293,8 @@ def test_each_task_failing_ends_the_execution_failed_notified_and_the_host_stopp
     assert "PromoteModel" not in visited or state == "PromoteModel" or state == "StopHost"
 
 
-def test_each_run_shadows_the_production_model_on_profiles_scored_since_its_dataset(world, db):
+def shadowed_twice(world, db):
+    """run-s1 promoted; a week of new teacher scores; run-s2 promoted, its shadow of run-s1 in agreement."""
     world.ollama.state.responder = teacher_agreeing(world, "run-s1")
     assert run(world, "run-s1")[0]["status"] == "SUCCEEDED"
     assert not storage.exists(f"s3://{world.bucket}/runs/run-s1/shadow/fresh.json")  # nothing in production before it
@@ -306,6 +311,18 @@ def test_each_run_shadows_the_production_model_on_profiles_scored_since_its_data
     world.ollama.state.responder = respond
     result, _ = run(world, "run-s2")
     assert result["status"] == "SUCCEEDED", result
+
+
+def then_production_stops_agreeing(world, db):
+    """Another week; every model now answers 0.10 whatever the profile: the candidate fails its
+    gates and the production model's shadow agreement becomes undefined - an alert."""
+    insert_fresh_scores(db, {f"later_{i}": round(i / 29, 2) for i in range(30)}, prefix="later")
+    world.ollama.state.responder = lambda model, body: '{"handle":"x","score":"0.10","reason":"not a researcher"}'
+    return run(world, "run-s3")
+
+
+def test_each_run_shadows_the_production_model_on_profiles_scored_since_its_dataset(world, db):
+    shadowed_twice(world, db)
     snapshot = json.loads(storage.read_bytes(f"s3://{world.bucket}/runs/run-s2/shadow/fresh.json"))
     assert snapshot["production_run_id"] == "run-s1" and len(snapshot["profiles"]) == 30
     shadowed = json.loads(storage.read_bytes(f"s3://{world.bucket}/runs/run-s2/shadow/shadow.json"))
@@ -315,3 +332,28 @@ def test_each_run_shadows_the_production_model_on_profiles_scored_since_its_data
     assert recorded.runs()["run-s2"]["shadow"]["scored"] == 30
     assert [record["kind"] for record in recorded.records].count("shadow") == 1
     assert any("shadow vs the teachers on 30 fresh profiles: pearson 1.000" in message for message in world.notifications())
+    assert world.subjects() == ["researcher-scorer training run promoted"] * 2
+
+    # A drop is notified on its own, even when the run that measured it failed.
+    result, visited = then_production_stops_agreeing(world, db)
+    assert result["status"] == "FAILED" and result["error"] == "ValidationFailed"
+    assert visited.index("NotifyFailure") < visited.index("RecordFailedRun") < visited.index("NotifyShadowAlert")
+    assert history.read(f"s3://{world.bucket}").runs()["run-s3"]["shadow"]["alert"] is True
+    failed, alert = world.subjects()[2:]
+    assert failed == "researcher-scorer training run failed"
+    assert alert == "researcher-scorer ALERT: production's agreement with the teachers dropped; run rolled back"
+    assert "fresh profiles: pearson undefined (ALERT: dropped)" in world.notifications()[-1]
+    assert world.pointer() and json.loads(world.pointer())["run_id"] == "run-s2" and world.host_state() == "stopped"
+
+
+def test_a_shadow_alert_that_cannot_be_published_leaves_the_run_recorded_and_the_host_stopped(world, db):
+    from tests.statemachine.conftest import INJECTED
+
+    shadowed_twice(world, db)
+    INJECTED["api"] = ("sns", "Publish", 2)  # NotifyFailure's goes out, NotifyShadowAlert's fails
+    result, visited = then_production_stops_agreeing(world, db)
+    INJECTED["api"] = None
+    assert result["status"] == "FAILED" and result["error"] == "ValidationFailed"  # the run's own error, not the notification's
+    assert "NotifyShadowAlert" in visited and world.host_state() == "stopped"
+    assert history.read(f"s3://{world.bucket}").runs()["run-s3"]["outcome"] == "rolled back"
+    assert world.subjects()[-1] == "researcher-scorer training run failed"
