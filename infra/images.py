@@ -16,8 +16,10 @@ import pulumi_docker_build as docker_build
 from infra import packaging
 from infra.config import ImagesConfig
 
-# Untagged layers of superseded pushes are expired; the last images stay for rollback.
-KEEP_IMAGES = 10
+# Untagged layers of superseded pushes are expired; the image in use and the one before it stay
+# (a stack rollback needs no more: `pulumi up` rebuilds from source). Each kept training image is
+# ~8 GB of ECR storage at $0.10/GB-month (docs/deploy.md's cost table).
+KEEP_IMAGES = 2
 
 
 @dataclass(frozen=True)

@@ -43,3 +43,15 @@ def test_images_are_built_in_process_where_the_provider_turns_provenance_off(dep
     for image in images:
         assert image.inputs.get("exec") is False, image.name
         assert image.inputs["platforms"] == ["linux/amd64"] and image.inputs["push"] is True
+
+
+def test_each_repository_keeps_the_image_in_use_and_the_one_before(deploy):
+    """ECR storage is billed per GB-month and a training image is ~8 GB: two kept per repository."""
+    import json
+
+    policies = deploy().all("aws:ecr/lifecyclePolicy:LifecyclePolicy")
+    assert len(policies) == 2
+    for policy in policies:
+        (rule,) = json.loads(policy.inputs["policy"])["rules"]
+        assert rule["selection"] == {"tagStatus": "any", "countType": "imageCountMoreThan", "countNumber": 2}
+        assert rule["action"] == {"type": "expire"}
