@@ -3,7 +3,11 @@ embedded defaults (the budget: at most 10 minutes on 2 CPU cores), what it learn
 several fresh runs - whether it decides the same every time (the same adapter and GGUF bytes, every
 gate cleared with the same margin).
 
-    python -m benchmarks.bench_demo [--runs N] [--root DIR]
+    python -m benchmarks.bench_demo [--runs N] [--root DIR] [--second-run]
+
+``--second-run``: then `make demo` again in the first run's directory - the champion/challenger
+comparison with the first run's model and the shadow of it on the week of new scores the demo's
+database gains after a run - and `runs list` of both.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import hashlib
 import json
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -36,9 +41,44 @@ def margin(gate: dict) -> float:
     return threshold - value if gate["comparison"] == "<" else value - threshold
 
 
-def one_run(root: Path) -> dict:
+def second_run(root: Path) -> list[str]:
+    """`make demo` again where the first ran: what a person sees of Phase 4 on their own machine."""
+    result = one_run(root, latest=True)
+    summary, gates = result["summary"], {gate["name"]: gate for gate in result["gates"]}
+    champion = summary["validation"]["metrics"].get("champion") or {}
+    shadow = summary.get("shadow") or {}
+    listed = subprocess.run(
+        [sys.executable, "-m", "pipeline", "runs", "list", "--root", str(root)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        check=True,
+        env={**os.environ, "COLUMNS": "160"},  # rich's table, unwrapped
+    ).stdout
+
+    def gate(name: str) -> str:
+        found = gates[name]
+        return f"{found['value']:.3f} (threshold {found['threshold']}, {'passed' if found['passed'] else 'FAILED'})"
+
+    return [
+        "",
+        f"A second run in run 1's directory ({result['seconds']:.0f} s): **{summary['outcome']}**; compared with the model in "
+        f"production (run 1's) on the same {champion.get('profiles')} holdout profiles: champion_pearson_drop "
+        f"{gate('champion_pearson_drop')}, champion_mae_rise {gate('champion_mae_rise')}; shadow of run 1's model against the "
+        f"teachers on {shadow.get('scored')} profiles scored since its dataset: Pearson {shadow.get('pearson', float('nan')):.3f}, "
+        f"MAE {shadow.get('mae', float('nan')):.3f}, agreement at 0.5 {shadow.get('agreement', float('nan')):.3f}, alert "
+        f"{shadow.get('alert')}. `python -m pipeline runs list` then:",
+        "",
+        "```",
+        listed.rstrip(),
+        "```",
+    ]
+
+
+def one_run(root: Path, latest: bool = False) -> dict:
     sample = timed([sys.executable, "-m", "pipeline", "run", "--root", str(root), "--no-progress"], ok_codes=(0, 3))  # 3: rolled back
-    run_dir = next(path for path in (root / "runs").iterdir() if path.is_dir() and (path / "run.json").exists())
+    finished = sorted(path for path in (root / "runs").iterdir() if path.is_dir() and (path / "run.json").exists())
+    run_dir = finished[-1] if latest else finished[0]  # run ids sort by their start time
     summary = json.loads((run_dir / "run.json").read_text())
     report = json.loads((run_dir / "report" / "report.json").read_text())
     return {
@@ -55,6 +95,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=1, help="fresh runs, each in its own directory (default 1)")
     parser.add_argument("--root", default=None, help="where the runs' directories go (default: a temporary directory)")
+    parser.add_argument("--second-run", action="store_true", help="then run again in the first run's directory")
     args = parser.parse_args()
     base = Path(args.root or tempfile.mkdtemp(prefix="bench-demo-"))
     runs = []
@@ -94,6 +135,8 @@ def main() -> None:
         + ", ".join(f"{loss:.2f}" for loss in training["eval_loss_per_epoch"])
         + f"); Spearman {metrics['spearman']:.2f}, MAE {metrics['mae']:.2f}.",
     ]
+    if args.second_run:
+        lines += second_run(base / "run-1")
     body = "\n".join(lines)
     write_section("demo", "`make demo` (python -m pipeline run) on 2 CPU cores", body)
     print(body)

@@ -129,6 +129,33 @@ class _ListDataset:
         return {"input_ids": ids, "attention_mask": [1] * len(ids), "labels": self.split.labels[index]}
 
 
+def accumulation_steps(configured: int, processes: int) -> int:
+    """Gradient accumulation per process: the spec's effective batch (batch x accumulation, 16) is
+    kept when several processes each contribute a batch per step, as far as it divides."""
+    return max(1, configured // processes)
+
+
+def largest_across_processes(value: float) -> float:
+    """``value`` agreed among data-parallel processes as the largest (itself in a single process).
+
+    Every process must stop at the same step, or the others wait forever in the next gradient
+    all-reduce: the time budget's plan and a SIGTERM seen by one process are decided together."""
+    import torch
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return value
+    device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
+    tensor = torch.tensor([value], dtype=torch.float64, device=device)
+    dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
+    return float(tensor.item())
+
+
+def world_size() -> int:
+    """Data-parallel processes (torch.distributed.run sets WORLD_SIZE for each)."""
+    return max(1, int(os.environ.get("WORLD_SIZE", "1")))
+
+
 def _callbacks(stop_requested: dict, hp: Hyperparameters, started: float, paths: TrainingPaths, metric_lines: bool):
     from transformers import TrainerCallback
 
@@ -147,8 +174,9 @@ def _callbacks(stop_requested: dict, hp: Hyperparameters, started: float, paths:
             if self.probe_from is None:
                 self.probe_from = (state.global_step, now)  # after the first step: warm-up excluded
             elif self.stop_at is None and state.global_step - self.probe_from[0] >= BUDGET_PROBE_STEPS:
-                per_step = (now - self.probe_from[1]) / (state.global_step - self.probe_from[0])
-                fits = steps_that_fit(hp.time_budget_seconds, now - started, per_step)
+                # The slowest process's figures, so that all plan the same stop.
+                per_step = largest_across_processes((now - self.probe_from[1]) / (state.global_step - self.probe_from[0]))
+                fits = steps_that_fit(hp.time_budget_seconds, largest_across_processes(now - started), per_step)
                 remaining = state.max_steps - state.global_step
                 planned = state.global_step + min(fits, remaining)
                 self.stop_at = planned
@@ -194,6 +222,8 @@ def _callbacks(stop_requested: dict, hp: Hyperparameters, started: float, paths:
         """Managed spot: on SIGTERM save a checkpoint at the end of the current step, then stop."""
 
         def on_step_end(self, args, state, control, **kwargs):
+            if world_size() > 1:  # a SIGTERM any process saw stops all of them at this step
+                stop_requested["flag"] = largest_across_processes(float(stop_requested["flag"])) > 0
             if stop_requested["flag"]:
                 control.should_save = True
                 control.should_training_stop = True
@@ -316,7 +346,7 @@ def train(paths: TrainingPaths, hp: Hyperparameters, progress: bool = True) -> d
         num_train_epochs=hp.num_train_epochs,
         per_device_train_batch_size=hp.per_device_train_batch_size,
         per_device_eval_batch_size=hp.per_device_eval_batch_size,
-        gradient_accumulation_steps=hp.gradient_accumulation_steps,
+        gradient_accumulation_steps=accumulation_steps(hp.gradient_accumulation_steps, world_size()),
         learning_rate=hp.learning_rate,
         warmup_steps=hp.warmup_ratio,  # transformers 5: a value below 1 is a ratio of all steps
         lr_scheduler_type=hp.lr_scheduler_type,
@@ -386,6 +416,8 @@ def train(paths: TrainingPaths, hp: Hyperparameters, progress: bool = True) -> d
         "precision": precision.value,
         "qlora": qlora,
         "device": hardware.device,
+        "data_parallel_processes": world_size(),
+        "effective_batch": hp.per_device_train_batch_size * accumulation_steps(hp.gradient_accumulation_steps, world_size()) * world_size(),
         "hyperparameters": hp.as_dict(),
     }
     if trainer.is_world_process_zero():

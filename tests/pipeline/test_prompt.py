@@ -105,7 +105,7 @@ def test_answer_schema_accepts_formatted_scores_only():
     pattern = re.compile(prompt.ANSWER_JSON_SCHEMA["properties"]["score"]["pattern"])
     for score in (0.0, 0.05, 0.5, 0.99, 1.0):
         assert pattern.match(json.loads(prompt.format_answer("h", score, "r"))["score"])
-    for bad in ("1.5", "-0.1", "abc", "1.01"):
+    for bad in ("1.5", "-0.1", "abc", "1.01", "0", "1", "0.5", "1.0"):  # only the two-decimal form training writes
         assert not pattern.match(bad)
 
 

@@ -20,6 +20,7 @@ def test_the_pretraining_text_describes_profiles_and_never_carries_a_score():
         assert text.startswith(prompt.SYSTEM_PROMPT)
         described = json.loads(text[text.rindex("\n") + 1 :])
         assert set(described) == {"handle", "reason"}  # the answer's shape without its score
+        assert f"\nhandle: {described['handle']}\n" in text  # repeated from the profile, as the answer does
     demo_handles = {profile.username for profile, _ in tiny_model.sample.generate_sample(3000, seed=0)}
     assert not any(f'"handle":{prompt.json_string(handle)}' in text for text in corpus for handle in list(demo_handles)[:300])
 

@@ -32,8 +32,9 @@ def layout(base: Path, dataset: Path | None, model: Path | None, hyperparameters
     return paths
 
 
-def start(base: Path) -> subprocess.Popen:
+def start(base: Path, processes: int = 1) -> subprocess.Popen:
     env = {**os.environ, "SAGEMAKER_BASE_DIR": str(base), "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
+    env[sagemaker.PROCESSES_ENV] = str(processes)
     return subprocess.Popen([sys.executable, str(ENTRY)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
@@ -55,11 +56,14 @@ def test_contract_paths_and_string_hyperparameters(tmp_path, tiny_model_dir, sma
     assert not paths.failure.exists()
 
 
-def test_sigterm_saves_a_checkpoint_and_the_rerun_resumes_from_it(tmp_path, tiny_model_dir, small_dataset):
+@pytest.mark.parametrize("processes", [1, 2], ids=["one process", "data parallel"])
+def test_sigterm_saves_a_checkpoint_and_the_rerun_resumes_from_it(tmp_path, tiny_model_dir, small_dataset, processes):
+    # Data parallel: the SIGTERM reaches every worker, which agree on the step to stop at (one
+    # stopping alone would leave the other waiting in the next all-reduce: the job would hang).
     hp = {"num_train_epochs": "2", "gradient_accumulation_steps": "1", "logging_steps": "1", "save_strategy": "epoch"}
     paths = layout(tmp_path, small_dataset, tiny_model_dir, hp)
-    total_steps = 2 * 96 // 4
-    process = start(tmp_path)
+    total_steps = 2 * 96 // (4 * processes)
+    process = start(tmp_path, processes)
     for line in process.stdout:
         if line.rstrip().endswith(" step=5"):
             process.send_signal(signal.SIGTERM)
@@ -73,7 +77,7 @@ def test_sigterm_saves_a_checkpoint_and_the_rerun_resumes_from_it(tmp_path, tiny
         assert (paths.checkpoints / f"checkpoint-{saved}" / state).is_file()
     assert not (paths.model / "adapter_model.safetensors").exists()
 
-    rerun = start(tmp_path)
+    rerun = start(tmp_path, processes)
     output, _ = rerun.communicate(timeout=600)
     assert rerun.returncode == 0, output
     assert f"(step {saved})" in output and " step=1\n" not in output  # resumed, not restarted
@@ -124,16 +128,31 @@ def test_bad_input_writes_the_reason_to_output_failure(tmp_path, monkeypatch, ti
     assert paths.failure.read_text().startswith(expected)
 
 
-def test_the_same_program_runs_data_parallel_under_torchrun(tmp_path, tiny_model_dir, small_dataset):
-    # Two processes on CPU (gloo) stand in for two GPUs: each sees half the batches.
-    hp = {"num_train_epochs": "1", "gradient_accumulation_steps": "1", "max_train_examples": "64", "logging_steps": "4"}
+def test_the_same_program_runs_one_process_per_gpu_by_itself_keeping_the_specs_batch(tmp_path, tiny_model_dir, small_dataset):
+    # Two processes on CPU (gloo) stand in for two GPUs: SageMaker runs `train` as on one GPU, the
+    # program starts the workers; each sees half the batches, accumulating half as many.
+    hp = {"num_train_epochs": "1", "max_train_examples": "64", "logging_steps": "1"}
     paths = layout(tmp_path, small_dataset, tiny_model_dir, hp)
-    torchrun = Path(sys.executable).with_name("torchrun")
     env = {**os.environ, "SAGEMAKER_BASE_DIR": str(tmp_path), "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
     result = subprocess.run(
-        [str(torchrun), "--standalone", "--nproc_per_node=2", str(ENTRY)], env=env, capture_output=True, text=True, timeout=600
+        [sys.executable, str(ENTRY)], env={**env, sagemaker.PROCESSES_ENV: "2"}, capture_output=True, text=True, timeout=600
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "data parallel: 2 processes" in result.stdout
     metrics = json.loads((paths.model / trainer.METRICS_FILE).read_text())
-    assert metrics["train_examples"] == 64 and metrics["global_steps"] == 64 // (4 * 2)  # batch 4 per process x 2
-    assert (paths.model / "adapter_model.safetensors").is_file()
+    assert metrics["data_parallel_processes"] == 2 and metrics["effective_batch"] == 16  # 4 per process x 2 accumulated x 2
+    assert metrics["train_examples"] == 64 and metrics["global_steps"] == 64 // 16
+    assert (paths.model / "adapter_model.safetensors").is_file() and not paths.failure.exists()
+
+
+def test_a_bad_process_count_is_a_named_failure(tmp_path, monkeypatch, tiny_model_dir, small_dataset):
+    paths = layout(tmp_path, small_dataset, tiny_model_dir, {})
+    monkeypatch.setenv("SAGEMAKER_BASE_DIR", str(tmp_path))
+    monkeypatch.setenv(sagemaker.PROCESSES_ENV, "two")
+    monkeypatch.delenv("LOCAL_RANK", raising=False)
+    assert sagemaker.main() == sagemaker.EXIT_FAILURE
+    assert paths.failure.read_text().startswith("ContractError: DATA_PARALLEL_PROCESSES must be a whole number")
+
+
+def test_accumulation_is_shared_among_processes():
+    assert [trainer.accumulation_steps(4, processes) for processes in (1, 2, 4, 8)] == [4, 2, 1, 1]
