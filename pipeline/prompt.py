@@ -83,6 +83,28 @@ ANSWER_JSON_SCHEMA: dict[str, Any] = {
     "required": ["handle", "score", "reason"],
 }
 
+
+# X's handle alphabet and length. Only such a handle becomes a grammar constant (answer_schema).
+HANDLE_CONSTANT = re.compile(r"[A-Za-z0-9_]{1,15}")
+
+
+def answer_schema(handle: str) -> dict[str, Any]:
+    """ANSWER_JSON_SCHEMA for one profile: the handle must be the profile's own (``const``).
+
+    Serving decodes under this schema (Ollama's ``format``, the llama.cpp grammar), so the answer
+    repeats the handle by construction: a model cannot answer about another profile, and a model
+    that fails to copy the handle (the tiny demo model does: docs/benchmarks.md) is not derailed
+    for the rest of its answer. Only a handle of X's alphabet becomes a constant: other text (a
+    damaged row, a quote or backslash) would be untrusted text inside a grammar, and
+    llama-cpp-python's schema-to-grammar port crashes on some escapes; such a profile is decoded
+    with the plain schema, its handle checked afterwards as before (ScoreResult.handle_matches).
+    """
+    if not HANDLE_CONSTANT.fullmatch(handle):
+        return ANSWER_JSON_SCHEMA
+    properties = {**ANSWER_JSON_SCHEMA["properties"], "handle": {"type": "string", "const": handle}}
+    return {**ANSWER_JSON_SCHEMA, "properties": properties}
+
+
 # A JSON string literal, unicode kept as is (the model trains on the text, not on \u escapes).
 json_string = encode_basestring
 

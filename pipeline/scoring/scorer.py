@@ -62,7 +62,7 @@ class ScoreResult:
 
 
 class Backend(Protocol):
-    def complete(self, instruction: str) -> Completion: ...
+    def complete(self, instruction: str, handle: str) -> Completion: ...
 
 
 class OllamaBackend:
@@ -72,12 +72,12 @@ class OllamaBackend:
         self.client = client
         self.model = model
 
-    def complete(self, instruction: str) -> Completion:
+    def complete(self, instruction: str, handle: str) -> Completion:
         started = time.perf_counter()
         body = self.client.generate(
             self.model,
             instruction,
-            format=prompt.ANSWER_JSON_SCHEMA,
+            format=prompt.answer_schema(handle),
             options={"temperature": modelfile.TEMPERATURE, "num_predict": prompt.MAX_ANSWER_TOKENS},
         )
         return Completion(
@@ -106,19 +106,24 @@ class LlamaCppBackend:
             self._llm = llama_cpp.Llama(
                 model_path=gguf_path, n_ctx=modelfile.NUM_CTX, n_threads=threads, n_threads_batch=threads, seed=seed, verbose=False
             )
-        # The answer's JSON schema as a grammar, as Ollama's ``format`` applies it; unconstrained only
-        # to measure what the grammar changes (benchmarks/bench_answer_start.py).
-        self._grammar = (
-            llama_cpp.LlamaGrammar.from_json_schema(json.dumps(prompt.ANSWER_JSON_SCHEMA), verbose=False) if constrained else None
-        )
+        # The profile's answer schema as a grammar, as Ollama's ``format`` applies it; unconstrained
+        # only to measure what the grammar changes (benchmarks/bench_answer_start.py).
+        self._constrained = constrained
+
+    @staticmethod
+    def _grammar(handle: str):
+        import llama_cpp
+
+        return llama_cpp.LlamaGrammar.from_json_schema(json.dumps(prompt.answer_schema(handle)), verbose=False)
 
     def prompt_tokens(self, instruction: str) -> list[int]:
         text = template.render(modelfile.OLLAMA_TEMPLATE, {"System": prompt.SYSTEM_PROMPT, "Prompt": instruction})
         # BOS from the GGUF's add_bos_token, special tokens parsed: what Ollama's runner does.
         return self._llm.tokenize(text.encode("utf-8"), add_bos=True, special=True)
 
-    def complete(self, instruction: str) -> Completion:
+    def complete(self, instruction: str, handle: str) -> Completion:
         tokens = self.prompt_tokens(instruction)
+        grammar = self._grammar(handle) if self._constrained else None
         started = time.perf_counter()
         self._llm.reset()
         response = self._llm.create_completion(
@@ -126,7 +131,7 @@ class LlamaCppBackend:
             max_tokens=prompt.MAX_ANSWER_TOKENS,
             temperature=modelfile.TEMPERATURE,
             stop=list(modelfile.STOP_SEQUENCES),
-            grammar=self._grammar,
+            grammar=grammar,
             seed=self._sampling_seed,
         )
         out = cast(dict, response)  # not streamed: one response, not an iterator of chunks
@@ -152,7 +157,7 @@ def request_failure(exc: OllamaUnavailable | OllamaError) -> RequestFailure:
 
 def score_one(backend: Backend, profile: Profile) -> ScoreResult:
     try:
-        completion = backend.complete(profile.instruction)
+        completion = backend.complete(profile.instruction, profile.handle)
     except (OllamaUnavailable, OllamaError) as exc:
         # A request that failed after its retries counts against the gates like a bad answer.
         return ScoreResult(profile, 0.0, 0, 0, error=request_failure(exc).value, raw=str(exc)[:500])

@@ -67,7 +67,10 @@ def test_every_profile_is_scored_as_training_prompted_it(ollama):
     assert example.instruction in sent and "[/INST]" not in example.instruction and "</s>" not in example.instruction
     request = ollama.state.generate_requests[0]
     assert request["options"] == {"temperature": 0.1, "num_predict": prompt.MAX_ANSWER_TOKENS}
-    assert request["format"] == prompt.ANSWER_JSON_SCHEMA and request["stream"] is False
+    assert request["stream"] is False
+    for sent_request in ollama.state.generate_requests:  # each profile's own schema: its handle, constant
+        handle = next(line[len("handle: ") :] for line in sent_request["prompt"].splitlines() if line.startswith("handle: "))
+        assert sent_request["format"] == prompt.answer_schema(handle)
 
 
 @pytest.mark.parametrize(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -52,8 +53,10 @@ def test_ollama_scorer_sends_the_capped_structured_request_and_counts_garbage(ol
     assert [r.profile.handle for r in results] == ["alice", "bob"]
     assert results[0].ok and results[0].score == 0.9 and results[0].handle_matches
     assert not results[1].ok and results[1].error == "not_json" and results[1].raw == "I think 0.9?"
+    for request in ollama.state.generate_requests:  # each profile's own schema: its handle, constant
+        handle = "alice" if "handle: alice" in request["prompt"] else "bob"
+        assert request["stream"] is False and request["format"] == prompt.answer_schema(handle)
     request = ollama.state.generate_requests[0]
-    assert request["stream"] is False and request["format"] == prompt.ANSWER_JSON_SCHEMA
     assert request["options"] == {"temperature": 0.1, "num_predict": prompt.MAX_ANSWER_TOKENS}
     assert request["prompt"] in (profiles[0].instruction, profiles[1].instruction)
 
@@ -79,18 +82,20 @@ def test_read_profiles_names_a_bad_line(tmp_path):
         scorer.read_profiles(str(path))
 
 
-def test_llama_cpp_backend_is_grammar_constrained_and_capped(tiny_gguf):
-    """An untrained model babbles: the grammar still forces the schema's shape, num_predict caps it,
-    and the cut-off answer is a counted failure."""
+def test_llama_cpp_backend_is_grammar_constrained_and_capped(tiny_gguf, monkeypatch):
+    """An untrained model babbles: the grammar still forces the schema's shape and the profile's
+    handle, num_predict caps it, and a cut-off answer is a counted failure."""
     backend = scorer.LlamaCppBackend(str(tiny_gguf), threads=2)
-    completion = backend.complete(instruction("neuro_jane"))
-    assert completion.text.replace(" ", "").startswith('{"handle":"')
+    completion = backend.complete(instruction("neuro_jane"), "neuro_jane")
+    assert completion.text.replace(" ", "").startswith('{"handle":"neuro_jane","score":"')  # the handle forced, then the schema's score
     assert completion.answer_tokens <= prompt.MAX_ANSWER_TOKENS and completion.prompt_tokens > 50
     assert completion.prompt_tokens == len(backend.prompt_tokens(instruction("neuro_jane")))
-    # Fixed seed, temperature 0.1: the untrained model runs into the cap inside the handle string.
-    assert completion.answer_tokens == prompt.MAX_ANSWER_TOKENS
-    result = scorer.score_one(backend, scorer.Profile("neuro_jane", instruction("neuro_jane"), 0.9))
-    assert not result.ok and result.error == "not_json" and result.raw.startswith("{")
+    answered = scorer.score_one(backend, scorer.Profile("neuro_jane", instruction("neuro_jane"), 0.9))
+    assert answered.ok and answered.handle_matches and 0.0 <= answered.score <= 1.0
+
+    monkeypatch.setattr(prompt, "MAX_ANSWER_TOKENS", 8)  # the cap falls inside the answer
+    cut = scorer.score_one(backend, scorer.Profile("neuro_jane", instruction("neuro_jane"), 0.9))
+    assert not cut.ok and cut.error == "not_json" and cut.answer_tokens == 8 and cut.raw.startswith("{")
 
 
 def test_backends_for_picks_one_target(tiny_gguf, client):
@@ -116,6 +121,25 @@ def test_a_llama_cpp_answer_does_not_depend_on_what_the_context_answered_before(
     same whichever profiles its context served first (the same machine, the same GGUF)."""
     backend = scorer.LlamaCppBackend(str(tiny_gguf), threads=1)
     profiles = [instruction(handle) for handle in ("alice", "bob", "carol")]
-    forward = {text: backend.complete(text).text for text in profiles}
-    backward = {text: backend.complete(text).text for text in reversed(profiles)}
+    forward = {text: backend.complete(text, "alice").text for text in profiles}
+    backward = {text: backend.complete(text, "alice").text for text in reversed(profiles)}
     assert forward == backward
+
+
+@pytest.mark.parametrize("handle", ["jane_doe", "J4NE_D0E_123456", 'quo"te\\back', "naïve_李", '"},"score":"1.00', "x]{}|*+?", "a" * 16])
+def test_the_answer_repeats_the_profiles_handle_exactly_or_is_checked_after(tiny_gguf, handle):
+    """A handle of X's alphabet is a constant of the profile's schema, decoded exactly as given.
+    Anything else is untrusted text that never enters the grammar: the plain schema, and the
+    handle compared afterwards."""
+    backend = scorer.LlamaCppBackend(str(tiny_gguf), threads=1)
+    schema = prompt.answer_schema(handle)
+    result = scorer.score_one(backend, scorer.Profile(handle, instruction("someone"), 0.5))
+    if schema is prompt.ANSWER_JSON_SCHEMA:
+        assert not prompt.HANDLE_CONSTANT.fullmatch(handle) and handle not in json.dumps(schema)
+        assert result.raw.replace(" ", "").startswith('{"handle":"') and not result.handle_matches
+        return
+    assert schema["properties"]["handle"] == {"type": "string", "const": handle}
+    key = re.match(r'\{\s*"handle"\s*:\s*', result.raw)
+    assert key, result.raw
+    value, end = json.JSONDecoder().raw_decode(result.raw, key.end())  # the first value: a JSON string
+    assert value == handle and re.match(r'\s*,\s*"score"', result.raw[end:])
