@@ -88,6 +88,11 @@ class OllamaBackend:
         )
 
 
+# llama.cpp's common/json-schema-to-grammar.cpp, PRIMITIVE_RULES["char"]: no `"`, no backslash
+# but an escape, no control character (U+0000-U+001F, U+007F).
+LLAMA_CPP_CHAR_RULE = r'char ::= [^"\\\x7F\x00-\x1F] | [\\] (["\\bfnrt] | "u" [0-9a-fA-F]{4})'
+
+
 class LlamaCppBackend:
     """The GGUF in llama.cpp, prompted exactly as Ollama prompts it. One instance per thread."""
 
@@ -100,11 +105,20 @@ class LlamaCppBackend:
         # to itself, llama-cpp-python chains each request's seed from the previous one, so an answer
         # depended on how a concurrent evaluation happened to share the profiles out.
         self._sampling_seed = seed
-        self._llm = llama_cpp.Llama(model_path=gguf_path, n_ctx=0, n_threads=threads, n_threads_batch=threads, seed=seed, verbose=False)
+        window = modelfile.REPEAT_LAST_N
+        self._llm = llama_cpp.Llama(
+            model_path=gguf_path, n_ctx=0, n_threads=threads, n_threads_batch=threads, seed=seed, last_n_tokens_size=window, verbose=False
+        )
         n_ctx = self._llm.n_ctx()
         if n_ctx > modelfile.NUM_CTX:  # the same window as Ollama's num_ctx, not the model's maximum
             self._llm = llama_cpp.Llama(
-                model_path=gguf_path, n_ctx=modelfile.NUM_CTX, n_threads=threads, n_threads_batch=threads, seed=seed, verbose=False
+                model_path=gguf_path,
+                n_ctx=modelfile.NUM_CTX,
+                n_threads=threads,
+                n_threads_batch=threads,
+                seed=seed,
+                last_n_tokens_size=window,
+                verbose=False,
             )
         # The profile's answer schema as a grammar, as Ollama's ``format`` applies it; unconstrained
         # only to measure what the grammar changes (benchmarks/bench_answer_start.py).
@@ -113,8 +127,14 @@ class LlamaCppBackend:
     @staticmethod
     def _grammar(handle: str):
         import llama_cpp
+        from llama_cpp.llama_grammar import json_schema_to_gbnf
 
-        return llama_cpp.LlamaGrammar.from_json_schema(json.dumps(prompt.answer_schema(handle)), verbose=False)
+        rules = json_schema_to_gbnf(json.dumps(prompt.answer_schema(handle))).splitlines()
+        # llama-cpp-python's port of the converter lets a JSON string hold raw control characters
+        # (its char rule is [^"\\]), so an answer with a raw newline in its reason passed its
+        # grammar and failed as JSON; llama.cpp's own converter, the one Ollama runs, excludes them.
+        rules = [LLAMA_CPP_CHAR_RULE if rule.startswith("char ::=") else rule for rule in rules]
+        return llama_cpp.LlamaGrammar.from_string("\n".join(rules), verbose=False)
 
     def prompt_tokens(self, instruction: str) -> list[int]:
         text = template.render(modelfile.OLLAMA_TEMPLATE, {"System": prompt.SYSTEM_PROMPT, "Prompt": instruction})
@@ -130,6 +150,10 @@ class LlamaCppBackend:
             tokens,
             max_tokens=prompt.MAX_ANSWER_TOKENS,
             temperature=modelfile.TEMPERATURE,
+            top_k=modelfile.TOP_K,
+            top_p=modelfile.TOP_P,
+            min_p=modelfile.MIN_P,
+            repeat_penalty=modelfile.REPEAT_PENALTY,  # over the last REPEAT_LAST_N tokens (last_n_tokens_size)
             stop=list(modelfile.STOP_SEQUENCES),
             grammar=grammar,
             seed=self._sampling_seed,

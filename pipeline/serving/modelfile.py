@@ -21,11 +21,30 @@ STOP_SEQUENCES = ("</s>", "[INST]")
 # The spec's Modelfile's parameters.
 TEMPERATURE = 0.1
 NUM_CTX = 4096
+# The rest of the sampling, pinned at what Ollama applies when nothing sets it (api/types.go,
+# DefaultOptions): written into the model so an Ollama upgrade cannot change how it is served, and
+# applied by the local llama.cpp backend, whose own defaults differ (no repeat penalty, top_p 0.95,
+# min_p 0.05) - validation must sample as production does.
+TOP_K = 40
+TOP_P = 0.9
+MIN_P = 0.0
+REPEAT_PENALTY = 1.1
+REPEAT_LAST_N = 64
 
 
 def parameters() -> dict[str, Any]:
     """Ollama ``parameters`` for /api/create (and PARAMETER lines of the Modelfile)."""
-    return {"temperature": TEMPERATURE, "num_ctx": NUM_CTX, "num_predict": prompt.MAX_ANSWER_TOKENS, "stop": list(STOP_SEQUENCES)}
+    return {
+        "temperature": TEMPERATURE,
+        "num_ctx": NUM_CTX,
+        "num_predict": prompt.MAX_ANSWER_TOKENS,
+        "top_k": TOP_K,
+        "top_p": TOP_P,
+        "min_p": MIN_P,
+        "repeat_penalty": REPEAT_PENALTY,
+        "repeat_last_n": REPEAT_LAST_N,
+        "stop": list(STOP_SEQUENCES),
+    }
 
 
 def model_tag(run_id: str, name: str = contracts.MODEL_NAME) -> str:

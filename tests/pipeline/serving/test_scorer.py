@@ -143,3 +143,24 @@ def test_the_answer_repeats_the_profiles_handle_exactly_or_is_checked_after(tiny
     assert key, result.raw
     value, end = json.JSONDecoder().raw_decode(result.raw, key.end())  # the first value: a JSON string
     assert value == handle and re.match(r'\s*,\s*"score"', result.raw[end:])
+
+
+def test_the_local_grammar_keeps_control_characters_out_of_strings_as_ollamas_does(tiny_gguf):
+    """llama.cpp's converter (what Ollama runs) excludes U+0000-U+001F from JSON strings; the port in
+    llama-cpp-python does not. Pushed hard towards a newline, the stock grammar writes one into the
+    answer (invalid JSON); ours, with llama.cpp's rule, cannot."""
+    import llama_cpp
+
+    backend = scorer.LlamaCppBackend(str(tiny_gguf), threads=1)
+    llm = backend._llm
+    newline = llm.tokenize(b"\n", add_bos=False, special=False)[-1]
+
+    def answer(grammar) -> str:
+        llm.reset()
+        tokens = backend.prompt_tokens(instruction("jane"))
+        out = llm.create_completion(tokens, max_tokens=40, temperature=0.0, grammar=grammar, logit_bias={newline: 50.0})
+        return out["choices"][0]["text"]  # type: ignore[index]
+
+    stock = llama_cpp.LlamaGrammar.from_json_schema(json.dumps(prompt.answer_schema("jane")), verbose=False)
+    assert "\n" in answer(stock)
+    assert "\n" not in answer(backend._grammar("jane"))
