@@ -17,6 +17,9 @@ def test_modelfile_has_the_seed_settings_and_a_mistral_template_not_chatml():
     assert 'PARAMETER stop "</s>"' in text and 'PARAMETER stop "[INST]"' in text
     assert "<|im_end|>" not in text and "<s>" not in text  # no ChatML stop, no second BOS
     assert f"PARAMETER num_predict {prompt.MAX_ANSWER_TOKENS}\n" in text
+    # Ollama's DefaultOptions (api/types.go), pinned: what it would apply anyway, fixed in the model.
+    for line in ("top_k 40", "top_p 0.9", "min_p 0.0", "repeat_penalty 1.1", "repeat_last_n 64"):
+        assert f"PARAMETER {line}\n" in text
 
 
 def test_create_request_matches_the_modelfile():
