@@ -114,7 +114,12 @@ def main() -> None:
         "| --- | ---: | ---: | --- | --- | --- | " + " | ".join("---:" for _ in gate_names) + " |",
     ]
     for index, run in enumerate(runs, start=1):
-        cells = [f"{gate['value']:.3f} ({'+' if margin(gate) >= 0 else ''}{margin(gate):.3f})" for gate in run["gates"]]
+        cells = [
+            "n/a (nothing in production)"
+            if gate["value"] is None
+            else f"{gate['value']:.3f} ({'+' if margin(gate) >= 0 else ''}{margin(gate):.3f})"
+            for gate in run["gates"]
+        ]
         lines.append(
             f"| {index} | {run['seconds']:.0f} s | {run['peak_rss_mib']:.0f} MiB | {run['summary']['outcome']} | "
             f"`{run['adapter_sha256'][:12]}` | `{run['gguf_sha256'][:12]}` | " + " | ".join(cells) + " |"
