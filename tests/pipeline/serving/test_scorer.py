@@ -91,7 +91,10 @@ def test_llama_cpp_backend_is_grammar_constrained_and_capped(tiny_gguf, monkeypa
     assert completion.answer_tokens <= prompt.MAX_ANSWER_TOKENS and completion.prompt_tokens > 50
     assert completion.prompt_tokens == len(backend.prompt_tokens(instruction("neuro_jane")))
     answered = scorer.score_one(backend, scorer.Profile("neuro_jane", instruction("neuro_jane"), 0.9))
-    assert answered.ok and answered.handle_matches and 0.0 <= answered.score <= 1.0
+    if answered.ok:  # an untrained model may finish its answer or babble to the cap: either is handled
+        assert answered.handle_matches and 0.0 <= answered.score <= 1.0
+    else:
+        assert answered.error == "not_json" and answered.answer_tokens == prompt.MAX_ANSWER_TOKENS
 
     monkeypatch.setattr(prompt, "MAX_ANSWER_TOKENS", 8)  # the cap falls inside the answer
     cut = scorer.score_one(backend, scorer.Profile("neuro_jane", instruction("neuro_jane"), 0.9))
