@@ -5,9 +5,10 @@ llama_model_quantize(Q4_K_M) (the llama-quantize tool's function, through llama-
 Ours: `python -m pipeline convert --quant q4_k_m`. Each step is a fresh process under GNU time;
 the route's peak RSS is the largest of its steps, its intermediate disk the merged model plus the
 f16 GGUF. Models: random bf16 weights, hidden 4096, FFN 14336, 32 heads, 8 KV heads, vocabulary
-32000, 2 and 4 layers, with a random r=16 adapter on q/k/v/o.
+32000, 2 and 4 layers by default (``--layers 32``: Mistral-7B's 14.5 GB, written tensor by tensor;
+the route is run only up to ``--route-max-layers``), with a random r=16 adapter on q/k/v/o.
 
-Run: ``.venv/bin/python -m benchmarks.bench_convert [--layers 2,4] [--repeats 1]``.
+Run: ``.venv/bin/python -m benchmarks.bench_convert [--layers 2,4] [--repeats 1] [--keep-gguf DIR]``.
 """
 
 from __future__ import annotations

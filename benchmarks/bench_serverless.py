@@ -44,18 +44,10 @@ EFS_BYTES_PER_SECOND = (100e6, 500e6)
 
 
 def sample_instruction() -> str:
-    from pipeline.local import sample
+    from pipeline.local import sample, tiny_model
 
     profile, scores = next(iter(sample.generate_sample(1, seed=3, dirty_fraction=0.0)))
-    return prompt.format_instruction(
-        handle=profile.username,
-        display_name=profile.display_name or "",
-        bio=profile.bio or "",
-        created_at=profile.created_at.date().isoformat() if profile.created_at else "",
-        follower_count=str(profile.follower_count),
-        location=profile.location or "",
-        scored_by=scores[0].scored_by if scores else "",
-    )
+    return tiny_model.instruction_of(profile, scores[0].scored_by if scores else "")
 
 
 def measure(gguf: Path, threads: int, prompt_tokens: int, answer_tokens: int, repeats: int) -> dict[str, float]:

@@ -43,7 +43,8 @@ PRETRAIN_WARMUP_RATIO = 0.05
 PRETRAINING_FILE = "pretraining.json"  # the losses; its presence says the model was pretrained
 
 
-def _instruction(profile: sample.ProfileRow, scored_by: str) -> str:
+def instruction_of(profile: sample.ProfileRow, scored_by: str) -> str:
+    """A sample profile as the template shows it to the model."""
     return prompt.format_instruction(
         handle=profile.username,
         display_name=profile.display_name or "",
@@ -60,7 +61,7 @@ def _corpus_lines() -> list[str]:
     lines = [prompt.SYSTEM_PROMPT]
     for profile, scores in sample.generate_sample(TOKENIZER_CORPUS_PROFILES, seed=12345, dirty_fraction=0.0):
         for score in scores[:1]:
-            lines.append(_instruction(profile, score.scored_by))
+            lines.append(instruction_of(profile, score.scored_by))
             lines.append(prompt.format_answer(profile.username, float(score.score or 0), score.reason or ""))
     return lines
 
@@ -75,7 +76,7 @@ def pretraining_corpus(profiles: int = PRETRAIN_PROFILES, seed: int = PRETRAIN_S
     texts = []
     for profile, scores in sample.generate_sample(profiles, seed=seed, dirty_fraction=0.0):
         if scores:
-            instruction = _instruction(profile, scores[0].scored_by)
+            instruction = instruction_of(profile, scores[0].scored_by)
             texts.append(f"{prompt.SYSTEM_PROMPT}\n\n{instruction}\n{_describe(profile.username, scores[0].reason or '')}")
     return texts
 
