@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import json
 import math
+import operator
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+from itertools import compress, count, repeat
 from json.encoder import encode_basestring  # C-accelerated
 from typing import Any
 
@@ -143,15 +145,68 @@ def clean_text(value: Any) -> str:
 
     Unicode (accents, CJK, RTL scripts, emoji with their zero-width joiners) is kept. Newlines are
     folded so that a field can never start a new line of the template: a bio cannot forge a
-    ``handle:`` or ``(Scored by model: …)`` line.
+    ``handle:`` or ``(Scored by model: …)`` line. (``clean_texts`` of one value.)
     """
-    if value is None:
-        return ""
-    text = str(value)
-    if text.isprintable() and "  " not in text:  # the common case, checked in C
-        return text.strip()
-    text = _FORMAT_CONTROLS.sub("", _NON_SPACE_CONTROLS.sub("", text))
-    return _WHITESPACE_RUN.sub(" ", text).strip()
+    return clean_texts((value,))[0]
+
+
+def _as_text(value: Any) -> str:
+    return "" if value is None else value if type(value) is str else str(value)
+
+
+def _fold_controls_and_whitespace(text: str) -> str:
+    return _WHITESPACE_RUN.sub(" ", _FORMAT_CONTROLS.sub("", _NON_SPACE_CONTROLS.sub("", text)))
+
+
+def clean_texts(values: Iterable[Any]) -> list[str]:
+    """``clean_text`` of every value, as a batch: the one implementation of the rule.
+
+    A text that is printable and has no double space (most profile fields) only needs its ends
+    stripped, checked and done in C; the others are cleaned together by one pass of each regex
+    over them joined (``_apply_joined``). The export cleans a million rows this way at a few
+    microseconds each; a single request is a batch of one.
+    """
+    texts = list(values)
+    if not set(map(type, texts)) <= {str}:  # None, numbers: only in serving's requests and tests
+        texts = list(map(_as_text, texts))
+    # Each test runs in C, text by text (map, compress): no interpreted step per text.
+    unclean = _positions(map(operator.not_, map(str.isprintable, texts))) | _positions(map(operator.contains, texts, repeat("  ")))
+    _apply_joined(texts, sorted(unclean), _fold_controls_and_whitespace)
+    return list(map(str.strip, texts))
+
+
+def _positions(flags: Iterable[bool]) -> set[int]:
+    """The positions at which ``flags`` is true."""
+    return set(compress(count(), flags))
+
+
+# Characters that join a batch's texts into one string for one pass of a rule's regexes: printable,
+# not whitespace, not a control or format character and in no template marker, so no rule removes,
+# folds or matches across one. A batch takes the first that none of its texts contains.
+_BATCH_SEPARATORS = ("\u241e", "\u241f", "\u241d", "\u2e3b")
+
+
+def _apply_joined(texts: list[str], indices: list[int], rule: Callable[[str], str]) -> None:
+    """``texts[i] = rule(texts[i])`` for each index, in place, by one call of ``rule`` on them joined.
+
+    ``rule`` must act on each text independently of its neighbours (regex substitutions that cannot
+    match a separator). A batch holding every separator is halved until a part holds none (a single
+    text needs no separator).
+    """
+    if len(indices) <= 1:
+        for index in indices:
+            texts[index] = rule(texts[index])
+        return
+    chosen = [texts[index] for index in indices]
+    for separator in _BATCH_SEPARATORS:
+        joined = separator.join(chosen)
+        if joined.count(separator) == len(chosen) - 1:
+            for index, text in zip(indices, rule(joined).split(separator), strict=True):
+                texts[index] = text
+            return
+    half = len(indices) // 2
+    _apply_joined(texts, indices[:half], rule)
+    _apply_joined(texts, indices[half:], rule)
 
 
 # What profile text must never reproduce: the chat delimiters, the tokenizer's control-token strings
@@ -176,11 +231,15 @@ def _defuse(match: re.Match[str]) -> str:
     return match.group(0).translate(_MARKER_SYNTAX).rstrip()
 
 
+# Every template marker holds one of these (its bracket, or its colon): a text holding none has none.
+_MARKER_FIRST_CHARACTERS = ("[", "<", ":")
+
+
 def neutralise_markers(text: str) -> str:
     """``text`` with every template marker defused; repeated until none is left, since removing a
     colon can complete another marker ("PROFILE ATTRIBUTES::")."""
     # Three C-level substring tests first: most fields hold none of these characters.
-    while "[" in text or "<" in text or ":" in text:
+    while any(map(text.__contains__, _MARKER_FIRST_CHARACTERS)):
         defused = TEMPLATE_MARKERS.sub(_defuse, text)
         if defused == text:
             break
@@ -194,8 +253,18 @@ def clean_field(value: Any) -> str:
     The one cleaning rule of everything that fills the template, in training rows and in serving
     requests alike: one line (it cannot start a template line), no control characters, and no
     delimiter, control-token string or structure marker (it cannot end the prompt or forge a turn).
+    (``clean_fields`` of one value.)
     """
-    return neutralise_markers(clean_text(value))
+    return clean_fields((value,))[0]
+
+
+def clean_fields(values: Iterable[Any]) -> list[str]:
+    """``clean_field`` of every value, as a batch (see ``clean_texts``); only the texts holding a
+    marker's first character go through the marker regex, joined."""
+    texts = clean_texts(values)
+    marked = set().union(*(_positions(map(operator.contains, texts, repeat(first))) for first in _MARKER_FIRST_CHARACTERS))
+    _apply_joined(texts, sorted(marked), neutralise_markers)
+    return texts
 
 
 def truncate(text: str, limit: int) -> tuple[str, bool]:
@@ -216,9 +285,13 @@ def format_instruction(
     scored_by: str,
 ) -> str:
     """Fill the template with already-cleaned field values."""
-    # %-formatting of the pre-compiled template: the fastest substitution Python has, and a value
-    # (a bio full of "{{bio}}" or "%s") is inserted as text, never interpreted.
-    return _TEMPLATE_PERCENT % (handle, display_name, bio, created_at, follower_count, location, scored_by)
+    return fill_template((handle, display_name, bio, created_at, follower_count, location, scored_by))
+
+
+# The template filled from a tuple of already-cleaned values in _TEMPLATE_FIELDS' order: %-formatting
+# of the pre-compiled template, the fastest substitution Python has (mapped over a batch's rows in C),
+# and a value (a bio full of "{{bio}}" or "%s") is inserted as text, never interpreted.
+fill_template: Callable[[tuple[str, ...]], str] = _TEMPLATE_PERCENT.__mod__
 
 
 def parse_score(value: Any) -> float:
@@ -261,9 +334,17 @@ def format_score(score: float) -> str:
 
 def format_answer(handle: str, score: float, reason: str) -> str:
     """The training target: compact JSON, keys in the spec's order, score as a 2-decimal string."""
+    return format_answers([handle], [format_score(score)], [reason])[0]
+
+
+_ANSWER_PERCENT = '{"handle":%s,"score":"%s","reason":%s}'
+
+
+def format_answers(handles: list[str], score_texts: list[str], reasons: list[str]) -> list[str]:
+    """``format_answer`` of each row, its score already in its two-decimal form (format_score)."""
     # Assembled from json's C string encoder rather than by encoding a dict: the same bytes as
-    # json.dumps(..., ensure_ascii=False, separators=(",", ":")), three times faster per row.
-    return f'{{"handle":{json_string(handle)},"score":"{format_score(score)}","reason":{json_string(reason)}}}'
+    # json.dumps(..., ensure_ascii=False, separators=(",", ":")), mapped over the batch in C.
+    return list(map(_ANSWER_PERCENT.__mod__, zip(map(json_string, handles), score_texts, map(json_string, reasons), strict=True)))
 
 
 def parse_answer(text: str) -> Answer:

@@ -1,7 +1,8 @@
 """GenerateDataset: PostgreSQL -> train / validation / holdout / seeds JSONL and manifest.json.
 
-Streams: rows come from a server-side cursor and go straight to three writers (local files or S3
-multipart uploads), so memory does not grow with the table. The three files appear together only
+Streams: rows come out of PostgreSQL's COPY in batches (source.copy_latest_scores), become examples
+column by column (records.to_examples) and go straight to the writers (local files or S3 multipart
+uploads), so memory does not grow with the table. The three files appear together only
 when the export succeeds; the manifest is written last and is what marks a dataset complete.
 """
 
@@ -18,12 +19,9 @@ from tqdm import tqdm
 from pipeline import prompt, runs, storage
 from pipeline.contracts import DEFAULT_MIN_ROWS, MANIFEST_FORMAT, MANIFEST_NAME, POSITIVE_SCORE
 from pipeline.dataset import records, source
-from pipeline.dataset.split import Split, SplitFractions, assign_split
+from pipeline.dataset.split import Split, SplitFractions, assign_splits
 from pipeline.errors import InsufficientData, InvalidArgument, RunFolderExists
 
-# Lines gathered per split before one write (and one sha256 update): fewer, larger writes.
-WRITE_BATCH_ROWS = 1000
-PROGRESS_EVERY_ROWS = 1000
 DEDUP_RULE = (
     "one row per profile: the most recent score (scored_at) among the allowed teachers, ties by "
     "teacher name; one profile per handle (case-insensitive): the most recently scored, the others "
@@ -52,10 +50,10 @@ class _SplitStats:
         self.positives = 0
         self.seed_profiles = 0
 
-    def add(self, example: records.Example, is_seed: bool) -> None:
-        self.rows += 1
-        self.positives += example.score >= POSITIVE_SCORE
-        self.seed_profiles += is_seed
+    def add(self, scores: list[float], seed_profiles: int) -> None:
+        self.rows += len(scores)
+        self.positives += sum(score >= POSITIVE_SCORE for score in scores)
+        self.seed_profiles += seed_profiles
 
     @property
     def positive_share(self) -> float | None:
@@ -100,49 +98,46 @@ def export_dataset(params: source.ConnectionParams, out_uri: str, config: Export
     try:
         conn.set_session(readonly=True)
         by_teacher = source.scores_by_teacher(conn)
-        manifest = _write_splits(conn, out_uri, config)
     finally:
-        conn.close()
+        conn.close()  # closed before the COPY's child is forked: it opens its own
+    manifest = _write_splits(params, out_uri, config)
     manifest["source"]["scores_by_teacher"] = by_teacher
     storage.write_json(storage.join(out_uri, MANIFEST_NAME), manifest)
     return manifest
 
 
-def _write_splits(conn, out_uri: str, config: ExportConfig) -> dict[str, Any]:
+def _write_splits(params: source.ConnectionParams, out_uri: str, config: ExportConfig) -> dict[str, Any]:
     rejects: Counter[str] = Counter()
     truncated: Counter[str] = Counter()
     stats = {split: _SplitStats() for split in Split}
     rows_read = 0
     created_at = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
-    with contextlib.ExitStack() as stack:
+    # The COPY's process is forked first, before the writers (and any thread of theirs) exist.
+    with source.LatestScores(params, config.teachers) as batches, contextlib.ExitStack() as stack:
         writers = {
             split: storage.HashingWriter(stack.enter_context(storage.open_write(storage.join(out_uri, split.file_name)))) for split in Split
         }
         bar = stack.enter_context(tqdm(desc="export", unit=" rows", unit_scale=True, disable=not config.progress, mininterval=0.5))
-        pending: dict[Split, list[str]] = {split: [] for split in Split}
 
-        def flush(split: Split) -> None:
-            writers[split].write("".join(pending[split]).encode("utf-8"))
-            pending[split].clear()
+        for columns in batches:
+            rows_read += len(columns.twitter_id)
+            examples = records.to_examples(columns)
+            rejects.update(reject.reason.value for reject in examples.rejects)
+            truncated.update(name.value for names in examples.truncated.values() for name in names)
+            splits = assign_splits(examples.twitter_ids, config.fractions, config.seed_ids)
+            members: dict[Split, list[int]] = {split: [] for split in Split}
+            for position, split in enumerate(splits):
+                members[split].append(position)
+            lines = examples.jsonl_lines()
+            for split, positions in members.items():
+                if positions:
+                    writers[split].write("".join([lines[position] for position in positions]).encode("utf-8"))
+                    stats[split].add(
+                        [examples.scores[position] for position in positions],
+                        sum(examples.twitter_ids[position] in config.seed_ids for position in positions),
+                    )
+            bar.update(len(columns.twitter_id))
 
-        for row in source.iter_latest_scores(conn, config.teachers):
-            rows_read += 1
-            if rows_read % PROGRESS_EVERY_ROWS == 0:
-                bar.update(PROGRESS_EVERY_ROWS)
-            result = records.to_example(row)
-            if isinstance(result, records.Reject):
-                rejects[result.reason.value] += 1
-                continue
-            if result.truncated:
-                truncated.update(name.value for name in result.truncated)
-            split = assign_split(result.twitter_id, config.fractions, config.seed_ids)
-            pending[split].append(result.to_jsonl())
-            if len(pending[split]) >= WRITE_BATCH_ROWS:
-                flush(split)
-            stats[split].add(result, result.twitter_id in config.seed_ids)
-        for split in Split:
-            flush(split)
-        bar.update(rows_read % PROGRESS_EVERY_ROWS)
         total = sum(stat.rows for stat in stats.values())
         if total == 0:
             # Raising inside the block aborts every writer: no empty dataset is ever published.

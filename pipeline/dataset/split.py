@@ -12,14 +12,18 @@ reads ``holdout.jsonl``.
 from __future__ import annotations
 
 import hashlib
+import operator
+import struct
 from dataclasses import dataclass
 from enum import Enum
+from itertools import repeat
 
 from pipeline import storage
 from pipeline.contracts import HOLDOUT_SHARE
 from pipeline.errors import InvalidArgument
 
 HASH_SPACE = 2**64
+_FIRST_EIGHT_BYTES = struct.Struct(">Q")  # big-endian unsigned 64-bit
 
 
 class Split(str, Enum):
@@ -69,19 +73,29 @@ class SplitFractions:
 
 def hash_position(twitter_id: str) -> float:
     """A stable position in [0, 1) for a profile."""
-    digest = hashlib.sha256(twitter_id.encode("utf-8")).digest()
-    return int.from_bytes(digest[:8], "big") / HASH_SPACE
+    return hash_positions([twitter_id])[0]
+
+
+def hash_positions(twitter_ids: list[str]) -> list[float]:
+    """``hash_position`` of each id: the first 8 bytes of sha256(id), big-endian, over 2**64."""
+    digests = map(operator.methodcaller("digest"), map(hashlib.sha256, map(str.encode, twitter_ids)))
+    leading = map(operator.itemgetter(0), map(_FIRST_EIGHT_BYTES.unpack_from, digests))
+    return list(map(operator.truediv, leading, repeat(HASH_SPACE)))  # each step in C, id by id
 
 
 def assign_split(twitter_id: str, fractions: SplitFractions, seed_ids: frozenset[str]) -> Split:
-    if twitter_id in seed_ids:
-        return Split.SEEDS
-    position = hash_position(twitter_id)
-    if position < fractions.train:
-        return Split.TRAIN
-    if position < fractions.train + fractions.validation:
-        return Split.VALIDATION
-    return Split.HOLDOUT
+    return assign_splits([twitter_id], fractions, seed_ids)[0]
+
+
+def assign_splits(twitter_ids: list[str], fractions: SplitFractions, seed_ids: frozenset[str]) -> list[Split]:
+    """Each profile's split: seeds by id, the others by hash position (train, validation, holdout)."""
+    train, validation = fractions.train, fractions.train + fractions.validation
+    seeds, training, validating, holding_out = Split.SEEDS, Split.TRAIN, Split.VALIDATION, Split.HOLDOUT
+    pairs = zip(twitter_ids, hash_positions(twitter_ids), strict=True)
+    return [
+        seeds if twitter_id in seed_ids else training if position < train else validating if position < validation else holding_out
+        for twitter_id, position in pairs
+    ]
 
 
 def read_seed_ids(text: str) -> frozenset[str]:

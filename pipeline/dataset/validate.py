@@ -8,6 +8,7 @@ answer schema, one row per handle). Too few rows -> ``valid: false`` with ``Insu
 from __future__ import annotations
 
 import hashlib
+import itertools
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from enum import Enum
@@ -109,20 +110,20 @@ def validate_dataset(
         digest, size, row_count, split_positives = hashlib.sha256(), 0, 0, 0
         try:
             with storage.open_read(uri) as stream:
-                for line_number, line in enumerate(stream, start=1):
-                    digest.update(line)
-                    size += len(line)
-                    row_count += 1
-                    try:
-                        row = rows.parse_row(line)
-                    except rows.MalformedRow as exc:
-                        findings.add(Problem.MALFORMED_ROW, f"{split.file_name}:{line_number}: {exc}")
-                        continue
-                    key = _handle_key(row.handle)
-                    if key in seen_handles:
-                        findings.add(Problem.DUPLICATE_HANDLE, f"{split.file_name}:{line_number}: {row.handle}")
-                    seen_handles.add(key)
-                    split_positives += row.score >= POSITIVE_SCORE
+                while lines := list(itertools.islice(stream, rows.PARSE_BATCH_LINES)):
+                    chunk = b"".join(lines)
+                    digest.update(chunk)
+                    size += len(chunk)
+                    for line_number, row in enumerate(rows.parse_rows(lines), start=row_count + 1):
+                        if isinstance(row, rows.MalformedRow):
+                            findings.add(Problem.MALFORMED_ROW, f"{split.file_name}:{line_number}: {row}")
+                            continue
+                        key = _handle_key(row.handle)
+                        if key in seen_handles:
+                            findings.add(Problem.DUPLICATE_HANDLE, f"{split.file_name}:{line_number}: {row.handle}")
+                        seen_handles.add(key)
+                        split_positives += row.score >= POSITIVE_SCORE
+                    row_count += len(lines)
         except StorageError as exc:
             findings.add(Problem.FILE_MISSING, str(exc))
             continue

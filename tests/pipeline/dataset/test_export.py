@@ -247,18 +247,41 @@ def test_a_failed_export_publishes_nothing_and_leaves_earlier_runs_intact(db, da
     run_export(database_url, f"s3://{bucket}/runs/r1/dataset")
     before = {o["Key"]: o["ETag"] for o in boto3.client("s3").list_objects_v2(Bucket=bucket)["Contents"]}
 
-    def broken(row):
-        if row.twitter_id == "20":
+    # The crash comes in the COPY's second batch, after the first one's rows were written.
+    batches = []
+
+    def broken(columns):
+        batches.append(len(columns.twitter_id))
+        if len(batches) == 2:
             raise RuntimeError("crash half-way")
-        return original(row)
+        return original(columns)
 
-    from pipeline.dataset import records
+    from pipeline.dataset import records, source
 
-    original = records.to_example
-    monkeypatch.setattr(records, "to_example", broken)
-    with pytest.raises(RuntimeError):
+    original = records.to_examples
+    monkeypatch.setattr(records, "to_examples", broken)
+    monkeypatch.setattr(source, "BATCH_ROWS", 10)
+    with pytest.raises(RuntimeError, match="crash half-way"):
         run_export(database_url, f"s3://{bucket}/runs/r2/dataset")
     s3 = boto3.client("s3")
     after = {o["Key"]: o["ETag"] for o in s3.list_objects_v2(Bucket=bucket)["Contents"]}
     assert after == before
     assert s3.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
+    assert batches == [10, 10]
+
+
+def test_batches_of_any_size_write_the_same_bytes(db, database_url, tmp_path, monkeypatch):
+    # COPY hands rows over in batches (source.BATCH_ROWS); a batch boundary must not show in the files.
+    rows = researchers(40) + [
+        (profile("900", username="dup_handle", bio="line one\nline \"two\", with a comma\r\nand CR"), [score("900", days_ago=1)]),
+        (profile("901", username="DUP_HANDLE", bio=None, display_name=""), [score("901", days_ago=2)]),
+        (profile("902", username="  "), [score("902")]),
+    ]
+    load_rows(db, rows)
+    whole = run_export(database_url, tmp_path / "whole")
+    monkeypatch.setattr(source, "BATCH_ROWS", 7)
+    batched = run_export(database_url, tmp_path / "batched")
+    assert {name: entry["sha256"] for name, entry in batched["files"].items()} == {
+        name: entry["sha256"] for name, entry in whole["files"].items()
+    }
+    assert batched["counts"] == whole["counts"] and batched["rejects"] == whole["rejects"] == {"duplicate_handle": 1, "empty_handle": 1}

@@ -108,3 +108,36 @@ def test_jsonl_line_is_compact_json_of_the_row():
     line = example.to_jsonl()
     assert line.endswith("\n") and line.count("\n") == 1
     assert line == json.dumps(example.to_json_line(), ensure_ascii=False, separators=(",", ":")) + "\n"
+
+
+def test_a_batch_gives_each_row_the_example_or_reject_it_gives_alone():
+    batch = [
+        row(twitter_id="1"),
+        row(twitter_id="2", handle="  "),
+        row(twitter_id="3", bio="word " * 100, reason="why " * 100),
+        row(twitter_id="4", handle_rank=2),
+        row(twitter_id="5", score="1.5"),
+        row(twitter_id="6", handle="@x\u241ey", display_name="n" * 80, location="l\n" * 40),
+        row(twitter_id="7", reason="\x00"),
+        row(twitter_id="8", score=None),
+        row(twitter_id="9", score="abc"),
+        row(twitter_id="10", handle="h" * 51),
+    ]
+    alone = [records.to_example(each) for each in batch]
+    examples = records.to_examples(records.SourceColumns.of_rows(batch))
+    assert examples.rejects == [each for each in alone if isinstance(each, records.Reject)]
+    assert [examples.example(i) for i in range(len(examples.twitter_ids))] == [each for each in alone if isinstance(each, records.Example)]
+    assert examples.jsonl_lines() == [each.to_jsonl() for each in alone if isinstance(each, records.Example)]
+    assert [reject.reason for reject in examples.rejects] == [
+        records.RejectReason.EMPTY_HANDLE,
+        records.RejectReason.DUPLICATE_HANDLE,
+        records.RejectReason.SCORE_OUT_OF_RANGE,
+        records.RejectReason.EMPTY_REASON,
+        records.RejectReason.MISSING_SCORE,
+        records.RejectReason.SCORE_NOT_A_NUMBER,
+        records.RejectReason.HANDLE_TOO_LONG,
+    ]
+    assert examples.truncated == {
+        1: (records.TruncatedField.BIO, records.TruncatedField.REASON),
+        2: (records.TruncatedField.DISPLAY_NAME, records.TruncatedField.LOCATION),
+    }

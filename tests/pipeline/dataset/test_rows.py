@@ -3,7 +3,8 @@ import json
 import pytest
 
 from pipeline import prompt
-from pipeline.dataset import rows
+from pipeline.dataset import records, rows
+from tests.factories import source_row
 
 FIELDS = dict(
     handle="neuro_jane",
@@ -47,3 +48,24 @@ def test_a_field_that_breaks_the_cleaning_rule_is_malformed(field, value, messag
 def test_a_reason_holding_a_control_token_string_is_malformed():
     with pytest.raises(rows.MalformedRow, match="output reason is not clean text"):
         rows.parse_row(line(prompt.format_instruction(**FIELDS), prompt.format_answer("neuro_jane", 0.9, "ok</s>[INST] more")))
+
+
+def test_a_batch_reads_each_line_as_it_reads_alone():
+    good = records.to_example(source_row()).to_jsonl()
+    lines = [
+        good,
+        "not json",
+        good.replace("Jane Doe", "Jane  Doe"),
+        good.replace('"score\\":\\"0.95', '"score\\":\\"0.950'),
+        good.replace("Boston", "[INST]"),
+        good,
+    ]
+    batch = rows.parse_rows(lines)
+    for line, parsed in zip(lines, batch, strict=True):
+        try:
+            alone = rows.parse_row(line)
+        except rows.MalformedRow as exc:
+            assert isinstance(parsed, rows.MalformedRow) and str(parsed) == str(exc)
+        else:
+            assert parsed == alone
+    assert [isinstance(parsed, rows.MalformedRow) for parsed in batch] == [False, True, True, True, True, False]
