@@ -44,10 +44,12 @@ class _Structured(NamedTuple):
     instruction: str
     output: str
     fields: dict[str, str]
+    answer: prompt.Answer | prompt.AnswerError
 
 
 def _structure(line: bytes | str) -> _Structured | MalformedRow:
-    """The checks that need nothing but the line: JSON, the two keys, the template's lines."""
+    """The checks that need nothing but the line: JSON, the two keys, the template's lines; and
+    the answer parsed (its error reported after the fields', in _row)."""
     try:
         row = json.loads(line)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
@@ -60,21 +62,35 @@ def _structure(line: bytes | str) -> _Structured | MalformedRow:
     fields = prompt.instruction_fields(instruction)
     if fields is None:
         return MalformedRow("instruction does not follow the template (its lines, one per field)")
-    return _Structured(instruction, output, fields)
+    try:
+        answer: prompt.Answer | prompt.AnswerError = prompt.parse_answer(output)
+    except prompt.AnswerError as exc:
+        answer = exc
+    return _Structured(instruction, output, fields, answer)
 
 
-def _row(structured: _Structured, unclean_field: str | None) -> DatasetRow | MalformedRow:
+def _checked_texts(structured: _Structured) -> list[str]:
+    """The texts of a row that must be clean: its instruction fields, in template order, then its
+    answer's reason (when the answer parsed)."""
+    texts = list(structured.fields.values())
+    if isinstance(structured.answer, prompt.Answer):
+        texts.append(structured.answer.reason)
+    return texts
+
+
+def _row(structured: _Structured, clean: list[bool]) -> DatasetRow | MalformedRow:
+    """The remaining checks, in order; ``clean`` says which of _checked_texts passes the cleaning rule."""
+    unclean_field = next((name for name, is_clean in zip(structured.fields, clean) if not is_clean), None)  # noqa: B905 - reason last
     if unclean_field is not None:
         # The export's own cleaning rule, checked on what it wrote: a field that cleaning would
         # change carries control characters, a template marker or stray whitespace.
         return MalformedRow(f"instruction field {unclean_field} is not clean text (control characters or a template marker)")
-    try:
-        answer = prompt.parse_answer(structured.output)
-    except prompt.AnswerError as exc:
-        return MalformedRow(f"output: {exc}")
+    answer = structured.answer
+    if isinstance(answer, prompt.AnswerError):
+        return MalformedRow(f"output: {answer}")
     if json.loads(structured.output)["score"] != prompt.format_score(answer.score):
         return MalformedRow("score is not a two-decimal string")
-    if prompt.clean_field(answer.reason) != answer.reason:
+    if not clean[-1]:
         return MalformedRow("output reason is not clean text (control characters or a template marker)")
     if structured.fields["username"] != answer.handle:
         return MalformedRow(f"instruction handle {structured.fields['username']!r} differs from output handle {answer.handle!r}")
@@ -82,17 +98,19 @@ def _row(structured: _Structured, unclean_field: str | None) -> DatasetRow | Mal
 
 
 def parse_rows(lines: Sequence[bytes | str]) -> list[DatasetRow | MalformedRow]:
-    """Each JSONL line -> its row, or the MalformedRow saying what is wrong with it. The instruction
-    fields of the whole batch go through the cleaning rule (prompt.clean_fields) at once."""
+    """Each JSONL line -> its row, or the MalformedRow saying what is wrong with it. The texts of
+    the whole batch go through the cleaning rule (prompt.clean_fields) at once."""
     structured = [_structure(line) for line in lines]
     readable = [each for each in structured if not isinstance(each, MalformedRow)]
-    values = [value for each in readable for value in each.fields.values()]
-    clean = iter(map(operator.eq, prompt.clean_fields(values), values))
-    unclean: dict[int, str | None] = {}
-    for each in readable:
-        flags = list(itertools.islice(clean, len(each.fields)))  # this row's fields, in template order
-        unclean[id(each)] = next((name for name, is_clean in zip(each.fields, flags, strict=True) if not is_clean), None)
-    return [each if isinstance(each, MalformedRow) else _row(each, unclean[id(each)]) for each in structured]
+    texts = [_checked_texts(each) for each in readable]
+    values = [text for row_texts in texts for text in row_texts]
+    flags = list(map(operator.eq, prompt.clean_fields(values), values))
+    clean: dict[int, list[bool]] = {}
+    start = 0
+    for each, row_texts in zip(readable, texts, strict=True):
+        clean[id(each)] = flags[start : start + len(row_texts)]
+        start += len(row_texts)
+    return [each if isinstance(each, MalformedRow) else _row(each, clean[id(each)]) for each in structured]
 
 
 def iter_rows(lines: Iterable[bytes | str], source: str) -> Iterator[DatasetRow]:
