@@ -273,7 +273,7 @@ def test_a_failed_export_publishes_nothing_and_leaves_earlier_runs_intact(db, da
 def test_batches_of_any_size_write_the_same_bytes(db, database_url, tmp_path, monkeypatch):
     # COPY hands rows over in batches (source.BATCH_ROWS); a batch boundary must not show in the files.
     rows = researchers(40) + [
-        (profile("900", username="dup_handle", bio="line one\nline \"two\", with a comma\r\nand CR"), [score("900", days_ago=1)]),
+        (profile("900", username="dup_handle", bio='line one\nline "two", with a comma\r\nand CR'), [score("900", days_ago=1)]),
         (profile("901", username="DUP_HANDLE", bio=None, display_name=""), [score("901", days_ago=2)]),
         (profile("902", username="  "), [score("902")]),
     ]

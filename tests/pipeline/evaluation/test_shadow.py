@@ -7,9 +7,12 @@ from __future__ import annotations
 import json
 import re
 
+import boto3
 import pytest
+from moto import mock_aws
 
 from pipeline import cli, history
+from tests.conftest import fake_aws_credentials
 from tests.pipeline.serving.ollama_contract_server import OllamaContractServer
 
 FRESH = 60
@@ -73,13 +76,44 @@ def answering(scores):
     return respond
 
 
-def test_shadow_scores_only_fresh_profiles_reports_agreement_and_alerts_on_a_drop(scored_table, production, database_url, capsys):
+def alerts_topic():
+    """An SNS topic (moto) with a queue subscribed: what was published to it can be read back."""
+    sns, sqs = boto3.client("sns"), boto3.client("sqs")
+    topic_arn = sns.create_topic(Name="researcher-scorer-failures")["TopicArn"]
+    queue_url = sqs.create_queue(QueueName="alerts")["QueueUrl"]
+    queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    sns.subscribe(TopicArn=topic_arn, Protocol="sqs", Endpoint=queue_arn)
+
+    def published() -> list[dict]:
+        messages = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10).get("Messages", [])
+        return [json.loads(message["Body"]) for message in messages]
+
+    return topic_arn, published
+
+
+def test_shadow_scores_only_fresh_profiles_reports_agreement_and_alerts_on_a_drop(
+    scored_table, production, database_url, capsys, monkeypatch
+):
     root = str(production)
-    with OllamaContractServer() as server:
+    fake_aws_credentials(monkeypatch)
+    with OllamaContractServer() as server, mock_aws():
+        topic_arn, published = alerts_topic()
         server.state.models["mistral-researcher:latest"] = {"files": {}, "template": "", "system": "", "parameters": {}}
         server.state.responder = answering(scored_table)  # agrees with the teachers
-        args = ["shadow", "--root", root, "--database-url", database_url, "--ollama-url", server.url, "--no-progress"]
+        args = [
+            "shadow",
+            "--root",
+            root,
+            "--database-url",
+            database_url,
+            "--ollama-url",
+            server.url,
+            "--no-progress",
+            "--topic-arn",
+            topic_arn,
+        ]
         assert cli.main(args) == 0
+        assert published() == []  # no drop, no alert
         asked = {re.search(r"^handle: (.*)$", r["prompt"], re.M).group(1) for r in server.state.generate_requests}
         assert asked == set(scored_table)  # only profiles first scored after 2026-11-01; not the re-scored old ones
         first = json.loads(next(production.glob("shadow/*/shadow.json")).read_text())
@@ -93,6 +127,9 @@ def test_shadow_scores_only_fresh_profiles_reports_agreement_and_alerts_on_a_dro
         capsys.readouterr()
         assert cli.main(args) == cli.EXIT_GATE_FAILED
         assert "ALERT: shadow agreement dropped" in capsys.readouterr().err
+        [alert] = published()  # the on-demand alert reaches the topic the stack's failures go to
+        assert alert["Subject"] == "researcher-scorer shadow agreement dropped"
+        assert alert["Message"].startswith("shadow agreement dropped: pearson") and "after 1.000" in alert["Message"]
     shadows = [record for record in history.read(root).records if record["kind"] == "shadow"]
     assert len(shadows) == 2 and shadows[1]["alert"] is True and shadows[1]["previous_pearson"] == pytest.approx(1.0)
     assert len(list(production.glob("shadow/*/shadow.json"))) == 2  # each result kept
