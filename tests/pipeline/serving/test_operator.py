@@ -76,3 +76,34 @@ def test_on_ollama_the_run_is_redeployed_when_its_tag_is_gone_and_copied_to_prod
         assert cli.main(["rollback", "--to", "run-1", *args]) == 0
         assert server.state.models["mistral-researcher:latest"] == server.state.models[model_tag("run-1")]
     assert pointer(two_runs)["run_id"] == "run-1" and pointer(two_runs)["model"] == model_tag("run-1")
+
+
+def test_on_aws_the_pointer_and_the_history_live_in_the_bucket(two_runs, monkeypatch):
+    # The same commands against the stack's bucket (s3:// root): the runs' artifacts read from S3,
+    # the GGUF deployed from S3 to the host, the pipeline's own pointer (models/current.json) and
+    # the history (runs/index.jsonl) written there.
+    import boto3
+    from moto import mock_aws
+
+    from tests.conftest import fake_aws_credentials
+
+    fake_aws_credentials(monkeypatch)
+    with mock_aws(), OllamaContractServer() as server:
+        s3 = boto3.client("s3")
+        s3.create_bucket(Bucket="artifacts")
+        for path in two_runs.rglob("*"):
+            if path.is_file():
+                s3.upload_file(str(path), "artifacts", path.relative_to(two_runs).as_posix())
+        args = ["--root", "s3://artifacts", "--ollama-url", server.url]
+        assert cli.main(["promote", "--run", "run-1", *args]) == 0
+        assert cli.main(["rollback", "--to", "run-2", *args]) == cli.EXIT_ERROR  # failed its gates, not forced
+        assert cli.main(["rollback", "--to", "run-2", *args, "--force", "--note", "incident 7"]) == 0
+        assert server.state.models["mistral-researcher:latest"] == server.state.models[model_tag("run-2")]
+        pointer_in_bucket = json.loads(s3.get_object(Bucket="artifacts", Key="models/current.json")["Body"].read())
+        assert pointer_in_bucket["run_id"] == "run-2" and pointer_in_bucket["previous"]["run_id"] == "run-1"
+        actions = history.read("s3://artifacts").actions()
+        assert [(a["kind"], a["run_id"], a["replaced"], a["forced"], a["note"]) for a in actions] == [
+            ("promote", "run-1", None, False, ""),
+            ("rollback", "run-2", "run-1", True, "incident 7"),
+        ]
+        assert not (two_runs / "runs" / "current.json").exists()  # nothing written locally
