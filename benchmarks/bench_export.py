@@ -69,11 +69,13 @@ def write_seed_profiles(path: Path) -> str:
 
 
 def fetch_only_command(database_url: str) -> list[str]:
-    """The export's transport alone: the same COPY, each batch parsed into columns and discarded."""
+    """The export's transport alone: the same COPY and worker processes, each batch parsed into
+    columns and discarded."""
     code = (
-        "import sys\nfrom pipeline.dataset import source\n"
-        "with source.LatestScores(source.ConnectionParams.from_url(sys.argv[1]), source.DEFAULT_TEACHERS) as batches:\n"
-        "    sum(1 for _ in batches)\n"
+        "import sys\nfrom pipeline.dataset import source, stream\n"
+        "params = source.ConnectionParams.from_url(sys.argv[1])\n"
+        "with stream.ExportStream(params, source.DEFAULT_TEACHERS, lambda columns: len(columns.twitter_id)) as results:\n"
+        "    sum(results)\n"
     )
     return [sys.executable, "-c", code, database_url]
 

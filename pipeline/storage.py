@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import IO, Any
 from urllib.parse import urlparse
 
-import smart_open
 from botocore.exceptions import BotoCoreError, ClientError
 
 from pipeline.errors import StorageError
@@ -66,6 +65,8 @@ def open_write(uri: str) -> Iterator[IO[bytes]]:
     if is_s3(uri):
         split_s3_uri(uri)
         try:
+            import smart_open  # here, not at the top: it imports every transport it has (~0.5 s), which local paths never need
+
             writer = smart_open.open(uri, "wb", compression="disable", transport_params=_transport_params())
         except (OSError, ValueError, *AWS_ERRORS) as exc:  # missing bucket, access denied
             raise StorageError(f"cannot write {uri}: {exc}") from exc
@@ -103,6 +104,8 @@ def open_read(uri: str) -> Iterator[IO[bytes]]:
     try:
         if is_s3(uri):
             split_s3_uri(uri)
+            import smart_open  # see open_write
+
             stream = smart_open.open(uri, "rb", compression="disable", transport_params={"client": _s3_client()})
         else:
             stream = open(uri, "rb")

@@ -1,24 +1,25 @@
 """GenerateDataset: PostgreSQL -> train / validation / holdout / seeds JSONL and manifest.json.
 
-Streams: rows come out of PostgreSQL's COPY in batches (source.copy_latest_scores), become examples
-column by column (records.to_examples) and go straight to the writers (local files or S3 multipart
-uploads), so memory does not grow with the table. The three files appear together only
-when the export succeeds; the manifest is written last and is what marks a dataset complete.
+Streams: rows come out of PostgreSQL's COPY in batches, become examples column by column
+(records.to_examples) in worker processes (stream.ExportStream) and go, in the query's order,
+straight to the writers (local files or S3 multipart uploads), so memory does not grow with the
+table. The files appear together only when the export succeeds; the manifest is written last and is what marks a dataset complete.
 """
 
 from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import functools
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from tqdm import tqdm
 
 from pipeline import prompt, runs, storage
 from pipeline.contracts import DEFAULT_MIN_ROWS, MANIFEST_FORMAT, MANIFEST_NAME, POSITIVE_SCORE
-from pipeline.dataset import records, source
+from pipeline.dataset import records, source, stream
 from pipeline.dataset.split import Split, SplitFractions, assign_splits
 from pipeline.errors import InsufficientData, InvalidArgument, RunFolderExists
 
@@ -50,9 +51,9 @@ class _SplitStats:
         self.positives = 0
         self.seed_profiles = 0
 
-    def add(self, scores: list[float], seed_profiles: int) -> None:
-        self.rows += len(scores)
-        self.positives += sum(score >= POSITIVE_SCORE for score in scores)
+    def add(self, rows: int, positives: int, seed_profiles: int) -> None:
+        self.rows += rows
+        self.positives += positives
         self.seed_profiles += seed_profiles
 
     @property
@@ -106,37 +107,60 @@ def export_dataset(params: source.ConnectionParams, out_uri: str, config: Export
     return manifest
 
 
+class _BatchResult(NamedTuple):
+    """What a worker process sends back for one batch: the JSONL bytes of each split and the counts."""
+
+    rows_read: int
+    lines: dict[Split, bytes]
+    rows: dict[Split, int]
+    positives: dict[Split, int]
+    seed_profiles: dict[Split, int]
+    rejects: Counter[str]
+    truncated: Counter[str]
+
+
+def _export_batch(columns: records.SourceColumns, config: ExportConfig) -> _BatchResult:
+    """One batch of the query's rows -> each split's JSONL lines and the batch's counts (in a worker)."""
+    examples = records.to_examples(columns)
+    splits = assign_splits(examples.twitter_ids, config.fractions, config.seed_ids)
+    members: dict[Split, list[int]] = {split: [] for split in Split}
+    for position, split in enumerate(splits):
+        members[split].append(position)
+    lines = examples.jsonl_lines()
+    scores, twitter_ids, seeds = examples.scores, examples.twitter_ids, config.seed_ids
+    return _BatchResult(
+        rows_read=len(columns.twitter_id),
+        lines={split: "".join([lines[position] for position in positions]).encode("utf-8") for split, positions in members.items()},
+        rows={split: len(positions) for split, positions in members.items()},
+        positives={split: sum(scores[position] >= POSITIVE_SCORE for position in positions) for split, positions in members.items()},
+        seed_profiles={split: sum(twitter_ids[position] in seeds for position in positions) for split, positions in members.items()},
+        rejects=Counter(reject.reason.value for reject in examples.rejects),
+        truncated=Counter(name.value for names in examples.truncated.values() for name in names),
+    )
+
+
 def _write_splits(params: source.ConnectionParams, out_uri: str, config: ExportConfig) -> dict[str, Any]:
     rejects: Counter[str] = Counter()
     truncated: Counter[str] = Counter()
     stats = {split: _SplitStats() for split in Split}
     rows_read = 0
     created_at = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
-    # The COPY's process is forked first, before the writers (and any thread of theirs) exist.
-    with source.LatestScores(params, config.teachers) as batches, contextlib.ExitStack() as stack:
+    # The COPY's and the workers' processes are forked first, before the writers (and any thread of theirs) exist.
+    work = functools.partial(_export_batch, config=config)
+    with stream.ExportStream(params, config.teachers, work) as results, contextlib.ExitStack() as stack:
         writers = {
             split: storage.HashingWriter(stack.enter_context(storage.open_write(storage.join(out_uri, split.file_name)))) for split in Split
         }
         bar = stack.enter_context(tqdm(desc="export", unit=" rows", unit_scale=True, disable=not config.progress, mininterval=0.5))
-
-        for columns in batches:
-            rows_read += len(columns.twitter_id)
-            examples = records.to_examples(columns)
-            rejects.update(reject.reason.value for reject in examples.rejects)
-            truncated.update(name.value for names in examples.truncated.values() for name in names)
-            splits = assign_splits(examples.twitter_ids, config.fractions, config.seed_ids)
-            members: dict[Split, list[int]] = {split: [] for split in Split}
-            for position, split in enumerate(splits):
-                members[split].append(position)
-            lines = examples.jsonl_lines()
-            for split, positions in members.items():
-                if positions:
-                    writers[split].write("".join([lines[position] for position in positions]).encode("utf-8"))
-                    stats[split].add(
-                        [examples.scores[position] for position in positions],
-                        sum(examples.twitter_ids[position] in config.seed_ids for position in positions),
-                    )
-            bar.update(len(columns.twitter_id))
+        for result in results:
+            rows_read += result.rows_read
+            rejects.update(result.rejects)
+            truncated.update(result.truncated)
+            for split in Split:
+                if result.rows[split]:
+                    writers[split].write(result.lines[split])
+                    stats[split].add(result.rows[split], result.positives[split], result.seed_profiles[split])
+            bar.update(result.rows_read)
 
         total = sum(stat.rows for stat in stats.values())
         if total == 0:

@@ -2,14 +2,8 @@
 
 from __future__ import annotations
 
-import contextlib
-import csv
-import fcntl
-import itertools
 import json
-import multiprocessing
-import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -20,18 +14,12 @@ import psycopg2.errors
 import psycopg2.extensions
 
 from pipeline import contracts
-from pipeline.dataset.records import SourceColumns  # the row type lives with the pure code that reads it
 from pipeline.errors import DatabaseUnavailable, InvalidArgument, SourceSchemaError
 
 # The spec's two teachers ("WHERE ps.scored_by IN (...)").
 DEFAULT_TEACHERS: tuple[str, ...] = ("claude-haiku-20240307", "gemini-2.0-flash")
 
 CONNECT_TIMEOUT_SECONDS = 10
-# Rows handed to the export's rules at a time (about 0.5 MB): memory is bounded by this and by the
-# pipe from the COPY's process (PIPE_BYTES, Linux's default ceiling for an unprivileged process),
-# not by the table.
-BATCH_ROWS = 1000
-PIPE_BYTES = 1 << 20
 
 # The spec's query, plus what its template needs (created_at, follower_count, location) and the
 # rules that make one row per profile:
@@ -162,7 +150,7 @@ def connect(params: ConnectionParams) -> psycopg2.extensions.connection:
         raise DatabaseUnavailable(f"cannot connect to PostgreSQL at {params.where}: {first_line}") from None
 
 
-def _schema_error(exc: psycopg2.Error) -> SourceSchemaError:
+def schema_error(exc: psycopg2.Error) -> SourceSchemaError:
     detail = (exc.pgerror or str(exc)).strip().splitlines()[0]
     return SourceSchemaError(f"the source tables do not match the export query: {detail}")
 
@@ -175,93 +163,7 @@ def scores_by_teacher(conn: psycopg2.extensions.connection) -> dict[str, int]:
             return {teacher: count for teacher, count in cursor.fetchall()}
     except (psycopg2.errors.UndefinedTable, psycopg2.errors.UndefinedColumn) as exc:
         conn.rollback()
-        raise _schema_error(exc) from None
-
-
-class LatestScores:
-    """The export query's rows, streamed out of ``COPY (...) TO STDOUT`` in CSV, as batches of
-    BATCH_ROWS rows in columns. A context manager: ``with LatestScores(params, teachers) as
-    batches: for columns in batches: ...``.
-
-    COPY is PostgreSQL's fastest way out: the server formats the rows in C. A child process, forked
-    on entering (before the caller opens writers or threads), receives them and writes them to a
-    pipe while this process parses them (csv, in C) and runs the export's rules: the server, the
-    receiving and the rules work at the same time on different cores, and the pipe bounds memory.
-    (A thread could not do the receiving: psycopg2 takes the GIL for every row it hands over, so
-    it would wait a switch interval per row on our rules.) Leaving the block early stops the child
-    and with it the COPY; a database error is raised by name, once the child has ended.
-    """
-
-    def __init__(self, params: ConnectionParams, teachers: tuple[str, ...]) -> None:
-        self.params, self.teachers = params, teachers
-
-    def __enter__(self) -> LatestScores:
-        context = multiprocessing.get_context("fork")  # nothing to pickle; Lambda has no /dev/shm for the others
-        self._errors, errors_sent = context.Pipe(duplex=False)
-        read_fd, write_fd = os.pipe()
-        with contextlib.suppress(OSError):  # Linux: room for a few batches, so the COPY never waits on our rules
-            fcntl.fcntl(write_fd, fcntl.F_SETPIPE_SZ, PIPE_BYTES)
-        self._child = context.Process(
-            target=_copy_to_pipe, args=(self.params, self.teachers, write_fd, errors_sent), name="export-copy", daemon=True
-        )
-        self._child.start()
-        os.close(write_fd)
-        errors_sent.close()
-        self._stream = open(read_fd, encoding="utf-8", newline="")  # noqa: SIM115 - closed in __exit__
-        return self
-
-    def __iter__(self) -> Iterator[SourceColumns]:
-        rows = csv.reader(self._stream)
-        try:
-            while batch := list(itertools.islice(rows, BATCH_ROWS)):
-                columns = [list(column) for column in zip(*batch, strict=True)]
-                columns[-1] = list(map(int, columns[-1]))  # handle_rank
-                yield SourceColumns(*columns)
-        except (csv.Error, UnicodeDecodeError, ValueError):
-            self._child.join()  # a stream cut short: the child's error says why
-            self._raise_child_error()
-            raise DatabaseUnavailable(f"the export's COPY stream was cut short (its process ended with {self._child.exitcode})") from None
-        self._child.join()
-        self._raise_child_error()
-        if self._child.exitcode != 0:
-            raise DatabaseUnavailable(f"the export's COPY process ended with exit code {self._child.exitcode}")
-
-    def __exit__(self, *exc_info: object) -> None:
-        if self._child.is_alive():
-            self._child.terminate()
-        self._child.join()
-        self._stream.close()
-        self._errors.close()
-
-    def _raise_child_error(self) -> None:
-        try:
-            kind, message = self._errors.recv() if self._errors.poll() else (None, None)
-        except EOFError:  # the child ended without an error to send
-            return
-        if kind is not None:
-            raise (SourceSchemaError if kind == "schema" else DatabaseUnavailable)(message)
-
-
-def _copy_to_pipe(
-    params: ConnectionParams, teachers: tuple[str, ...], write_fd: int, errors: multiprocessing.connection.Connection
-) -> None:
-    """The child: its own connection, COPY's rows (one CSV record per write) into the pipe. Errors
-    go back to the parent by name, as (kind, one-line message)."""
-    try:
-        conn = connect(params)
-        conn.set_session(readonly=True)
-        with open(write_fd, "wb", buffering=1 << 16) as out, conn.cursor() as cursor:
-            # COPY takes no bind parameters: the teachers are quoted by psycopg2's own adapter.
-            statement = cursor.mogrify(f"COPY ({EXPORT_QUERY}) TO STDOUT WITH (FORMAT csv)", {"teachers": list(teachers)})
-            cursor.copy_expert(statement, out)
-    except (psycopg2.errors.UndefinedTable, psycopg2.errors.UndefinedColumn, psycopg2.errors.UndefinedFunction) as exc:
-        errors.send(("schema", str(_schema_error(exc))))
-    except DatabaseUnavailable as exc:
-        errors.send(("unavailable", str(exc)))
-    except psycopg2.Error as exc:
-        errors.send(("unavailable", f"lost the connection to PostgreSQL during the export: {str(exc).strip().splitlines()[0]}"))
-    except BrokenPipeError:
-        pass  # the parent stopped reading: it has its own error to raise
+        raise schema_error(exc) from None
 
 
 def schema_sql() -> str:

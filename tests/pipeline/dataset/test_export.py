@@ -7,7 +7,7 @@ import psycopg2
 import pytest
 
 from pipeline import prompt, storage
-from pipeline.dataset import generate, source
+from pipeline.dataset import generate, source, stream
 from pipeline.dataset.split import Split, SplitFractions
 from pipeline.errors import DatabaseUnavailable, InsufficientData, SourceSchemaError
 from tests.factories import CLAUDE, GEMINI, load_rows, profile, researchers, score
@@ -247,31 +247,28 @@ def test_a_failed_export_publishes_nothing_and_leaves_earlier_runs_intact(db, da
     run_export(database_url, f"s3://{bucket}/runs/r1/dataset")
     before = {o["Key"]: o["ETag"] for o in boto3.client("s3").list_objects_v2(Bucket=bucket)["Contents"]}
 
-    # The crash comes in the COPY's second batch, after the first one's rows were written.
-    batches = []
-
+    # The crash comes in a worker process, on the batch holding profile 20, after other batches were written.
     def broken(columns):
-        batches.append(len(columns.twitter_id))
-        if len(batches) == 2:
+        if "20" in columns.twitter_id:
             raise RuntimeError("crash half-way")
         return original(columns)
 
-    from pipeline.dataset import records, source
+    from pipeline.dataset import records, stream
 
     original = records.to_examples
     monkeypatch.setattr(records, "to_examples", broken)
-    monkeypatch.setattr(source, "BATCH_ROWS", 10)
+    monkeypatch.setattr(stream, "BATCH_ROWS", 10)
     with pytest.raises(RuntimeError, match="crash half-way"):
         run_export(database_url, f"s3://{bucket}/runs/r2/dataset")
     s3 = boto3.client("s3")
     after = {o["Key"]: o["ETag"] for o in s3.list_objects_v2(Bucket=bucket)["Contents"]}
     assert after == before
     assert s3.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
-    assert batches == [10, 10]
 
 
 def test_batches_of_any_size_write_the_same_bytes(db, database_url, tmp_path, monkeypatch):
-    # COPY hands rows over in batches (source.BATCH_ROWS); a batch boundary must not show in the files.
+    # COPY's rows are dealt to worker processes in batches (stream.BATCH_ROWS); neither a batch
+    # boundary nor the number of workers may show in the files.
     rows = researchers(40) + [
         (profile("900", username="dup_handle", bio='line one\nline "two", with a comma\r\nand CR'), [score("900", days_ago=1)]),
         (profile("901", username="DUP_HANDLE", bio=None, display_name=""), [score("901", days_ago=2)]),
@@ -279,7 +276,8 @@ def test_batches_of_any_size_write_the_same_bytes(db, database_url, tmp_path, mo
     ]
     load_rows(db, rows)
     whole = run_export(database_url, tmp_path / "whole")
-    monkeypatch.setattr(source, "BATCH_ROWS", 7)
+    monkeypatch.setattr(stream, "BATCH_ROWS", 7)
+    monkeypatch.setattr(stream, "worker_count", lambda: 3)
     batched = run_export(database_url, tmp_path / "batched")
     assert {name: entry["sha256"] for name, entry in batched["files"].items()} == {
         name: entry["sha256"] for name, entry in whole["files"].items()

@@ -1,0 +1,232 @@
+"""The export query's rows out of PostgreSQL's COPY, turned into results by worker processes, back
+in the query's order.
+
+    with stream.ExportStream(params, teachers, work) as results:
+        for result in results:  # work(columns) of each batch of BATCH_ROWS rows, in order
+            ...
+
+Why processes: COPY is PostgreSQL's fastest way out (the server formats the rows in C), and the
+export's rules run in Python at about twice the server's cost per row, so one interpreter would
+leave the server waiting. On entering, a producer process and WORKERS worker processes are forked
+(before the caller opens writers or threads): the producer receives COPY's rows (psycopg2 hands
+over one CSV record per write) and deals them, BATCH_ROWS at a time, round-robin to the workers;
+each worker parses its batches (csv, in C), runs ``work`` on the columns and sends the result
+back; this process reads the results in the order the batches were dealt. Pipes of fixed capacity
+join them, so memory does not grow with the table. (Threads could not share the work: psycopg2
+takes the GIL for every row it hands over, and the rules hold it.)
+
+Errors: one raised by ``work`` is raised here, as it was raised there; a database error (the
+producer's) is raised by name once the results ran out; leaving the block early stops every child,
+and with them the COPY. ``fork`` is used: nothing needs pickling but results, and Lambda, which has
+no /dev/shm, runs it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import fcntl
+import io
+import itertools
+import multiprocessing
+import os
+import pickle
+import struct
+from collections.abc import Callable, Iterator, Sequence
+from multiprocessing.connection import Connection
+from multiprocessing.process import BaseProcess
+from typing import BinaryIO, Generic, TypeVar
+
+import psycopg2
+import psycopg2.errors
+
+from pipeline.dataset import source
+from pipeline.dataset.records import SourceColumns
+from pipeline.errors import DatabaseUnavailable, PipelineError, SourceSchemaError
+
+# Rows per batch (about 0.5 MB of CSV): memory is bounded by this and by the pipes, not the table.
+BATCH_ROWS = 1000
+# Worker processes: two per core of this machine (a 10 GB Lambda has 6), at most MAX_WORKERS. More
+# workers than cores: results are taken in order, so a worker that is behind holds the others up;
+# measured at 100k rows on 2 cores (docs/benchmarks.md), 1/2/3/4 workers: 3.3/2.4/2.2/2.1 s.
+WORKERS_PER_CORE = 2
+MAX_WORKERS = 8
+# Each pipe's capacity (Linux's default ceiling for an unprivileged process): room for batches in
+# flight, so that the COPY rarely waits on a worker.
+PIPE_BYTES = 1 << 20
+_LENGTH = struct.Struct(">I")  # each message: its length, then its bytes; length 0 ends a stream
+
+T = TypeVar("T")
+
+
+class ExportWorkerFailed(PipelineError):
+    """A worker process ended without a result or an error (killed, out of memory)."""
+
+
+def worker_count() -> int:
+    return max(1, min(MAX_WORKERS, WORKERS_PER_CORE * len(os.sched_getaffinity(0))))
+
+
+class ExportStream(Generic[T]):
+    def __init__(self, params: source.ConnectionParams, teachers: tuple[str, ...], work: Callable[[SourceColumns], T]) -> None:
+        self.params, self.teachers, self.work = params, teachers, work
+        self._children: list[BaseProcess] = []
+        self._results: list[BinaryIO] = []
+
+    def __enter__(self) -> ExportStream[T]:
+        context = multiprocessing.get_context("fork")
+        self._errors, errors_sent = context.Pipe(duplex=False)
+        batches_out, results_in = [], []
+        for _ in range(worker_count()):
+            batch_read, batch_write = _pipe()
+            result_read, result_write = _pipe()
+            worker = context.Process(target=_work, args=(batch_read, result_write, self.work), name="export-worker", daemon=True)
+            worker.start()
+            os.close(batch_read)
+            os.close(result_write)
+            self._children.append(worker)
+            batches_out.append(batch_write)
+            results_in.append(result_read)
+        self._results = [open(fd, "rb") for fd in results_in]  # noqa: SIM115 - closed in __exit__
+        producer = context.Process(
+            target=_produce, args=(self.params, self.teachers, batches_out, errors_sent), name="export-copy", daemon=True
+        )
+        producer.start()
+        self._children.append(producer)
+        for fd in batches_out:
+            os.close(fd)
+        errors_sent.close()
+        return self
+
+    def __iter__(self) -> Iterator[T]:
+        for index in itertools.count():
+            ended = index % len(self._results)
+            message = _receive(self._results[ended])
+            if message is None:
+                break  # that worker has no more batches: they were dealt in turn, so no worker has
+            status, value = pickle.loads(message)
+            if status == "error":
+                raise value
+            yield value
+        for position, results in enumerate(self._results):  # the other workers' end-of-stream
+            if position != ended and _receive(results) is not None:
+                raise ExportWorkerFailed("an export worker sent a result after the last batch")
+        producer = self._children[-1]
+        producer.join()
+        self._raise_producer_error()
+        if producer.exitcode != 0:
+            raise DatabaseUnavailable(f"the export's COPY process ended with exit code {producer.exitcode}")
+
+    def __exit__(self, *exc_info: object) -> None:
+        for child in self._children:
+            if child.is_alive():
+                child.terminate()
+        for child in self._children:
+            child.join()
+        for results in self._results:
+            results.close()
+        self._errors.close()
+
+    def _raise_producer_error(self) -> None:
+        try:
+            kind, message = self._errors.recv() if self._errors.poll() else (None, None)
+        except EOFError:  # the producer ended without an error to send
+            return
+        if kind is not None:
+            raise (SourceSchemaError if kind == "schema" else DatabaseUnavailable)(message)
+
+
+def _pipe() -> tuple[int, int]:
+    read_fd, write_fd = os.pipe()
+    with contextlib.suppress(OSError):  # Linux only; elsewhere the default capacity
+        fcntl.fcntl(write_fd, fcntl.F_SETPIPE_SZ, PIPE_BYTES)
+    return read_fd, write_fd
+
+
+def _send(stream: BinaryIO, payload: bytes) -> None:
+    stream.write(_LENGTH.pack(len(payload)))
+    stream.write(payload)
+    stream.flush()
+
+
+def _receive(stream: BinaryIO) -> bytes | None:
+    """The next message, or None at the end of the stream (a 0 length). A stream cut short means
+    its writer died: ExportWorkerFailed."""
+    header = stream.read(_LENGTH.size)
+    if len(header) < _LENGTH.size:
+        raise ExportWorkerFailed("an export worker process ended without a result (killed, or out of memory)")
+    (length,) = _LENGTH.unpack(header)
+    if length == 0:
+        return None
+    payload = stream.read(length)
+    if len(payload) < length:
+        raise ExportWorkerFailed("an export worker process ended in the middle of a result (killed, or out of memory)")
+    return payload
+
+
+class _Dealer:
+    """copy_expert's file: gathers the records libpq hands over (one CSV record per write) and
+    deals each BATCH_ROWS of them to the next worker."""
+
+    def __init__(self, workers: Sequence[BinaryIO]) -> None:
+        self.workers, self.dealt = workers, 0
+        self.rows: list[bytes] = []
+
+    def write(self, record: bytes) -> None:
+        self.rows.append(record)
+        if len(self.rows) >= BATCH_ROWS:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.rows:
+            _send(self.workers[self.dealt % len(self.workers)], b"".join(self.rows))
+            self.rows.clear()
+            self.dealt += 1
+
+
+def _produce(params: source.ConnectionParams, teachers: tuple[str, ...], batch_fds: list[int], errors: Connection) -> None:
+    """The producer: its own connection; COPY's records dealt to the workers; then each worker's
+    end-of-stream. Its errors go back by name, as (kind, one-line message)."""
+    workers = [open(fd, "wb") for fd in batch_fds]  # noqa: SIM115 - closed below
+    try:
+        conn = source.connect(params)
+        conn.set_session(readonly=True)
+        dealer = _Dealer(workers)
+        with conn.cursor() as cursor:
+            # COPY takes no bind parameters: the teachers are quoted by psycopg2's own adapter.
+            statement = cursor.mogrify(f"COPY ({source.EXPORT_QUERY}) TO STDOUT WITH (FORMAT csv)", {"teachers": list(teachers)})
+            cursor.copy_expert(statement, dealer)
+        dealer.flush()
+    except (psycopg2.errors.UndefinedTable, psycopg2.errors.UndefinedColumn, psycopg2.errors.UndefinedFunction) as exc:
+        errors.send(("schema", str(source.schema_error(exc))))
+    except DatabaseUnavailable as exc:
+        errors.send(("unavailable", str(exc)))
+    except psycopg2.Error as exc:
+        errors.send(("unavailable", f"lost the connection to PostgreSQL during the export: {str(exc).strip().splitlines()[0]}"))
+    except BrokenPipeError:
+        return  # the parent stopped reading: it has its own error to raise
+    with contextlib.suppress(BrokenPipeError):
+        for worker in workers:
+            _send(worker, b"")
+            worker.close()
+
+
+def _work(batch_fd: int, result_fd: int, work: Callable[[SourceColumns], object]) -> None:
+    """A worker: each batch parsed into columns, ``work`` run on them, the result sent back; an
+    error sent back instead, as raised."""
+    with open(batch_fd, "rb") as batches, open(result_fd, "wb") as results:
+        while (batch := _receive(batches)) is not None:
+            try:
+                rows = csv.reader(io.StringIO(batch.decode("utf-8"), newline=""))
+                columns = [list(column) for column in zip(*rows, strict=True)]
+                columns[-1] = list(map(int, columns[-1]))  # handle_rank
+                message = pickle.dumps(("ok", work(SourceColumns(*columns))), pickle.HIGHEST_PROTOCOL)
+            except Exception as exc:  # noqa: BLE001 - every error goes back to be raised there
+                try:
+                    message = pickle.dumps(("error", exc), pickle.HIGHEST_PROTOCOL)
+                except Exception:  # noqa: BLE001 - an error that cannot be pickled goes back as its text
+                    message = pickle.dumps(("error", ExportWorkerFailed(f"{type(exc).__name__}: {exc}")), pickle.HIGHEST_PROTOCOL)
+                _send(results, message)
+                return
+            _send(results, message)
+        _send(results, b"")
