@@ -95,18 +95,16 @@ def export_dataset(params: source.ConnectionParams, out_uri: str, config: Export
     Raises InsufficientData when no row is usable (nothing is written then), DatabaseUnavailable
     when PostgreSQL cannot be reached.
     """
-    manifest = _write_splits(params, out_uri, config)
-    storage.write_json(storage.join(out_uri, MANIFEST_NAME), manifest)
-    return manifest
-
-
-def _scores_by_teacher(params: source.ConnectionParams) -> dict[str, int]:
     conn = source.connect(params)
     try:
         conn.set_session(readonly=True)
-        return source.scores_by_teacher(conn)
+        by_teacher = source.scores_by_teacher(conn)
     finally:
-        conn.close()
+        conn.close()  # closed before the COPY's child is forked: it opens its own
+    manifest = _write_splits(params, out_uri, config)
+    manifest["source"]["scores_by_teacher"] = by_teacher
+    storage.write_json(storage.join(out_uri, MANIFEST_NAME), manifest)
+    return manifest
 
 
 class _BatchResult(NamedTuple):
@@ -147,11 +145,9 @@ def _write_splits(params: source.ConnectionParams, out_uri: str, config: ExportC
     stats = {split: _SplitStats() for split in Split}
     rows_read = 0
     created_at = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
-    # The COPY's and the workers' processes are forked first, before this process connects or opens
-    # writers (or any thread of theirs exists); the teachers' counts are queried while the COPY runs.
+    # The COPY's and the workers' processes are forked first, before the writers (and any thread of theirs) exist.
     work = functools.partial(_export_batch, config=config)
     with stream.ExportStream(params, config.teachers, work) as results, contextlib.ExitStack() as stack:
-        by_teacher = _scores_by_teacher(params)
         writers = {
             split: storage.HashingWriter(stack.enter_context(storage.open_write(storage.join(out_uri, split.file_name)))) for split in Split
         }
@@ -193,7 +189,7 @@ def _write_splits(params: source.ConnectionParams, out_uri: str, config: ExportC
             "handle_chars": prompt.MAX_HANDLE_CHARS,
             "reason_chars": prompt.MAX_REASON_CHARS,
         },
-        "source": {"rows_read": rows_read, "scores_by_teacher": by_teacher},
+        "source": {"rows_read": rows_read},
         "counts": {
             **{split.value: stats[split].rows for split in Split},
             "total": total,
