@@ -43,3 +43,8 @@ class DatasetInvalid(PipelineError):
 
 class RunFolderExists(PipelineError):
     """The run's folder already holds artifacts of another run of the same name: nothing is overwritten."""
+
+
+class ExportWorkerFailed(PipelineError):
+    """A process of the dataset export ended without its result (killed, out of memory), or with an
+    error that could not be sent back as it was (its text is kept)."""

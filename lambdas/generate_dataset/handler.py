@@ -11,7 +11,8 @@ The split shares are not an option: the holdout the gates read is the same for e
 Returns the dataset's URIs and counts, and the run's SageMaker training job name. With a model in
 production it also snapshots the shadow comparison's fresh profiles (first scored by a teacher after
 production's dataset) into runs/<run_id>/shadow/fresh.json, which ValidateModel scores.
-Errors raised by name for the state machine: DatabaseUnavailable (retried), InsufficientData.
+Errors raised by name for the state machine: DatabaseUnavailable (retried), InsufficientData,
+SourceSchemaError, ExportWorkerFailed (a process of the export killed, e.g. out of memory).
 """
 
 from __future__ import annotations

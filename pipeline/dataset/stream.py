@@ -6,18 +6,19 @@ in the query's order.
             ...
 
 Why processes: COPY is PostgreSQL's fastest way out (the server formats the rows in C), and the
-export's rules run in Python at about twice the server's cost per row, so one interpreter would
-leave the server waiting. On entering, a producer process and WORKERS worker processes are forked
-(before the caller opens writers or threads): the producer receives COPY's rows (psycopg2 hands
-over one CSV record per write) and deals them, BATCH_ROWS at a time, round-robin to the workers;
-each worker parses its batches (csv, in C), runs ``work`` on the columns and sends the result
+export's rules run in Python at about three times the server's cost per row (docs/benchmarks.md),
+so one interpreter would leave the server waiting. On entering, worker_count() worker processes and
+a producer process are forked (before the caller opens writers or threads): the producer receives
+COPY's rows (psycopg2 hands over one CSV record per write) and deals them, BATCH_ROWS at a time,
+round-robin to the workers; each worker parses its batches (csv, in C), runs ``work`` on the columns and sends the result
 back; this process reads the results in the order the batches were dealt. Pipes of fixed capacity
 join them, so memory does not grow with the table. (Threads could not share the work: psycopg2
 takes the GIL for every row it hands over, and the rules hold it.)
 
 Errors: one raised by ``work`` is raised here, as it was raised there; a database error (the
-producer's) is raised by name once the results ran out; leaving the block early stops every child,
-and with them the COPY. ``fork`` is used: nothing needs pickling but results, and Lambda, which has
+producer's) is raised by name once the results ran out; a producer or a worker that dies (killed,
+out of memory) is an ExportWorkerFailed naming it; leaving the block early stops every
+child, and with them the COPY. ``fork`` is used: nothing needs pickling but results, and Lambda, which has
 no /dev/shm, runs it.
 """
 
@@ -42,7 +43,7 @@ import psycopg2.errors
 
 from pipeline.dataset import source
 from pipeline.dataset.records import SourceColumns
-from pipeline.errors import DatabaseUnavailable, PipelineError, SourceSchemaError
+from pipeline.errors import DatabaseUnavailable, ExportWorkerFailed, SourceSchemaError
 
 # Rows per batch (about 0.5 MB of CSV): memory is bounded by this and by the pipes, not the table.
 BATCH_ROWS = 1000
@@ -54,17 +55,17 @@ MAX_WORKERS = 8
 # Each pipe's capacity (Linux's default ceiling for an unprivileged process): room for batches in
 # flight, so that the COPY rarely waits on a worker.
 PIPE_BYTES = 1 << 20
+# How long a cut result stream waits for the producer to end before naming the worker instead.
+PRODUCER_GRACE_SECONDS = 5
 _LENGTH = struct.Struct(">I")  # each message: its length, then its bytes; length 0 ends a stream
 
 T = TypeVar("T")
 
 
-class ExportWorkerFailed(PipelineError):
-    """A worker process ended without a result or an error (killed, out of memory)."""
-
-
 def worker_count() -> int:
-    return max(1, min(MAX_WORKERS, WORKERS_PER_CORE * len(os.sched_getaffinity(0))))
+    # The cores this process may run on (Linux); elsewhere the machine's.
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, min(MAX_WORKERS, WORKERS_PER_CORE * cores))
 
 
 class ExportStream(Generic[T]):
@@ -76,11 +77,16 @@ class ExportStream(Generic[T]):
     def __enter__(self) -> ExportStream[T]:
         context = multiprocessing.get_context("fork")
         self._errors, errors_sent = context.Pipe(duplex=False)
-        batches_out, results_in = [], []
+        batches_out: list[int] = []
+        results_in: list[int] = []
         for _ in range(worker_count()):
             batch_read, batch_write = _pipe()
             result_read, result_write = _pipe()
-            worker = context.Process(target=_work, args=(batch_read, result_write, self.work), name="export-worker", daemon=True)
+            # The pipe ends this process holds (its own write end of the worker's batches, the earlier
+            # workers' ones) are closed in the new worker: a worker must see its batches end when the
+            # producer ends, killed or not.
+            inherited = [*batches_out, *results_in, batch_write, result_read]
+            worker = context.Process(target=_work, args=(batch_read, result_write, inherited, self.work), name="export-worker", daemon=True)
             worker.start()
             os.close(batch_read)
             os.close(result_write)
@@ -101,7 +107,7 @@ class ExportStream(Generic[T]):
     def __iter__(self) -> Iterator[T]:
         for index in itertools.count():
             ended = index % len(self._results)
-            message = _receive(self._results[ended])
+            message = self._receive(self._results[ended])
             if message is None:
                 break  # that worker has no more batches: they were dealt in turn, so no worker has
             status, value = pickle.loads(message)
@@ -109,13 +115,13 @@ class ExportStream(Generic[T]):
                 raise value
             yield value
         for position, results in enumerate(self._results):  # the other workers' end-of-stream
-            if position != ended and _receive(results) is not None:
+            if position != ended and self._receive(results) is not None:
                 raise ExportWorkerFailed("an export worker sent a result after the last batch")
         producer = self._children[-1]
         producer.join()
         self._raise_producer_error()
         if producer.exitcode != 0:
-            raise DatabaseUnavailable(f"the export's COPY process ended with exit code {producer.exitcode}")
+            raise ExportWorkerFailed(_producer_ended(producer.exitcode))
 
     def __exit__(self, *exc_info: object) -> None:
         for child in self._children:
@@ -127,6 +133,21 @@ class ExportStream(Generic[T]):
             results.close()
         self._errors.close()
 
+    def _receive(self, results: BinaryIO) -> bytes | None:
+        """The next result message; a result stream cut short is named by its cause: the producer's
+        error or end when it died (its workers then end without results), else the worker's death."""
+        try:
+            return _receive(results)
+        except ExportWorkerFailed:
+            producer = self._children[-1]
+            producer.join(timeout=PRODUCER_GRACE_SECONDS)
+            self._raise_producer_error()
+            if producer.exitcode not in (0, None):
+                raise ExportWorkerFailed(
+                    f"the export's COPY process ended with exit code {producer.exitcode} (killed, or out of memory)"
+                ) from None
+            raise
+
     def _raise_producer_error(self) -> None:
         try:
             kind, message = self._errors.recv() if self._errors.poll() else (None, None)
@@ -136,10 +157,15 @@ class ExportStream(Generic[T]):
             raise (SourceSchemaError if kind == "schema" else DatabaseUnavailable)(message)
 
 
+def _producer_ended(exitcode: int | None) -> str:
+    return f"the export's COPY process ended with exit code {exitcode} (killed, or out of memory)"
+
+
 def _pipe() -> tuple[int, int]:
     read_fd, write_fd = os.pipe()
-    with contextlib.suppress(OSError):  # Linux only; elsewhere the default capacity
-        fcntl.fcntl(write_fd, fcntl.F_SETPIPE_SZ, PIPE_BYTES)
+    if hasattr(fcntl, "F_SETPIPE_SZ"):  # Linux; elsewhere the default capacity
+        with contextlib.suppress(OSError):  # above the system's ceiling
+            fcntl.fcntl(write_fd, fcntl.F_SETPIPE_SZ, PIPE_BYTES)
     return read_fd, write_fd
 
 
@@ -211,11 +237,20 @@ def _produce(params: source.ConnectionParams, teachers: tuple[str, ...], batch_f
             worker.close()
 
 
-def _work(batch_fd: int, result_fd: int, work: Callable[[SourceColumns], object]) -> None:
+def _work(batch_fd: int, result_fd: int, inherited: list[int], work: Callable[[SourceColumns], object]) -> None:
     """A worker: each batch parsed into columns, ``work`` run on them, the result sent back; an
-    error sent back instead, as raised."""
+    error sent back instead, as raised. Batches that stop without their end (the producer died)
+    end the worker without a word: the parent names the producer's end."""
+    for fd in inherited:
+        os.close(fd)
     with open(batch_fd, "rb") as batches, open(result_fd, "wb") as results:
-        while (batch := _receive(batches)) is not None:
+        while True:
+            try:
+                batch = _receive(batches)
+            except ExportWorkerFailed:
+                return
+            if batch is None:
+                break
             try:
                 rows = csv.reader(io.StringIO(batch.decode("utf-8"), newline=""))
                 columns = [list(column) for column in zip(*rows, strict=True)]

@@ -4,12 +4,13 @@ in the query's order, and every way a child process can fail ends the stream wit
 from __future__ import annotations
 
 import os
+import signal
 import threading
 
 import pytest
 
 from pipeline.dataset import source, stream
-from pipeline.errors import SourceSchemaError
+from pipeline.errors import DatabaseUnavailable, ExportWorkerFailed, SourceSchemaError
 from tests.factories import load_rows, researchers
 
 
@@ -17,6 +18,24 @@ from tests.factories import load_rows, researchers
 def small_batches(monkeypatch):
     monkeypatch.setattr(stream, "BATCH_ROWS", 4)
     monkeypatch.setattr(stream, "worker_count", lambda: 3)
+
+
+@pytest.fixture
+def no_hang():
+    """A stream that would wait forever fails the test instead (forked children do not inherit it)."""
+
+    def hung(signum, frame):
+        raise TimeoutError("the export stream hung")
+
+    previous = signal.signal(signal.SIGALRM, hung)
+    signal.alarm(60)
+    yield
+    signal.alarm(0)
+    signal.signal(signal.SIGALRM, previous)
+
+
+def rows(columns) -> int:
+    return len(columns.twitter_id)
 
 
 def ids_in_query_order(db) -> list[str]:
@@ -56,20 +75,20 @@ def test_an_error_that_cannot_travel_is_named_with_its_text(db, database_url, sm
 
     params = source.ConnectionParams.from_url(database_url)
     with (
-        pytest.raises(stream.ExportWorkerFailed, match="ValueError"),
+        pytest.raises(ExportWorkerFailed, match="ValueError"),
         stream.ExportStream(params, source.DEFAULT_TEACHERS, work) as results,
     ):
         list(results)
 
 
-def test_a_worker_that_dies_is_a_named_error_not_a_hang(db, database_url, small_batches):
+def test_a_worker_that_dies_is_a_named_error_not_a_hang(db, database_url, small_batches, no_hang):
     load_rows(db, researchers(20))
 
     def work(columns):
         os._exit(9)  # what the kernel's OOM killer leaves: no result, no error
 
     params = source.ConnectionParams.from_url(database_url)
-    with pytest.raises(stream.ExportWorkerFailed, match="ended without a result"):
+    with pytest.raises(ExportWorkerFailed, match="ended without a result"):
         with stream.ExportStream(params, source.DEFAULT_TEACHERS, work) as results:
             list(results)
 
@@ -79,14 +98,56 @@ def test_the_producers_database_error_is_raised_by_name(db, database_url, small_
         cursor.execute("ALTER TABLE user_profiles DROP COLUMN bio")
     db.commit()
     params = source.ConnectionParams.from_url(database_url)
-    with pytest.raises(SourceSchemaError, match="bio"), stream.ExportStream(params, source.DEFAULT_TEACHERS, len) as results:
+    with pytest.raises(SourceSchemaError, match="bio"), stream.ExportStream(params, source.DEFAULT_TEACHERS, rows) as results:
         list(results)
 
 
 def test_leaving_early_stops_every_child(db, database_url, small_batches):
     load_rows(db, researchers(40))
     params = source.ConnectionParams.from_url(database_url)
-    with stream.ExportStream(params, source.DEFAULT_TEACHERS, len) as results:
+    with stream.ExportStream(params, source.DEFAULT_TEACHERS, rows) as results:
         children = list(results._children)
         next(iter(results))
     assert all(not child.is_alive() for child in children)
+
+
+def test_a_producer_that_dies_mid_copy_is_named_by_its_exit_not_a_hang(db, database_url, small_batches, no_hang, monkeypatch):
+    # Killed after dealing two batches (what an out-of-memory kill leaves): no error sent, no end of
+    # the batches; every worker must still see its batches end, and the parent name the producer.
+    load_rows(db, researchers(40))
+    deal = stream._Dealer.flush
+
+    def dies_after_two(self):
+        if self.dealt == 2:
+            os._exit(9)
+        deal(self)
+
+    monkeypatch.setattr(stream._Dealer, "flush", dies_after_two)
+    params = source.ConnectionParams.from_url(database_url)
+    with (
+        pytest.raises(ExportWorkerFailed, match="COPY process ended with exit code 9"),
+        stream.ExportStream(params, source.DEFAULT_TEACHERS, rows) as results,
+    ):
+        list(results)
+
+
+def test_a_connection_lost_mid_copy_is_database_unavailable(db, database_url, small_batches, no_hang, monkeypatch):
+    # What psycopg2 raises out of copy_expert when the server goes away half-way (injected into the
+    # producer's file, which copy_expert writes each row to).
+    import psycopg2
+
+    load_rows(db, researchers(40))
+    deal = stream._Dealer.write
+
+    def loses_the_server(self, record):
+        if self.dealt == 3:
+            raise psycopg2.OperationalError("server closed the connection unexpectedly\n\tThis probably means ...")
+        deal(self, record)
+
+    monkeypatch.setattr(stream._Dealer, "write", loses_the_server)
+    params = source.ConnectionParams.from_url(database_url)
+    received = []
+    with pytest.raises(DatabaseUnavailable, match="lost the connection to PostgreSQL during the export: server closed the connection"):
+        with stream.ExportStream(params, source.DEFAULT_TEACHERS, rows) as results:
+            received.extend(results)
+    assert received == [4, 4, 4]  # the three batches dealt before the loss, then the error
