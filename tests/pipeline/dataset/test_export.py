@@ -90,6 +90,21 @@ def test_teachers_flag_selects_whose_scores_are_used(db, database_url, tmp_path)
     assert set(answers(tmp_path / "gpt")) == {"user2"}
 
 
+def test_a_teacher_name_is_a_value_never_sql(db, database_url, tmp_path):
+    # COPY takes no bind parameters: the teachers are quoted into its statement (psycopg2's adapter).
+    # A name that tries to close the literal only ever selects the teacher so named.
+    hostile = "x'] ) ) ) TO STDOUT; DROP TABLE profile_scores; --"
+    tricky = 'o\'brien\\ "quoted" $$dollar$$'
+    load_rows(db, [(profile("1"), [score("1", "0.9", "claude", tricky)]), (profile("2"), [score("2", "0.8", "x", CLAUDE)])])
+    with pytest.raises(InsufficientData):
+        run_export(database_url, tmp_path / "hostile", teachers=(hostile,))
+    run_export(database_url, tmp_path / "tricky", teachers=(tricky,))
+    assert set(answers(tmp_path / "tricky")) == {"user1"}
+    with db.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM profile_scores")
+        assert cursor.fetchone()[0] == 2  # the table is intact
+
+
 def test_profiles_without_scores_are_not_exported(db, database_url, tmp_path):
     load_rows(db, [(profile("1"), [score("1")]), (profile("2"), [])])
     manifest = run_export(database_url, tmp_path)
