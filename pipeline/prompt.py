@@ -163,8 +163,8 @@ def clean_texts(values: Iterable[Any]) -> list[str]:
 
     A text that is printable and has no double space (most profile fields) only needs its ends
     stripped, checked and done in C; the others are cleaned together by one pass of each regex
-    over them joined (``_apply_joined``). The export cleans a million rows this way at a few
-    microseconds each; a single request is a batch of one.
+    over them joined (``_apply_joined``): about half a microsecond a field in the export's
+    batches (docs/benchmarks.md); a single request is a batch of one.
     """
     texts = list(values)
     if not set(map(type, texts)) <= {str}:  # None, numbers: only in serving's requests and tests

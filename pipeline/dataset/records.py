@@ -64,7 +64,7 @@ class Example(NamedTuple):  # tuples, not dataclasses: one is built per row of a
 
     def to_jsonl(self) -> str:
         """``to_json_line`` as one compact JSON line (what the export writes, per row)."""
-        return _JSONL_LINE % (prompt.json_string(self.instruction), prompt.json_string(self.output))
+        return jsonl_lines([self.instruction], [self.output])[0]
 
 
 class Reject(NamedTuple):
@@ -112,8 +112,7 @@ class Examples(NamedTuple):
 
     def jsonl_lines(self) -> list[str]:
         """``Example.to_jsonl`` of every row."""
-        escaped = zip(map(prompt.json_string, self.instructions), map(prompt.json_string, self.outputs), strict=True)
-        return list(map(_JSONL_LINE.__mod__, escaped))
+        return jsonl_lines(self.instructions, self.outputs)
 
     def example(self, position: int) -> Example:
         return Example(
@@ -127,6 +126,13 @@ class Examples(NamedTuple):
 
 
 _JSONL_LINE = '{"instruction":%s,"output":%s}\n'
+
+
+def jsonl_lines(instructions: list[str], outputs: list[str]) -> list[str]:
+    """The spec's JSONL rows, one compact line each (json's C string encoder, mapped over the batch):
+    the one way a dataset line is written."""
+    escaped = zip(map(prompt.json_string, instructions), map(prompt.json_string, outputs), strict=True)
+    return list(map(_JSONL_LINE.__mod__, escaped))
 
 
 def clean_handle(raw: str | None) -> tuple[str, RejectReason | None]:
@@ -237,9 +243,9 @@ def to_examples(columns: SourceColumns) -> Examples:
 
     A row is usable when its handle is 1-50 characters after cleaning, it is its handle's most
     recently scored profile, its score is a number in [0, 1] and its reason is not empty. The rules
-    run column by column (prompt.clean_fields cleans a whole column in one pass), so the export
-    turns a million rows into examples at a few microseconds each, with Python's own regexes: no
-    second form of the rules for speed.
+    run column by column (prompt.clean_fields cleans a whole column in one pass): about 10
+    microseconds a row with Python's own regexes (docs/benchmarks.md), and no second form of the
+    rules for speed.
     """
     handles = clean_handles(columns.handle)
     reasons = prompt.clean_fields(columns.reason)

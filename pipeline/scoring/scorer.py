@@ -133,6 +133,8 @@ class LlamaCppBackend:
         # llama-cpp-python's port of the converter lets a JSON string hold raw control characters
         # (its char rule is [^"\\]), so an answer with a raw newline in its reason passed its
         # grammar and failed as JSON; llama.cpp's own converter, the one Ollama runs, excludes them.
+        if sum(rule.startswith("char ::=") for rule in rules) != 1:  # a port that names it otherwise must not pass unnoticed
+            raise RuntimeError("llama-cpp-python's JSON-schema grammar has no single `char` rule to replace with llama.cpp's")
         rules = [LLAMA_CPP_CHAR_RULE if rule.startswith("char ::=") else rule for rule in rules]
         return llama_cpp.LlamaGrammar.from_string("\n".join(rules), verbose=False)
 
