@@ -64,7 +64,7 @@ def export_command(database_url: str, out: str, seed_profiles: str) -> list[str]
 
 def write_seed_profiles(path: Path) -> str:
     """The sample's seed-profile list (`pipeline dataset seed-profiles`): a real database needs one."""
-    path.write_text("".join(f"{twitter_id}\n" for twitter_id in sorted(sample.seed_profile_ids())))
+    path.write_text(sample.seed_profile_list())
     return str(path)
 
 

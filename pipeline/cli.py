@@ -365,7 +365,7 @@ def _dataset_validate(args) -> int:
 def _dataset_seed_profiles(args) -> int:
     from pipeline.local import sample
 
-    text = "".join(f"{twitter_id}\n" for twitter_id in sorted(sample.seed_profile_ids()))
+    text = sample.seed_profile_list()
     if args.out:
         from pipeline import storage
 

@@ -54,13 +54,13 @@ def loaded_database(db, database_url) -> str:
 def seed_list(tmp_path_factory) -> str:
     """The sample's seed-profile ids as a file: a real database is given its team's list."""
     path = tmp_path_factory.mktemp("seeds") / "seed-profiles.txt"
-    path.write_text("".join(f"{twitter_id}\n" for twitter_id in sorted(sample.seed_profile_ids())))
+    path.write_text(sample.seed_profile_list())
     return str(path)
 
 
 def cli(root: Path, database_url: str, *extra: str) -> int:
     seeds = root / "seed-profiles.txt"
-    seeds.write_text("".join(f"{twitter_id}\n" for twitter_id in sorted(sample.seed_profile_ids())))
+    seeds.write_text(sample.seed_profile_list())
     return main(["run", "--root", str(root), "--database-url", database_url, "--seed-profiles", str(seeds), *FAST, *extra])
 
 

@@ -484,6 +484,12 @@ def seed_profile_ids() -> frozenset[str]:
     return frozenset(profile.twitter_id for profile, _ in seed_profiles())
 
 
+def seed_profile_list() -> str:
+    """This sample's seed profiles as a seed-profile list (one twitter_id per line, sorted; the
+    format split.read_seed_ids reads): what `python -m pipeline dataset seed-profiles` prints."""
+    return "".join(f"{twitter_id}\n" for twitter_id in sorted(seed_profile_ids()))
+
+
 COPY_NULL = r"\N"
 
 

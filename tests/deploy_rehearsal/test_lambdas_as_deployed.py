@@ -60,7 +60,7 @@ def test_a_weekly_run_through_every_zip_lambda(deployed_functions, aws_world, db
     create_bucket(bucket)
     seeds_uri = generate.environment["SEED_PROFILES_URI"]
     create_bucket(storage.split_s3_uri(seeds_uri)[0])
-    storage.write_bytes(seeds_uri, "".join(f"{i}\n" for i in sorted(sample.seed_profile_ids())).encode())
+    storage.write_bytes(seeds_uri, sample.seed_profile_list().encode())
     environment = lambda_environment(aws_world, DATABASE_SECRET_ARN=make_secret(database_url))
     run_id = "Weekly_run_" + "2026_11_29"
 

@@ -259,7 +259,7 @@ def world(monkeypatch, db, database_url, tiny_model_and_adapter) -> Iterator[Wor
         monkeypatch.setenv("ARTIFACT_BUCKET", bucket)
         monkeypatch.setenv("DATABASE_SECRET_ARN", make_secret(database_url))
         seeds_uri = f"s3://{bucket}/config/seed-profiles.txt"  # what the stack's seedProfilesUri names
-        storage.write_bytes(seeds_uri, "".join(f"{twitter_id}\n" for twitter_id in sorted(sample.seed_profile_ids())).encode())
+        storage.write_bytes(seeds_uri, sample.seed_profile_list().encode())
         monkeypatch.setenv("SEED_PROFILES_URI", seeds_uri)
         monkeypatch.setenv("MIN_ROWS", "100")  # the stack's minRows for this 400-profile table
         monkeypatch.setenv("DATABASE_SSLMODE", "prefer")  # the test server has no TLS
