@@ -40,8 +40,9 @@ HOST_INSTANCE_FAMILIES = ("g4dn", "g5", "g6", "g6e", "p3", "p4d", "p5")
 # SageMaker limits: MaxRuntimeInSeconds up to 28 days; a training volume of at least the model's size.
 MAX_TRAINING_SECONDS = 28 * 24 * 3600
 MIN_TRAINING_VOLUME_GB, MAX_TRAINING_VOLUME_GB = 30, 16384
-# The AMI's snapshot plus Ollama and a few 4-8 GB models.
-MIN_HOST_VOLUME_GB, MAX_HOST_VOLUME_GB = 100, 16384
+# At least the default AMI's snapshot (the ECS GPU AMI is built on a 30 GB volume: block_device_size_gb
+# in aws/amazon-ecs-ami's variables.pkr.hcl); another AMI's larger snapshot is EC2's own check at creation.
+MIN_HOST_VOLUME_GB, MAX_HOST_VOLUME_GB = 30, 16384
 QUANTIZATIONS = tuple(quantization.value for quantization in contracts.Quantization)
 # EventBridge Scheduler's cron: cron(minutes hours day-of-month month day-of-week year).
 CRON = re.compile(r"cron\((?P<fields>[^()]+)\)")

@@ -1,9 +1,11 @@
 #!/bin/bash
-# Ollama host bootstrap: cloud-init user data for the AWS Deep Learning Base GPU AMI (Ubuntu; the
-# NVIDIA driver is already there). Rendered by infra/user_data.py: every placeholder is replaced and
-# checked there. Installs a pinned Ollama, runs it under systemd on a private address only, keeps
-# models on the EBS root volume, waits until the API answers. Logs go to the journal
-# (journalctl -t ollama-bootstrap, journalctl -u ollama).
+# Ollama host bootstrap: cloud-init user data for a GPU AMI with the NVIDIA driver installed: by
+# default Amazon's ECS GPU-optimized Amazon Linux 2023 AMI (its 30 GB snapshot is what the stopped
+# host is billed for); the Deep Learning Base GPU AMIs (Ubuntu) work too. Rendered by
+# infra/user_data.py: every placeholder is replaced and checked there. Installs a pinned Ollama
+# (its archive carries the CUDA runtime: only the driver comes from the AMI), runs it under systemd
+# on a private address only, keeps models on the EBS root volume, waits until the API answers. Logs
+# go to the journal (journalctl -t ollama-bootstrap, journalctl -u ollama).
 set -euo pipefail
 
 OLLAMA_VERSION="@@OLLAMA_VERSION@@"
@@ -33,6 +35,45 @@ imds() {
     local token
     token=$(curl -fsS -X PUT "http://169.254.169.254/latest/api/token" -H "X-aws-ec2-metadata-token-ttl-seconds: 60")
     curl -fsS -H "X-aws-ec2-metadata-token: ${token}" "http://169.254.169.254/latest/meta-data/$1"
+}
+
+# The commands this script and the idle timer use, and the package that brings each where an AMI
+# lacks it (Amazon Linux's minimal base, under the ECS AMI, has no AWS CLI and may lack others).
+declare -A DNF_PACKAGE=([curl]=curl-minimal [tar]=tar [gzip]=gzip [sha256sum]=coreutils [useradd]=shadow-utils
+    [usermod]=shadow-utils [getent]=glibc-common [ss]=iproute [journalctl]=systemd [aws]=awscli-2)
+declare -A APT_PACKAGE=([curl]=curl [tar]=tar [gzip]=gzip [sha256sum]=coreutils [useradd]=passwd
+    [usermod]=passwd [getent]=libc-bin [ss]=iproute2 [journalctl]=systemd [aws]=awscli)
+
+ensure_commands() {
+    local needed=(curl tar gzip sha256sum useradd usermod getent ss journalctl) missing=() packages=() command
+    [[ "${OLLAMA_ARCHIVE_URL}" == s3://* ]] && needed+=(aws)
+    for command in "${needed[@]}"; do
+        command -v "${command}" >/dev/null 2>&1 || missing+=("${command}")
+    done
+    (( ${#missing[@]} == 0 )) && return
+    log "this AMI lacks ${missing[*]}: installing them"
+    if command -v dnf >/dev/null 2>&1; then
+        for command in "${missing[@]}"; do packages+=("${DNF_PACKAGE[${command}]}"); done
+        dnf install -y -q "${packages[@]}" || fail "dnf could not install ${packages[*]} (for ${missing[*]})"
+    elif command -v apt-get >/dev/null 2>&1; then
+        for command in "${missing[@]}"; do packages+=("${APT_PACKAGE[${command}]}"); done
+        { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${packages[@]}"; } \
+            || fail "apt-get could not install ${packages[*]} (for ${missing[*]})"
+    else
+        fail "this AMI lacks ${missing[*]} and has neither dnf nor apt-get to install them"
+    fi
+    for command in "${missing[@]}"; do
+        command -v "${command}" >/dev/null 2>&1 || fail "${command} is still missing after installing its package"
+    done
+}
+
+stop_ecs_agent() {
+    # The ECS AMI starts Amazon's ECS agent at boot; this host is no ECS container instance (its
+    # role has no ECS permissions), so the agent would only retry its registration, forever.
+    if systemctl is-enabled --quiet ecs.service 2>/dev/null; then
+        systemctl disable --now ecs.service
+        log "ECS agent disabled: this instance is the Ollama host, not an ECS container instance"
+    fi
 }
 
 install_ollama() {
@@ -74,9 +115,11 @@ write_unit() {
     local home
     home=$(getent passwd ollama | cut -d: -f6)
     install -d -o ollama -g ollama -m 0750 "${home}"
-    # The GPU device nodes belong to the video/render groups.
-    usermod -a -G video ollama
-    getent group render >/dev/null && usermod -a -G render ollama
+    # The GPU device nodes belong to the video/render groups, where the AMI has them.
+    local group
+    for group in video render; do
+        if getent group "${group}" >/dev/null; then usermod -a -G "${group}" ollama; fi
+    done
     mkdir -p "${OLLAMA_MODELS_DIR}"
     chown -R ollama:ollama "${OLLAMA_MODELS_DIR}"
     cat >/etc/systemd/system/ollama.service <<UNIT
@@ -154,6 +197,8 @@ UNIT
 }
 
 main() {
+    ensure_commands
+    stop_ecs_agent
     install_ollama
     local address
     address=$(bind_address)

@@ -172,7 +172,7 @@ def test_ollama_host(deploy):
     host = deployment.one("aws:ec2/instance:Instance", "ollama-host")
     assert host["instanceType"] == "g4dn.xlarge" and host["ami"] == AMI_ID
     assert host["subnetId"] == json.loads(VALID_CONFIG["privateSubnetIds"])[0]
-    assert host["rootBlockDevice"] == {"volumeType": "gp3", "volumeSize": 150, "encrypted": True, "deleteOnTermination": True}
+    assert host["rootBlockDevice"] == {"volumeType": "gp3", "volumeSize": 40, "encrypted": True, "deleteOnTermination": True}
     assert "127.0.0.1" not in host["userData"] and 'OLLAMA_VERSION="0.12.6"' in host["userData"]
     assert deployment.options["ollama-host"].ignore_changes == ["ami"]
     ingress = [

@@ -11,7 +11,13 @@ no more. Run as ``python standins.py <name> [args…]``; test_boot_script.py ins
   nothing else inherited) under Restart=always with RestartSec, in the background.
 - aws: `aws s3 cp [--only-show-errors] s3://bucket/key DEST` from a local directory of objects.
 - imds: PUT /latest/api/token, then GET /latest/meta-data/<path> with that token only.
-- systemctl also: `enable --now <x>.timer` (recorded), `poweroff` (recorded: the instance stops).
+- systemctl also: `enable --now <x>.timer` (recorded), `poweroff` (recorded: the instance stops),
+  `is-enabled --quiet <unit>` (true when the test marked it enabled), `disable --now <unit>`
+  (recorded).
+- dnf: `install -y -q PKG…` as on Amazon Linux: a package it knows (awscli-2) puts its command in
+  /usr/local/bin (the boot's own tmpfs), any other is "No match for argument" and exit 1.
+- apt-get: `update`, then `install` fails as for a package the index lacks (the test machine's real
+  apt-get must never run: it would change this machine).
 - journalctl: `-u UNIT --since "-N min" -o cat --no-pager` prints the unit's messages of the last N
   minutes from a file of timestamped lines.
 """
@@ -90,6 +96,13 @@ def systemctl(args: list[str]) -> int:
     if args == ["poweroff"]:  # the instance stops (its shutdown behaviour is "stop")
         (STATE / "poweroff").write_text(f"{time.time()}\n")
         return 0
+    if args[:2] == ["is-enabled", "--quiet"] and len(args) == 3:
+        return 0 if (STATE / "enabled" / args[2]).exists() else 1
+    if args[:2] == ["disable", "--now"] and len(args) == 3:
+        (STATE / "enabled" / args[2]).unlink(missing_ok=True)
+        with (STATE / "disabled.log").open("a") as log:
+            log.write(f"{args[2]}\n")
+        return 0
     if args[:2] == ["enable", "--now"] and len(args) == 3 and args[2].endswith(".timer"):
         unit = _unit(Path("/etc/systemd/system") / args[2])  # must exist and parse, as systemd requires
         with (STATE / "timers.log").open("a") as log:
@@ -141,6 +154,38 @@ def aws(args: list[str]) -> int:
         return 1
     shutil.copyfile(source, args[3])
     return 0
+
+
+DNF_COMMANDS = {"awscli-2": "aws"}  # the packages the stand-in dnf knows, and the command each brings
+
+
+def dnf(args: list[str]) -> int:
+    packages = [arg for arg in args[1:] if not arg.startswith("-")]
+    if args[:1] != ["install"] or "-y" not in args or not packages:
+        print(f"stand-in dnf: unsupported {args}", file=sys.stderr)
+        return 2
+    with (STATE / "packages.log").open("a") as log:
+        log.write(f"dnf {' '.join(packages)}\n")
+    unknown = [package for package in packages if package not in DNF_COMMANDS]
+    if unknown:
+        print(f"No match for argument: {unknown[0]}", file=sys.stderr)
+        return 1
+    for package in packages:
+        command = Path("/usr/local/bin") / DNF_COMMANDS[package]
+        command.parent.mkdir(parents=True, exist_ok=True)
+        command.write_text(f'#!/bin/sh\nexec {sys.executable} {__file__} {DNF_COMMANDS[package]} "$@"\n')
+        command.chmod(0o755)
+    return 0
+
+
+def apt_get(args: list[str]) -> int:
+    if args == ["update", "-qq"]:
+        return 0
+    packages = [arg for arg in args[1:] if not arg.startswith("-")]
+    with (STATE / "packages.log").open("a") as log:
+        log.write(f"apt-get {' '.join(packages)}\n")
+    print(f"E: Unable to locate package {packages[0] if packages else ''}", file=sys.stderr)
+    return 100
 
 
 def journalctl(args: list[str]) -> int:
@@ -202,4 +247,4 @@ def imds(args: list[str]) -> int:
 if __name__ == "__main__":
     name, rest = sys.argv[1], sys.argv[2:]
     commands = {"ollama": ollama, "systemctl": systemctl, "supervise": supervise, "aws": aws, "logger": logger, "imds": imds}
-    sys.exit({**commands, "journalctl": journalctl}[name](rest))
+    sys.exit({**commands, "journalctl": journalctl, "dnf": dnf, "apt-get": apt_get}[name](rest))

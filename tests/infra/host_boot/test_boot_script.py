@@ -60,10 +60,23 @@ def standin_archive() -> bytes:
     return buffer.getvalue()
 
 
+# What cloud-init's scripts run with: the system's directories, never this machine's tool shims.
+SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+STANDINS = ("systemctl", "aws", "logger", "journalctl")
+
+
 def boot(
-    tmp_path: Path, *, sha256: str | None = None, prepare: str = "", edit_script=None, after: str = "", **settings
+    tmp_path: Path,
+    *,
+    sha256: str | None = None,
+    prepare: str = "",
+    edit_script=None,
+    after: str = "",
+    standins: tuple[str, ...] = STANDINS,
+    **settings,
 ) -> tuple[subprocess.CompletedProcess, dict]:
-    """Boot the rendered user data; ``sha256`` defaults to the stand-in archive's own."""
+    """Boot the rendered user data; ``sha256`` defaults to the stand-in archive's own; ``standins``
+    are the commands the AMI has that this machine lacks (or must not run)."""
     archive = standin_archive()
     sha256 = sha256 if sha256 is not None else hashlib.sha256(archive).hexdigest()
     s3_root = tmp_path / "s3"
@@ -75,7 +88,7 @@ def boot(
     (tmp_path / "user-data.sh").write_text(script.replace("HEALTH_TIMEOUT_S=300", f"HEALTH_TIMEOUT_S={HEALTH_TIMEOUT_S}"))
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
-    for name in ("systemctl", "aws", "logger", "journalctl"):
+    for name in standins:
         (bin_dir / name).write_text(f'#!/bin/sh\nexec {SYSTEM_PYTHON} {HERE / "standins.py"} {name} "$@"\n')
         (bin_dir / name).chmod(0o755)
     state = tmp_path / "state"
@@ -95,8 +108,8 @@ for _ in $(seq 50); do
 done
 {prepare}
 rc=0
-PATH={bin_dir}:$PATH bash {tmp_path}/user-data.sh > {tmp_path}/boot.log 2>&1 || rc=$?
-export PATH={bin_dir}:$PATH
+PATH={bin_dir}:{SYSTEM_PATH} bash {tmp_path}/user-data.sh > {tmp_path}/boot.log 2>&1 || rc=$?
+export PATH={bin_dir}:{SYSTEM_PATH}
 {after}
 home=$(getent passwd ollama | cut -d: -f6 || true)
 {SYSTEM_PYTHON} - "$rc" "$home" <<'PY'
@@ -165,6 +178,42 @@ def test_a_script_without_a_checksum_installs_nothing(tmp_path):
     log = (tmp_path / "boot.log").read_text()
     assert result["rc"] == 1 and "refusing to install it unverified" in log
     assert result["version"] is None and starts(tmp_path) == 0
+
+
+# --- the default AMI (Amazon Linux 2023 ECS GPU): what its minimal base lacks is installed --------
+
+
+def test_a_missing_aws_cli_is_installed_with_dnf_before_the_archive_is_fetched(tmp_path):
+    """Amazon Linux's minimal base (under the ECS GPU AMI) has no AWS CLI; the staged archive needs it."""
+    if any(Path(directory, "aws").exists() for directory in SYSTEM_PATH.split(":")):
+        pytest.skip("this machine has an AWS CLI in its system PATH: the AMI's lack of one cannot be shown here")
+    _, result = boot(tmp_path, standins=("systemctl", "logger", "journalctl", "dnf", "apt-get"))
+    log = (tmp_path / "boot.log").read_text()
+    assert result["rc"] == 0 and result["version"] == VERSION, log
+    assert "lacks aws: installing them" in log
+    assert (tmp_path / "state" / "packages.log").read_text() == "dnf awscli-2\n"
+
+
+def test_a_command_that_cannot_be_installed_stops_the_boot_by_name(tmp_path):
+    if any(Path(directory, "aws").exists() for directory in SYSTEM_PATH.split(":")):
+        pytest.skip("this machine has an AWS CLI in its system PATH: the AMI's lack of one cannot be shown here")
+    _, result = boot(tmp_path, standins=("systemctl", "logger", "journalctl", "apt-get"))
+    log = (tmp_path / "boot.log").read_text()
+    assert result["rc"] == 1 and "apt-get could not install awscli (for aws)" in log
+    assert result["version"] is None and starts(tmp_path) == 0
+
+
+def test_the_ecs_agent_of_the_ecs_ami_is_disabled(tmp_path):
+    """This host is no ECS container instance: the agent the AMI starts would retry its registration forever."""
+    prepare = f"mkdir -p {tmp_path}/state/enabled && touch {tmp_path}/state/enabled/ecs.service"
+    _, result = boot(tmp_path, prepare=prepare)
+    assert result["rc"] == 0, (tmp_path / "boot.log").read_text()
+    assert (tmp_path / "state" / "disabled.log").read_text() == "ecs.service\n"
+
+
+def test_an_ami_without_the_ecs_agent_is_left_as_it_is(tmp_path):
+    _, result = boot(tmp_path)
+    assert result["rc"] == 0 and not (tmp_path / "state" / "disabled.log").exists()
 
 
 # --- the host on demand: it stops itself when idle ---------------------------------------------------
