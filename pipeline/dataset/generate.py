@@ -13,6 +13,7 @@ import datetime as dt
 import functools
 from collections import Counter
 from dataclasses import dataclass, field
+from itertools import compress, count
 from typing import Any, NamedTuple
 
 from tqdm import tqdm
@@ -123,17 +124,18 @@ def _export_batch(columns: records.SourceColumns, config: ExportConfig) -> _Batc
     """One batch of the query's rows -> each split's JSONL lines and the batch's counts (in a worker)."""
     examples = records.to_examples(columns)
     splits = assign_splits(examples.twitter_ids, config.fractions, config.seed_ids)
-    members: dict[Split, list[int]] = {split: [] for split in Split}
-    for position, split in enumerate(splits):
-        members[split].append(position)
+    # Each split's rows, and what is counted of them, picked out by maps (C) rather than a loop.
+    members = {split: list(compress(count(), map(split.__eq__, splits))) for split in Split}
     lines = examples.jsonl_lines()
     scores, twitter_ids, seeds = examples.scores, examples.twitter_ids, config.seed_ids
     return _BatchResult(
         rows_read=len(columns.twitter_id),
-        lines={split: "".join([lines[position] for position in positions]).encode("utf-8") for split, positions in members.items()},
+        lines={split: b"".join(map(lines.__getitem__, positions)) for split, positions in members.items()},
         rows={split: len(positions) for split, positions in members.items()},
-        positives={split: sum(scores[position] >= POSITIVE_SCORE for position in positions) for split, positions in members.items()},
-        seed_profiles={split: sum(twitter_ids[position] in seeds for position in positions) for split, positions in members.items()},
+        positives={split: sum(map(POSITIVE_SCORE.__le__, map(scores.__getitem__, positions))) for split, positions in members.items()},
+        seed_profiles={
+            split: sum(map(seeds.__contains__, map(twitter_ids.__getitem__, positions))) for split, positions in members.items()
+        },
         rejects=Counter(reject.reason.value for reject in examples.rejects),
         truncated=Counter(name.value for names in examples.truncated.values() for name in names),
     )

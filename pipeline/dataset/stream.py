@@ -9,10 +9,10 @@ Why processes: COPY is PostgreSQL's fastest way out (the server formats the rows
 export's rules run in Python at about three times the server's cost per row (docs/benchmarks.md),
 so one interpreter would leave the server waiting. On entering, worker_count() worker processes and
 a producer process are forked (before the caller opens writers or threads): the producer receives
-COPY's rows (psycopg2 hands over one CSV record per write) and deals them, BATCH_ROWS at a time,
-round-robin to the workers; each worker parses its batches (csv, in C), runs ``work`` on the columns and sends the result
-back; this process reads the results in the order the batches were dealt. Pipes of fixed capacity
-join them, so memory does not grow with the table. (Threads could not share the work: psycopg2
+COPY's rows (psycopg2 hands over one record per write) and deals them, BATCH_ROWS at a time,
+round-robin to the workers; each worker splits its batches into columns (``copy_columns``), runs
+``work`` on the columns and sends the result back; this process reads the results in the order the
+batches were dealt. Pipes of fixed capacity join them, so memory does not grow with the table. (Threads could not share the work: psycopg2
 takes the GIL for every row it hands over, and the rules hold it.)
 
 Errors: one raised by ``work`` is raised here, as it was raised there; a database error (the
@@ -25,15 +25,16 @@ no /dev/shm, runs it.
 from __future__ import annotations
 
 import contextlib
-import csv
 import fcntl
-import io
 import itertools
 import multiprocessing
+import operator
 import os
 import pickle
+import re
 import struct
 from collections.abc import Callable, Iterator, Sequence
+from itertools import compress, count, repeat
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from typing import BinaryIO, Generic, TypeVar
@@ -58,6 +59,18 @@ PIPE_BYTES = 1 << 20
 # How long a cut result stream waits for the producer to end before naming the worker instead.
 PRODUCER_GRACE_SECONDS = 5
 _LENGTH = struct.Struct(">I")  # each message: its length, then its bytes; length 0 ends a stream
+
+# COPY's text format (PostgreSQL's documentation, "COPY", File Formats, Text Format): one line per
+# row, columns separated by a tab, NULL written as \N, and in the data a backslash, newline,
+# carriage return, tab, backspace, form feed and vertical tab written as these backslash sequences
+# (COPY TO writes no others). So a batch splits into rows and columns with str.split, in C (about
+# 1 microsecond a row; the csv module takes three), and only a field holding a backslash needs
+# more. By hand because no library reads COPY's text format: psycopg2 hands over its lines only.
+COPY_STATEMENT = "COPY ({query}) TO STDOUT"
+COPY_NULL = "\\N"
+_COPY_ESCAPE = re.compile(r"\\(.)", re.DOTALL)
+_COPY_ESCAPED = {"b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t", "v": "\v", "\\": "\\"}
+_FIELD_JOINER = "\x00"  # joins a column for one test of all its fields: no PostgreSQL text holds NUL
 
 T = TypeVar("T")
 
@@ -191,7 +204,7 @@ def _receive(stream: BinaryIO) -> bytes | None:
 
 
 class _Dealer:
-    """copy_expert's file: gathers the records libpq hands over (one CSV record per write) and
+    """copy_expert's file: gathers the records libpq hands over (one line of COPY's text format per write) and
     deals each BATCH_ROWS of them to the next worker."""
 
     def __init__(self, workers: Sequence[BinaryIO]) -> None:
@@ -220,7 +233,7 @@ def _produce(params: source.ConnectionParams, teachers: tuple[str, ...], batch_f
         dealer = _Dealer(workers)
         with conn.cursor() as cursor:
             # COPY takes no bind parameters: the teachers are quoted by psycopg2's own adapter.
-            statement = cursor.mogrify(f"COPY ({source.EXPORT_QUERY}) TO STDOUT WITH (FORMAT csv)", {"teachers": list(teachers)})
+            statement = cursor.mogrify(COPY_STATEMENT.format(query=source.EXPORT_QUERY), {"teachers": list(teachers)})
             cursor.copy_expert(statement, dealer)
         dealer.flush()
     except (psycopg2.errors.UndefinedTable, psycopg2.errors.UndefinedColumn, psycopg2.errors.UndefinedFunction) as exc:
@@ -235,6 +248,40 @@ def _produce(params: source.ConnectionParams, teachers: tuple[str, ...], batch_f
         for worker in workers:
             _send(worker, b"")
             worker.close()
+
+
+def copy_columns(batch: bytes) -> SourceColumns:
+    """A batch of COPY's text-format lines (UTF-8, each ending in a newline) -> its columns, each
+    field as the query returned it (None for NULL)."""
+    text = batch.decode("utf-8")
+    rows = text.count("\n")
+    # One split of all fields (a row's end is one more field boundary), then each column a slice:
+    # every step in C. "\n" only: str.splitlines would also split at characters COPY leaves as they
+    # are (\x1c, \x85, U+2028).
+    fields = text.replace("\n", "\t").split("\t")
+    fields.pop()  # after the last newline
+    width = len(SourceColumns._fields)
+    if len(fields) != rows * width:
+        raise ExportWorkerFailed(f"a COPY batch of {rows} rows has {len(fields)} fields, not {width} a row")
+    columns: list[list] = [_unescaped(fields[position::width]) for position in range(width)]
+    columns[-1] = list(map(int, columns[-1]))  # handle_rank
+    return SourceColumns(*columns)
+
+
+def _unescaped(column: list[str]) -> list[str | None]:
+    """The column's fields as values: NULL's marker -> None, the backslash sequences -> their characters."""
+    if "\\" not in _FIELD_JOINER.join(column):  # most columns of most batches: nothing to do (one C scan)
+        return column  # type: ignore[return-value]  # list[str] is a list[str | None]
+    values: list[str | None] = list(column)
+    for position in compress(count(), map(operator.contains, column, repeat("\\"))):
+        field = column[position]
+        values[position] = None if field == COPY_NULL else _COPY_ESCAPE.sub(_escaped_character, field)
+    return values
+
+
+def _escaped_character(match: re.Match[str]) -> str:
+    # A backslash before any other character stands for that character (as COPY FROM reads it).
+    return _COPY_ESCAPED.get(match.group(1), match.group(1))
 
 
 def _work(batch_fd: int, result_fd: int, inherited: list[int], work: Callable[[SourceColumns], object]) -> None:
@@ -252,10 +299,7 @@ def _work(batch_fd: int, result_fd: int, inherited: list[int], work: Callable[[S
             if batch is None:
                 break
             try:
-                rows = csv.reader(io.StringIO(batch.decode("utf-8"), newline=""))
-                columns = [list(column) for column in zip(*rows, strict=True)]
-                columns[-1] = list(map(int, columns[-1]))  # handle_rank
-                message = pickle.dumps(("ok", work(SourceColumns(*columns))), pickle.HIGHEST_PROTOCOL)
+                message = pickle.dumps(("ok", work(copy_columns(batch))), pickle.HIGHEST_PROTOCOL)
             except Exception as exc:  # noqa: BLE001 - every error goes back to be raised there
                 try:
                     message = pickle.dumps(("error", exc), pickle.HIGHEST_PROTOCOL)

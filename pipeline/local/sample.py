@@ -490,16 +490,19 @@ def seed_profile_list() -> str:
     return "".join(f"{twitter_id}\n" for twitter_id in sorted(seed_profile_ids()))
 
 
-COPY_NULL = r"\N"
+# NULL in COPY's CSV format is an unquoted empty field; every value is quoted (an empty string too,
+# and a text like "\\N" that a NULL marker would swallow). csv.writer cannot leave only None
+# unquoted before Python 3.12, so None is written as a text no value can hold (PostgreSQL text
+# holds no NUL) and its quoted form is then removed in one pass.
+_NONE_MARK = "\x00NULL\x00"
 
 
 def _copy_rows(conn: psycopg2.extensions.connection, table: str, columns: tuple[str, ...], rows: Iterable[tuple]) -> None:
     buffer = io.StringIO()
-    # None -> \N (NULL); an empty string stays an empty string, as the tests need both.
-    csv.writer(buffer).writerows(tuple(COPY_NULL if value is None else value for value in row) for row in rows)
-    buffer.seek(0)
+    csv.writer(buffer, quoting=csv.QUOTE_ALL).writerows(tuple(_NONE_MARK if value is None else value for value in row) for row in rows)
+    data = io.StringIO(buffer.getvalue().replace(f'"{_NONE_MARK}"', ""))
     with conn.cursor() as cursor:
-        cursor.copy_expert(f"COPY {table} ({', '.join(columns)}) FROM STDIN WITH (FORMAT csv, NULL '{COPY_NULL}')", buffer)
+        cursor.copy_expert(f"COPY {table} ({', '.join(columns)}) FROM STDIN WITH (FORMAT csv)", data)
 
 
 PROFILE_COLUMNS = ("twitter_id", "username", "display_name", "bio", "likely_is", "category", "created_at", "follower_count", "location")

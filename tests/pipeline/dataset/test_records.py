@@ -102,12 +102,34 @@ def test_rejects_carry_stable_reasons():
 
 
 def test_jsonl_line_is_compact_json_of_the_row():
-    import json
-
     example = records.to_example(row(bio='quote " back \\ 👩‍🔬', reason="tab\there"))
     line = example.to_jsonl()
     assert line.endswith("\n") and line.count("\n") == 1
     assert line == json.dumps(example.to_json_line(), ensure_ascii=False, separators=(",", ":")) + "\n"
+
+
+# Every character JSON escapes (and how: \\uXXXX for most controls, short forms for a few), those it
+# leaves as they are though a reader might not (DEL, C1 controls, U+2028/U+2029, BOM, lone
+# combining marks), and every Unicode width CPython stores a text in.
+JSON_HOSTILE = [
+    "".join(map(chr, range(0x20))),
+    'quote " backslash \\ slash / both \\"',
+    "\x7f\x80\x9f\u2028\u2029\ufeff\u0301",
+    "latin-1 \xe9\xff",
+    "BMP \u4e2d\u6587 \u05e2\u05d1\u05e8\u05d9\u05ea",
+    "astral \U0001f469\u200d\U0001f52c \U0001d49c",
+    "",
+]
+
+
+@pytest.mark.parametrize("text", JSON_HOSTILE)
+def test_the_dataset_line_is_byte_for_byte_pythons_json(text):
+    """jsonl_lines is written by orjson; the oracle is Python's own json with the spec's options."""
+    instruction, output = f"handle: x\nbio: {text}", f'{{"reason":{json.dumps(text, ensure_ascii=False)}}}'
+    (line,) = records.jsonl_lines([instruction], [output])
+    expected = json.dumps({"instruction": instruction, "output": output}, ensure_ascii=False, separators=(",", ":")) + "\n"
+    assert line == expected.encode("utf-8")
+    assert json.loads(line) == {"instruction": instruction, "output": output}
 
 
 def test_a_batch_gives_each_row_the_example_or_reject_it_gives_alone():
@@ -127,7 +149,7 @@ def test_a_batch_gives_each_row_the_example_or_reject_it_gives_alone():
     examples = records.to_examples(records.SourceColumns.of_rows(batch))
     assert examples.rejects == [each for each in alone if isinstance(each, records.Reject)]
     assert [examples.example(i) for i in range(len(examples.twitter_ids))] == [each for each in alone if isinstance(each, records.Example)]
-    assert examples.jsonl_lines() == [each.to_jsonl() for each in alone if isinstance(each, records.Example)]
+    assert examples.jsonl_lines() == [each.to_jsonl().encode() for each in alone if isinstance(each, records.Example)]
     assert [reject.reason for reject in examples.rejects] == [
         records.RejectReason.EMPTY_HANDLE,
         records.RejectReason.DUPLICATE_HANDLE,

@@ -11,7 +11,7 @@ import pytest
 
 from pipeline.dataset import source, stream
 from pipeline.errors import DatabaseUnavailable, ExportWorkerFailed, SourceSchemaError
-from tests.factories import load_rows, researchers
+from tests.factories import load_rows, profile, researchers, score
 
 
 @pytest.fixture
@@ -52,6 +52,44 @@ def test_results_come_back_in_the_query_order_whatever_the_workers(db, database_
     assert [twitter_id for _, ids in received for twitter_id in ids] == ids_in_query_order(db)
     assert [len(ids) for _, ids in received] == [4] * 9 + [1]
     assert len({pid for pid, _ in received}) == 3 and os.getpid() not in {pid for pid, _ in received}
+
+
+# Every character COPY's text format escapes, the text of its NULL marker, characters it leaves as
+# they are but Python's str.splitlines would split at, and quotes (CSV's own escape).
+HOSTILE_TEXTS = [
+    "tab\there, newline\nthere, CR\rthere",
+    "back\\slash \\N \\\\ \\t (the text, not escapes)",
+    "\\N",
+    "\bbackspace \fform feed \vvertical tab",
+    "file sep\x1c next line\x85 line sep\u2028 para sep\u2029",
+    "quotes \"double\" 'single', commas, ; semicolons",
+    "",
+    "   ",
+    "emoji \U0001f9ea and \u200dzero-width joiner, RTL \u202eoverride",
+]
+
+
+def test_each_field_reaches_the_work_as_the_query_returned_it(db, database_url, small_batches):
+    """The oracle is psycopg2's own fetch of the same query: the COPY text format, split and
+    unescaped by hand (stream.copy_columns), must give the very same values, NULLs included."""
+    texts = [*HOSTILE_TEXTS, None]
+    rows = [
+        (
+            profile(f"{900 + i}", f"user_{i}", display_name=text, bio=text and f"{text} / {text}", location=text),
+            [score(f"{900 + i}", reason=f"reason: {text}")],
+        )
+        for i, text in enumerate(texts)
+    ]
+    load_rows(db, rows)
+    params = source.ConnectionParams.from_url(database_url)
+    with stream.ExportStream(params, source.DEFAULT_TEACHERS, lambda columns: list(zip(*columns, strict=True))) as results:
+        received = [row for batch in results for row in batch]
+    with db.cursor() as cursor:
+        cursor.execute(source.EXPORT_QUERY, {"teachers": list(source.DEFAULT_TEACHERS)})
+        expected = [tuple(value if value is None or isinstance(value, int) else str(value) for value in row) for row in cursor.fetchall()]
+    assert len(received) == len(texts)
+    assert received == expected
+    assert {row[2] for row in received} == set(texts)  # display_name: each text, and NULL, made it through
 
 
 def test_an_error_raised_by_the_work_is_raised_here_as_it_was(db, database_url, small_batches):
