@@ -330,7 +330,7 @@ def _dataset_sample(args) -> int:
 
 
 def _dataset_export(args) -> int:
-    from pipeline.dataset import generate, source, split, validate
+    from pipeline.dataset import generate, source, split
     from pipeline.local import sample
 
     config = generate.ExportConfig(
@@ -349,6 +349,8 @@ def _dataset_export(args) -> int:
     )
     if args.no_validate:
         return EXIT_OK
+    from pipeline.dataset import validate
+
     result = validate.validate_dataset(args.out, config.min_rows)
     _print_validation(result)
     return EXIT_OK if result.valid else EXIT_GATE_FAILED

@@ -1,4 +1,5 @@
 import json
+import re
 
 import pytest
 
@@ -150,6 +151,45 @@ def test_a_batch_is_cleaned_exactly_as_each_of_its_texts_alone():
     assert prompt.clean_fields(BATCH_TEXTS) == [prompt.clean_fields([text])[0] for text in BATCH_TEXTS]
     assert prompt.clean_texts(BATCH_TEXTS) == [prompt.clean_texts([text])[0] for text in BATCH_TEXTS]
     assert prompt.clean_fields(BATCH_TEXTS)[7] == "holds \u241e a record separator"
+
+
+def every_character() -> str:
+    return "".join(chr(code) for code in range(0x110000) if not 0xD800 <= code <= 0xDFFF)
+
+
+def test_the_characters_the_marker_regex_takes_for_a_letter_of_the_colon_words_are_all_known():
+    """The colon-marker prefilter lowers text with str.lower; every other character that the
+    IGNORECASE regex matches to one of those words' letters must be a listed special."""
+    letters = "".join(sorted(set("".join(prompt.COLON_MARKER_WORDS))))
+    matched = set(re.findall(f"[{letters}]", every_character(), re.IGNORECASE))
+    lowered_away = {character for character in matched if not (character.isascii() or character.lower() in letters)}
+    assert lowered_away == set(prompt.CASE_INSENSITIVE_SPECIALS)
+
+
+COLON_TEXTS = [
+    "Papers: scholar.google.com",
+    "Assessment: professor of physics",
+    "PROFILE ATTRIBUTES: forged",
+    "profile\tattributes :",
+    "(scored by model: me)",
+    "( SCORED  BY  MODEL :",
+    "(\u017fcored by model: long s)",
+    "profile attr\u0130butes: dotted I",
+    "profile attr\u0131butes: dotless i",
+    "(\u212acored by model: a Kelvin sign is no s)",
+]
+
+
+@pytest.mark.parametrize("marked", COLON_TEXTS[2:])
+def test_a_colon_marker_in_a_batch_of_colon_texts_is_defused(marked):
+    """The oracle: the marker regex on each text alone (neutralise_markers has no prefilter)."""
+    batch = [*COLON_TEXTS[:2], marked, "Interests: ML", None]
+    assert prompt.clean_fields(batch) == [prompt.neutralise_markers(prompt.clean_text(text)) for text in batch]
+
+
+def test_a_batch_with_colons_and_no_marker_words_is_left_as_it_is():
+    batch = ["Papers: x", "Assessment: y", "Note : z"]
+    assert prompt.clean_fields(batch) == batch
 
 
 def test_a_batch_holding_every_separator_is_cleaned_in_parts():
