@@ -165,12 +165,13 @@ def _write_splits(params: source.ConnectionParams, out_uri: str, config: ExportC
     # The COPY's and the workers' processes are forked first, before the writers (and any thread of theirs) exist.
     work = functools.partial(_export_batch, config=config)
     with stream.ExportStream(params, config.teachers, work) as results, contextlib.ExitStack() as stack:
+        # While the server prepares the COPY's first rows (it sorts the whole query first), this
+        # process counts the scores on a connection of its own: the count costs no time of its own.
+        # Before any writer exists: a database that cannot be reached leaves nothing at out_uri.
+        by_teacher = _scores_by_teacher(params)
         writers = {
             split: storage.HashingWriter(stack.enter_context(storage.open_write(storage.join(out_uri, split.file_name)))) for split in Split
         }
-        # While the server prepares the COPY's first rows (it sorts the whole query first), this
-        # process counts the scores on a connection of its own: the count costs no time of its own.
-        by_teacher = _scores_by_teacher(params)
         bar = stack.enter_context(_progress(config.progress))
         for result in results:
             rows_read += result.rows_read
