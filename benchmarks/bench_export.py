@@ -2,8 +2,10 @@
 
 For each size (100k and 1M sample profiles) the script loads a database, then alternates
 ``python -m pipeline dataset export`` and ``psql -c "\\copy (<same query>) to stdout"`` several
-times, each in a fresh process, recording wall time and the child's peak RSS (wait4's ru_maxrss).
-Reports medians, rows/s, the export/COPY rate ratio and the RSS growth from 100k to 1M, and writes
+times, each in a fresh process, recording wall time and the child's peak RSS (GNU time's %M).
+Also the export in a warm process (the modules imported first, as the GenerateDataset Lambda has
+them after its cold start; ``export_dataset`` timed alone). Reports medians, rows/s, the
+export/COPY rate ratios and the RSS growth from 100k to 1M, and writes
 the table to docs/benchmarks.md (the section between the markers).
 
 Run: ``make bench`` (starts a throwaway PostgreSQL and sets DATABASE_URL), or
@@ -17,6 +19,7 @@ import os
 import platform
 import re
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -80,6 +83,26 @@ def fetch_only_command(database_url: str) -> list[str]:
     return [sys.executable, "-c", code, database_url]
 
 
+def warm_export_command(database_url: str, out: str, seed_profiles: str) -> list[str]:
+    """The export as the GenerateDataset Lambda runs it: the modules imported first (at its cold
+    start), then ``export_dataset`` timed alone; prints its seconds."""
+    code = (
+        "import sys, time\nfrom pipeline.dataset import generate, source, split\n"
+        "params = source.ConnectionParams.from_url(sys.argv[1])\n"
+        "config = generate.ExportConfig(seed_ids=split.load_seed_ids(sys.argv[3]), min_rows=1, progress=False)\n"
+        "started = time.perf_counter()\ngenerate.export_dataset(params, sys.argv[2], config)\n"
+        "print(time.perf_counter() - started)\n"
+    )
+    return [sys.executable, "-c", code, database_url, out, seed_profiles]
+
+
+def seconds_printed(command: list[str], env: dict[str, str]) -> float:
+    result = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, env=env)
+    if result.returncode != 0:
+        raise SystemExit(f"{command[:3]} failed:\n{result.stderr[-3000:]}")
+    return float(result.stdout.strip().splitlines()[-1])
+
+
 def validate_command(out: str) -> list[str]:
     return [sys.executable, "-m", "pipeline", "dataset", "validate", "--data", out, "--min-rows", "1"]
 
@@ -109,8 +132,8 @@ def prepare_database(server_url: str, profiles: int) -> tuple[str, int]:
     return url, rows
 
 
-def measure(url: str, repeats: int) -> tuple[list[Sample], list[Sample], list[Sample], list[Sample]]:
-    exports, validations, copies, fetches = [], [], [], []
+def measure(url: str, repeats: int) -> tuple[list[Sample], list[Sample], list[Sample], list[Sample], list[float]]:
+    exports, validations, copies, fetches, warm = [], [], [], [], []
     with tempfile.TemporaryDirectory() as work:
         seeds = write_seed_profiles(Path(work) / "seed-profiles.txt")
         env = python_default_env()
@@ -122,7 +145,8 @@ def measure(url: str, repeats: int) -> tuple[list[Sample], list[Sample], list[Sa
             copies.append(timed(copy_command(url), env=env))
             fetches.append(timed(fetch_only_command(url), env=env))
             validations.append(timed(validate_command(f"{work}/run{attempt}"), env=env))
-    return exports, validations, copies, fetches
+            warm.append(seconds_printed(warm_export_command(url, f"{work}/warm{attempt}", seeds), env))
+    return exports, validations, copies, fetches, warm
 
 
 def median(samples: list[Sample], attribute: str) -> float:
@@ -141,7 +165,7 @@ def main() -> None:
     peak = {}
     for profiles in sizes:
         url, rows = prepare_database(server_url, profiles)
-        exports, validations, copies, fetches = measure(url, args.repeats)
+        exports, validations, copies, fetches, warm = measure(url, args.repeats)
         export_rate = rows / median(exports, "seconds")
         copy_rate = rows / median(copies, "seconds")
         peak[profiles] = median(exports, "peak_rss_mib")
@@ -159,6 +183,8 @@ def main() -> None:
                 median(validations, "seconds"),
                 median(validations, "peak_rss_mib"),
                 rows / median(fetches, "seconds"),
+                statistics.median(warm),
+                rows / statistics.median(warm) / copy_rate,
             )
         )
         print(
@@ -173,19 +199,21 @@ def main() -> None:
         "process (Python's bytecode cache on, as by default).",
         "",
         "| profiles | rows | export s | export rows/s | export peak RSS MiB | COPY s | COPY rows/s | psql peak RSS MiB "
-        "| export / COPY rate | export's COPY + parse only rows/s | validate s | validate peak RSS MiB |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| export / COPY rate | export's COPY + parse only rows/s | validate s | validate peak RSS MiB "
+        "| export in a warm process s | its / COPY rate |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for profiles, rows, e_s, e_rate, e_rss, c_s, c_rate, c_rss, ratio, v_s, v_rss, f_rate in rows_out:
+    for profiles, rows, e_s, e_rate, e_rss, c_s, c_rate, c_rss, ratio, v_s, v_rss, f_rate, w_s, w_ratio in rows_out:
         lines.append(
             f"| {profiles:,} | {rows:,} | {e_s:.2f} | {e_rate:,.0f} | {e_rss:.0f} | {c_s:.2f} | {c_rate:,.0f} | {c_rss:.0f} "
-            f"| {ratio:.2f} | {f_rate:,.0f} | {v_s:.2f} | {v_rss:.0f} |"
+            f"| {ratio:.2f} | {f_rate:,.0f} | {v_s:.2f} | {v_rss:.0f} | {w_s:.2f} | {w_ratio:.2f} |"
         )
     lines.append("")
     ratios = [row[8] for row in rows_out]
     lines.append(
         f"- Rate goal (export at least {RATE_GOAL:.0%} of COPY's rows/s): "
-        f"{'met' if min(ratios) >= RATE_GOAL else 'NOT met'} (lowest ratio {min(ratios):.2f})."
+        f"{'met' if min(ratios) >= RATE_GOAL else 'NOT met'} (lowest ratio {min(ratios):.2f}), judged on the command's "
+        f"fresh process; in a warm process, as the GenerateDataset Lambda runs it, the lowest is {min(row[13] for row in rows_out):.2f}."
     )
     if len(sizes) >= 2:
         growth = peak[sizes[-1]] / peak[sizes[0]]
