@@ -62,7 +62,9 @@ def standin_archive() -> bytes:
 
 # What cloud-init's scripts run with: the system's directories, never this machine's tool shims.
 SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-STANDINS = ("systemctl", "aws", "logger", "journalctl")
+# dnf and apt-get stand in even where the AMI's commands are all there: a boot that finds one
+# missing on the test machine must fail the test, never install on this machine.
+STANDINS = ("systemctl", "aws", "logger", "journalctl", "dnf", "apt-get")
 
 
 def boot(
@@ -195,8 +197,8 @@ def test_a_missing_aws_cli_is_installed_with_dnf_before_the_archive_is_fetched(t
 
 
 def test_a_command_that_cannot_be_installed_stops_the_boot_by_name(tmp_path):
-    if any(Path(directory, "aws").exists() for directory in SYSTEM_PATH.split(":")):
-        pytest.skip("this machine has an AWS CLI in its system PATH: the AMI's lack of one cannot be shown here")
+    if any(Path(directory, name).exists() for directory in SYSTEM_PATH.split(":") for name in ("aws", "dnf")):
+        pytest.skip("this machine has an AWS CLI or dnf in its system PATH: an AMI with neither cannot be shown here")
     _, result = boot(tmp_path, standins=("systemctl", "logger", "journalctl", "apt-get"))
     log = (tmp_path / "boot.log").read_text()
     assert result["rc"] == 1 and "apt-get could not install awscli (for aws)" in log
