@@ -277,9 +277,10 @@ def clean_fields(values: Iterable[Any]) -> list[str]:
     joined = _TEST_JOINER.join(texts)
     if not any(map(joined.__contains__, _MARKER_FIRST_CHARACTERS)):  # no text of the batch can hold a marker
         return texts
-    marked = _positions(map(operator.contains, texts, repeat("["))) | _positions(map(operator.contains, texts, repeat("<")))
-    if ":" in joined and _may_hold_a_colon_marker(joined):
-        marked |= _positions(map(operator.contains, texts, repeat(":")))
+    # A text whose only marker-like character is a colon needs the regex only where the batch holds
+    # a colon marker's words.
+    firsts = [first for first in _MARKER_FIRST_CHARACTERS if first != ":" or _may_hold_a_colon_marker(joined)]
+    marked = set().union(*(_positions(map(operator.contains, texts, repeat(first))) for first in firsts))
     _apply_joined(texts, sorted(marked), neutralise_markers)
     return texts
 

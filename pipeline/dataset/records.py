@@ -132,7 +132,7 @@ class Examples(NamedTuple):
 def jsonl_lines(instructions: list[str], outputs: list[str]) -> list[bytes]:
     """The spec's JSONL rows, one compact UTF-8 line each, unicode kept as is: the bytes of
     ``json.dumps(row, ensure_ascii=False, separators=(",", ":"))`` and a newline (the tests hold it
-    to Python's json), written by orjson (a quarter of json's cost a row, docs/benchmarks.md): the
+    to Python's json), written by orjson (a fifth of json's cost a row, docs/benchmarks.md): the
     one way a dataset line is written."""
     # The newline joined on here, not by orjson's OPT_APPEND_NEWLINE: measured on export batches, 0.6
     # against 1.8 microseconds a row (keeping the bytes orjson returned is the slow part).
@@ -252,9 +252,9 @@ def to_examples(columns: SourceColumns) -> Examples:
 
     A row is usable when its handle is 1-50 characters after cleaning, it is its handle's most
     recently scored profile, its score is a number in [0, 1] and its reason is not empty. The rules
-    run column by column (prompt.clean_fields cleans a whole column in one pass): about 10
-    microseconds a row with Python's own regexes (docs/benchmarks.md), and no second form of the
-    rules for speed.
+    run column by column (prompt.clean_fields cleans a whole column in one pass): about 5-6
+    microseconds a row with Python's own string routines and regexes (docs/benchmarks.md), and no
+    second form of the rules for speed.
     """
     handles = clean_handles(columns.handle)
     reasons = prompt.clean_fields(columns.reason)

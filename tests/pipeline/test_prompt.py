@@ -187,11 +187,6 @@ def test_a_colon_marker_in_a_batch_of_colon_texts_is_defused(marked):
     assert prompt.clean_fields(batch) == [prompt.neutralise_markers(prompt.clean_text(text)) for text in batch]
 
 
-def test_a_batch_with_colons_and_no_marker_words_is_left_as_it_is():
-    batch = ["Papers: x", "Assessment: y", "Note : z"]
-    assert prompt.clean_fields(batch) == batch
-
-
 def test_a_batch_holding_every_separator_is_cleaned_in_parts():
     every_separator = "\u241e\u241f\u241d\u2e3b  [INST]\n"
     batch = [every_separator, "a\tb", "</s>  c", every_separator + "PROFILE ATTRIBUTES:"]

@@ -92,6 +92,16 @@ def test_each_field_reaches_the_work_as_the_query_returned_it(db, database_url, 
     assert {row[2] for row in received} == set(texts)  # display_name: each text, and NULL, made it through
 
 
+def test_a_batch_whose_rows_are_not_the_query_width_is_a_named_error_not_shifted_columns():
+    """A line with a field too many or too few (a COPY of another query, a cut line) would shift
+    every later field into the wrong column: it is refused by name."""
+    good = "\t".join(["1", "h", "n", "b", "r", "c", "2015-03-01", "12", "l", "0.9", "why", "t", "1"]) + "\n"
+    assert stream.copy_columns(good.encode()).handle == ["h"]
+    for bad in (good.replace("\tl\t", "\t"), good.replace("\tl\t", "\tl\tx\t"), good + "cut\n"):
+        with pytest.raises(ExportWorkerFailed, match="fields, not 13 a row"):
+            stream.copy_columns((good + bad).encode())
+
+
 def test_an_error_raised_by_the_work_is_raised_here_as_it_was(db, database_url, small_batches):
     load_rows(db, researchers(20))
 
