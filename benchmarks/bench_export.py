@@ -77,8 +77,8 @@ def fetch_only_command(database_url: str) -> list[str]:
     code = (
         "import sys\nfrom pipeline.dataset import source, stream\n"
         "params = source.ConnectionParams.from_url(sys.argv[1])\n"
-        "with stream.ExportStream(params, source.DEFAULT_TEACHERS, lambda columns: len(columns.twitter_id)) as results:\n"
-        "    sum(results)\n"
+        "with stream.ExportStream(params, source.DEFAULT_TEACHERS) as export:\n"
+        "    sum(export.results(lambda columns: len(columns.twitter_id)))\n"
     )
     return [sys.executable, "-c", code, database_url]
 

@@ -330,18 +330,24 @@ def _dataset_sample(args) -> int:
 
 
 def _dataset_export(args) -> int:
-    from pipeline.dataset import generate, source, split
-    from pipeline.local import sample
+    # The COPY is sent before the export's rules are imported or its arguments read: the server
+    # sorts the whole query before its first row (most of a small export's time), and the rest runs
+    # meanwhile (docs/benchmarks.md). An argument refused then stops the COPY with the export.
+    from pipeline.dataset import source, stream
 
-    config = generate.ExportConfig(
-        teachers=generate.parse_teachers(args.teachers) if args.teachers else source.DEFAULT_TEACHERS,
-        fractions=split.SplitFractions.parse(args.split) if args.split else split.SplitFractions(),
-        seed_ids=sample.seed_ids_for(args.database_url, args.seed_profiles),
-        min_rows=args.min_rows or contracts.DEFAULT_MIN_ROWS,
-        progress=not args.no_progress,
-    )
-    with _database_url(args.database_url) as url:
-        manifest = generate.export_dataset(source.ConnectionParams.from_url(url), args.out, config)
+    teachers = source.parse_teachers(args.teachers) if args.teachers else source.DEFAULT_TEACHERS
+    with _database_url(args.database_url) as url, stream.ExportStream(source.ConnectionParams.from_url(url), teachers) as started:
+        from pipeline.dataset import generate, split
+        from pipeline.local import sample
+
+        config = generate.ExportConfig(
+            teachers=teachers,
+            fractions=split.SplitFractions.parse(args.split) if args.split else split.SplitFractions(),
+            seed_ids=sample.seed_ids_for(args.database_url, args.seed_profiles),
+            min_rows=args.min_rows or contracts.DEFAULT_MIN_ROWS,
+            progress=not args.no_progress,
+        )
+        manifest = generate.export_dataset(started.params, args.out, config, started)
     counts = manifest["counts"]
     print(
         f"wrote {args.out}: train {counts['train']}, validation {counts['validation']}, holdout {counts['holdout']} "
@@ -608,7 +614,7 @@ def _shadow(args) -> int:
     from pathlib import Path
 
     from pipeline import storage
-    from pipeline.dataset import generate, source, split
+    from pipeline.dataset import source, split
     from pipeline.evaluation import shadow
     from pipeline.scoring import scorer
     from pipeline.serving import lifecycle
@@ -625,7 +631,7 @@ def _shadow(args) -> int:
         raise InvalidArgument(f"--since must be an ISO time such as 2026-11-23T03:00:00+00:00, got {args.since!r}") from None
     if since.tzinfo is None:
         since = since.replace(tzinfo=dt.UTC)
-    teachers = generate.parse_teachers(args.teachers) if args.teachers else source.DEFAULT_TEACHERS
+    teachers = source.parse_teachers(args.teachers) if args.teachers else source.DEFAULT_TEACHERS
     seed_ids = split.load_seed_ids(args.seed_profiles) if args.seed_profiles else frozenset()
     gguf = args.gguf
     if not args.ollama_url and not gguf:

@@ -70,8 +70,8 @@ def tiny_model_with_adapter(work, layers: int, seed: int):
 
 
 def source_row(**fields):
-    """One row of the export query (records.SourceRow) for a scored researcher; ``fields`` override."""
-    from pipeline.dataset.records import SourceRow
+    """One row of the export query (columns.SourceRow) for a scored researcher; ``fields`` override."""
+    from pipeline.dataset.columns import SourceRow
 
     values = dict(
         twitter_id="42",

@@ -69,7 +69,7 @@ def handler(event: dict, context) -> dict:
         _database_params(settings),
         settings.artifact_root,
         run_id,
-        teachers=generate.parse_teachers(teachers) if teachers else source.DEFAULT_TEACHERS,
+        teachers=source.parse_teachers(teachers) if teachers else source.DEFAULT_TEACHERS,
         seed_ids=seed_ids,
         min_rows=min_rows,
     )
@@ -78,7 +78,7 @@ def handler(event: dict, context) -> dict:
         settings.artifact_root,
         run_id,
         _database_params(settings),
-        teachers=generate.parse_teachers(teachers) if teachers else source.DEFAULT_TEACHERS,
+        teachers=source.parse_teachers(teachers) if teachers else source.DEFAULT_TEACHERS,
         seed_ids=seed_ids,
     )
     if result["shadow"].get("skipped"):

@@ -19,6 +19,7 @@ from typing import Any, NamedTuple
 from pipeline import prompt, runs, storage
 from pipeline.contracts import DEFAULT_MIN_ROWS, MANIFEST_FORMAT, MANIFEST_NAME, POSITIVE_SCORE
 from pipeline.dataset import records, source, stream
+from pipeline.dataset.columns import SourceColumns
 from pipeline.dataset.split import Split, SplitFractions, assign_splits
 from pipeline.errors import InsufficientData, InvalidArgument, RunFolderExists
 
@@ -60,15 +61,6 @@ class _SplitStats:
         return round(self.positives / self.rows, 4) if self.rows else None
 
 
-def parse_teachers(value: str | list[str]) -> tuple[str, ...]:
-    """``"a,b"`` or ``["a", "b"]`` -> ("a", "b"), duplicates and blanks removed."""
-    text = value if isinstance(value, str) else ",".join(str(part) for part in value)
-    teachers = tuple(dict.fromkeys(part.strip() for part in text.split(",") if part.strip()))
-    if not teachers:
-        raise InvalidArgument(f"--teachers needs at least one name, got {text!r}")
-    return teachers
-
-
 def parse_min_rows(value: object, floor: int = 1, default: int = DEFAULT_MIN_ROWS) -> int:
     """A row count from a flag or an event field, at least ``floor``; None -> ``default``.
 
@@ -88,13 +80,18 @@ def parse_min_rows(value: object, floor: int = 1, default: int = DEFAULT_MIN_ROW
     return number
 
 
-def export_dataset(params: source.ConnectionParams, out_uri: str, config: ExportConfig) -> dict[str, Any]:
+def export_dataset(
+    params: source.ConnectionParams, out_uri: str, config: ExportConfig, started: stream.ExportStream | None = None
+) -> dict[str, Any]:
     """Run the export; returns the manifest (also written to ``out_uri/manifest.json``).
 
-    Raises InsufficientData when no row is usable (nothing is written then), DatabaseUnavailable
-    when PostgreSQL cannot be reached.
+    ``started``: the export's COPY, when the caller sent it already (the CLI does, before it imports
+    the rules). Raises InsufficientData when no row is usable (nothing is written then),
+    DatabaseUnavailable when PostgreSQL cannot be reached.
     """
-    manifest = _write_splits(params, out_uri, config)
+    if started is not None and started.teachers != config.teachers:
+        raise InvalidArgument(f"the started COPY reads teachers {started.teachers}, the export's are {config.teachers}")
+    manifest = _write_splits(params, out_uri, config, started)
     storage.write_json(storage.join(out_uri, MANIFEST_NAME), manifest)
     return manifest
 
@@ -120,7 +117,7 @@ class _BatchResult(NamedTuple):
     truncated: Counter[str]
 
 
-def _export_batch(columns: records.SourceColumns, config: ExportConfig) -> _BatchResult:
+def _export_batch(columns: SourceColumns, config: ExportConfig) -> _BatchResult:
     """One batch of the query's rows -> each split's JSONL lines and the batch's counts (in a worker)."""
     examples = records.to_examples(columns)
     splits = assign_splits(examples.twitter_ids, config.fractions, config.seed_ids)
@@ -156,15 +153,18 @@ class _NoProgress:
         pass
 
 
-def _write_splits(params: source.ConnectionParams, out_uri: str, config: ExportConfig) -> dict[str, Any]:
+def _write_splits(
+    params: source.ConnectionParams, out_uri: str, config: ExportConfig, started: stream.ExportStream | None
+) -> dict[str, Any]:
     rejects: Counter[str] = Counter()
     truncated: Counter[str] = Counter()
     stats = {split: _SplitStats() for split in Split}
     rows_read = 0
     created_at = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
-    # The COPY's and the workers' processes are forked first, before the writers (and any thread of theirs) exist.
-    work = functools.partial(_export_batch, config=config)
-    with stream.ExportStream(params, config.teachers, work) as results, contextlib.ExitStack() as stack:
+    with contextlib.ExitStack() as stack:
+        export = started if started is not None else stack.enter_context(stream.ExportStream(params, config.teachers))
+        # The workers are forked first, before the writers (and any thread of theirs) exist.
+        results = export.results(functools.partial(_export_batch, config=config))
         # While the server prepares the COPY's first rows (it sorts the whole query first), this
         # process counts the scores on a connection of its own: the count costs no time of its own.
         # Before any writer exists: a database that cannot be reached leaves nothing at out_uri.

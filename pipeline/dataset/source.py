@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -60,12 +59,23 @@ FROM (
 ORDER BY scored_at DESC, twitter_id
 """
 
+
+def parse_teachers(value: str | list[str]) -> tuple[str, ...]:
+    """``"a,b"`` or ``["a", "b"]`` -> ("a", "b"), duplicates and blanks removed."""
+    text = value if isinstance(value, str) else ",".join(str(part) for part in value)
+    teachers = tuple(dict.fromkeys(part.strip() for part in text.split(",") if part.strip()))
+    if not teachers:
+        raise InvalidArgument(f"--teachers needs at least one name, got {text!r}")
+    return teachers
+
+
 SCORES_BY_TEACHER_QUERY = "SELECT scored_by, count(*) FROM profile_scores GROUP BY scored_by ORDER BY scored_by"
 
 
 SECRET_KEYWORDS = frozenset({"password", "sslpassword"})
 # The CAs that sign Amazon RDS servers (scripts/rds_ca_bundle.py says where they come from).
 RDS_CA_BUNDLE = Path(__file__).with_name("rds-ca-bundle.pem")
+SCHEMA_SQL = Path(__file__).with_name("schema.sql")  # the spec's tables (tests, benchmarks, demo)
 SSL_MODES = contracts.DATABASE_SSL_MODES
 DEFAULT_SSL_MODE = contracts.DEFAULT_DATABASE_SSL_MODE
 
@@ -167,7 +177,7 @@ def scores_by_teacher(conn: psycopg2.extensions.connection) -> dict[str, int]:
 
 
 def schema_sql() -> str:
-    return resources.files("pipeline.dataset").joinpath("schema.sql").read_text(encoding="utf-8")
+    return SCHEMA_SQL.read_text(encoding="utf-8")
 
 
 def ensure_schema(conn: psycopg2.extensions.connection) -> None:

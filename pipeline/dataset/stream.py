@@ -1,20 +1,22 @@
 """The export query's rows out of PostgreSQL's COPY, turned into results by worker processes, back
 in the query's order.
 
-    with stream.ExportStream(params, teachers, work) as results:
-        for result in results:  # work(columns) of each batch of BATCH_ROWS rows, in order
+    with stream.ExportStream(params, teachers) as export:  # the COPY is sent: the server runs the query
+        ...  # meanwhile: imports, the caller's own queries
+        for result in export.results(work):  # work(columns) of each batch of BATCH_ROWS rows, in order
             ...
 
 Why processes: COPY is PostgreSQL's fastest way out (the server formats the rows in C), and the
 export's rules run in Python at about three times the server's cost per row (docs/benchmarks.md),
-so one interpreter would leave the server waiting. On entering, worker_count() worker processes and
-a producer process are forked (before the caller opens writers or threads): the producer receives
-COPY's rows (psycopg2 hands over one record per write) and deals them, BATCH_ROWS at a time,
-round-robin to the workers; each worker splits its batches into columns (``copy_columns``), runs
-``work`` on the columns and sends the result back; this process reads the results in the order the
-batches were dealt. Pipes of fixed capacity join them, so memory does not grow with the table.
-(Threads could not share the work: psycopg2 takes the GIL for every row it hands over, and the
-rules hold it.)
+so one interpreter would leave the server waiting. On entering, a producer process is forked: it
+sends the COPY at once (the server sorts the whole query before its first row, most of a small
+export's time, and the caller may use that time), receives COPY's rows (psycopg2 hands over one
+record per write) and deals them, BATCH_ROWS at a time, round-robin to the workers' pipes.
+``results(work)`` forks worker_count() workers (before the caller opens writers or threads): each
+splits its batches into columns (``copy_columns``), runs ``work`` on the columns and sends the
+result back; this process reads the results in the order the batches were dealt. Pipes of fixed
+capacity join them, so memory does not grow with the table. (Threads could not share the work:
+psycopg2 takes the GIL for every row it hands over, and the rules hold it.)
 
 Errors: one raised by ``work`` is raised here, as it was raised there; a database error (the
 producer's) is raised by name once the results ran out; a producer or a worker that dies (killed,
@@ -38,13 +40,13 @@ from collections.abc import Callable, Iterator, Sequence
 from itertools import compress, count, repeat
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
-from typing import BinaryIO, Generic, TypeVar
+from typing import Any, BinaryIO, TypeVar
 
 import psycopg2
 import psycopg2.errors
 
 from pipeline.dataset import source
-from pipeline.dataset.records import SourceColumns
+from pipeline.dataset.columns import SourceColumns
 from pipeline.errors import DatabaseUnavailable, ExportWorkerFailed, SourceSchemaError
 
 # Rows per batch (about 0.5 MB of CSV): memory is bounded by this and by the pipes, not the table.
@@ -82,43 +84,55 @@ def worker_count() -> int:
     return max(1, min(MAX_WORKERS, WORKERS_PER_CORE * cores))
 
 
-class ExportStream(Generic[T]):
-    def __init__(self, params: source.ConnectionParams, teachers: tuple[str, ...], work: Callable[[SourceColumns], T]) -> None:
-        self.params, self.teachers, self.work = params, teachers, work
+class ExportStream:
+    def __init__(self, params: source.ConnectionParams, teachers: tuple[str, ...]) -> None:
+        self.params, self.teachers = params, teachers
+        self._producer: BaseProcess | None = None
         self._children: list[BaseProcess] = []
+        self._batches_in: list[int] = []
         self._results: list[BinaryIO] = []
 
-    def __enter__(self) -> ExportStream[T]:
+    def __enter__(self) -> ExportStream:
         context = multiprocessing.get_context("fork")
         self._errors, errors_sent = context.Pipe(duplex=False)
-        batches_out: list[int] = []
-        results_in: list[int] = []
-        for _ in range(worker_count()):
-            batch_read, batch_write = _pipe()
-            result_read, result_write = _pipe()
-            # The pipe ends this process holds (its own write end of the worker's batches, the earlier
-            # workers' ones) are closed in the new worker: a worker must see its batches end when the
-            # producer ends, killed or not.
-            inherited = [*batches_out, *results_in, batch_write, result_read]
-            worker = context.Process(target=_work, args=(batch_read, result_write, inherited, self.work), name="export-worker", daemon=True)
-            worker.start()
-            os.close(batch_read)
-            os.close(result_write)
-            self._children.append(worker)
-            batches_out.append(batch_write)
-            results_in.append(result_read)
-        self._results = [open(fd, "rb") for fd in results_in]  # noqa: SIM115 - closed in __exit__
-        producer = context.Process(
-            target=_produce, args=(self.params, self.teachers, batches_out, errors_sent), name="export-copy", daemon=True
+        pipes = [_pipe() for _ in range(worker_count())]
+        self._batches_in = [read_fd for read_fd, _ in pipes]
+        batches_out = [write_fd for _, write_fd in pipes]
+        # The producer closes the batches' read ends it inherits: a worker that dies must break its
+        # pipe (the producer then stops), not leave the producer waiting on a full one.
+        self._producer = context.Process(
+            target=_produce, args=(self.params, self.teachers, batches_out, self._batches_in, errors_sent), name="export-copy", daemon=True
         )
-        producer.start()
-        self._children.append(producer)
+        self._producer.start()
+        self._children.append(self._producer)
         for fd in batches_out:
             os.close(fd)
         errors_sent.close()
         return self
 
-    def __iter__(self) -> Iterator[T]:
+    def results(self, work: Callable[[SourceColumns], T]) -> Iterator[T]:
+        """Forks the workers, each running ``work`` on its batches' columns; returns the results,
+        in the query's order. Once per stream."""
+        if self._producer is None or self._results:
+            raise RuntimeError("ExportStream.results() runs once, inside the with block")
+        context = multiprocessing.get_context("fork")
+        while self._batches_in:
+            batch_read = self._batches_in.pop(0)
+            result_read, result_write = _pipe()
+            self._results.append(open(result_read, "rb"))  # noqa: SIM115 - closed in __exit__
+            # What this process holds of the other workers' pipes (the later ones' batches, the earlier
+            # ones' results, its own results' read end) is closed in the new worker.
+            inherited = [*self._batches_in, *(results.fileno() for results in self._results)]
+            worker = context.Process(target=_work, args=(batch_read, result_write, inherited, work), name="export-worker", daemon=True)
+            try:
+                worker.start()
+            finally:
+                os.close(batch_read)
+                os.close(result_write)
+            self._children.append(worker)
+        return self._in_order()
+
+    def _in_order(self) -> Iterator[Any]:
         for index in itertools.count():
             ended = index % len(self._results)
             message = self._receive(self._results[ended])
@@ -131,7 +145,7 @@ class ExportStream(Generic[T]):
         for position, results in enumerate(self._results):  # the other workers' end-of-stream
             if position != ended and self._receive(results) is not None:
                 raise ExportWorkerFailed("an export worker sent a result after the last batch")
-        producer = self._children[-1]
+        producer = self._children[0]
         producer.join()
         self._raise_producer_error()
         if producer.exitcode != 0:
@@ -145,6 +159,8 @@ class ExportStream(Generic[T]):
             child.join()
         for results in self._results:
             results.close()
+        for fd in self._batches_in:  # results() was not reached
+            os.close(fd)
         self._errors.close()
 
     def _receive(self, results: BinaryIO) -> bytes | None:
@@ -153,7 +169,7 @@ class ExportStream(Generic[T]):
         try:
             return _receive(results)
         except ExportWorkerFailed:
-            producer = self._children[-1]
+            producer = self._children[0]
             producer.join(timeout=PRODUCER_GRACE_SECONDS)
             self._raise_producer_error()
             if producer.exitcode not in (0, None):
@@ -224,9 +240,13 @@ class _Dealer:
             self.dealt += 1
 
 
-def _produce(params: source.ConnectionParams, teachers: tuple[str, ...], batch_fds: list[int], errors: Connection) -> None:
+def _produce(
+    params: source.ConnectionParams, teachers: tuple[str, ...], batch_fds: list[int], inherited: list[int], errors: Connection
+) -> None:
     """The producer: its own connection; COPY's records dealt to the workers; then each worker's
     end-of-stream. Its errors go back by name, as (kind, one-line message)."""
+    for fd in inherited:
+        os.close(fd)
     workers = [open(fd, "wb") for fd in batch_fds]  # noqa: SIM115 - closed below
     try:
         conn = source.connect(params)

@@ -166,6 +166,22 @@ def test_the_characters_the_marker_regex_takes_for_a_letter_of_the_colon_words_a
     assert lowered_away == set(prompt.CASE_INSENSITIVE_SPECIALS)
 
 
+def test_the_space_is_the_one_whitespace_character_a_clean_text_can_hold():
+    """clean_texts strips a batch only when a text starts or ends with a space: it relies on every
+    other whitespace character being unprintable (so folded to a space) and on its regex's \\s
+    being exactly str.isspace."""
+    characters = every_character()
+    assert [character for character in characters if character.isspace() and character.isprintable()] == [" "]
+    assert re.findall(r"\s", characters) == [character for character in characters if character.isspace()]
+
+
+@pytest.mark.parametrize("text", ["ends with a space ", " starts with one", "\u3000ideographic space\u3000", "a ` b", "` tick"])
+def test_a_text_with_space_at_an_end_is_stripped_in_a_batch_of_clean_ones(text):
+    batch = ["clean", text, "clean too"]
+    assert prompt.clean_texts(batch) == ["clean", text.strip(), "clean too"]
+    assert prompt.clean_texts([text])[0] == text.strip()
+
+
 COLON_TEXTS = [
     "Papers: scholar.google.com",
     "Assessment: professor of physics",

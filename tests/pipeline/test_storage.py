@@ -1,3 +1,6 @@
+import errno
+import threading
+
 import boto3
 import pytest
 
@@ -18,6 +21,44 @@ def test_local_write_appears_only_on_success_and_keeps_the_old_file_on_failure(t
             raise Boom
     assert target.read_bytes() == b"first"
     assert [p.name for p in target.parent.iterdir()] == ["model.bin"]  # no temporary left behind
+
+
+def test_a_local_file_is_synced_while_it_is_written(tmp_path, monkeypatch):
+    """The disk takes the data as it comes (a sync thread), not all of it at the final fsync."""
+    synced = threading.Event()
+    synced_fds = []
+
+    def fdatasync(fd):
+        synced_fds.append(fd)
+        synced.set()
+
+    monkeypatch.setattr(storage, "_fdatasync", fdatasync)
+    monkeypatch.setattr(storage, "SYNC_INTERVAL_SECONDS", 0.01)
+    with storage.open_write(str(tmp_path / "data.jsonl")) as out:
+        out.write(b"x" * 100_000)
+        assert synced.wait(timeout=30)
+        assert set(synced_fds) == {out.fileno()}
+    assert (tmp_path / "data.jsonl").read_bytes() == b"x" * 100_000
+
+
+def test_a_failed_sync_is_a_named_error_and_keeps_the_old_file(tmp_path, monkeypatch):
+    # The kernel reports a write-back error once: the sync thread's must not be lost.
+    target = tmp_path / "data.jsonl"
+    storage.write_bytes(str(target), b"first")
+    failed = threading.Event()
+
+    def fdatasync(fd):
+        failed.set()
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(storage, "_fdatasync", fdatasync)
+    monkeypatch.setattr(storage, "SYNC_INTERVAL_SECONDS", 0.01)
+    with pytest.raises(StorageError, match="cannot write .*data.jsonl: Input/output error"):
+        with storage.open_write(str(target)) as out:
+            out.write(b"second")
+            assert failed.wait(timeout=30)
+    assert target.read_bytes() == b"first"
+    assert [p.name for p in tmp_path.iterdir()] == ["data.jsonl"]
 
 
 def test_s3_round_trip_streams_in_multiple_parts(bucket, monkeypatch):

@@ -9,7 +9,7 @@ import pytest
 from pipeline import prompt, storage
 from pipeline.dataset import generate, source, stream
 from pipeline.dataset.split import Split, SplitFractions
-from pipeline.errors import DatabaseUnavailable, InsufficientData, SourceSchemaError
+from pipeline.errors import DatabaseUnavailable, InsufficientData, InvalidArgument, SourceSchemaError
 from tests.factories import CLAUDE, GEMINI, load_rows, profile, researchers, score
 
 
@@ -298,3 +298,24 @@ def test_batches_of_any_size_write_the_same_bytes(db, database_url, tmp_path, mo
         name: entry["sha256"] for name, entry in whole["files"].items()
     }
     assert batched["counts"] == whole["counts"] and batched["rejects"] == whole["rejects"] == {"duplicate_handle": 1, "empty_handle": 1}
+
+
+def test_a_copy_started_by_the_caller_writes_what_the_export_alone_writes(db, database_url, tmp_path):
+    # The CLI sends the COPY before it imports the rules and hands it to export_dataset.
+    load_rows(db, researchers(30))
+    params = source.ConnectionParams.from_url(database_url)
+    alone = run_export(database_url, tmp_path / "alone")
+    with stream.ExportStream(params, source.DEFAULT_TEACHERS) as started:
+        handed = generate.export_dataset(params, str(tmp_path / "handed"), generate.ExportConfig(progress=False, min_rows=1), started)
+    assert {name: entry["sha256"] for name, entry in handed["files"].items()} == {
+        name: entry["sha256"] for name, entry in alone["files"].items()
+    }
+    assert handed["counts"] == alone["counts"]
+
+
+def test_a_started_copy_of_other_teachers_is_refused(db, database_url, tmp_path):
+    load_rows(db, researchers(5))
+    params = source.ConnectionParams.from_url(database_url)
+    with stream.ExportStream(params, (GEMINI,)) as started, pytest.raises(InvalidArgument, match="teachers"):
+        generate.export_dataset(params, str(tmp_path / "out"), generate.ExportConfig(progress=False), started)
+    assert not (tmp_path / "out").exists()

@@ -3,6 +3,7 @@ in the query's order, and every way a child process can fail ends the stream wit
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import threading
@@ -38,6 +39,13 @@ def rows(columns) -> int:
     return len(columns.twitter_id)
 
 
+@contextlib.contextmanager
+def exported(params, work):
+    """The stream's results of ``work``, the COPY started and the workers forked."""
+    with stream.ExportStream(params, source.DEFAULT_TEACHERS) as export:
+        yield export.results(work)
+
+
 def ids_in_query_order(db) -> list[str]:
     with db.cursor() as cursor:
         cursor.execute(source.EXPORT_QUERY, {"teachers": list(source.DEFAULT_TEACHERS)})
@@ -47,7 +55,7 @@ def ids_in_query_order(db) -> list[str]:
 def test_results_come_back_in_the_query_order_whatever_the_workers(db, database_url, small_batches):
     load_rows(db, researchers(37))
     params = source.ConnectionParams.from_url(database_url)
-    with stream.ExportStream(params, source.DEFAULT_TEACHERS, lambda columns: (os.getpid(), columns.twitter_id)) as results:
+    with exported(params, lambda columns: (os.getpid(), columns.twitter_id)) as results:
         received = list(results)
     assert [twitter_id for _, ids in received for twitter_id in ids] == ids_in_query_order(db)
     assert [len(ids) for _, ids in received] == [4] * 9 + [1]
@@ -82,7 +90,7 @@ def test_each_field_reaches_the_work_as_the_query_returned_it(db, database_url, 
     ]
     load_rows(db, rows)
     params = source.ConnectionParams.from_url(database_url)
-    with stream.ExportStream(params, source.DEFAULT_TEACHERS, lambda columns: list(zip(*columns, strict=True))) as results:
+    with exported(params, lambda columns: list(zip(*columns, strict=True))) as results:
         received = [row for batch in results for row in batch]
     with db.cursor() as cursor:
         cursor.execute(source.EXPORT_QUERY, {"teachers": list(source.DEFAULT_TEACHERS)})
@@ -111,7 +119,7 @@ def test_an_error_raised_by_the_work_is_raised_here_as_it_was(db, database_url, 
         return len(columns.twitter_id)
 
     params = source.ConnectionParams.from_url(database_url)
-    with pytest.raises(KeyError, match="row 7"), stream.ExportStream(params, source.DEFAULT_TEACHERS, work) as results:
+    with pytest.raises(KeyError, match="row 7"), exported(params, work) as results:
         list(results)
 
 
@@ -124,7 +132,7 @@ def test_an_error_that_cannot_travel_is_named_with_its_text(db, database_url, sm
     params = source.ConnectionParams.from_url(database_url)
     with (
         pytest.raises(ExportWorkerFailed, match="ValueError"),
-        stream.ExportStream(params, source.DEFAULT_TEACHERS, work) as results,
+        exported(params, work) as results,
     ):
         list(results)
 
@@ -137,7 +145,7 @@ def test_a_worker_that_dies_is_a_named_error_not_a_hang(db, database_url, small_
 
     params = source.ConnectionParams.from_url(database_url)
     with pytest.raises(ExportWorkerFailed, match="ended without a result"):
-        with stream.ExportStream(params, source.DEFAULT_TEACHERS, work) as results:
+        with exported(params, work) as results:
             list(results)
 
 
@@ -146,17 +154,52 @@ def test_the_producers_database_error_is_raised_by_name(db, database_url, small_
         cursor.execute("ALTER TABLE user_profiles DROP COLUMN bio")
     db.commit()
     params = source.ConnectionParams.from_url(database_url)
-    with pytest.raises(SourceSchemaError, match="bio"), stream.ExportStream(params, source.DEFAULT_TEACHERS, rows) as results:
+    with pytest.raises(SourceSchemaError, match="bio"), exported(params, rows) as results:
         list(results)
 
 
 def test_leaving_early_stops_every_child(db, database_url, small_batches):
     load_rows(db, researchers(40))
     params = source.ConnectionParams.from_url(database_url)
-    with stream.ExportStream(params, source.DEFAULT_TEACHERS, rows) as results:
-        children = list(results._children)
-        next(iter(results))
-    assert all(not child.is_alive() for child in children)
+    with stream.ExportStream(params, source.DEFAULT_TEACHERS) as export:
+        next(export.results(rows))
+        children = list(export._children)
+    assert len(children) == 1 + 3 and all(not child.is_alive() for child in children)
+
+
+def test_the_copy_runs_on_entering_before_any_worker_exists(db, database_url, small_batches, no_hang):
+    """The server runs the query (it sorts it whole before its first row) while the caller imports
+    and queries: the COPY is sent on entering, and this small one runs to its end (the pipes hold
+    its batches) before results() forks a worker."""
+    load_rows(db, researchers(12))
+    params = source.ConnectionParams.from_url(database_url)
+    with stream.ExportStream(params, source.DEFAULT_TEACHERS) as export:
+        assert [child.name for child in export._children] == ["export-copy"]
+        export._children[0].join(timeout=30)
+        assert export._children[0].exitcode == 0
+        assert sum(export.results(rows)) == 12
+
+
+def test_leaving_before_the_results_stops_the_copy(db, database_url, small_batches, no_hang, monkeypatch):
+    load_rows(db, researchers(12))
+    monkeypatch.setattr(stream._Dealer, "write", lambda self, record: threading.Event().wait())  # a COPY that never ends
+    params = source.ConnectionParams.from_url(database_url)
+    with stream.ExportStream(params, source.DEFAULT_TEACHERS) as export:
+        producer = export._children[0]
+        assert producer.is_alive()
+    assert not producer.is_alive()
+
+
+def test_results_run_once_and_only_inside_the_block(db, database_url, small_batches, no_hang):
+    load_rows(db, researchers(8))
+    params = source.ConnectionParams.from_url(database_url)
+    outside = stream.ExportStream(params, source.DEFAULT_TEACHERS)
+    with pytest.raises(RuntimeError, match="runs once, inside the with block"):
+        outside.results(rows)
+    with stream.ExportStream(params, source.DEFAULT_TEACHERS) as export:
+        assert sum(export.results(rows)) == 8
+        with pytest.raises(RuntimeError, match="runs once"):
+            export.results(rows)
 
 
 def test_a_producer_that_dies_mid_copy_is_named_by_its_exit_not_a_hang(db, database_url, small_batches, no_hang, monkeypatch):
@@ -174,7 +217,7 @@ def test_a_producer_that_dies_mid_copy_is_named_by_its_exit_not_a_hang(db, datab
     params = source.ConnectionParams.from_url(database_url)
     with (
         pytest.raises(ExportWorkerFailed, match="COPY process ended with exit code 9"),
-        stream.ExportStream(params, source.DEFAULT_TEACHERS, rows) as results,
+        exported(params, rows) as results,
     ):
         list(results)
 
@@ -196,6 +239,6 @@ def test_a_connection_lost_mid_copy_is_database_unavailable(db, database_url, sm
     params = source.ConnectionParams.from_url(database_url)
     received = []
     with pytest.raises(DatabaseUnavailable, match="lost the connection to PostgreSQL during the export: server closed the connection"):
-        with stream.ExportStream(params, source.DEFAULT_TEACHERS, rows) as results:
+        with exported(params, rows) as results:
             received.extend(results)
     assert received == [4, 4, 4]  # the three batches dealt before the loss, then the error

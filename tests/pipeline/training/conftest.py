@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.dataset import records
-from pipeline.dataset.records import SourceRow
+from pipeline.dataset.columns import SourceRow
 from pipeline.local import sample
 
 
