@@ -89,8 +89,9 @@ def export_dataset(
     the rules). Raises InsufficientData when no row is usable (nothing is written then),
     DatabaseUnavailable when PostgreSQL cannot be reached.
     """
-    if started is not None and started.teachers != config.teachers:
-        raise InvalidArgument(f"the started COPY reads teachers {started.teachers}, the export's are {config.teachers}")
+    if started is not None and (started.params, started.teachers) != (params, config.teachers):
+        # Not the parameters themselves in the message: they may hold a password.
+        raise InvalidArgument("the COPY handed to the export reads another database or other teachers than the export's")
     manifest = _write_splits(params, out_uri, config, started)
     storage.write_json(storage.join(out_uri, MANIFEST_NAME), manifest)
     return manifest

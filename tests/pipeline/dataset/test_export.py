@@ -313,9 +313,17 @@ def test_a_copy_started_by_the_caller_writes_what_the_export_alone_writes(db, da
     assert handed["counts"] == alone["counts"]
 
 
-def test_a_started_copy_of_other_teachers_is_refused(db, database_url, tmp_path):
+def test_a_started_copy_of_other_teachers_or_another_database_is_refused(db, database_url, tmp_path):
     load_rows(db, researchers(5))
     params = source.ConnectionParams.from_url(database_url)
-    with stream.ExportStream(params, (GEMINI,)) as started, pytest.raises(InvalidArgument, match="teachers"):
-        generate.export_dataset(params, str(tmp_path / "out"), generate.ExportConfig(progress=False), started)
+    other = source.ConnectionParams.from_url(
+        database_url + "&application_name=other" if "?" in database_url else database_url + "?application_name=other"
+    )
+    config = generate.ExportConfig(progress=False)
+    for started_params, teachers in ((params, (GEMINI,)), (other, config.teachers)):
+        with (
+            stream.ExportStream(started_params, teachers) as started,
+            pytest.raises(InvalidArgument, match="another database or other teachers"),
+        ):
+            generate.export_dataset(params, str(tmp_path / "out"), config, started)
     assert not (tmp_path / "out").exists()
