@@ -11,7 +11,7 @@ import json
 import math
 import operator
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from itertools import compress, count, repeat
@@ -36,12 +36,12 @@ INSTRUCTION_TEMPLATE = (
     "(Scored by model: {{scored_by}})"
 )
 
-# The template as a %-format string: literal % doubled, then each {{field}} placeholder, in the
-# order format_instruction passes them, turned into %s.
+# The template's placeholders, in the order format_instruction passes them, and the literal text
+# around them (one more piece than placeholders): filling is joining the pieces with the values.
 _TEMPLATE_FIELDS = ("username", "display_name", "bio", "created_at", "follower_count", "location", "scored_by")
 if re.findall(r"\{\{(\w+)\}\}", INSTRUCTION_TEMPLATE) != list(_TEMPLATE_FIELDS):
     raise RuntimeError("INSTRUCTION_TEMPLATE's placeholders changed: update _TEMPLATE_FIELDS and format_instruction")
-_TEMPLATE_PERCENT = re.sub(r"\{\{\w+\}\}", "%s", INSTRUCTION_TEMPLATE.replace("%", "%%"))
+_TEMPLATE_LITERALS = tuple(re.split(r"\{\{\w+\}\}", INSTRUCTION_TEMPLATE))
 
 # The spec's Modelfile's SYSTEM prompt.
 SYSTEM_PROMPT = "You are a profile scorer that evaluates Twitter profiles to identify academic researchers. Return only valid JSON."
@@ -168,9 +168,15 @@ def clean_texts(values: Iterable[Any]) -> list[str]:
     except TypeError:  # a NULL (None), or a number (serving's requests and tests)
         texts = ["" if text is None else text if type(text) is str else str(text) for text in texts]
         joined = _TEST_JOINER.join(texts)
-    if not (joined.isprintable() and "  " not in joined):  # else no text of the batch needs folding
-        # Each test runs in C, text by text (map, compress): no interpreted step per text.
-        unclean = _positions(map(operator.not_, map(str.isprintable, texts))) | _positions(map(operator.contains, texts, repeat("  ")))
+    unprintable, spaced = not joined.isprintable(), "  " in joined
+    if unprintable or spaced:  # else no text of the batch needs folding
+        # Text by text, only the test the batch failed; each runs in C (map, compress): no
+        # interpreted step per text.
+        unclean = set()
+        if unprintable:
+            unclean |= _positions(map(operator.not_, map(str.isprintable, texts)))
+        if spaced:
+            unclean |= _positions(map(operator.contains, texts, repeat("  ")))
         _apply_joined(texts, sorted(unclean), _fold_controls_and_whitespace)
         joined = _TEST_JOINER.join(texts)
     # After folding, the only whitespace left is the space (the one printable whitespace character;
@@ -292,10 +298,10 @@ def clean_fields(values: Iterable[Any]) -> list[str]:
 
 
 # The words of the markers that end in a colon ("PROFILE ATTRIBUTES:", "(Scored by model:"), and
-# the characters that TEMPLATE_MARKERS (IGNORECASE) takes for one of their letters though str.lower
-# does not make them that ASCII letter: long s (s), dotted and dotless i (i). Found by matching
-# each letter against every code point (tests/pipeline/test_prompt.py keeps the list true).
-COLON_MARKER_WORDS = ("scored", "attributes")
+# the characters other than ASCII letters that TEMPLATE_MARKERS (IGNORECASE) takes for one of their
+# letters: long s (s), dotted and dotless i (i). Found by matching each letter against every code
+# point (tests/pipeline/test_prompt.py keeps the list true).
+COLON_MARKER_WORDS = (b"scored", b"attributes")
 CASE_INSENSITIVE_SPECIALS = ("\u017f", "\u0130", "\u0131")
 
 
@@ -305,7 +311,10 @@ def _may_hold_a_colon_marker(text: str) -> bool:
     the marker regex over every text with a colon (about 10 ns a character)."""
     if any(map(text.__contains__, CASE_INSENSITIVE_SPECIALS)):
         return True
-    lowered = text.lower()
+    # Every other character the regex takes for a letter of the words is an ASCII letter, so the
+    # UTF-8 bytes with their ASCII letters lowered tell: bytes.lower is a table lookup a byte, where
+    # str.lower looks up Unicode's case data for each character of any text that is not all ASCII.
+    lowered = text.encode("utf-8", "surrogatepass").lower()
     return any(map(lowered.__contains__, COLON_MARKER_WORDS))
 
 
@@ -330,10 +339,28 @@ def format_instruction(
     return fill_template((handle, display_name, bio, created_at, follower_count, location, scored_by))
 
 
-# The template filled from a tuple of already-cleaned values in _TEMPLATE_FIELDS' order: %-formatting
-# of the pre-compiled template, the fastest substitution Python has (mapped over a batch's rows in C),
-# and a value (a bio full of "{{bio}}" or "%s") is inserted as text, never interpreted.
-fill_template: Callable[[tuple[str, ...]], str] = _TEMPLATE_PERCENT.__mod__
+def fill_template(values: tuple[str, ...]) -> str:
+    """The template filled with one row's already-cleaned values, in _TEMPLATE_FIELDS' order
+    (``fill_templates`` of one row)."""
+    return fill_templates([[value] for value in values])[0]
+
+
+def fill_templates(columns: Sequence[Sequence[str]]) -> list[str]:
+    """The template filled for each row of already-cleaned columns (one per placeholder, in
+    _TEMPLATE_FIELDS' order): the one way an instruction's text is made.
+
+    Each row is the template's literal pieces joined with its values, in C (str.join mapped over
+    the rows): a value (a bio full of "{{bio}}" or "%s") is inserted as text, never interpreted, and
+    nothing rescans the template's ~420 literal characters per row, as %-formatting did (a third of
+    its cost: docs/benchmarks.md).
+    """
+    if len(columns) != len(_TEMPLATE_FIELDS) or len(set(map(len, columns))) > 1:
+        raise ValueError(f"fill_templates takes {len(_TEMPLATE_FIELDS)} columns of one length, got lengths {list(map(len, columns))}")
+    pieces: list[Iterable[str]] = []
+    for literal, column in zip(_TEMPLATE_LITERALS[:-1], columns, strict=True):
+        pieces += (repeat(literal), column)
+    pieces.append(repeat(_TEMPLATE_LITERALS[-1]))
+    return list(map("".join, zip(*pieces, strict=False)))  # as long as the columns: repeat() has no end
 
 
 def parse_score(value: Any) -> float:
@@ -379,14 +406,16 @@ def format_answer(handle: str, score: float, reason: str) -> str:
     return format_answers([handle], [format_score(score)], [reason])[0]
 
 
-_ANSWER_PERCENT = '{"handle":%s,"score":"%s","reason":%s}'
-
-
 def format_answers(handles: list[str], score_texts: list[str], reasons: list[str]) -> list[str]:
-    """``format_answer`` of each row, its score already in its two-decimal form (format_score)."""
-    # Assembled from json's C string encoder rather than by encoding a dict: the same bytes as
-    # json.dumps(..., ensure_ascii=False, separators=(",", ":")), mapped over the batch in C.
-    return list(map(_ANSWER_PERCENT.__mod__, zip(map(json_string, handles), score_texts, map(json_string, reasons), strict=True)))
+    """``format_answer`` of each row, its score already in its two-decimal form (format_score): the
+    bytes of json.dumps(..., ensure_ascii=False, separators=(",", ":")) (the tests hold it to that)."""
+    # Written by orjson: two fifths less than assembling the object from json's C string encoder
+    # (docs/benchmarks.md). Imported here: only the dataset stage (and the demo) formats answers; the
+    # runtimes that only read them (training, conversion) do not ship orjson.
+    import orjson
+
+    rows = zip(handles, score_texts, reasons, strict=True)
+    return [orjson.dumps({"handle": handle, "score": score, "reason": reason}).decode() for handle, score, reason in rows]
 
 
 def parse_answer(text: str) -> Answer:

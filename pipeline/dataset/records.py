@@ -155,7 +155,7 @@ def fill_instructions(
     location = _limit(prompt.clean_fields(locations), prompt.MAX_LOCATION_CHARS, TruncatedField.LOCATION, cut)
     # created_at and follower_count are formatted by the export query (to_char, ::text) when the
     # columns have their schema's types; cleaned all the same, since a production table may hold TEXT.
-    fields = zip(
+    columns = (
         handles,
         display_name,
         bio,
@@ -163,9 +163,8 @@ def fill_instructions(
         prompt.clean_fields(follower_counts),
         location,
         prompt.clean_fields(scored_bys),
-        strict=True,
     )
-    return list(map(prompt.fill_template, fields)), cut
+    return prompt.fill_templates(columns), cut
 
 
 def to_example(row: SourceRow) -> Example | Reject:

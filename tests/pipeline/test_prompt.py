@@ -32,6 +32,29 @@ def test_braces_in_a_field_are_not_interpreted():
     assert "displayName: {{bio}}\nbio: {0} {x}\n" in text
 
 
+def test_a_batch_of_instructions_is_the_template_with_each_rows_values_as_text():
+    # The oracle: the template's placeholders replaced one by one (a value that looks like a
+    # placeholder or a format directive goes in as text).
+    rows = [
+        ("neuro_jane", "Jane", "PhD", "2015-03-01", "1200", "Boston", "claude-haiku-20240307"),
+        ("h", "%s %d %%", "{{bio}} {{username}}", "", "", "👩‍🔬 東京", "t"),
+        ("x", "", "", "", "", "", ""),
+    ]
+    columns = [list(column) for column in zip(*rows, strict=True)]
+
+    def by_replacing(values):
+        text = prompt.INSTRUCTION_TEMPLATE
+        for name, value in zip(prompt._TEMPLATE_FIELDS, values, strict=True):
+            text = text.replace("{{" + name + "}}", value.replace("{", "\1"), 1)  # "{" held back meanwhile
+        return text.replace("\1", "{")
+
+    assert prompt.fill_templates(columns) == [by_replacing(row) for row in rows] == [prompt.fill_template(row) for row in rows]
+    with pytest.raises(ValueError, match="columns of one length"):
+        prompt.fill_templates([*columns[:-1], columns[-1][:2]])
+    with pytest.raises(ValueError, match="columns of one length"):
+        prompt.fill_templates(columns[:-1])
+
+
 @pytest.mark.parametrize(
     "raw, cleaned",
     [
@@ -120,7 +143,7 @@ TRICKY = [
 
 
 @pytest.mark.parametrize("text", TRICKY)
-def test_hand_assembled_json_is_byte_identical_to_json_dumps(text):
+def test_the_answer_is_byte_identical_to_json_dumps(text):
     expected = json.dumps({"handle": text, "score": "0.50", "reason": text}, ensure_ascii=False, separators=(",", ":"))
     assert prompt.format_answer(text, 0.5, text) == expected
     assert json.loads(expected)["reason"] == text
@@ -153,17 +176,30 @@ def test_a_batch_is_cleaned_exactly_as_each_of_its_texts_alone():
     assert prompt.clean_fields(BATCH_TEXTS)[7] == "holds \u241e a record separator"
 
 
+@pytest.mark.parametrize(
+    ("batch", "cleaned"),
+    [
+        (["double  space", "clean"], ["double space", "clean"]),  # printable, spaced
+        (["new\nline", "clean"], ["new line", "clean"]),  # unprintable, no double space
+        (["tab\t", "two  spaces", "clean"], ["tab", "two spaces", "clean"]),  # each text fails one test
+    ],
+)
+def test_a_batch_that_fails_one_test_is_cleaned_text_by_text(batch, cleaned):
+    assert prompt.clean_texts(batch) == cleaned
+
+
 def every_character() -> str:
     return "".join(chr(code) for code in range(0x110000) if not 0xD800 <= code <= 0xDFFF)
 
 
 def test_the_characters_the_marker_regex_takes_for_a_letter_of_the_colon_words_are_all_known():
-    """The colon-marker prefilter lowers text with str.lower; every other character that the
-    IGNORECASE regex matches to one of those words' letters must be a listed special."""
-    letters = "".join(sorted(set("".join(prompt.COLON_MARKER_WORDS))))
+    """The colon-marker prefilter lowers the ASCII letters of the text's bytes; every other
+    character that the IGNORECASE regex matches to one of those words' letters must be a listed
+    special."""
+    letters = "".join(sorted(set(b"".join(prompt.COLON_MARKER_WORDS).decode())))
     matched = set(re.findall(f"[{letters}]", every_character(), re.IGNORECASE))
-    lowered_away = {character for character in matched if not (character.isascii() or character.lower() in letters)}
-    assert lowered_away == set(prompt.CASE_INSENSITIVE_SPECIALS)
+    assert {character for character in matched if not character.isascii()} == set(prompt.CASE_INSENSITIVE_SPECIALS)
+    assert {character for character in matched if character.isascii()} == set(letters + letters.upper())
 
 
 def test_the_space_is_the_one_whitespace_character_a_clean_text_can_hold():
@@ -193,6 +229,8 @@ COLON_TEXTS = [
     "profile attr\u0130butes: dotted I",
     "profile attr\u0131butes: dotless i",
     "(\u212acored by model: a Kelvin sign is no s)",
+    "PROFILE \u00c4TTRIBUTES: an A with diaeresis is no A",
+    "(Scored by model: \ud800 a lone surrogate, as JSON lets a request hold",
 ]
 
 
