@@ -100,6 +100,40 @@ def test_each_field_reaches_the_work_as_the_query_returned_it(db, database_url, 
     assert {row[2] for row in received} == set(texts)  # display_name: each text, and NULL, made it through
 
 
+def decoded_by_hand(line: str) -> list:
+    """COPY's text format read field by field, character by character: the oracle for copy_columns."""
+    values = []
+    for field in line.split("\t"):
+        if field == "\\N":
+            values.append(None)
+            continue
+        out, characters = [], iter(field)
+        for character in characters:
+            if character == "\\":
+                escaped = next(characters)
+                character = {"b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t", "v": "\v"}.get(escaped, escaped)
+            out.append(character)
+        values.append("".join(out))
+    return values
+
+
+def test_every_field_of_a_batch_is_unescaped_wherever_its_backslashes_are():
+    # Escapes in the first and the last text field, in neighbouring fields, several in one field,
+    # NULL in every position, a text "\N", and the batch's last row's fields.
+    width = len(stream.SourceColumns._fields)
+    rows = [
+        ["\\N"] * (width - 1) + ["1"],
+        ["a\\tb", "c\\nd\\\\e", "\\\\N", "plain", "\\b\\f\\v\\r", "x"] + ["y"] * (width - 8) + ["end\\\\", "2"],
+        ["1"] + ["\\N", "z"] * ((width - 2) // 2) + ["\\N"] * ((width - 2) % 2) + ["3"],
+        ["\\\\x\\\\"] * (width - 1) + ["1"],
+    ]
+    lines = ["\t".join(row) for row in rows]
+    columns = stream.copy_columns("".join(line + "\n" for line in lines).encode())
+    expected = [decoded_by_hand(line) for line in lines]
+    assert [list(row) for row in zip(*columns, strict=True)] == [[*values[:-1], int(values[-1])] for values in expected]
+    assert columns.display_name[1] == "\\N" and columns.handle[1] == "c\nd\\e" and columns.twitter_id[3] == "\\x\\"
+
+
 def test_a_batch_whose_rows_are_not_the_query_width_is_a_named_error_not_shifted_columns():
     """A line with a field too many or too few (a COPY of another query, a cut line) would shift
     every later field into the wrong column: it is refused by name."""
