@@ -104,7 +104,7 @@ def clean_handle(raw: str | None) -> tuple[str, RejectReason | None]:
 
 
 def clean_handles(raws: list[str | None]) -> list[str]:
-    return [handle.lstrip("@") for handle in prompt.clean_fields(raws)]
+    return list(map(str.lstrip, prompt.clean_fields(raws), repeat("@")))
 
 
 def _handle_problem(handle: str) -> RejectReason | None:
