@@ -162,6 +162,11 @@ def clean_texts(values: Iterable[Any]) -> list[str]:
     over them joined (``_apply_joined``): about half a microsecond a field in the export's
     batches (docs/benchmarks.md); a single request is a batch of one.
     """
+    return _cleaned_and_joined(values)[0]
+
+
+def _cleaned_and_joined(values: Iterable[Any]) -> tuple[list[str], str]:
+    """``clean_texts`` of the values, and the cleaned texts joined by _TEST_JOINER."""
     texts = list(values)
     try:
         joined = _TEST_JOINER.join(texts)
@@ -183,8 +188,9 @@ def clean_texts(values: Iterable[Any]) -> list[str]:
     # tests/pipeline/test_prompt.py checks every code point): a batch none of whose texts starts or
     # ends with one needs no strip.
     if joined.startswith(" ") or joined.endswith(" ") or f" {_TEST_JOINER}" in joined or f"{_TEST_JOINER} " in joined:
-        return list(map(str.strip, texts))
-    return texts
+        texts = list(map(str.strip, texts))
+        joined = _TEST_JOINER.join(texts)
+    return texts, joined
 
 
 # Joins a batch's texts for a test of all of them at once (one C scan instead of one per text): a
@@ -282,8 +288,7 @@ def clean_field(value: Any) -> str:
 def clean_fields(values: Iterable[Any]) -> list[str]:
     """``clean_field`` of every value, as a batch (see ``clean_texts``); only the texts that can
     hold a marker go through the marker regex, joined."""
-    texts = clean_texts(values)
-    joined = _TEST_JOINER.join(texts)
+    texts, joined = _cleaned_and_joined(values)
     if not any(map(joined.__contains__, _MARKER_FIRST_CHARACTERS)):  # no text of the batch can hold a marker
         return texts
     marked = set().union(*(_positions(map(operator.contains, texts, repeat(first))) for first in _BRACKET_MARKER_FIRSTS if first in joined))
