@@ -208,7 +208,7 @@ def to_examples(columns: SourceColumns) -> Examples:
 
     A row is usable when its handle is 1-50 characters after cleaning, it is its handle's most
     recently scored profile, its score is a number in [0, 1] and its reason is not empty. The rules
-    run column by column (prompt.clean_fields cleans a whole column in one pass): about 5-6
+    run column by column (prompt.clean_fields cleans a whole column in one pass): about 4-5
     microseconds a row with Python's own string routines and regexes (docs/benchmarks.md), and no
     second form of the rules for speed.
     """
