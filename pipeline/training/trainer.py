@@ -362,6 +362,7 @@ def train(paths: TrainingPaths, hp: Hyperparameters, progress: bool = True) -> d
         gradient_checkpointing=gradient_checkpointing and not qlora,
         seed=hp.seed,
         data_seed=hp.seed,
+        train_sampling_strategy=hp.train_sampling_strategy.value,
         report_to=[],
         disable_tqdm=not progress,
     )

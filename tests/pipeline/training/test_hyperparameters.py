@@ -14,9 +14,20 @@ def test_defaults_are_the_seeds_lora_and_training_arguments():
 
 
 def test_strings_as_sagemaker_sends_them_override_by_name():
-    parsed = hp.parse({"r": "8", "learning_rate": "1e-4", "target_modules": "q_proj,v_proj", "precision": "FP32", "qlora": "false"})
+    parsed = hp.parse(
+        {
+            "r": "8",
+            "learning_rate": "1e-4",
+            "target_modules": "q_proj,v_proj",
+            "precision": "FP32",
+            "qlora": "false",
+            "train_sampling_strategy": "group_by_length",
+        }
+    )
     assert parsed.r == 8 and parsed.learning_rate == 1e-4 and parsed.target_modules == ("q_proj", "v_proj")
     assert parsed.precision is hp.Precision.FP32 and parsed.qlora is hp.Switch.FALSE
+    assert parsed.train_sampling_strategy is hp.SamplingStrategy.GROUP_BY_LENGTH
+    assert hp.Hyperparameters().train_sampling_strategy is hp.SamplingStrategy.RANDOM  # the Trainer's own default
     assert parsed.lora_alpha == 32  # untouched
 
 
@@ -27,6 +38,7 @@ def test_strings_as_sagemaker_sends_them_override_by_name():
         ({"r": "eight"}, "r='eight': expected a whole number"),
         ({"learning_rate": "fast"}, "expected a number"),
         ({"precision": "fp8"}, "expected one of auto, bf16, fp16, fp32"),
+        ({"train_sampling_strategy": "shortest_first"}, "expected one of random, group_by_length"),
         ({"r": "0"}, "r must be at least 1"),
         ({"lora_dropout": "1.5"}, "lora_dropout and warmup_ratio"),
     ],

@@ -10,6 +10,7 @@ from pipeline.training import hyperparameters, trainer
 
 pytestmark = pytest.mark.slow  # `make test-fast` leaves these out
 
+QUICK_BATCH = "4"  # the spec's per-device batch, the default
 QUICK = {"num_train_epochs": "2", "gradient_accumulation_steps": "1", "logging_steps": "4", "learning_rate": "2e-3", "seed": "0"}
 
 
@@ -200,3 +201,35 @@ def test_the_adapter_starts_from_the_seed_whatever_ran_before(tiny_model_dir):
     first, second, other = initial_adapter(42, 1), initial_adapter(42, 7), initial_adapter(43, 1)
     assert first.keys() == second.keys() and all(torch.equal(first[name], second[name]) for name in first)
     assert any(not torch.equal(first[name], other[name]) for name in first)
+
+
+@pytest.mark.parametrize(("strategy", "sampler"), [("random", "RandomSampler"), ("group_by_length", "LengthGroupedSampler")])
+def test_the_sampling_strategy_orders_the_training_batches(tiny_model_dir, small_dataset, tmp_path, monkeypatch, strategy, sampler):
+    """The setting reaches transformers: its sampler orders the examples (grouped by their token
+    counts with group_by_length), and training runs to its adapter."""
+    from transformers import Trainer
+
+    used = []
+    get_sampler = Trainer._get_train_sampler
+
+    def recorded(self, *args, **kwargs):
+        used.append(get_sampler(self, *args, **kwargs))
+        return used[-1]
+
+    monkeypatch.setattr(Trainer, "_get_train_sampler", recorded)
+    paths = trainer.TrainingPaths(small_dataset, tiny_model_dir, tmp_path / "model", tmp_path / "checkpoints")
+    settings = {**QUICK, "num_train_epochs": "1", "train_sampling_strategy": strategy}
+    trainer.train(paths, hyperparameters.parse(settings), progress=False)
+    assert [type(one).__name__ for one in used] == [sampler]
+    assert (paths.output_dir / "adapter_model.safetensors").is_file()
+    if strategy == "group_by_length":
+        lengths, order = used[0].lengths, list(used[0])
+        batch = int(QUICK_BATCH)
+
+        def padded(order):
+            batches = [[lengths[index] for index in order[start : start + batch]] for start in range(0, len(order), batch)]
+            return sum(max(sizes) * len(sizes) - sum(sizes) for sizes in batches)
+
+        assert sorted(order) == list(range(len(lengths))) and len(set(lengths)) > 1  # every example once; lengths vary
+        assert lengths[order[0]] == max(lengths)  # the longest batch first: memory runs out at once, if it does
+        assert padded(order) < padded(list(range(len(lengths)))) / 2
