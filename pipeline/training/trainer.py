@@ -412,6 +412,8 @@ def train(paths: TrainingPaths, hp: Hyperparameters, progress: bool = True) -> d
         "global_steps": trainer.state.global_step,
         "resumed_from_step": resumed_from_step,
         "seconds": round(_clock() - started, 1),
+        # The training loop's own time (transformers' train_runtime): no loading, no saving.
+        "train_seconds": next((entry["train_runtime"] for entry in history if "train_runtime" in entry), None),
         "planned_stop_step": time_budget.stop_at,
         "stopped_by_time_budget": trainer.state.global_step < trainer.state.max_steps,
         "precision": precision.value,
