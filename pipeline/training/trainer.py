@@ -425,7 +425,20 @@ def train(paths: TrainingPaths, hp: Hyperparameters, progress: bool = True) -> d
     }
     if trainer.is_world_process_zero():
         (paths.output_dir / METRICS_FILE).write_text(json.dumps(metrics, indent=2) + "\n")
+    leave_process_group()
     return metrics
+
+
+def leave_process_group() -> None:
+    """Data parallel: this process leaves the process group it trained in (the Trainer joined it)
+    once its work is done. A process that exits with it alive can abort while the interpreter shuts
+    down (Gloo's threads: SIGABRT, "terminate called without an active exception"; PyTorch's
+    documentation asks every process to call destroy_process_group), failing a finished job. Only
+    after success: destroying it while another process still waits in a collective can hang."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def _copy_tokenizer(base_model_dir: Path, output_dir: Path) -> None:

@@ -217,10 +217,13 @@ def test_the_sampling_strategy_orders_the_training_batches(tiny_model_dir, small
         return used[-1]
 
     monkeypatch.setattr(Trainer, "_get_train_sampler", recorded)
+    left = []
+    monkeypatch.setattr(trainer, "leave_process_group", lambda: left.append(True))
     paths = trainer.TrainingPaths(small_dataset, tiny_model_dir, tmp_path / "model", tmp_path / "checkpoints")
     settings = {**QUICK, "num_train_epochs": "1", "train_sampling_strategy": strategy}
     trainer.train(paths, hyperparameters.parse(settings), progress=False)
     assert [type(one).__name__ for one in used] == [sampler]
+    assert left == [True]  # a finished training leaves its process group (data parallel)
     assert (paths.output_dir / "adapter_model.safetensors").is_file()
     if strategy == "group_by_length":
         lengths, order = used[0].lengths, list(used[0])
@@ -233,3 +236,19 @@ def test_the_sampling_strategy_orders_the_training_batches(tiny_model_dir, small
         assert sorted(order) == list(range(len(lengths))) and len(set(lengths)) > 1  # every example once; lengths vary
         assert lengths[order[0]] == max(lengths)  # the longest batch first: memory runs out at once, if it does
         assert padded(order) < padded(list(range(len(lengths)))) / 2
+
+
+def test_a_process_leaves_its_process_group_when_training_is_done(tmp_path):
+    """A real (one-process, gloo) group, as the Trainer joins under torchrun: left, and leaving
+    without one is nothing."""
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'rendezvous'}", rank=0, world_size=1)
+    try:
+        assert dist.is_initialized()
+        trainer.leave_process_group()
+        assert not dist.is_initialized()
+        trainer.leave_process_group()
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
