@@ -77,6 +77,8 @@ def main() -> None:
     args = parser.parse_args()
     hp = Hyperparameters()
     with tempfile.TemporaryDirectory() as work:
+        if args.dataset and not (args.dataset / "train.jsonl").is_file():
+            raise SystemExit(f"{args.dataset} has no train.jsonl: give a folder written by `python -m pipeline dataset export`")
         dataset = args.dataset or write_dataset(Path(work) / "dataset", train_rows=args.profiles, validation_rows=0)
         lengths = token_lengths(dataset, Path(work))
     described = f"of {args.dataset}" if args.dataset else f"of the sample (`--profiles {args.profiles}`)"

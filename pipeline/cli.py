@@ -330,19 +330,25 @@ def _dataset_sample(args) -> int:
 
 
 def _dataset_export(args) -> int:
-    # The COPY is sent before the export's rules are imported or its arguments read: the server
+    # The COPY is sent before the export's rules are imported or the seed list read: the server
     # sorts the whole query before its first row (most of a small export's time), and the rest runs
-    # meanwhile (docs/benchmarks.md). An argument refused then stops the COPY with the export.
+    # meanwhile (docs/benchmarks.md); a seed list refused then stops the COPY with the export. The
+    # flags are checked before anything starts (an embedded PostgreSQL takes seconds).
     from pipeline.dataset import source, stream
 
     teachers = source.parse_teachers(args.teachers) if args.teachers else source.DEFAULT_TEACHERS
+    fractions = None
+    if args.split:
+        from pipeline.dataset import split
+
+        fractions = split.SplitFractions.parse(args.split)
     with _database_url(args.database_url) as url, stream.ExportStream(source.ConnectionParams.from_url(url), teachers) as started:
         from pipeline.dataset import generate, split
         from pipeline.local import sample
 
         config = generate.ExportConfig(
             teachers=teachers,
-            fractions=split.SplitFractions.parse(args.split) if args.split else split.SplitFractions(),
+            fractions=fractions or split.SplitFractions(),
             seed_ids=sample.seed_ids_for(args.database_url, args.seed_profiles),
             min_rows=args.min_rows or contracts.DEFAULT_MIN_ROWS,
             progress=not args.no_progress,

@@ -134,6 +134,12 @@ def test_bad_flags_are_named_errors(tmp_path, args, code, message):
     assert message in result.stderr and "Traceback" not in result.stderr
 
 
+def test_a_bad_flag_is_refused_before_an_embedded_postgres_starts(tmp_path):
+    result = cli("dataset", "export", "--out", str(tmp_path / "x"), "--split", "0.5,0.5")
+    assert result.returncode == 1 and "error: InvalidArgument: --split expects three numbers" in result.stderr
+    assert "embedded PostgreSQL" not in result.stderr and "Traceback" not in result.stderr
+
+
 def test_without_a_database_url_the_demo_path_uses_an_embedded_postgres(tmp_path):
     out = tmp_path / "runs" / "demo" / "dataset"
     result = cli("dataset", "export", "--out", str(out), "--no-progress")

@@ -47,7 +47,7 @@ from pipeline.dataset import source
 from pipeline.dataset.columns import SourceColumns
 from pipeline.errors import DatabaseUnavailable, ExportWorkerFailed, SourceSchemaError
 
-# Rows per batch (about 0.5 MB of CSV): memory is bounded by this and by the pipes, not the table.
+# Rows per batch (about 0.5 MB of COPY's text): memory is bounded by this and by the pipes, not the table.
 BATCH_ROWS = 1000
 # Worker processes: two per core of this machine (a 10 GB Lambda has 6), at most MAX_WORKERS. More
 # workers than cores: results are taken in order, so a worker that is behind holds the others up;
@@ -86,7 +86,7 @@ class ExportStream:
     def __init__(self, params: source.ConnectionParams, teachers: tuple[str, ...]) -> None:
         self.params, self.teachers = params, teachers
         self._producer: BaseProcess | None = None
-        self._children: list[BaseProcess] = []
+        self._children: list[BaseProcess] = []  # the producer, then the workers
         self._batches_in: list[int] = []
         self._results: list[BinaryIO] = []
 
@@ -143,7 +143,7 @@ class ExportStream:
         for position, results in enumerate(self._results):  # the other workers' end-of-stream
             if position != ended and self._receive(results) is not None:
                 raise ExportWorkerFailed("an export worker sent a result after the last batch")
-        producer = self._children[0]
+        producer = cast(BaseProcess, self._producer)
         producer.join()
         self._raise_producer_error()
         if producer.exitcode != 0:
@@ -167,7 +167,7 @@ class ExportStream:
         try:
             return _receive(results)
         except ExportWorkerFailed:
-            producer = self._children[0]
+            producer = cast(BaseProcess, self._producer)
             producer.join(timeout=PRODUCER_GRACE_SECONDS)
             self._raise_producer_error()
             if producer.exitcode not in (0, None):

@@ -10,7 +10,6 @@ from pipeline.training import hyperparameters, trainer
 
 pytestmark = pytest.mark.slow  # `make test-fast` leaves these out
 
-QUICK_BATCH = "4"  # the spec's per-device batch, the default
 QUICK = {"num_train_epochs": "2", "gradient_accumulation_steps": "1", "logging_steps": "4", "learning_rate": "2e-3", "seed": "0"}
 
 
@@ -227,7 +226,7 @@ def test_the_sampling_strategy_orders_the_training_batches(tiny_model_dir, small
     assert (paths.output_dir / "adapter_model.safetensors").is_file()
     if strategy == "group_by_length":
         lengths, order = used[0].lengths, list(used[0])
-        batch = int(QUICK_BATCH)
+        batch = hyperparameters.Hyperparameters().per_device_train_batch_size  # QUICK keeps the spec's
 
         def padded(order):
             batches = [[lengths[index] for index in order[start : start + batch]] for start in range(0, len(order), batch)]
