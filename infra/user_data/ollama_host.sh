@@ -6,6 +6,12 @@
 # (its archive carries the CUDA runtime: only the driver comes from the AMI), runs it under systemd
 # on a private address only, keeps models on the EBS root volume, waits until the API answers. Logs
 # go to the journal (journalctl -t ollama-bootstrap, journalctl -u ollama).
+#
+# It runs at every boot, not only the first: cloud-init runs user data once per instance, so this
+# script installs a per-boot hook that runs the instance's *current* user data again. Changed
+# stack settings (ollamaVersion, hostIdleStopMinutes, keepHostRunning) reach an existing host at
+# its next start: pulumi-aws updates user data in place by stopping and starting the instance.
+# Every step is idempotent; the models on the disk stay.
 set -euo pipefail
 
 OLLAMA_VERSION="@@OLLAMA_VERSION@@"
@@ -18,7 +24,9 @@ OLLAMA_KEEP_ALIVE="@@OLLAMA_KEEP_ALIVE@@"
 OLLAMA_NUM_PARALLEL="@@OLLAMA_NUM_PARALLEL@@"
 IDLE_STOP_MINUTES="@@IDLE_STOP_MINUTES@@"     # the host stops itself after this many idle minutes; 0: never
 HEALTH_TIMEOUT_S=300
+GPU_TIMEOUT_S=120
 OLLAMA_HOME=/var/lib/ollama
+PER_BOOT_HOOK=/var/lib/cloud/scripts/per-boot/ollama-host
 
 log() {
     logger -t ollama-bootstrap -- "$*"
@@ -35,6 +43,20 @@ imds() {
     local token
     token=$(curl -fsS -X PUT "http://169.254.169.254/latest/api/token" -H "X-aws-ec2-metadata-token-ttl-seconds: 60")
     curl -fsS -H "X-aws-ec2-metadata-token: ${token}" "http://169.254.169.254/latest/meta-data/$1"
+}
+
+install_per_boot_hook() {
+    # cloud-init's scripts-per-boot module runs this at every later boot (the first boot's hook
+    # directory is read before the user data writes it). It fetches the user data as it is now.
+    install -D -m 0700 /dev/stdin "${PER_BOOT_HOOK}" <<'HOOK'
+#!/bin/bash
+# Runs the instance's current user data (written by the Ollama host's boot script): changed host
+# settings apply at every boot.
+set -euo pipefail
+token=$(curl -fsS -X PUT "http://169.254.169.254/latest/api/token" -H "X-aws-ec2-metadata-token-ttl-seconds: 60")
+curl -fsS -H "X-aws-ec2-metadata-token: ${token}" -o /run/ollama-host-user-data.sh "http://169.254.169.254/latest/user-data"
+exec bash /run/ollama-host-user-data.sh
+HOOK
 }
 
 # The commands this script and the idle timer use, and the package that brings each where an AMI
@@ -98,6 +120,22 @@ install_ollama() {
     /usr/local/bin/ollama --version >/dev/null 2>&1 || log "installed ollama does not report its version yet (server not running)"
 }
 
+wait_for_gpu() {
+    # Ollama looks for GPUs once, when it starts: started before the driver's kernel module is
+    # loaded, it serves on the CPU for the whole boot. The unit is ordered after the AMI's module
+    # loader and checks the GPU again on every (re)start (ExecStartPre).
+    local waited=0
+    command -v nvidia-smi >/dev/null 2>&1 || fail "nvidia-smi not found: this AMI has no NVIDIA driver (ollamaAmiParameter)"
+    until nvidia-smi -L 2>/dev/null | grep -q '^GPU '; do
+        if (( waited >= GPU_TIMEOUT_S )); then
+            fail "no NVIDIA GPU visible to the driver within ${GPU_TIMEOUT_S} s (nvidia-smi -L); not starting Ollama on the CPU"
+        fi
+        sleep 5
+        waited=$(( waited + 5 ))
+    done
+    log "GPU: $(nvidia-smi -L | head -n 1)"
+}
+
 bind_address() {
     if [[ "${OLLAMA_BIND_ADDRESS}" == "private" ]]; then
         imds local-ipv4
@@ -125,7 +163,8 @@ write_unit() {
     cat >/etc/systemd/system/ollama.service <<UNIT
 [Unit]
 Description=Ollama (mistral-researcher scorer)
-After=network-online.target
+# nvidia-kmod-load.service: the ECS GPU AMI's driver module loader (absent elsewhere: ignored).
+After=network-online.target nvidia-kmod-load.service
 Wants=network-online.target
 
 [Service]
@@ -135,6 +174,7 @@ Environment=OLLAMA_HOST=${address}:${OLLAMA_PORT}
 Environment=OLLAMA_MODELS=${OLLAMA_MODELS_DIR}
 Environment=OLLAMA_KEEP_ALIVE=${OLLAMA_KEEP_ALIVE}
 Environment=OLLAMA_NUM_PARALLEL=${OLLAMA_NUM_PARALLEL}
+ExecStartPre=$(command -v nvidia-smi) -L
 ExecStart=/usr/local/bin/ollama serve
 Restart=always
 RestartSec=3
@@ -145,7 +185,9 @@ StandardError=journal
 WantedBy=multi-user.target
 UNIT
     systemctl daemon-reload
-    systemctl enable --now ollama.service
+    systemctl enable ollama.service
+    # A restart, not a start: on a later boot the unit started before this script rewrote it.
+    systemctl restart ollama.service
 }
 
 wait_for_health() {
@@ -162,6 +204,12 @@ wait_for_health() {
 
 install_idle_stop() {
     if (( IDLE_STOP_MINUTES == 0 )); then
+        if [[ -e /etc/systemd/system/ollama-idle-stop.timer ]]; then  # installed by an earlier boot
+            systemctl disable --now ollama-idle-stop.timer
+            rm -f /etc/systemd/system/ollama-idle-stop.timer /etc/systemd/system/ollama-idle-stop.service \
+                /usr/local/sbin/ollama-idle-stop /etc/default/ollama-idle-stop
+            systemctl daemon-reload
+        fi
         log "idle stop off: the host runs until someone stops it (keepHostRunning)"
         return
     fi
@@ -197,15 +245,19 @@ UNIT
 }
 
 main() {
+    # The stop path first: a boot that fails below (a wrong sha256, no route to the archive, no
+    # GPU) leaves a host that stops itself after the idle window instead of running, billed, forever.
+    install_idle_stop
+    install_per_boot_hook
     ensure_commands
     stop_ecs_agent
     install_ollama
+    wait_for_gpu
     local address
     address=$(bind_address)
     [[ -n "${address}" ]] || fail "no bind address"
     write_unit "${address}"
     wait_for_health "${address}"
-    install_idle_stop
 }
 
 main "$@"

@@ -6,11 +6,16 @@ no more. Run as ``python standins.py <name> [args…]``; test_boot_script.py ins
 - ollama: `--version` prints "ollama version is X"; `serve` first creates its key pair under
   $HOME/.ollama (as Ollama's server does at start, initializeKeypair in its auth package, and exits
   with an error when it cannot), then binds OLLAMA_HOST and answers GET /api/version.
-- systemctl: `daemon-reload`; `enable --now <unit>` starts the unit's ExecStart the way systemd
-  does for User=/Group=/Environment= (HOME, USER, LOGNAME and SHELL from the user database;
-  nothing else inherited) under Restart=always with RestartSec, in the background.
+- systemctl: `daemon-reload`; `enable <unit>` (recorded); `restart <unit>` stops the unit's running
+  process if any and starts its ExecStartPre, then ExecStart, the way systemd does for
+  User=/Group=/Environment= (HOME, USER, LOGNAME and SHELL from the user database; nothing else
+  inherited) under Restart=always with RestartSec (a failed ExecStartPre: no ExecStart, retried
+  after RestartSec), in the background.
+- nvidia-smi: `-L` lists one GPU as the driver does ("GPU 0: Tesla T4 (UUID: GPU-…)"), or, with
+  STANDIN_NO_GPU set, says it cannot talk to the driver and exits 9, as nvidia-smi does then.
 - aws: `aws s3 cp [--only-show-errors] s3://bucket/key DEST` from a local directory of objects.
-- imds: PUT /latest/api/token, then GET /latest/meta-data/<path> with that token only.
+- imds: PUT /latest/api/token, then GET /latest/meta-data/<path> or /latest/user-data (the file
+  STANDIN_USER_DATA names) with that token only.
 - systemctl also: `enable --now <x>.timer` (recorded), `poweroff` (recorded: the instance stops),
   `is-enabled --quiet <unit>` (true when the test marked it enabled), `disable --now <unit>`
   (recorded).
@@ -19,7 +24,8 @@ no more. Run as ``python standins.py <name> [args…]``; test_boot_script.py ins
 - apt-get: `update`, then `install` fails as for a package the index lacks (the test machine's real
   apt-get must never run: it would change this machine).
 - journalctl: `-u UNIT --since "-N min" -o cat --no-pager` prints the unit's messages of the last N
-  minutes from a file of timestamped lines.
+  minutes from a file of timestamped lines; a reader that closes the pipe early kills it with
+  SIGPIPE (exit 141 in the shell), as it kills the real one.
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ import json
 import os
 import pwd
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -108,10 +115,21 @@ def systemctl(args: list[str]) -> int:
         with (STATE / "timers.log").open("a") as log:
             log.write(f"{args[2]} {unit.get('OnUnitActiveSec', ['?'])[0]}\n")
         return 0
-    if args[:2] != ["enable", "--now"] or len(args) != 3:
+    if args[:1] == ["enable"] and len(args) == 2:
+        (STATE / "enabled").mkdir(parents=True, exist_ok=True)
+        (STATE / "enabled" / args[1]).touch()
+        return 0
+    if args[:1] != ["restart"] or len(args) != 2:
         print(f"stand-in systemctl: unsupported {args}", file=sys.stderr)
         return 2
-    unit = _unit(Path("/etc/systemd/system") / args[2])
+    pid_file = STATE / f"{args[1]}.pid"
+    if pid_file.is_file():  # stop what runs now: the supervisor and its children
+        try:
+            os.killpg(int(pid_file.read_text()), signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+        time.sleep(0.2)
+    unit = _unit(Path("/etc/systemd/system") / args[1])
     user = pwd.getpwnam(unit["User"][0])
     env = {
         "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
@@ -120,15 +138,20 @@ def systemctl(args: list[str]) -> int:
         "LOGNAME": user.pw_name,
         "SHELL": user.pw_shell,
         "STANDIN_OLLAMA_VERSION": os.environ.get("STANDIN_OLLAMA_VERSION", ""),
+        "STANDIN_NO_GPU": os.environ.get("STANDIN_NO_GPU", ""),
     }
     for assignment in unit.get("Environment", []):
         name, _, value = assignment.partition("=")
         env[name] = value
-    command = ["setpriv", f"--reuid={user.pw_uid}", f"--regid={unit['Group'][0]}", "--init-groups", *unit["ExecStart"][0].split()]
+    as_user = ["setpriv", f"--reuid={user.pw_uid}", f"--regid={unit['Group'][0]}", "--init-groups"]
+    commands = [[*as_user, *line.split()] for line in unit.get("ExecStartPre", [])]
     restart_s = float(unit.get("RestartSec", ["0.1"])[0])
     STATE.mkdir(parents=True, exist_ok=True)
-    supervisor = [sys.executable, __file__, "supervise", json.dumps({"command": command, "env": env, "restart_s": restart_s})]
-    subprocess.Popen(supervisor, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    spec = {"pre": commands, "command": [*as_user, *unit["ExecStart"][0].split()], "env": env, "restart_s": restart_s}
+    supervisor = subprocess.Popen(
+        [sys.executable, __file__, "supervise", json.dumps(spec)], start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    pid_file.write_text(str(supervisor.pid))
     return 0
 
 
@@ -136,10 +159,11 @@ def supervise(args: list[str]) -> int:
     spec = json.loads(args[0])
     starts = STATE / "starts.log"
     while True:  # Restart=always; ends with the namespace's PID 1
-        with starts.open("a") as log:
-            log.write(f"{time.time()}\n")
         with (STATE / "service.log").open("a") as out:
-            subprocess.run(spec["command"], env=spec["env"], stdout=out, stderr=out)
+            if all(subprocess.run(pre, env=spec["env"], stdout=out, stderr=out).returncode == 0 for pre in spec["pre"]):
+                with starts.open("a") as log:
+                    log.write(f"{time.time()}\n")
+                subprocess.run(spec["command"], env=spec["env"], stdout=out, stderr=out)
         time.sleep(spec["restart_s"])
 
 
@@ -188,9 +212,21 @@ def apt_get(args: list[str]) -> int:
     return 100
 
 
+def nvidia_smi(args: list[str]) -> int:
+    if args != ["-L"]:
+        print(f"stand-in nvidia-smi: unsupported {args}", file=sys.stderr)
+        return 2
+    if os.environ.get("STANDIN_NO_GPU"):
+        print("NVIDIA-SMI has failed because it couldn't communicate with the NVIDIA driver.")
+        return 9
+    print("GPU 0: Tesla T4 (UUID: GPU-3f8a1c2e-0000-4000-8000-000000000000)")
+    return 0
+
+
 def journalctl(args: list[str]) -> int:
     """`journalctl -u UNIT --since -N min -o cat --no-pager`: the unit's messages of the last N
     minutes, from STANDIN_JOURNAL (lines "<unix time> <unit> <message>")."""
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # as a C program: killed by a closed pipe
     unit = args[args.index("-u") + 1]
     since = args[args.index("--since") + 1]
     minutes = int(since.removeprefix("-").removesuffix(" min"))
@@ -225,6 +261,9 @@ def imds(args: list[str]) -> int:
             if self.headers.get("X-aws-ec2-metadata-token") != token:
                 self.send_error(401)  # IMDSv2 required: no token, no answer
                 return
+            if self.path == "/latest/user-data" and os.environ.get("STANDIN_USER_DATA"):
+                self._answer(Path(os.environ["STANDIN_USER_DATA"]).read_text())
+                return
             if self.path != "/latest/meta-data/local-ipv4":
                 self.send_error(404)
                 return
@@ -247,4 +286,4 @@ def imds(args: list[str]) -> int:
 if __name__ == "__main__":
     name, rest = sys.argv[1], sys.argv[2:]
     commands = {"ollama": ollama, "systemctl": systemctl, "supervise": supervise, "aws": aws, "logger": logger, "imds": imds}
-    sys.exit({**commands, "journalctl": journalctl, "dnf": dnf, "apt-get": apt_get}[name](rest))
+    sys.exit({**commands, "journalctl": journalctl, "dnf": dnf, "apt-get": apt_get, "nvidia-smi": nvidia_smi}[name](rest))

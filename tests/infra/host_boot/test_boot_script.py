@@ -60,11 +60,18 @@ def standin_archive() -> bytes:
     return buffer.getvalue()
 
 
+def user_data_script(sha256: str, **settings) -> str:
+    script = user_data.render(user_data.OllamaHostSettings(archive_url=ARCHIVE_URI, archive_sha256=sha256, **settings))
+    assert "HEALTH_TIMEOUT_S=300" in script and "GPU_TIMEOUT_S=120" in script
+    return script.replace("HEALTH_TIMEOUT_S=300", f"HEALTH_TIMEOUT_S={HEALTH_TIMEOUT_S}").replace("GPU_TIMEOUT_S=120", "GPU_TIMEOUT_S=5")
+
+
 # What cloud-init's scripts run with: the system's directories, never this machine's tool shims.
 SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 # dnf and apt-get stand in even where the AMI's commands are all there: a boot that finds one
 # missing on the test machine must fail the test, never install on this machine.
-STANDINS = ("systemctl", "aws", "logger", "journalctl", "dnf", "apt-get")
+DRIVER_BIN = "/usr/local/nvidia/bin"  # where the stand-in nvidia-smi lies (the AMI's is /usr/bin/nvidia-smi)
+STANDINS = ("systemctl", "aws", "logger", "journalctl", "dnf", "apt-get", "nvidia-smi")
 
 
 def boot(
@@ -75,6 +82,7 @@ def boot(
     edit_script=None,
     after: str = "",
     standins: tuple[str, ...] = STANDINS,
+    environment: dict[str, str] | None = None,
     **settings,
 ) -> tuple[subprocess.CompletedProcess, dict]:
     """Boot the rendered user data; ``sha256`` defaults to the stand-in archive's own; ``standins``
@@ -84,23 +92,29 @@ def boot(
     s3_root = tmp_path / "s3"
     (s3_root / ARCHIVE_URI.removeprefix("s3://")).parent.mkdir(parents=True)
     (s3_root / ARCHIVE_URI.removeprefix("s3://")).write_bytes(archive)
-    script = user_data.render(user_data.OllamaHostSettings(archive_url=ARCHIVE_URI, archive_sha256=sha256, **settings))
-    assert "HEALTH_TIMEOUT_S=300" in script
+    script = user_data_script(sha256, **settings)
     script = edit_script(script) if edit_script else script
-    (tmp_path / "user-data.sh").write_text(script.replace("HEALTH_TIMEOUT_S=300", f"HEALTH_TIMEOUT_S={HEALTH_TIMEOUT_S}"))
+    (tmp_path / "user-data.sh").write_text(script)
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
-    for name in standins:
+    for name in (name for name in standins if name != "nvidia-smi"):
         (bin_dir / name).write_text(f'#!/bin/sh\nexec {SYSTEM_PYTHON} {HERE / "standins.py"} {name} "$@"\n')
         (bin_dir / name).chmod(0o755)
     state = tmp_path / "state"
     state.mkdir()
+    # The driver's nvidia-smi runs as the ollama user too (ExecStartPre), who cannot read tmp_path.
+    driver_standin = f"""
+mkdir -p {DRIVER_BIN} && cp {HERE / "standins.py"} {DRIVER_BIN}/standins.py
+printf '#!/bin/sh\\nexec {SYSTEM_PYTHON} {DRIVER_BIN}/standins.py nvidia-smi "$@"\\n' > {DRIVER_BIN}/nvidia-smi
+chmod 0755 {DRIVER_BIN}/nvidia-smi
+"""
     inside = f"""
 set -eu
 mount --make-rprivate /
 cp -a /etc {tmp_path}/etc && mount --bind {tmp_path}/etc /etc
 mount -t tmpfs tmpfs /usr/local
 mount -t tmpfs tmpfs /var/lib
+{driver_standin if "nvidia-smi" in standins else ""}
 ip link set lo up
 ip addr add {IMDS_ADDRESS}/32 dev lo
 {SYSTEM_PYTHON} {HERE / "standins.py"} imds {IMDS_ADDRESS} {PRIVATE_IPV4} &
@@ -110,8 +124,8 @@ for _ in $(seq 50); do
 done
 {prepare}
 rc=0
-PATH={bin_dir}:{SYSTEM_PATH} bash {tmp_path}/user-data.sh > {tmp_path}/boot.log 2>&1 || rc=$?
-export PATH={bin_dir}:{SYSTEM_PATH}
+PATH={bin_dir}:{DRIVER_BIN}:{SYSTEM_PATH} bash {tmp_path}/user-data.sh > {tmp_path}/boot.log 2>&1 || rc=$?
+export PATH={bin_dir}:{DRIVER_BIN}:{SYSTEM_PATH}
 {after}
 home=$(getent passwd ollama | cut -d: -f6 || true)
 {SYSTEM_PYTHON} - "$rc" "$home" <<'PY'
@@ -135,7 +149,14 @@ PY
         capture_output=True,
         text=True,
         timeout=120,
-        env={**os.environ, "STANDIN_STATE": str(state), "STANDIN_S3_ROOT": str(s3_root), "STANDIN_OLLAMA_VERSION": VERSION},
+        env={
+            **os.environ,
+            "STANDIN_STATE": str(state),
+            "STANDIN_S3_ROOT": str(s3_root),
+            "STANDIN_OLLAMA_VERSION": VERSION,
+            "STANDIN_USER_DATA": str(tmp_path / "current-user-data.sh"),  # what IMDS serves at later boots
+            **(environment or {}),
+        },
     )
     assert done.returncode == 0, done.stderr
     return done, json.loads(done.stdout.strip().splitlines()[-1])
@@ -189,7 +210,7 @@ def test_a_missing_aws_cli_is_installed_with_dnf_before_the_archive_is_fetched(t
     """Amazon Linux's minimal base (under the ECS GPU AMI) has no AWS CLI; the staged archive needs it."""
     if any(Path(directory, "aws").exists() for directory in SYSTEM_PATH.split(":")):
         pytest.skip("this machine has an AWS CLI in its system PATH: the AMI's lack of one cannot be shown here")
-    _, result = boot(tmp_path, standins=("systemctl", "logger", "journalctl", "dnf", "apt-get"))
+    _, result = boot(tmp_path, standins=("systemctl", "logger", "journalctl", "dnf", "apt-get", "nvidia-smi"))
     log = (tmp_path / "boot.log").read_text()
     assert result["rc"] == 0 and result["version"] == VERSION, log
     assert "lacks aws: installing them" in log
@@ -199,7 +220,7 @@ def test_a_missing_aws_cli_is_installed_with_dnf_before_the_archive_is_fetched(t
 def test_a_command_that_cannot_be_installed_stops_the_boot_by_name(tmp_path):
     if any(Path(directory, name).exists() for directory in SYSTEM_PATH.split(":") for name in ("aws", "dnf")):
         pytest.skip("this machine has an AWS CLI or dnf in its system PATH: an AMI with neither cannot be shown here")
-    _, result = boot(tmp_path, standins=("systemctl", "logger", "journalctl", "apt-get"))
+    _, result = boot(tmp_path, standins=("systemctl", "logger", "journalctl", "apt-get", "nvidia-smi"))
     log = (tmp_path / "boot.log").read_text()
     assert result["rc"] == 1 and "apt-get could not install awscli (for aws)" in log
     assert result["version"] is None and starts(tmp_path) == 0
@@ -274,3 +295,65 @@ def test_an_always_on_host_has_no_idle_stop(tmp_path):
     assert result["rc"] == 0 and not (tmp_path / "installed").exists()
     assert not (tmp_path / "state" / "timers.log").exists()
     assert "idle stop off" in (tmp_path / "boot.log").read_text()
+
+
+def test_a_busy_window_of_log_keeps_the_host_running(tmp_path):
+    """ValidateModel alone logs thousands of [GIN] lines: far more than a pipe's 64 KB. A reader that
+    stops at its first match would kill journalctl with SIGPIPE, and under pipefail the check read
+    that as idle and powered the host off mid-use."""
+    now = time.time()
+    journal = [(now - 600 + i * 0.1, GIN) for i in range(5000)]
+    assert sum(len(message) + 1 for _, message in journal) > 4 * 65536
+    checked = idle_check(tmp_path, journal)
+    assert checked["rc"] == "0" and not checked["stopped"], checked["log"]
+
+
+def test_a_failed_first_boot_still_stops_itself_when_idle(tmp_path):
+    """A wrong checksum stops the boot before Ollama exists; the idle timer, installed first, stops
+    the host after the window instead of it running, billed, forever."""
+    if not uptime_at_least(IDLE_MINUTES):
+        pytest.skip("the machine has been up less than the idle window; the check waits that long after a boot")
+    check = IDLE_STOP.format(log=tmp_path / "idle.log", rc=tmp_path / "idle.rc")
+    _, result = boot(tmp_path, sha256="0" * 64, idle_stop_minutes=IDLE_MINUTES, after=check)
+    assert result["rc"] == 1 and "sha256 mismatch" in (tmp_path / "boot.log").read_text()
+    assert (tmp_path / "state" / "timers.log").read_text() == "ollama-idle-stop.timer 1min\n"
+    assert (tmp_path / "idle.rc").read_text().strip() == "0" and (tmp_path / "state" / "poweroff").exists()
+
+
+def test_no_gpu_stops_the_boot_by_name_and_ollama_never_serves_on_the_cpu(tmp_path):
+    _, result = boot(tmp_path, environment={"STANDIN_NO_GPU": "1"})
+    log = (tmp_path / "boot.log").read_text()
+    assert result["rc"] == 1 and "no NVIDIA GPU visible" in log
+    assert result["version"] is None and starts(tmp_path) == 0
+
+
+def test_ollama_starts_after_the_driver_and_checks_the_gpu_at_every_start(tmp_path):
+    unit = tmp_path / "unit"
+    _, result = boot(tmp_path, after=f"cp /etc/systemd/system/ollama.service {unit}")
+    assert result["rc"] == 0, (tmp_path / "boot.log").read_text()
+    text = unit.read_text()
+    assert "After=network-online.target nvidia-kmod-load.service" in text
+    assert f"ExecStartPre={DRIVER_BIN}/nvidia-smi -L" in text
+
+
+PER_BOOT = "bash /var/lib/cloud/scripts/per-boot/ollama-host > {log} 2>&1; echo $? > {rc}"
+
+
+def test_changed_host_settings_reach_the_host_at_its_next_boot(tmp_path):
+    """User data runs once per instance; the per-boot hook runs the current one again. Switching to
+    an always-on host and to another Ollama release takes effect; the models on the disk stay."""
+    sha256 = hashlib.sha256(standin_archive()).hexdigest()
+    (tmp_path / "current-user-data.sh").write_text(user_data_script(sha256, idle_stop_minutes=0, version="0.12.7"))
+    later_boot = PER_BOOT.format(log=tmp_path / "reboot.log", rc=tmp_path / "reboot.rc")
+    keep = "touch /var/lib/ollama/models/production-blob"
+    after = f"{keep}\n{later_boot}\ntest -e /var/lib/ollama/models/production-blob && touch {tmp_path / 'models-kept'}"
+    after += f"\ntest -e /etc/systemd/system/ollama-idle-stop.timer || touch {tmp_path / 'timer-gone'}"
+    _, result = boot(tmp_path, idle_stop_minutes=IDLE_MINUTES, after=after)
+    assert result["rc"] == 0, (tmp_path / "boot.log").read_text()
+    reboot_log = (tmp_path / "reboot.log").read_text()
+    assert (tmp_path / "reboot.rc").read_text().strip() == "0", reboot_log
+    assert "downloading ollama 0.12.7" in reboot_log and "idle stop off" in reboot_log
+    assert (tmp_path / "state" / "disabled.log").read_text() == "ollama-idle-stop.timer\n"
+    assert (tmp_path / "timer-gone").exists() and (tmp_path / "models-kept").exists()
+    assert result["version"] == VERSION  # the stand-in archive's binary, restarted, serves again
+    assert starts(tmp_path) == 2
