@@ -30,7 +30,9 @@ conversion = GgufConversion(
 host = OllamaHost("ollama", OllamaHostArgs(config.host, config.network, context))
 serving = ModelLifecycleFunctions(
     "serving",
-    ModelLifecycleFunctionsArgs(config.serving, config.network, host.endpoint, host.client_security_group.id, context=context, **bucket),
+    ModelLifecycleFunctionsArgs(
+        config.serving, config.network, host.endpoint, host.client_security_group.id, host.instance.id, context=context, **bucket
+    ),
 )
 scoring = ScoringFunction(
     "scoring",
@@ -64,6 +66,7 @@ orchestration = PipelineOrchestration(
         bucket_name=storage.bucket.bucket,
         host_instance_id=host.instance.id,
         keep_host_running=config.host.keep_running,
+        custom_model_share=config.serving.custom_model_share,
         quantization=config.serving.quantization,
         alert_email=config.alert_email,
         context=context,

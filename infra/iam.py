@@ -18,7 +18,7 @@ import pulumi_aws as aws
 # Actions that take only Resource "*" (Service Authorization Reference: no resource types), and why
 # each is needed. Everything else names its resources.
 WILDCARD_RESOURCE_ACTIONS: Mapping[str, str] = {
-    "ec2:DescribeInstances": "state machine and ScoreProfiles: is the Ollama host running (DescribeHost, wake)",
+    "ec2:DescribeInstances": "state machine, DeployModel and ScoreProfiles: is the Ollama host running (DescribeHost, wake)",
     "ec2:DescribeNetworkInterfaces": "Lambdas in the VPC: Lambda manages their network interfaces",
     "ec2:DescribeSubnets": "Lambdas in the VPC: Lambda checks their subnets",
     "ecr:GetAuthorizationToken": "SageMaker: pull the training image",
@@ -166,6 +166,20 @@ def vpc_networking(account: Account) -> list[Statement]:
 
 def xray_writing() -> Statement:
     return Statement("XRayTracing", ["xray:PutTraceSegments", "xray:PutTelemetryRecords"], ["*"])
+
+
+def host_wake(account: Account, instance_id: str, kms_key_arn: str | None) -> list[Statement]:
+    """What waking the Ollama host on demand takes (DeployModel, ScoreProfiles): start that one
+    instance, read its state, and, where its volume is under the stack's CMK, let EC2 take a grant
+    on the key to attach it (without it StartInstances succeeds and the instance goes back to
+    stopped: Client.InternalError)."""
+    statements = [
+        Statement("StartHost", ["ec2:StartInstances"], [account.arn("ec2", f"instance/{instance_id}")]),
+        Statement("DescribeHost", ["ec2:DescribeInstances"], ["*"]),
+    ]
+    if kms_key_arn:
+        statements.append(Statement("HostVolumeKey", ["kms:CreateGrant"], [kms_key_arn], {"Bool": {"kms:GrantIsForAWSResource": "true"}}))
+    return statements
 
 
 def kms_use(sid: str, key_arn: str | None, actions: Sequence[str] = ("kms:Decrypt", "kms:GenerateDataKey")) -> list[Statement]:

@@ -52,6 +52,7 @@ class PipelineOrchestrationArgs:
     bucket_name: pulumi.Input[str]
     host_instance_id: pulumi.Input[str]
     keep_host_running: bool
+    custom_model_share: float  # above 0, ScoreProfiles may use the host: an execution never stops it
     quantization: str
     alert_email: str | None
     context: iam.StackContext
@@ -97,9 +98,8 @@ class PipelineOrchestration(pulumi.ComponentResource):
                 iam.Statement(
                     "PassSageMakerRole", ["iam:PassRole"], [role_arn], {"StringEquals": {"iam:PassedToService": "sagemaker.amazonaws.com"}}
                 ),
-                iam.Statement(
-                    "StartStopHost", ["ec2:StartInstances", "ec2:StopInstances"], [account.arn("ec2", f"instance/{instance_id}")]
-                ),
+                # DeployModel wakes the host; the execution only stops one it found stopped (RestoreHost).
+                iam.Statement("StopHost", ["ec2:StopInstances"], [account.arn("ec2", f"instance/{instance_id}")]),
                 iam.Statement("DescribeHost", ["ec2:DescribeInstances"], ["*"]),
                 iam.Statement("NotifyFailure", ["sns:Publish"], [topic_arn]),  # failures, and promotions (NotifySuccess) too
                 # CheckAdapter: is there an adapter under the training job's output (a key name, no content)?
@@ -132,13 +132,6 @@ class PipelineOrchestration(pulumi.ComponentResource):
             ]
             # The failures topic is encrypted with the stack's key: publishing needs a data key from it.
             result += iam.kms_use("TopicKey", args.context.kms_key_arn)
-            if args.context.kms_key_arn:
-                # Starting the host attaches its CMK-encrypted volume: EC2 needs a grant on the key.
-                result.append(
-                    iam.Statement(
-                        "HostVolumeKey", ["kms:CreateGrant"], [args.context.kms_key_arn], {"Bool": {"kms:GrantIsForAWSResource": "true"}}
-                    )
-                )
             return result
 
         self.role, self.policy = iam.service_role(
@@ -163,6 +156,7 @@ class PipelineOrchestration(pulumi.ComponentResource):
             "NotificationTopicArn": self.topic.arn,
             "OllamaInstanceId": args.host_instance_id,
             "KeepHostRunning": args.keep_host_running,
+            "CustomModelShare": args.custom_model_share,
             "Quantization": args.quantization,
         }
         self.definition = pulumi.Output.all(**values).apply(asl.render)

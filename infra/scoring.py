@@ -47,8 +47,7 @@ class ScoringFunction(pulumi.ComponentResource):
             return [
                 *iam.s3_access("ProductionPointer", bucket_arn, read=[contracts.POINTER_KEYS]),
                 *kms,
-                iam.Statement("StartHost", ["ec2:StartInstances"], [account.arn("ec2", f"instance/{instance_id}")]),
-                iam.Statement("DescribeHost", ["ec2:DescribeInstances"], ["*"]),
+                *iam.host_wake(account, instance_id, args.context.kms_key_arn),
             ]
 
         statements: Any = pulumi.Output.all(args.bucket_arn, args.context.account, args.host_instance_id).apply(statements_for)

@@ -19,6 +19,9 @@ from pipeline import contracts
 # network share with it. Validate scores a few hundred profiles and draws three plots.
 DEPLOY_MEMORY_MB, DEPLOY_TIMEOUT_S = 2048, 900
 VALIDATE_MEMORY_MB, VALIDATE_TIMEOUT_S = 2048, 900
+# DeployModel waits this long for a woken host, then fails as HostStarting (retried): what is left
+# of its timeout streams the GGUF (4.4 GB at S3's ~100 MB/s to one Lambda: about a minute).
+DEPLOY_HOST_WAKE_WAIT_S = 120
 POINTER_MEMORY_MB, POINTER_TIMEOUT_S = 512, 300  # promote / rollback: a few small API calls
 
 
@@ -28,6 +31,7 @@ class ModelLifecycleFunctionsArgs:
     network: NetworkConfig
     ollama_url: pulumi.Input[str]
     client_security_group_id: pulumi.Input[str]
+    host_instance_id: pulumi.Input[str]  # DeployModel wakes it (the host on demand)
     bucket_name: pulumi.Input[str]
     bucket_arn: pulumi.Input[str]
     context: iam.StackContext
@@ -47,6 +51,9 @@ class ModelLifecycleFunctions(pulumi.ComponentResource):
                 lambda arn: iam.s3_access("Artifacts", arn, read=read, write=write) + iam.kms_use("BucketKey", args.context.kms_key_arn)
             )
 
+        wake = pulumi.Output.all(args.context.account, args.host_instance_id).apply(
+            lambda values: iam.host_wake(values[0], values[1], args.context.kms_key_arn)
+        )
         common: dict[str, Any] = dict(parent=self, context=args.context, code=code, layers=[layer.arn], network=network)
         self.deploy = functions.declare(
             functions.FunctionSpec(
@@ -54,8 +61,15 @@ class ModelLifecycleFunctions(pulumi.ComponentResource):
                 "DeployModel: the run's GGUF into Ollama as a candidate tag",
                 DEPLOY_MEMORY_MB,
                 DEPLOY_TIMEOUT_S,
-                access(read=[contracts.ANY_RUN], write=[contracts.RUN_MODELFILE_KEY]),
-                {**environment, "POWERTOOLS_SERVICE_NAME": "deploy-model"},
+                pulumi.Output.all(access(read=[contracts.ANY_RUN], write=[contracts.RUN_MODELFILE_KEY]), wake).apply(
+                    lambda values: [*values[0], *values[1]]
+                ),
+                {
+                    **environment,
+                    "HOST_INSTANCE_ID": args.host_instance_id,
+                    "HOST_WAKE_WAIT_SECONDS": str(DEPLOY_HOST_WAKE_WAIT_S),
+                    "POWERTOOLS_SERVICE_NAME": "deploy-model",
+                },
             ),
             **common,
         )

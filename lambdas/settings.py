@@ -114,3 +114,12 @@ class OllamaSettings(ArtifactSettings):
         from pipeline.serving.lifecycle import ServingConfig
 
         return ServingConfig(model_name=self.model_name)
+
+
+@dataclasses.dataclass(frozen=True)
+class HostOnDemandSettings(OllamaSettings):
+    """The Lambdas that wake the host on demand (DeployModel, ScoreProfiles): with its instance id, a
+    stopped host is started and waited for, up to HOST_WAKE_WAIT_SECONDS."""
+
+    host_instance_id: str = env("HOST_INSTANCE_ID", "")
+    host_wake_wait_s: int = env("HOST_WAKE_WAIT_SECONDS", 60, positive_int)

@@ -53,9 +53,9 @@ def split_s3_uri(uri: str) -> tuple[str, str]:
 
 
 def _s3_client():
-    import boto3  # only the S3 paths need it; local runs work without AWS libraries configured
+    from pipeline import aws_clients  # only the S3 paths need boto3; local runs work without AWS configured
 
-    return boto3.client("s3")
+    return aws_clients.client("s3")
 
 
 def _transport_params() -> dict[str, Any]:

@@ -12,18 +12,20 @@ Returns the dataset's URIs and counts, and the run's SageMaker training job name
 production it also snapshots the shadow comparison's fresh profiles (first scored by a teacher after
 production's dataset) into runs/<run_id>/shadow/fresh.json, which ValidateModel scores.
 Errors raised by name for the state machine: DatabaseUnavailable (retried), InsufficientData,
-SourceSchemaError, ExportWorkerFailed (a process of the export killed, e.g. out of memory).
+SourceSchemaError, ExportWorkerFailed (a process of the export killed, e.g. out of memory),
+AwsApiUnreachable (no route from the subnet to Secrets Manager: a NAT or createVpcEndpoints).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.utilities import parameters
 
 from lambdas import settings as lambda_settings
-from pipeline import contracts
+from pipeline import aws_clients, contracts
 from pipeline.dataset import fresh, generate, source, split
 from pipeline.errors import InvalidArgument
 
@@ -38,10 +40,19 @@ class Settings(lambda_settings.ArtifactSettings):
     database_ssl_mode: str = lambda_settings.env("DATABASE_SSLMODE", source.DEFAULT_SSL_MODE, source.check_ssl_mode)
 
 
+@functools.cache
+def _secrets() -> parameters.SecretsProvider:
+    # Bounded connects: from a subnet without a route to Secrets Manager, a named error in seconds.
+    return parameters.SecretsProvider(boto_config=aws_clients.client_config())
+
+
 def _database_params(settings: Settings) -> source.ConnectionParams:
     try:
-        secret = parameters.get_secret(settings.database_secret_arn, max_age=300)
+        secret = _secrets().get(settings.database_secret_arn, max_age=300)
     except parameters.exceptions.GetParameterError as exc:
+        cause = aws_clients.unreachable_cause(exc)
+        if cause is not None:
+            raise aws_clients.unreachable("secretsmanager", cause) from None
         raise InvalidArgument(f"cannot read the database secret {settings.database_secret_arn}: {exc}") from None
     # TLS verified against the RDS CA bundle shipped with the code, unless the stack relaxed it.
     return source.ConnectionParams.from_secret(secret, sslmode=settings.database_ssl_mode)

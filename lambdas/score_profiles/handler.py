@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import functools
 
 from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
@@ -30,20 +29,17 @@ from lambdas import settings as lambda_settings
 from pipeline.errors import InvalidArgument
 from pipeline.scoring import production, routing
 from pipeline.serving import host, lifecycle
-from pipeline.serving.ollama import OllamaClient, RetryPolicy, Timeouts
+from pipeline.serving.ollama import OllamaClient, Timeouts
 
 logger = Logger(service="score-profiles")
 metrics = Metrics(namespace="ResearcherScorer", service="score-profiles")
 
 
 @dataclasses.dataclass(frozen=True)
-class Settings(lambda_settings.OllamaSettings):
+class Settings(lambda_settings.HostOnDemandSettings):
     concurrency: int = lambda_settings.env("SCORING_CONCURRENCY", 4, lambda_settings.positive_int)
     timeout_s: int = lambda_settings.env("SCORING_TIMEOUT_SECONDS", 60, lambda_settings.positive_int)
     max_batch: int = lambda_settings.env("SCORING_MAX_BATCH", 100, lambda_settings.positive_int)
-    # The host on demand: with its instance id, a stopped host is started and waited for (bounded).
-    host_instance_id: str = lambda_settings.env("HOST_INSTANCE_ID", "")
-    host_wake_wait_s: int = lambda_settings.env("HOST_WAKE_WAIT_SECONDS", 60, lambda_settings.positive_int)
     # Gradual migration: the share of profiles the custom model scores (the stack's customModelShare).
     custom_model_share: float = lambda_settings.env("CUSTOM_MODEL_SHARE", 0.0, routing.parse_share)
 
@@ -68,14 +64,7 @@ def handler(event: dict, context) -> dict:
     with contextlib.ExitStack() as stack:
         wake = None
         if settings.host_instance_id:  # the host on demand: started when stopped, waited for (bounded)
-            import boto3
-
-            probe = stack.enter_context(
-                OllamaClient(settings.ollama_url, retry=RetryPolicy(attempts=1), timeouts=Timeouts(connect_s=2.0, request_s=5.0))
-            )
-            ec2 = boto3.client("ec2")
-            wait_s = settings.host_wake_wait_s
-            wake = functools.partial(host.wake, ec2, settings.host_instance_id, host.ollama_answers(probe), wait_s=wait_s)
+            wake = stack.enter_context(host.on_demand(settings.host_instance_id, settings.ollama_url, wait_s=settings.host_wake_wait_s))
         client = stack.enter_context(OllamaClient(settings.ollama_url, timeouts=Timeouts(request_s=settings.timeout_s)))
         results = production.score_batch(
             profiles,

@@ -265,8 +265,12 @@ def test_kms_key_encrypts_what_it_can(deploy):
     assert deployment.one("aws:ec2/instance:Instance", "ollama-host")["rootBlockDevice"]["kmsKeyId"] == key
     assert all(r.inputs["kmsKeyId"] == key for r in deployment.all("aws:cloudwatch/logGroup:LogGroup"))
     assert deployment.one("aws:sns/topic:Topic", "pipeline-failures")["kmsMasterKeyId"] == key
-    policy = json.loads(deployment.one("aws:iam/rolePolicy:RolePolicy", "pipeline-states-policy")["policy"])
-    assert any(s["Sid"] == "HostVolumeKey" and s["Resource"] == [key] for s in policy["Statement"])
+    # Whoever starts the host attaches its CMK-encrypted volume: EC2 needs a grant on the key for it.
+    for waker in ("deploy-model-policy", "score-profiles-policy"):
+        grant = statements(deployment, waker)["HostVolumeKey"]
+        assert grant["Action"] == ["kms:CreateGrant"] and grant["Resource"] == [key], waker
+        assert grant["Condition"] == {"Bool": {"kms:GrantIsForAWSResource": "true"}}
+    assert "HostVolumeKey" not in statements(deployment, "pipeline-states-policy")  # it never starts the host
     training = statements(deployment, "training-sagemaker-policy")
     assert training["ArtifactKey"]["Resource"] == [key]
     repositories = deployment.all("aws:ecr/repository:Repository")
@@ -291,7 +295,14 @@ def test_state_machine_role_reaches_only_this_pipeline(deploy):
         "Resource": [f"arn:aws:iam::{ACCOUNT}:role/training-sagemaker-role-abc123"],
         "Condition": {"StringEquals": {"iam:PassedToService": "sagemaker.amazonaws.com"}},
     }
-    assert granted["StartStopHost"]["Resource"] == [f"arn:aws:ec2:{REGION}:{ACCOUNT}:instance/i-0123456789abcdef0"]
+    # DeployModel wakes the host; the execution only stops one it found stopped.
+    assert granted["StopHost"] == {
+        "Sid": "StopHost",
+        "Effect": "Allow",
+        "Action": ["ec2:StopInstances"],
+        "Resource": [f"arn:aws:ec2:{REGION}:{ACCOUNT}:instance/i-0123456789abcdef0"],
+    }
+    assert not any("ec2:StartInstances" in statement["Action"] for statement in granted.values())
     assert granted["OneExecutionAtATime"]["Resource"] == [deployment.exports["state_machine_arn"]]
     assert granted["NotifyFailure"]["Resource"] == [deployment.exports["failure_topic_arn"]]
 
@@ -324,6 +335,10 @@ def test_sagemaker_role_reads_the_inputs_and_writes_only_training_output(deploy)
     # It may start the host (on demand), only that instance, and never stop it (the host stops itself).
     assert scoring["StartHost"]["Resource"] == [f"arn:aws:ec2:{REGION}:{ACCOUNT}:instance/i-0123456789abcdef0"]
     assert not any("ec2:StopInstances" in statement["Action"] for statement in scoring.values())
+    # DeployModel wakes it the same way, right before its first request.
+    deploy_model = statements(deployment, "deploy-model-policy")
+    assert deploy_model["StartHost"] == scoring["StartHost"] and deploy_model["DescribeHost"]["Action"] == ["ec2:DescribeInstances"]
+    assert not any("ec2:StopInstances" in statement["Action"] for statement in deploy_model.values())
 
 
 BLOCKER = """

@@ -67,6 +67,44 @@ def test_deploy_then_rollback_through_the_handlers(served):
     assert server.state.models == {}
 
 
+@pytest.fixture
+def stopped_host(served, monkeypatch):
+    import boto3
+
+    from pipeline.serving import host
+
+    ec2 = boto3.client("ec2")
+    image = ec2.describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
+    instance = ec2.run_instances(ImageId=image, MinCount=1, MaxCount=1, InstanceType="g4dn.xlarge")["Instances"][0]["InstanceId"]
+    ec2.stop_instances(InstanceIds=[instance])
+    monkeypatch.setenv("HOST_INSTANCE_ID", instance)
+    monkeypatch.setattr(host, "POLL_SECONDS", 0.01)
+    return ec2, instance
+
+
+def test_deploy_wakes_a_stopped_host_right_before_its_first_request(served, stopped_host):
+    server, bucket = served
+    ec2, instance = stopped_host
+    storage.write_bytes(f"s3://{bucket}/runs/run-1/model.gguf", b"GGUF-bytes")
+    result = deploy.handler({"run_id": "run-1"}, Context())
+    assert result["candidate"] == model_tag("run-1")
+    assert ec2.describe_instances(InstanceIds=[instance])["Reservations"][0]["Instances"][0]["State"]["Name"] == "running"
+
+
+def test_deploy_on_a_host_still_starting_is_a_named_retriable_error(served, stopped_host, monkeypatch):
+    from pipeline.serving import host
+    from pipeline.serving.ollama import OllamaUnavailable
+
+    server, bucket = served
+    storage.write_bytes(f"s3://{bucket}/runs/run-1/model.gguf", b"GGUF-bytes")
+    monkeypatch.setenv("OLLAMA_URL", "http://127.0.0.1:9")  # booting: Ollama does not answer yet
+    monkeypatch.setenv("HOST_WAKE_WAIT_SECONDS", "1")
+    with pytest.raises(host.HostStarting, match="is starting") as raised:
+        deploy.handler({"run_id": "run-1"}, Context())
+    assert isinstance(raised.value, OllamaUnavailable) and raised.value.name == "HostStarting"
+    assert server.state.models == {}
+
+
 def test_a_run_whose_report_did_not_pass_is_never_promoted(served):
     server, bucket = served
     storage.write_bytes(f"s3://{bucket}/runs/run-2/model.gguf", b"GGUF-bytes")

@@ -26,6 +26,7 @@ from pipeline import contracts, prompt, storage
 from pipeline.errors import PipelineError
 from pipeline.local import sample
 from pipeline.model_files import TOKENIZER_FILES
+from pipeline.serving import host as host_module
 from pipeline.serving import ollama as ollama_module
 from pipeline.training import job_spec
 from tests.lambdas.test_dataset_handlers import make_secret
@@ -110,7 +111,8 @@ def aws_sdk_casing_as_aws_does(monkeypatch) -> None:
 
 def inject_api_failures(monkeypatch) -> None:
     """AWS calls made while INJECTED["api"] = (service, operation, from_call) answer an error from
-    that call on, as a real throttled or failing API would (a ClientError to the caller)."""
+    that call on, as a real throttled or failing API would (a ClientError to the caller);
+    (service, operation, from_call, code, calls) answers error ``code`` to that many calls only."""
     import botocore.client
     from botocore.exceptions import ClientError
 
@@ -122,10 +124,11 @@ def inject_api_failures(monkeypatch) -> None:
         key = (self.meta.service_model.service_name, operation_name)
         if target and key == target[:2]:
             calls[key] = calls.get(key, 0) + 1
-            if calls[key] >= target[2]:
+            code, times = (target[3], target[4]) if len(target) > 3 else ("InjectedFailure", None)
+            if calls[key] >= target[2] and (times is None or calls[key] < target[2] + times):
                 raise ClientError(
                     {
-                        "Error": {"Code": "InjectedFailure", "Message": f"{operation_name} failed (injected)"},
+                        "Error": {"Code": code, "Message": f"{operation_name} failed (injected)"},
                         "ResponseMetadata": {"HTTPStatusCode": 400, "RequestId": "injected"},
                     },
                     operation_name,
@@ -145,6 +148,12 @@ class World:
     topic_arn: str = ""
     training_statuses: list[dict[str, Any]] = field(default_factory=list)
     adapter_dir: Path | None = None
+    definition_values: dict[str, Any] = field(default_factory=dict)
+
+    def redefine(self, **values: Any) -> None:
+        """The state machine as a stack with other settings renders it (e.g. CustomModelShare)."""
+        definition = asl.render({**self.definition_values, **values})
+        self.sfn.update_state_machine(stateMachineArn=self.state_machine_arn, definition=definition)
 
     def stage_adapter(self, run_id: str) -> None:
         """What the training job would write: the adapter under the job's output."""
@@ -264,6 +273,9 @@ def world(monkeypatch, db, database_url, tiny_model_and_adapter) -> Iterator[Wor
         monkeypatch.setenv("MIN_ROWS", "100")  # the stack's minRows for this 400-profile table
         monkeypatch.setenv("DATABASE_SSLMODE", "prefer")  # the test server has no TLS
         monkeypatch.setenv("OLLAMA_URL", server.url)
+        monkeypatch.setenv("HOST_INSTANCE_ID", instance)  # DeployModel wakes the host
+        monkeypatch.setenv("HOST_WAKE_WAIT_SECONDS", "1")
+        monkeypatch.setattr(host_module, "POLL_SECONDS", 0.01)
         monkeypatch.setenv("QUALITY_GATES", json.dumps({"latency_p50_max_s": 5, "latency_p95_max_s": 5}))
         arns = {}
         for name in FUNCTIONS:
@@ -278,6 +290,7 @@ def world(monkeypatch, db, database_url, tiny_model_and_adapter) -> Iterator[Wor
         sfn = boto3.client("stepfunctions")
         machine = sfn.create_state_machine(name="training", definition=definition, roleArn=role)["stateMachineArn"]
         world = World(bucket, sfn, machine, instance, server, topic_arn=topic, adapter_dir=adapter)
+        world.definition_values = definition_values(arns, bucket, role, instance, topic)
         inject_api_failures(monkeypatch)
         INJECTED.update(api=None, **{"lambda": None})
         _script_training_statuses(monkeypatch, world)
@@ -303,6 +316,7 @@ def definition_values(arns: dict[str, str], bucket: str, role: str, instance: st
         "OllamaInstanceId": instance,
         "NotificationTopicArn": topic,
         "KeepHostRunning": False,
+        "CustomModelShare": 0,
         "Quantization": "q8_0",
     }
 

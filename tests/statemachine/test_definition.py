@@ -91,7 +91,7 @@ def test_the_seeds_states_are_there_by_name(definition):
         ("$.training_status.SecondaryStatus", "MaxRuntimeExceeded"),
     }
     assert max_runtime["Next"] == "CheckAdapter"
-    assert definition["States"]["AdapterFound"]["Choices"][0]["Next"] == "DescribeHost"
+    assert definition["States"]["AdapterFound"]["Choices"][0]["Next"] == "ConvertToGGUF"
     assert definition["States"]["AdapterFound"]["Default"] == "NoAdapter"
 
 
@@ -174,14 +174,54 @@ def test_render_refuses_missing_extra_or_mistyped_values():
         asl.render({**values, "ArtifactBucket": 5})
 
 
-def test_a_started_host_cannot_stop_itself_before_the_execution_first_asks_it(definition):
-    """StartHost -> ConvertToGGUF -> DeployModel: the only state between starting the host and the
-    first Ollama request is the conversion, whose Lambda timeout the least hostIdleStopMinutes outlasts."""
+def test_the_host_is_woken_right_before_its_first_request_and_held_by_the_requests_after(definition):
+    """ConvertToGGUF -> DescribeHost -> DeployModel, which wakes the host: nothing sits between
+    starting the host and its first request. The states after DeployModel each ask Ollama, and no
+    one of them lasts longer than a Lambda's timeout, which the least hostIdleStopMinutes outlasts."""
     from pipeline import contracts
 
     states = definition["States"]
-    assert states["StartHost"]["Next"] == "ConvertToGGUF" and states["ConvertToGGUF"]["Next"] == "DeployModel"
-    assert states["HostStopped"]["Default"] == "ConvertToGGUF"  # a running host: nothing to wait for
+    assert states["AdapterFound"]["Choices"][0]["Next"] == "ConvertToGGUF"
+    assert states["ConvertToGGUF"]["Next"] == "DescribeHost" and states["DescribeHost"]["Next"] == "DeployModel"
+    assert not any(state.get("Resource", "").endswith("ec2:startInstances") for state in states.values())  # DeployModel starts it
     assert "OllamaUnavailable" not in json.dumps(states["ConvertToGGUF"].get("Retry", []))  # the conversion never asks Ollama
-    # infra/conversion.py gives the conversion Lambda's maximum timeout (tests/infra checks the deployed value)
     assert contracts.HOST_IDLE_STOP_MIN_MINUTES * 60 > contracts.LAMBDA_MAX_TIMEOUT_S + 2 * 60
+
+
+def ollama_unavailable_errors() -> set[str]:
+    """Every error a Lambda reports for an Ollama that does not answer: OllamaUnavailable and each
+    subclass (Lambda's errorType is the class name; Step Functions matches names, not classes)."""
+    import pipeline.serving.host  # noqa: F401  (defines HostStarting)
+    from pipeline.serving.ollama import OllamaUnavailable
+
+    def names(cls) -> set[str]:
+        return {cls.__name__}.union(*(names(sub) for sub in cls.__subclasses__()))
+
+    return names(OllamaUnavailable)
+
+
+def test_every_state_that_retries_an_unanswering_ollama_retries_each_of_its_kinds(definition):
+    kinds = ollama_unavailable_errors()
+    assert {"OllamaUnavailable", "OllamaTimeout", "HostStarting"} <= kinds
+    retrying = 0
+    for name, state in definition["States"].items():
+        for retry in state.get("Retry", []):
+            if set(retry["ErrorEquals"]) & kinds:
+                retrying += 1
+                assert set(retry["ErrorEquals"]) == kinds, f"{name} retries {retry['ErrorEquals']}, not every kind of {sorted(kinds)}"
+    assert retrying == 4  # DeployModel, ValidateModel, PromoteModel, Rollback
+
+
+def test_a_capacity_shortage_is_retried_for_tens_of_minutes(definition):
+    [retry] = [r for r in definition["States"]["DeployModel"]["Retry"] if r["ErrorEquals"] == ["HostCapacityUnavailable"]]
+    waits = [min(retry["IntervalSeconds"] * retry["BackoffRate"] ** i, retry["MaxDelaySeconds"]) for i in range(retry["MaxAttempts"])]
+    assert 30 * 60 <= sum(waits) <= 60 * 60, sum(waits)  # at most this long, JitterStrategy FULL draws each wait below
+
+
+def test_an_execution_stops_only_a_host_it_started_and_no_scoring_uses(definition):
+    [rule] = definition["States"]["RestoreHost"]["Choices"]
+    assert rule["Next"] == "StopHost"
+    text = json.dumps(rule)
+    assert '"StringEquals": "stopped"' in text and '"StringEquals": "stopping"' in text
+    assert {"Variable": "$.custom_model_share", "NumericEquals": 0} in rule["And"]
+    assert {"Variable": "$.keep_host_running", "BooleanEquals": False} in rule["And"]

@@ -26,10 +26,8 @@ MAIN_PATH = [
     "WaitForTraining",
     "CheckStatus",
     "TrainingDone",
-    "DescribeHost",
-    "HostStopped",
-    "StartHost",
     "ConvertToGGUF",
+    "DescribeHost",
     "DeployModel",
     "ValidateModel",
     "GatesPassed",
@@ -110,8 +108,8 @@ def test_conversion_error_is_named_and_nothing_is_deployed(world):
     visited = world.visited(arn)
     assert result["status"] == "FAILED" and result["error"] == "AdapterMismatch", result
     assert "lora_alpha" in result["cause"]
-    assert "ConvertToGGUF" in visited and "DeployModel" not in visited and "StopHost" in visited
-    assert world.pointer() is None and world.host_state() == "stopped"
+    assert "ConvertToGGUF" in visited and "DeployModel" not in visited
+    assert world.pointer() is None and world.host_state() == "stopped"  # never woken: the conversion needs no host
 
 
 def test_failed_gates_roll_back_and_leave_production_alone(world):
@@ -136,12 +134,50 @@ def test_failed_gates_roll_back_and_leave_production_alone(world):
 def test_unreachable_ollama_is_retried_then_rolled_back(world, monkeypatch):
     monkeypatch.setenv("OLLAMA_URL", "http://127.0.0.1:9")
     result, visited = run(world, "run-6")
-    assert result["status"] == "FAILED" and result["error"] == "OllamaUnavailable"
+    # DeployModel started the host; its Ollama never answered: "starting" until the retries ran out.
+    assert result["status"] == "FAILED" and result["error"] == "HostStarting", result
     assert visited.count("DeployModel") == 1 and "Rollback" in visited and "PromoteModel" not in visited
     history = world.sfn.get_execution_history(executionArn=result["executionArn"], maxResults=1000)["events"]
     scheduled = [e for e in history if e["type"] == "TaskScheduled" and "deploy-model" in e["taskScheduledEventDetails"]["parameters"]]
     assert len(scheduled) == 1 + 8  # the first try + the state's Retry (MaxAttempts 8); each with the client's retries
     assert world.pointer() is None and world.host_state() == "stopped"
+
+
+def deploy_attempts(world, result) -> int:
+    history = world.sfn.get_execution_history(executionArn=result["executionArn"], maxResults=1000)["events"]
+    return sum(1 for e in history if e["type"] == "TaskScheduled" and "deploy-model" in e["taskScheduledEventDetails"]["parameters"])
+
+
+def test_no_capacity_for_the_host_is_waited_out_and_the_trained_run_goes_on(world):
+    """EC2 answers InsufficientInstanceCapacity to the first six starts (more than the old StartHost state tried) (as it does for hours in
+    a busy zone): DeployModel's HostCapacityUnavailable is retried, and the run still promotes."""
+    from tests.statemachine.conftest import INJECTED
+
+    world.ollama.state.responder = teacher_agreeing(world, "run-cap")
+    INJECTED["api"] = ("ec2", "StartInstances", 1, "InsufficientInstanceCapacity", 6)
+    result, visited = run(world, "run-cap")
+    INJECTED.update(api=None)
+    assert result["status"] == "SUCCEEDED", result
+    assert deploy_attempts(world, result) == 7 and json.loads(world.pointer())["run_id"] == "run-cap"
+    assert "StopHost" in visited and world.host_state() == "stopped"  # started by this execution, stopped after
+
+
+def test_a_host_scoring_may_use_is_left_to_its_idle_timer(world):
+    """With customModelShare above 0, ScoreProfiles may have woken the host during the run: the
+    execution does not stop it under a batch; the host stops itself once idle."""
+    world.redefine(CustomModelShare=25)
+    world.ollama.state.responder = teacher_agreeing(world, "run-share")
+    result, visited = run(world, "run-share")
+    assert result["status"] == "SUCCEEDED", result
+    assert "RestoreHost" in visited and "StopHost" not in visited and world.host_state() == "running"
+
+
+def test_a_host_found_running_is_left_running(world):
+    boto3.client("ec2").start_instances(InstanceIds=[world.instance_id])  # e.g. woken by a scoring batch
+    world.ollama.state.responder = teacher_agreeing(world, "run-awake")
+    result, visited = run(world, "run-awake")
+    assert result["status"] == "SUCCEEDED", result
+    assert "StopHost" not in visited and world.host_state() == "running"
 
 
 def test_a_second_execution_is_refused_while_one_runs(world):
@@ -223,9 +259,8 @@ FAILURES = [
         "TrainingFailed",
     ),
     ("CheckAdapter", ("api", ("s3", "ListObjectsV2", 2)), None, None),  # the 1st: GenerateDataset's own check
-    ("DescribeHost", ("api", ("ec2", "DescribeInstances", 1)), None, None),
-    ("StartHost", ("api", ("ec2", "StartInstances", 1)), None, None),
     ("ConvertToGGUF", ("lambda", "convert-to-gguf"), None, "InjectedFailure"),
+    ("DescribeHost", ("api", ("ec2", "DescribeInstances", 1)), None, None),
     ("DeployModel", ("lambda", "deploy-model"), None, "InjectedFailure"),
     ("ValidateModel", ("lambda", "validate-model"), None, "InjectedFailure"),
     ("PromoteModel", ("lambda", "promote-model"), None, "InjectedFailure"),
@@ -288,7 +323,7 @@ def test_each_task_failing_ends_the_execution_failed_notified_and_the_host_stopp
             assert any(result["error"] in message and run_id in message for message in notified), (state, notified)
     if state in {"StopHost"}:
         assert "Succeeded" not in visited and "HostNotStopped" in visited
-    elif "DescribeHost" in visited and state not in {"DescribeHost", "StartHost"}:
+    elif "DescribeHost" in visited and state != "DescribeHost":
         assert world.host_state() == "stopped", state  # returned to the state it was found in
     assert "PromoteModel" not in visited or state == "PromoteModel" or state == "StopHost"
 

@@ -65,3 +65,66 @@ def test_a_terminated_host_is_a_named_error(ec2):
     client.terminate_instances(InstanceIds=[instance])
     with pytest.raises(host.HostUnavailable, match="is terminated"):
         host.wake(client, instance, lambda: True, wait_s=60, sleep=lambda s: None)
+
+
+def refusing_starts(client, code: str):
+    """The client, whose StartInstances answers EC2's error ``code`` (moto has no capacity limits)."""
+    from botocore.exceptions import ClientError
+
+    def start_instances(**_):
+        raise ClientError({"Error": {"Code": code, "Message": "We currently do not have sufficient g4dn.xlarge capacity"}}, "StartInstances")
+
+    client.start_instances = start_instances
+    return client
+
+
+def test_no_capacity_in_the_zone_is_its_own_error_which_the_pipeline_waits_out(ec2):
+    client, instance = ec2
+    client.stop_instances(InstanceIds=[instance])
+    with pytest.raises(host.HostCapacityUnavailable, match="InsufficientInstanceCapacity"):
+        host.wake(refusing_starts(client, "InsufficientInstanceCapacity"), instance, lambda: True, wait_s=60, sleep=lambda s: None)
+
+
+def test_a_refusal_a_person_must_fix_is_not_taken_for_a_capacity_shortage(ec2):
+    client, instance = ec2
+    client.stop_instances(InstanceIds=[instance])
+    with pytest.raises(host.HostUnavailable, match="VcpuLimitExceeded") as refused:
+        host.wake(refusing_starts(client, "VcpuLimitExceeded"), instance, lambda: True, wait_s=60, sleep=lambda s: None)
+    assert not isinstance(refused.value, host.HostCapacityUnavailable)
+
+
+class StoppingThenStopped:
+    """EC2 as it answers while the host's idle timer is powering it off: "stopping" for a few polls,
+    then "stopped" (moto stops at once, so this state is played here)."""
+
+    def __init__(self, polls_stopping: int) -> None:
+        self.states = [host.STOPPING] * polls_stopping + [host.STOPPED]
+        self.starts = 0
+
+    def describe_instances(self, InstanceIds):
+        state = self.states.pop(0) if len(self.states) > 1 else self.states[0]
+        return {"Reservations": [{"Instances": [{"InstanceId": InstanceIds[0], "State": {"Name": state}}]}]}
+
+    def start_instances(self, InstanceIds):
+        self.starts += 1
+        self.states = [host.PENDING, host.RUNNING]
+
+
+def test_a_host_that_is_stopping_itself_is_started_again_once_stopped():
+    ec2 = StoppingThenStopped(polls_stopping=3)
+    clock = Clock()
+    status = host.wake(ec2, "i-0123456789abcdef0", lambda: True, wait_s=120, sleep=clock.sleep, clock=clock)
+    assert status is host.HostStatus.READY and ec2.starts == 1
+
+
+def test_an_ec2_api_out_of_reach_is_named_in_seconds(monkeypatch):
+    """A private subnet with no route to EC2's endpoint: bounded connects, a HostUnavailable that
+    says what is missing (here the endpoint refuses at once: nothing listens on it)."""
+    from pipeline import aws_clients
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.setenv("AWS_ENDPOINT_URL_EC2", "http://127.0.0.1:9")
+    with pytest.raises(host.HostUnavailable, match="cannot connect to ec2 .* createVpcEndpoints"):
+        host.wake(aws_clients.client("ec2"), "i-0123456789abcdef0", lambda: True, wait_s=60, sleep=lambda s: None)
