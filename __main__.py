@@ -25,7 +25,10 @@ images = ContainerImages("images", ContainerImagesArgs(config.images, context.km
 dataset = DatasetFunctions("dataset", DatasetFunctionsArgs(config.dataset, config.network, context=context, **bucket))
 training = TrainingJobSpec("training", TrainingJobSpecArgs(config.training, image_uri=images.training_image_uri, context=context, **bucket))
 conversion = GgufConversion(
-    "conversion", GgufConversionArgs(images.conversion_image_uri, storage.bucket.arn, training.base_model_uri, context)
+    "conversion",
+    GgufConversionArgs(
+        images.conversion_image_uri, storage.bucket.arn, training.base_model_uri, context, memory_mb=config.serving.conversion_memory_mb
+    ),
 )
 host = OllamaHost("ollama", OllamaHostArgs(config.host, config.network, context))
 serving = ModelLifecycleFunctions(

@@ -19,6 +19,25 @@ PLACEHOLDER = re.compile(r"\$\{([A-Za-z][A-Za-z0-9]*)\}")
 WHOLE_VALUE = re.compile(r'"\$\{([A-Za-z][A-Za-z0-9]*)\}"')
 
 
+# Step Functions ends a Standard execution that passes 25,000 history events (Step Functions quotas).
+# The training loop is the only part whose length a setting decides: each poll is
+# WaitForTraining (entered, exited), CheckStatus (entered, scheduled, started, succeeded, exited)
+# and TrainingDone (entered, exited). Everything else, every Retry of every state spent, stays
+# under EVENTS_OUTSIDE_TRAINING_LOOP.
+HISTORY_EVENT_LIMIT = 25_000
+TRAINING_LOOP = {"WaitForTraining": "Wait", "CheckStatus": "Task", "TrainingDone": "Choice"}
+EVENTS_PER_STATE = {"Wait": 2, "Task": 5, "Choice": 2}
+EVENTS_PER_TRAINING_POLL = sum(EVENTS_PER_STATE[kind] for kind in TRAINING_LOOP.values())
+EVENTS_OUTSIDE_TRAINING_LOOP = 2_000
+
+
+def least_training_poll_seconds(max_wait_seconds: int) -> int:
+    """The shortest WaitForTraining interval that keeps an execution whose training job runs its
+    whole MaxWaitTimeInSeconds under the history limit."""
+    polls_allowed = (HISTORY_EVENT_LIMIT - EVENTS_OUTSIDE_TRAINING_LOOP) // EVENTS_PER_TRAINING_POLL - 1
+    return -(-max_wait_seconds // polls_allowed)  # ceiling
+
+
 class DefinitionError(ValueError):
     """A placeholder has no value (or a value has no placeholder, or cannot go where it is)."""
 

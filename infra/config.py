@@ -24,6 +24,7 @@ from typing import Any
 import pulumi
 import yaml
 
+from infra import asl
 from infra.user_data import OllamaHostSettings, UserDataError
 from pipeline import contracts
 from pipeline.errors import InvalidArgument
@@ -117,6 +118,7 @@ class ModelServingConfig:
     quality_gates: dict[str, float]  # QualityGates field -> threshold, handed to ValidateModel as JSON
     validation_concurrency: int
     quantization: str
+    conversion_memory_mb: int = contracts.LAMBDA_MAX_MEMORY_MB  # the ConvertToGGUF Lambda's memory (and CPU)
     custom_model_share: float = 0.0  # percent of profiles ScoreProfiles routes to the custom model
     shadow_drop_alert: float = 0.05  # Pearson points the shadow comparison may fall before it alerts
 
@@ -362,6 +364,15 @@ def _training(r: _Reader) -> TrainingConfig:
     if base_model and not re.fullmatch(r"s3://[a-z0-9.-]{3,63}/.+", base_model):
         r.problem("baseModelS3Uri", f"must be s3://<bucket>/<prefix>, got {base_model!r}")
     overrides = _hyperparameters(r)
+    poll_seconds = r.integer("trainingPollSeconds", 30, 3600)
+    least_poll = asl.least_training_poll_seconds(max_wait)
+    if poll_seconds < least_poll:
+        r.problem(
+            "trainingPollSeconds",
+            f"{poll_seconds} s would poll a job that waits trainingMaxWaitSeconds ({max_wait}) about {max_wait // poll_seconds} times, "
+            f"{asl.EVENTS_PER_TRAINING_POLL} history events each: past Step Functions' {asl.HISTORY_EVENT_LIMIT:,} events per execution, "
+            f"which ends the run; at least {least_poll} with this trainingMaxWaitSeconds",
+        )
     return TrainingConfig(
         base_model.rstrip("/") + "/" if base_model else None,
         instance_type,
@@ -370,7 +381,7 @@ def _training(r: _Reader) -> TrainingConfig:
         max_wait,
         prefix,
         overrides,
-        r.integer("trainingPollSeconds", 30, 3600),
+        poll_seconds,
     )
 
 
@@ -441,6 +452,15 @@ def _serving(r: _Reader) -> ModelServingConfig:
     quantization = r.text("quantization").lower()
     if quantization not in QUANTIZATIONS:
         r.problem("quantization", f"must be one of {', '.join(QUANTIZATIONS)}, got {quantization!r}")
+    memory = r.integer("conversionMemoryMb", 128, contracts.LAMBDA_MAX_MEMORY_MB)
+    if memory < contracts.CONVERSION_MIN_MEMORY_MB:
+        r.problem(
+            "conversionMemoryMb",
+            f"{memory} MB gives the conversion Lambda {contracts.lambda_vcpus(memory):.1f} vCPUs: the Mistral-7B export would not "
+            f"finish within {contracts.LAMBDA_MAX_TIMEOUT_S} s (pipeline/gguf/budget.py refuses it); at least "
+            f"{contracts.CONVERSION_MIN_MEMORY_MB}, {contracts.LAMBDA_MAX_MEMORY_MB} recommended. An account held to "
+            f"{contracts.NEW_ACCOUNT_LAMBDA_MEMORY_MB:,} MB asks AWS Support to raise it (docs/deploy.md, Prerequisites)",
+        )
     share = r._float("customModelShare")
     if share is not None and not 0 <= share <= 100:
         r.problem("customModelShare", f"must be a percentage from 0 to 100, got {share:g}")
@@ -452,6 +472,7 @@ def _serving(r: _Reader) -> ModelServingConfig:
         gates,
         r.integer("validationConcurrency", 1, 32),
         quantization,
+        memory,
         share if share is not None else 0.0,
         drop if drop is not None else 0.05,
     )

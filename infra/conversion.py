@@ -19,6 +19,7 @@ class GgufConversionArgs:
     bucket_arn: pulumi.Input[str]
     base_model_uri: pulumi.Input[str]
     context: iam.StackContext
+    memory_mb: int = contracts.LAMBDA_MAX_MEMORY_MB  # the stack's conversionMemoryMb
 
 
 class GgufConversion(pulumi.ComponentResource):
@@ -41,8 +42,8 @@ class GgufConversion(pulumi.ComponentResource):
             functions.FunctionSpec(
                 "convert_to_gguf",
                 "ConvertToGGUF: base model + LoRA adapter -> quantized GGUF, streamed",
-                # Lambda's maxima: pipeline/gguf/budget.py plans the export against the same figures.
-                contracts.LAMBDA_MAX_MEMORY_MB,
+                # pipeline/gguf/budget.py plans the export against the same figures.
+                args.memory_mb,
                 contracts.LAMBDA_MAX_TIMEOUT_S,
                 pulumi.Output.all(args.bucket_arn, args.context.account, args.base_model_uri).apply(statements),
                 {"POWERTOOLS_SERVICE_NAME": "convert-to-gguf"},

@@ -4,6 +4,7 @@ pair, no SSH, no public address)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,6 +17,23 @@ from infra.config import HostConfig, NetworkConfig
 OLLAMA_PORT = user_data.OllamaHostSettings.port
 # IMDSv2 only, one hop: Ollama runs on the host itself, no container needs the metadata service.
 METADATA_HOP_LIMIT = 1
+
+
+class HostPlacementError(ValueError):
+    """No configured subnet lies in an Availability Zone that offers the host's instance type."""
+
+
+def host_subnet(subnet_ids: Sequence[str], zones: Sequence[str], offered_zones: Sequence[str], instance_type: str) -> str:
+    """The first of ``subnet_ids`` (in ``zones``, one each) whose zone offers ``instance_type``: g4dn
+    is not offered in every zone, and EC2 refuses a launch there (Unsupported) only at `pulumi up`."""
+    for subnet, zone in zip(subnet_ids, zones, strict=True):
+        if zone in offered_zones:
+            return subnet
+    placed = ", ".join(f"{subnet} ({zone})" for subnet, zone in zip(subnet_ids, zones))
+    raise HostPlacementError(
+        f"{instance_type} is not offered in the zone of any privateSubnetIds: {placed}; "
+        f"offered in {', '.join(sorted(offered_zones)) or 'no zone of this region'} - add a private subnet there"
+    )
 
 
 @dataclass
@@ -91,12 +109,21 @@ class OllamaHost(pulumi.ComponentResource):
         )
         profile = aws.iam.InstanceProfile(f"{name}-host", role=self.role.name, opts=child)
         ami = aws.ssm.get_parameter_output(name=config.ami_parameter)
+        # Read at preview (data sources), so a zone without the instance type fails before anything is created.
+        offerings = aws.ec2.get_instance_type_offerings_output(
+            location_type="availability-zone",
+            filters=[aws.ec2.GetInstanceTypeOfferingsFilterArgs(name="instance-type", values=[config.instance_type])],
+        )
+        zones = [aws.ec2.get_subnet_output(id=subnet).availability_zone for subnet in network.private_subnet_ids]
+        subnet_id = pulumi.Output.all(offerings.locations, *zones).apply(
+            lambda values: host_subnet(network.private_subnet_ids, values[1:], values[0], config.instance_type)
+        )
 
         self.instance = aws.ec2.Instance(
             f"{name}-host",
             ami=ami.value,
             instance_type=config.instance_type,
-            subnet_id=network.private_subnet_ids[0],
+            subnet_id=subnet_id,
             vpc_security_group_ids=[self.security_group.id],
             associate_public_ip_address=False,
             iam_instance_profile=profile.name,

@@ -165,13 +165,27 @@ class Quantization(str, Enum):
 
 DEFAULT_QUANTIZATION = Quantization.Q4_K_M
 
-# Lambda's maxima, which the conversion function is given and its budget plans against.
+# Lambda's maxima, which the conversion function is given by default and its budget plans against.
 LAMBDA_MAX_MEMORY_MB = 10_240
 LAMBDA_MAX_TIMEOUT_S = 900
-# The host on demand stops itself after hostIdleStopMinutes without an Ollama request. An execution
-# starts it before ConvertToGGUF (the boot overlaps the conversion) and first asks Ollama in
-# DeployModel: the idle time must outlast the conversion at its Lambda timeout, plus 5 minutes for
-# the boot and the invocation's transient retries, or the host could stop itself in between.
+# Lambda gives CPU in proportion to memory: one vCPU's worth at 1,769 MB, six at 10,240 MB.
+LAMBDA_MB_PER_VCPU = 1_769
+# New accounts may be held to this much Lambda memory until AWS raises it (CreateFunction then
+# answers "Member must have value less than or equal to 3008").
+NEW_ACCOUNT_LAMBDA_MEMORY_MB = 3_008
+# The Mistral-7B export's budget (pipeline/gguf/budget.py) fits the 900 s timeout from 3 vCPUs on;
+# at 2 it estimates ~920 s and the conversion refuses (tests/pipeline/gguf/test_export.py).
+CONVERSION_MIN_MEMORY_MB = 3 * LAMBDA_MB_PER_VCPU
+
+
+def lambda_vcpus(memory_mb: int) -> float:
+    return min(memory_mb, LAMBDA_MAX_MEMORY_MB) / LAMBDA_MB_PER_VCPU
+
+
+# The host on demand stops itself after hostIdleStopMinutes without an Ollama request. DeployModel
+# wakes it and asks Ollama at once; every state after it asks Ollama too, and none lasts longer than
+# a Lambda's timeout: the idle time must outlast that, plus 5 minutes for the invocation's transient
+# retries, or the host could stop itself between two requests of one execution.
 HOST_IDLE_STOP_MIN_MINUTES = LAMBDA_MAX_TIMEOUT_S // 60 + 5
 
 

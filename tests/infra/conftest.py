@@ -40,8 +40,14 @@ def _arn(service: str, resource: str) -> str:
     return f"arn:{PARTITION}:{service}:{REGION}:{ACCOUNT}:{resource}"
 
 
+# The zones of VALID_CONFIG's subnets, and where the region offers g4dn.xlarge (tests change these).
+SUBNET_ZONES = {"subnet-0a1b2c3d4e5f67890": f"{REGION}a", "subnet-0fedcba9876543210": f"{REGION}b"}
+
+
 class RecordingMocks(pulumi.runtime.Mocks):
     def __init__(self) -> None:
+        self.subnet_zones = dict(SUBNET_ZONES)
+        self.offered_zones = [f"{REGION}a", f"{REGION}b", f"{REGION}c"]
         self.resources: list[pulumi.runtime.MockResourceArgs] = []
         self.states: dict[tuple[str, str], dict] = {}  # (type, name) -> the outputs answered
 
@@ -126,6 +132,31 @@ class RecordingMocks(pulumi.runtime.Mocks):
             return {"partition": PARTITION, "dnsSuffix": "amazonaws.com", "id": PARTITION, "reverseDnsPrefix": "com.amazonaws"}
         if args.token == "aws:ssm/getParameter:getParameter":
             return {"name": args.args["name"], "value": AMI_ID, "insecureValue": AMI_ID, "type": "String", "id": args.args["name"]}
+        if args.token == "aws:ec2/getInstanceTypeOfferings:getInstanceTypeOfferings":
+            # As DescribeInstanceTypeOfferings reports them through the provider: one row per zone.
+            [instance_type] = args.args["filters"][0]["values"]
+            return {
+                "id": REGION,
+                "instanceTypes": [instance_type] * len(self.offered_zones),
+                "locations": list(self.offered_zones),
+                "locationTypes": ["availability-zone"] * len(self.offered_zones),
+                "filters": args.args["filters"],
+                "locationType": args.args["locationType"],
+            }
+        if args.token == "aws:ec2/getSubnet:getSubnet":
+            subnet, zone = args.args["id"], self.subnet_zones[args.args["id"]]
+            return {
+                "id": subnet,
+                "arn": f"arn:aws:ec2:{REGION}:{ACCOUNT}:subnet/{subnet}",
+                "availabilityZone": zone,
+                "availabilityZoneId": f"euw1-az{ord(zone[-1]) - ord('a') + 1}",
+                "vpcId": VALID_CONFIG["vpcId"],
+                "cidrBlock": "10.0.1.0/24",
+                "state": "available",
+                "ownerId": ACCOUNT,
+                "mapPublicIpOnLaunch": False,
+                "tags": {},
+            }
         if args.token == "aws:ecr/getAuthorizationToken:getAuthorizationToken":
             return {
                 "userName": "AWS",

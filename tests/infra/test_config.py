@@ -252,3 +252,27 @@ def test_pulumi_runs_the_program_in_the_repositorys_virtualenv():
     project = yaml.safe_load(stack_config.PULUMI_YAML.read_text())
     assert project["name"] == stack_config.PROJECT and project["description"]
     assert project["runtime"] == {"name": "python", "options": {"toolchain": "pip", "virtualenv": ".venv"}}
+
+
+def test_a_training_poll_that_would_pass_the_execution_history_limit_is_refused(mocks):
+    """Poll 30 s with a 28-day MaxWait (both allowed on their own) is ~80,000 polls: Step Functions
+    would end the execution at its 25,000th event, mid-training."""
+    from infra import asl
+
+    [problem] = stack_config_problems({"trainingMaxWaitSeconds": str(28 * 24 * 3600), "trainingPollSeconds": "30"})
+    assert "trainingPollSeconds" in problem and "25,000 events" in problem
+    least = asl.least_training_poll_seconds(28 * 24 * 3600)
+    assert not stack_config_problems({"trainingMaxWaitSeconds": str(28 * 24 * 3600), "trainingPollSeconds": str(least)})
+    polls = 28 * 24 * 3600 // least + 1
+    assert polls * asl.EVENTS_PER_TRAINING_POLL + asl.EVENTS_OUTSIDE_TRAINING_LOOP <= asl.HISTORY_EVENT_LIMIT
+    assert stack_config_problems({"trainingMaxWaitSeconds": str(28 * 24 * 3600), "trainingPollSeconds": str(least - 1)})
+    assert not stack_config_problems({"trainingPollSeconds": "30"})  # the default 4-hour MaxWait: 480 polls
+
+
+def test_a_conversion_lambda_too_small_for_mistral_7b_is_refused_with_the_accounts_cap_named(mocks):
+    """New accounts may be held to 3,008 MB; at that size the export's budget refuses Mistral-7B
+    (2 vCPUs), so the stack says so at preview instead of a conversion failing every week."""
+    [problem] = stack_config_problems({"conversionMemoryMb": "3008"})
+    assert "conversionMemoryMb" in problem and "1.7 vCPUs" in problem and "at least 5307" in problem and "AWS Support" in problem
+    assert load({**VALID_CONFIG, "conversionMemoryMb": "5307"}).serving.conversion_memory_mb == 5307
+    assert load(VALID_CONFIG).serving.conversion_memory_mb == contracts.LAMBDA_MAX_MEMORY_MB

@@ -186,6 +186,24 @@ def test_ollama_host(deploy):
     assert all((rule["fromPort"], rule["toPort"]) == (11434, 11434) for rule in ingress)
 
 
+def test_the_host_goes_into_a_subnet_whose_zone_offers_its_instance_type(deploy, mocks):
+    mocks.offered_zones = [f"{REGION}b", f"{REGION}c"]  # not in the first subnet's zone
+    host = deploy().one("aws:ec2/instance:Instance", "ollama-host")
+    assert host["subnetId"] == "subnet-0fedcba9876543210"
+
+
+def test_no_subnet_in_a_zone_offering_the_instance_type_is_refused_at_preview(deploy, mocks):
+    mocks.offered_zones = [f"{REGION}c"]
+    with pytest.raises(Exception, match=rf"g4dn.xlarge is not offered in the zone of any privateSubnetIds: .*offered in {REGION}c"):
+        deploy()
+    assert not mocks.of_type("aws:ec2/instance:Instance")
+
+
+def test_the_conversion_lambda_takes_the_memory_the_stack_sets(deploy):
+    convert = deploy({**VALID_CONFIG, "conversionMemoryMb": "6144"}).one(FUNCTION, "convert-to-gguf")
+    assert convert["memorySize"] == 6144 and convert["timeout"] == 900
+
+
 def test_schedule_starts_this_state_machine_weekly(deploy):
     deployment = deploy({**VALID_CONFIG, "scheduleExpression": "cron(30 4 ? * SUN *)", "scheduleTimezone": "Europe/Berlin"})
     schedule = deployment.one("aws:scheduler/schedule:Schedule", "schedule-weekly")

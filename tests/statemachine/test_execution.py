@@ -61,6 +61,13 @@ def test_happy_path_trains_converts_deploys_validates_and_promotes(world):
     result, visited = run(world, "run-1")
     assert result["status"] == "SUCCEEDED", result
     assert visited.count("CheckStatus") == 3 and visited.count("WaitForTraining") == 3  # polled until Completed
+    # One poll's history events, as the interpreter records them: what infra/asl.py budgets for.
+    from infra import asl
+
+    events = world.sfn.get_execution_history(executionArn=result["executionArn"], maxResults=1000)["events"]
+    polls = [i for i, e in enumerate(events) if e.get("stateEnteredEventDetails", {}).get("name") == "WaitForTraining"]
+    assert polls[1] - polls[0] == asl.EVENTS_PER_TRAINING_POLL, [e["type"] for e in events[polls[0] : polls[1]]]
+    assert len(events) < asl.EVENTS_OUTSIDE_TRAINING_LOOP / 4  # a whole run, its three polls included
     for state in [*MAIN_PATH, "PromoteModel", "RestoreHost", "StopHost", "Succeeded"]:
         assert state in visited, state
     assert "Rollback" not in visited and "NotifyFailure" not in visited

@@ -9,7 +9,7 @@ import pytest
 import torch
 from gguf import GGMLQuantizationType, GGUFReader
 
-from pipeline import prompt, storage
+from pipeline import contracts, prompt, storage
 from pipeline.gguf import convert, quant
 from tests.pipeline.gguf.conftest import run_converter
 
@@ -351,6 +351,12 @@ def test_the_budget_accepts_mistral_7b_on_a_lambda_and_refuses_what_cannot_fit()
     estimate = budget.estimate(mistral, threads=6, adapter_bytes=30 * 2**20)
     budget.check(estimate, seconds_available=870, memory_mb=10_240)  # fits
     assert 300 < estimate.seconds < 870 and estimate.peak_bytes < 4 * 2**30
+    # The least conversionMemoryMb the stack accepts has the vCPUs for it; one vCPU less has not.
+    least = contracts.CONVERSION_MIN_MEMORY_MB
+    budget.check(budget.estimate(mistral, threads=contracts.lambda_vcpus(least), adapter_bytes=30 * 2**20), 870, least)
+    with pytest.raises(budget.ModelTooLargeForLambda, match="estimated"):
+        small = least - contracts.LAMBDA_MB_PER_VCPU
+        budget.check(budget.estimate(mistral, threads=contracts.lambda_vcpus(small), adapter_bytes=30 * 2**20), 870, small)
     with pytest.raises(budget.ModelTooLargeForLambda, match="estimated"):
         budget.check(budget.estimate(mistral * 3, threads=6, adapter_bytes=0), 870, 10_240)
     with pytest.raises(budget.ModelTooLargeForLambda, match="memory"):
