@@ -4,7 +4,7 @@ exports what operators need. Resources are declared in infra/, never here."""
 import pulumi
 
 from infra import config as stack_config
-from infra import iam
+from infra import iam, preflight
 from infra.conversion import GgufConversion, GgufConversionArgs
 from infra.dataset import DatasetFunctions, DatasetFunctionsArgs
 from infra.images import ContainerImages, ContainerImagesArgs
@@ -15,8 +15,11 @@ from infra.scoring import ScoringFunction, ScoringFunctionArgs
 from infra.serving import ModelLifecycleFunctions, ModelLifecycleFunctionsArgs
 from infra.storage import ArtifactStorage, ArtifactStorageArgs
 from infra.training import TrainingJobSpec, TrainingJobSpecArgs
+from infra.vpc_access import VpcApiAccess, VpcApiAccessArgs
 
 config = stack_config.load()
+# Read from the account before anything is declared: a stack that cannot work creates nothing.
+checked = preflight.run(config)
 context = iam.StackContext(iam.current_account(), config.log_retention_days, config.storage.kms_key_arn)
 
 storage = ArtifactStorage("artifacts", ArtifactStorageArgs(config.storage))
@@ -30,7 +33,7 @@ conversion = GgufConversion(
         images.conversion_image_uri, storage.bucket.arn, training.base_model_uri, context, memory_mb=config.serving.conversion_memory_mb
     ),
 )
-host = OllamaHost("ollama", OllamaHostArgs(config.host, config.network, context))
+host = OllamaHost("ollama", OllamaHostArgs(config.host, config.network, context, subnet_id=checked.host_subnet_id))
 serving = ModelLifecycleFunctions(
     "serving",
     ModelLifecycleFunctionsArgs(
@@ -50,6 +53,8 @@ scoring = ScoringFunction(
         **bucket,
     ),
 )
+vpc_clients = [host.client_security_group.id, *([dataset.security_group.id] if dataset.security_group else [])]
+vpc_access = VpcApiAccess("vpc-api", VpcApiAccessArgs(config.network, checked.region, checked.interface_services, vpc_clients))
 orchestration = PipelineOrchestration(
     "pipeline",
     PipelineOrchestrationArgs(

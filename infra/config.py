@@ -71,6 +71,7 @@ class NetworkConfig:
     private_subnet_ids: tuple[str, ...]
     ollama_allowed_security_group_ids: tuple[str, ...]
     ollama_allowed_cidrs: tuple[str, ...]
+    create_vpc_endpoints: bool = False  # interface endpoints for the APIs the Lambdas call (infra/vpc_access.py)
 
 
 @dataclass(frozen=True)
@@ -83,6 +84,7 @@ class DatasetConfig:
     min_seed_profiles: int
     min_rows: int
     ssl_mode: str
+    secret_kms_key_arn: str | None = None  # the secret's customer managed key, if any
 
 
 @dataclass(frozen=True)
@@ -289,7 +291,7 @@ def _network(r: _Reader) -> NetworkConfig:
         # Ollama's API has no authentication: never the internet, never a public range.
         if network.prefixlen == 0 or not network.is_private:
             r.problem("ollamaAllowedCidrs", f"{cidr} is not a private range: Ollama's API has no authentication")
-    return NetworkConfig(vpc_id, subnets, groups, cidrs)
+    return NetworkConfig(vpc_id, subnets, groups, cidrs, r.boolean("createVpcEndpoints"))
 
 
 def _dataset(r: _Reader) -> DatasetConfig:
@@ -316,6 +318,9 @@ def _dataset(r: _Reader) -> DatasetConfig:
         )
     elif not re.fullmatch(r"s3://[a-z0-9.-]{3,63}/.+[^/]", seeds):
         r.problem("seedProfilesUri", f"must be an s3:// URI of one object, got {seeds!r}")
+    secret_key = r.optional("databaseSecretKmsKeyArn")
+    if secret_key and not KMS_ARN.fullmatch(secret_key):
+        r.problem("databaseSecretKmsKeyArn", f"must be a KMS key ARN (arn:aws:kms:<region>:<account>:key/<id>), got {secret_key!r}")
     ssl_mode = r.text("databaseSslMode")
     if ssl_mode not in contracts.DATABASE_SSL_MODES:
         r.problem("databaseSslMode", f"must be one of {', '.join(contracts.DATABASE_SSL_MODES)}, got {ssl_mode!r}")
@@ -328,6 +333,7 @@ def _dataset(r: _Reader) -> DatasetConfig:
         r.integer("minSeedProfiles", contracts.MIN_SEED_SAMPLE, 100_000),
         r.integer("minRows", contracts.MIN_HOLDOUT_PROFILES, 100_000_000),
         ssl_mode,
+        secret_key,
     )
 
 

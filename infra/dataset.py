@@ -54,6 +54,15 @@ class DatasetFunctions(pulumi.ComponentResource):
                 write=[contracts.RUN_DATASET_KEYS, contracts.RUN_SHADOW_KEYS],
             )
             statements.append(iam.Statement("DatabaseSecret", ["secretsmanager:GetSecretValue"], [config.database_secret_arn]))
+            if config.secret_kms_key_arn:  # a secret under its own CMK: decrypted through Secrets Manager only
+                statements.append(
+                    iam.Statement(
+                        "DatabaseSecretKey",
+                        ["kms:Decrypt"],
+                        [config.secret_kms_key_arn],
+                        {"StringEquals": {"kms:ViaService": f"secretsmanager.{account.region}.amazonaws.com"}},
+                    )
+                )
             seeds_bucket, seeds_key = iam.s3_uri_arns(config.seed_profiles_uri, account.partition)
             statements += iam.s3_access("SeedProfiles", seeds_bucket, read=[seeds_key])
             return statements + iam.kms_use("BucketKey", args.context.kms_key_arn)

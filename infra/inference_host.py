@@ -29,11 +29,22 @@ def host_subnet(subnet_ids: Sequence[str], zones: Sequence[str], offered_zones: 
     for subnet, zone in zip(subnet_ids, zones, strict=True):
         if zone in offered_zones:
             return subnet
-    placed = ", ".join(f"{subnet} ({zone})" for subnet, zone in zip(subnet_ids, zones))
+    placed = ", ".join(f"{subnet} ({zone})" for subnet, zone in zip(subnet_ids, zones, strict=True))
     raise HostPlacementError(
         f"{instance_type} is not offered in the zone of any privateSubnetIds: {placed}; "
         f"offered in {', '.join(sorted(offered_zones)) or 'no zone of this region'} - add a private subnet there"
     )
+
+
+def placement(config: HostConfig, network: NetworkConfig) -> str:
+    """The host's subnet, read from the account (DescribeInstanceTypeOfferings, DescribeSubnets) by
+    the program's preflight, before anything is declared."""
+    offerings = aws.ec2.get_instance_type_offerings(
+        location_type="availability-zone",
+        filters=[aws.ec2.GetInstanceTypeOfferingsFilterArgs(name="instance-type", values=[config.instance_type])],
+    )
+    zones = [aws.ec2.get_subnet(id=subnet).availability_zone for subnet in network.private_subnet_ids]
+    return host_subnet(network.private_subnet_ids, zones, offerings.locations, config.instance_type)
 
 
 @dataclass
@@ -41,6 +52,7 @@ class OllamaHostArgs:
     config: HostConfig
     network: NetworkConfig
     context: iam.StackContext
+    subnet_id: str  # placement(): a private subnet whose zone offers the instance type
 
 
 class OllamaHost(pulumi.ComponentResource):
@@ -109,21 +121,11 @@ class OllamaHost(pulumi.ComponentResource):
         )
         profile = aws.iam.InstanceProfile(f"{name}-host", role=self.role.name, opts=child)
         ami = aws.ssm.get_parameter_output(name=config.ami_parameter)
-        # Read at preview (data sources), so a zone without the instance type fails before anything is created.
-        offerings = aws.ec2.get_instance_type_offerings_output(
-            location_type="availability-zone",
-            filters=[aws.ec2.GetInstanceTypeOfferingsFilterArgs(name="instance-type", values=[config.instance_type])],
-        )
-        zones = [aws.ec2.get_subnet_output(id=subnet).availability_zone for subnet in network.private_subnet_ids]
-        subnet_id = pulumi.Output.all(offerings.locations, *zones).apply(
-            lambda values: host_subnet(network.private_subnet_ids, values[1:], values[0], config.instance_type)
-        )
-
         self.instance = aws.ec2.Instance(
             f"{name}-host",
             ami=ami.value,
             instance_type=config.instance_type,
-            subnet_id=subnet_id,
+            subnet_id=args.subnet_id,
             vpc_security_group_ids=[self.security_group.id],
             associate_public_ip_address=False,
             iam_instance_profile=profile.name,
@@ -138,6 +140,9 @@ class OllamaHost(pulumi.ComponentResource):
                 delete_on_termination=True,
             ),
             user_data=user_data.render(config.ollama),
+            # Changed host settings update the user data in place (EC2 stops and starts the instance,
+            # the per-boot hook re-runs it) and never replace the host with its models' disk.
+            user_data_replace_on_change=False,
             # A power-off from inside stops the instance (never terminates it): how the idle host stops
             # itself (infra/user_data/ollama_idle_stop.sh) without any IAM permission.
             instance_initiated_shutdown_behavior="stop",

@@ -19,6 +19,9 @@ PLACEHOLDER = re.compile(r"@@([A-Z0-9_]+)@@")
 DEFAULT_OLLAMA_VERSION = "0.12.6"
 ARCHIVE_URL = "https://github.com/ollama/ollama/releases/download/v{version}/ollama-linux-amd64.tgz"
 PRIVATE_BIND = "private"
+# EC2 refuses user data over 16 KB before base64 encoding (RunInstances: "User data is limited to
+# 16384 bytes"); refused here, at preview, rather than by the API in the middle of `pulumi up`.
+USER_DATA_MAX_BYTES = 16384
 
 
 class UserDataError(ValueError):
@@ -83,4 +86,8 @@ def render(settings: OllamaHostSettings) -> str:
     missing = sorted(set(PLACEHOLDER.findall(text)) - set(values))
     if missing:
         raise UserDataError(f"no value for {', '.join(missing)}")
-    return PLACEHOLDER.sub(lambda match: values[match.group(1)], text)
+    rendered = PLACEHOLDER.sub(lambda match: values[match.group(1)], text)
+    size = len(rendered.encode("utf-8"))
+    if size > USER_DATA_MAX_BYTES:
+        raise UserDataError(f"the host's user data is {size} bytes, over EC2's {USER_DATA_MAX_BYTES}-byte limit")
+    return rendered

@@ -54,6 +54,8 @@ def _database_params(settings: Settings) -> source.ConnectionParams:
         if cause is not None:
             raise aws_clients.unreachable("secretsmanager", cause) from None
         raise InvalidArgument(f"cannot read the database secret {settings.database_secret_arn}: {exc}") from None
+    if not isinstance(secret, str):  # a SecretBinary: the secret must be RDS-style JSON text
+        raise InvalidArgument(f"the database secret {settings.database_secret_arn} holds no SecretString (RDS-style JSON)")
     # TLS verified against the RDS CA bundle shipped with the code, unless the stack relaxed it.
     return source.ConnectionParams.from_secret(secret, sslmode=settings.database_ssl_mode)
 

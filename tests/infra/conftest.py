@@ -44,10 +44,29 @@ def _arn(service: str, resource: str) -> str:
 SUBNET_ZONES = {"subnet-0a1b2c3d4e5f67890": f"{REGION}a", "subnet-0fedcba9876543210": f"{REGION}b"}
 
 
+def _route(**target) -> dict:
+    """A route as the provider's aws_route_table data source reports it: every target field, empty
+    where unused."""
+    fields = ("carrierGatewayId", "cidrBlock", "coreNetworkArn", "destinationPrefixListId", "egressOnlyGatewayId", "gatewayId",
+              "instanceId", "ipv6CidrBlock", "localGatewayId", "natGatewayId", "networkInterfaceId", "odbNetworkArn",
+              "transitGatewayId", "vpcEndpointId", "vpcPeeringConnectionId")  # fmt: skip
+    return {name: target.get(name, "") for name in fields}
+
+
+ROUTE_LOCAL = _route(cidrBlock="10.0.0.0/16", gatewayId="local")
+ROUTE_NAT = _route(cidrBlock="0.0.0.0/0", natGatewayId="nat-0123456789abcdef0")
+ROUTE_S3_GATEWAY = _route(destinationPrefixListId="pl-6da54004", gatewayId="vpce-0123456789abcdef0")
+
+
 class RecordingMocks(pulumi.runtime.Mocks):
     def __init__(self) -> None:
         self.subnet_zones = dict(SUBNET_ZONES)
         self.offered_zones = [f"{REGION}a", f"{REGION}b", f"{REGION}c"]
+        # The VPC's route tables (tests change these): the private subnets on the main table, whose
+        # default route goes to a NAT gateway, as in a VPC made by the console's "VPC and more".
+        self.route_tables = {"rtb-0main000000000000": [ROUTE_LOCAL, ROUTE_NAT]}
+        self.subnet_tables: dict[str, str] = {}  # explicit associations; others use the main table
+        self.vpc_endpoints: set[str] = set()  # service names of the VPC's existing interface endpoints
         self.resources: list[pulumi.runtime.MockResourceArgs] = []
         self.states: dict[tuple[str, str], dict] = {}  # (type, name) -> the outputs answered
 
@@ -157,6 +176,33 @@ class RecordingMocks(pulumi.runtime.Mocks):
                 "mapPublicIpOnLaunch": False,
                 "tags": {},
             }
+        if args.token == "aws:ec2/getRouteTables:getRouteTables":
+            [query] = args.args["filters"]
+            if query["name"] == "association.main":
+                ids = [table for table in self.route_tables if table.startswith("rtb-0main")]
+            else:
+                ids = [self.subnet_tables[subnet] for subnet in query["values"] if subnet in self.subnet_tables]
+            return {"id": REGION, "ids": ids, "filters": args.args["filters"], "vpcId": args.args["vpcId"], "tags": {}}
+        if args.token == "aws:ec2/getRouteTable:getRouteTable":
+            table = args.args["routeTableId"]
+            return {
+                "id": table,
+                "routeTableId": table,
+                "arn": f"arn:aws:ec2:{REGION}:{ACCOUNT}:route-table/{table}",
+                "routes": self.route_tables[table],
+                "associations": [],
+                "vpcId": VALID_CONFIG["vpcId"],
+                "ownerId": ACCOUNT,
+                "propagatingVgws": [],
+                "tags": {},
+            }
+        if args.token == "aws:ec2/getVpcEndpoint:getVpcEndpoint":
+            service = args.args["serviceName"]
+            if service not in self.vpc_endpoints:
+                # The invoke fails when no endpoint matches (the provider's SingularDataSourceFindError).
+                return {}, [("serviceName", "reading EC2 VPC Endpoint: empty result")]
+            return {"id": "vpce-0fedcba987654321f", "serviceName": service, "state": "available", "vpcId": args.args["vpcId"],
+                    "vpcEndpointType": "Interface", "privateDnsEnabled": True}  # fmt: skip
         if args.token == "aws:ecr/getAuthorizationToken:getAuthorizationToken":
             return {
                 "userName": "AWS",

@@ -8,10 +8,10 @@ import json
 import pulumi
 import pytest
 
-from infra import asl
+from infra import asl, user_data
 from pipeline.contracts import metric_definitions
 from pipeline.training import job_spec
-from tests.infra.conftest import ACCOUNT, AMI_ID, REGION, VALID_CONFIG, security_group_id
+from tests.infra.conftest import ACCOUNT, AMI_ID, REGION, ROUTE_LOCAL, ROUTE_NAT, ROUTE_S3_GATEWAY, VALID_CONFIG, security_group_id
 
 FUNCTION = "aws:lambda/function:Function"
 STAGES = (
@@ -41,6 +41,7 @@ def test_every_component_is_declared_once(deploy):
         "researcher-scorer:inference_host:OllamaHost",
         "researcher-scorer:serving:ModelLifecycleFunctions",
         "researcher-scorer:scoring:ScoringFunction",
+        "researcher-scorer:vpc_access:VpcApiAccess",
         "researcher-scorer:orchestration:PipelineOrchestration",
         "researcher-scorer:schedule:WeeklySchedule",
     }
@@ -196,12 +197,78 @@ def test_no_subnet_in_a_zone_offering_the_instance_type_is_refused_at_preview(de
     mocks.offered_zones = [f"{REGION}c"]
     with pytest.raises(Exception, match=rf"g4dn.xlarge is not offered in the zone of any privateSubnetIds: .*offered in {REGION}c"):
         deploy()
-    assert not mocks.of_type("aws:ec2/instance:Instance")
+    assert not mocks.resources  # refused before anything is declared (even `pulumi up --skip-preview`)
 
 
 def test_the_conversion_lambda_takes_the_memory_the_stack_sets(deploy):
     convert = deploy({**VALID_CONFIG, "conversionMemoryMb": "6144"}).one(FUNCTION, "convert-to-gguf")
     assert convert["memorySize"] == 6144 and convert["timeout"] == 900
+
+
+NO_NAT = {"rtb-0main000000000000": [ROUTE_LOCAL, ROUTE_S3_GATEWAY]}  # private subnets with the S3 gateway endpoint only
+
+
+def test_private_subnets_without_a_nat_or_endpoints_are_refused_at_preview(deploy, mocks):
+    """The Lambdas would hang on Secrets Manager and EC2 (dropped connects): said before anything exists."""
+    mocks.route_tables = dict(NO_NAT)
+    with pytest.raises(
+        Exception, match="no default route to a NAT .* no interface endpoint for ec2, secretsmanager .* createVpcEndpoints true"
+    ):
+        deploy()
+    assert not mocks.resources  # refused before anything is declared
+
+
+def test_private_subnets_that_reach_no_s3_are_refused(deploy, mocks):
+    mocks.route_tables = {"rtb-0main000000000000": [ROUTE_LOCAL]}
+    with pytest.raises(Exception, match="reach no S3: add an S3 gateway endpoint"):
+        deploy({**VALID_CONFIG, "createVpcEndpoints": "true"})
+
+
+def test_a_subnets_own_route_table_is_the_one_checked(deploy, mocks):
+    mocks.route_tables = {**NO_NAT, "rtb-0fedcba9876543210": [ROUTE_LOCAL, ROUTE_NAT]}
+    mocks.subnet_tables = {subnet: "rtb-0fedcba9876543210" for subnet in json.loads(VALID_CONFIG["privateSubnetIds"])}
+    assert deploy().exports["state_machine_arn"]  # both subnets explicitly on a table with a NAT
+
+
+def test_endpoints_the_vpc_has_already_are_enough(deploy, mocks):
+    mocks.route_tables = dict(NO_NAT)
+    mocks.vpc_endpoints = {f"com.amazonaws.{REGION}.ec2", f"com.amazonaws.{REGION}.secretsmanager"}
+    deployment = deploy()
+    assert not deployment.all("aws:ec2/vpcEndpoint:VpcEndpoint")
+
+
+def test_create_vpc_endpoints_gives_the_lambdas_their_apis_without_a_nat(deploy, mocks):
+    mocks.route_tables = dict(NO_NAT)
+    deployment = deploy({**VALID_CONFIG, "createVpcEndpoints": "true"})
+    endpoints = {r.inputs["serviceName"]: r.inputs for r in deployment.all("aws:ec2/vpcEndpoint:VpcEndpoint")}
+    assert set(endpoints) == {f"com.amazonaws.{REGION}.ec2", f"com.amazonaws.{REGION}.secretsmanager"}
+    first_subnet = json.loads(VALID_CONFIG["privateSubnetIds"])[0]
+    for endpoint in endpoints.values():
+        assert endpoint["vpcEndpointType"] == "Interface" and endpoint["privateDnsEnabled"] is True
+        assert endpoint["subnetIds"] == [first_subnet] and endpoint["securityGroupIds"] == [security_group_id("vpc-api-endpoints-sg")]
+    ingress = [
+        r.inputs for r in deployment.all("aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule") if r.name.startswith("vpc-api-")
+    ]
+    assert sorted(rule["referencedSecurityGroupId"] for rule in ingress) == sorted(
+        [security_group_id("ollama-client-sg"), security_group_id("dataset-lambda-sg")]
+    )
+    assert all((rule["fromPort"], rule["toPort"]) == (443, 443) for rule in ingress)
+
+
+def test_a_secret_under_its_own_key_is_decrypted_through_secrets_manager_only(deploy):
+    key = f"arn:aws:kms:{REGION}:{ACCOUNT}:key/0000aaaa-11bb-22cc-33dd-444444eeeeee"
+    granted = statements(deploy({**VALID_CONFIG, "databaseSecretKmsKeyArn": key}), "generate-dataset-policy")
+    assert granted["DatabaseSecretKey"] == {
+        "Sid": "DatabaseSecretKey",
+        "Effect": "Allow",
+        "Action": ["kms:Decrypt"],
+        "Resource": [key],
+        "Condition": {"StringEquals": {"kms:ViaService": f"secretsmanager.{REGION}.amazonaws.com"}},
+    }
+
+
+def test_a_secret_under_the_default_key_needs_no_kms_grant(deploy):
+    assert "DatabaseSecretKey" not in statements(deploy(), "generate-dataset-policy")
 
 
 def test_schedule_starts_this_state_machine_weekly(deploy):
@@ -438,6 +505,13 @@ def test_host_is_managed_through_ssm_only(deploy):
     host = deployment.one("aws:ec2/instance:Instance", "ollama-host")
     assert host["iamInstanceProfile"] == "ollama-host-abc123" and profile["role"] == "ollama-host-role-abc123"
     assert "keyName" not in host and host["associatePublicIpAddress"] is False
+
+
+def test_changed_host_settings_never_replace_the_host(deploy):
+    # pulumi-aws updates user data in place (a stop and start); replacing it would drop the models' disk.
+    host = deploy().one("aws:ec2/instance:Instance", "ollama-host")
+    assert host["userDataReplaceOnChange"] is False
+    assert len(host["userData"].encode()) <= user_data.USER_DATA_MAX_BYTES
 
 
 def test_only_lambdas_in_the_vpc_may_manage_network_interfaces(deploy):

@@ -78,6 +78,13 @@ def test_unsafe_or_malformed_settings_are_refused(settings):
         user_data.render(settings)
 
 
+def test_user_data_over_the_ec2_limit_is_refused_at_preview():
+    # RunInstances refuses more than 16384 bytes; a long staged-archive URL is the setting that grows it.
+    long_url = "s3://bucket/" + "a" * user_data.USER_DATA_MAX_BYTES + ".tgz"
+    with pytest.raises(UserDataError, match="over EC2's 16384-byte limit"):
+        user_data.render(verified(archive_url=long_url))
+
+
 def test_private_and_loopback_addresses_are_allowed():
     for address in ("10.0.1.5", "127.0.0.1", "172.16.0.9"):
         assert f'OLLAMA_BIND_ADDRESS="{address}"' in user_data.render(verified(bind_address=address))

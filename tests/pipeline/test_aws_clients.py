@@ -4,7 +4,6 @@ times, and is named - instead of botocore's 60 s x 5 attempts."""
 
 from __future__ import annotations
 
-
 import pytest
 
 from pipeline import aws_clients
@@ -44,7 +43,9 @@ def test_the_dataset_lambda_names_an_unreachable_secrets_manager(dropped_connect
     from lambdas.generate_dataset import handler
 
     handler._secrets.cache_clear()
-    settings = handler.Settings(artifact_bucket="b", database_secret_arn="arn:aws:secretsmanager:us-east-1:1:secret:db", seed_profiles_uri="s3://b/s")
+    settings = handler.Settings(
+        artifact_bucket="b", database_secret_arn="arn:aws:secretsmanager:us-east-1:1:secret:db", seed_profiles_uri="s3://b/s"
+    )
     with pytest.raises(aws_clients.AwsApiUnreachable, match="secretsmanager"):
         handler._database_params(settings)
     handler._secrets.cache_clear()

@@ -149,7 +149,10 @@ def systemctl(args: list[str]) -> int:
     STATE.mkdir(parents=True, exist_ok=True)
     spec = {"pre": commands, "command": [*as_user, *unit["ExecStart"][0].split()], "env": env, "restart_s": restart_s}
     supervisor = subprocess.Popen(
-        [sys.executable, __file__, "supervise", json.dumps(spec)], start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        [sys.executable, __file__, "supervise", json.dumps(spec)],
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     pid_file.write_text(str(supervisor.pid))
     return 0

@@ -245,18 +245,22 @@ IDLE_MINUTES = contracts.HOST_IDLE_STOP_MIN_MINUTES  # the least the stack allow
 IDLE_STOP = "/usr/local/sbin/ollama-idle-stop > {log} 2>&1; echo $? > {rc}"
 
 
-def uptime_at_least(minutes: int) -> bool:
-    return float(Path("/proc/uptime").read_text().split()[0]) >= minutes * 60
+def up_for(tmp_path: Path, seconds: int) -> str:
+    """Commands that make the namespace's /proc/uptime say the host booted ``seconds`` ago: the check
+    never stops a host within its first window, whatever this machine's own uptime is."""
+    return f"printf '%d.00 0.00\\n' {seconds} > {tmp_path}/uptime && mount --bind {tmp_path}/uptime /proc/uptime"
 
 
-def idle_check(tmp_path: Path, journal: list[tuple[float, str]], *, in_flight: bool = False) -> dict:
+UP_PAST_THE_WINDOW_S = (IDLE_MINUTES + 5) * 60
+
+
+def idle_check(tmp_path: Path, journal: list[tuple[float, str]], *, in_flight: bool = False, uptime_s: int = UP_PAST_THE_WINDOW_S) -> dict:
     """Boot with the idle stop on, write Ollama's journal, run the check the timer runs each minute."""
-    if not uptime_at_least(IDLE_MINUTES):
-        pytest.skip("the machine has been up less than the idle window; the check waits that long after a boot")
     (tmp_path / "journal.log").write_text("".join(f"{stamp} ollama.service {message}\n" for stamp, message in journal))
     check = IDLE_STOP.format(log=tmp_path / "idle.log", rc=tmp_path / "idle.rc")
     connect = f"exec 3<>/dev/tcp/{PRIVATE_IPV4}/11434" if in_flight else ""  # a request still being served
-    _, result = boot(tmp_path, idle_stop_minutes=IDLE_MINUTES, after=f"{connect}\nSTANDIN_JOURNAL={tmp_path / 'journal.log'} {check}")
+    after = f"{up_for(tmp_path, uptime_s)}\n{connect}\nSTANDIN_JOURNAL={tmp_path / 'journal.log'} {check}"
+    _, result = boot(tmp_path, idle_stop_minutes=IDLE_MINUTES, after=after)
     assert result["rc"] == 0, (tmp_path / "boot.log").read_text()
     return {
         "rc": (tmp_path / "idle.rc").read_text().strip(),
@@ -275,6 +279,13 @@ def test_an_idle_host_stops_itself(tmp_path):
     assert checked["rc"] == "0" and checked["stopped"], checked["log"]
     assert checked["timers"] == "ollama-idle-stop.timer 1min\n"
     assert "stopping this instance" in (tmp_path / "state" / "journal.log").read_text()
+
+
+def test_a_host_within_its_first_window_after_a_boot_is_never_stopped(tmp_path):
+    """DeployModel's first request comes minutes after the start; an old journal must not stop it."""
+    now = time.time()
+    checked = idle_check(tmp_path, [(now - (IDLE_MINUTES + 3) * 60, GIN)], uptime_s=(IDLE_MINUTES - 1) * 60)
+    assert checked["rc"] == "0" and not checked["stopped"], checked["log"]
 
 
 def test_a_request_within_the_idle_window_keeps_it_running(tmp_path):
@@ -311,10 +322,9 @@ def test_a_busy_window_of_log_keeps_the_host_running(tmp_path):
 def test_a_failed_first_boot_still_stops_itself_when_idle(tmp_path):
     """A wrong checksum stops the boot before Ollama exists; the idle timer, installed first, stops
     the host after the window instead of it running, billed, forever."""
-    if not uptime_at_least(IDLE_MINUTES):
-        pytest.skip("the machine has been up less than the idle window; the check waits that long after a boot")
     check = IDLE_STOP.format(log=tmp_path / "idle.log", rc=tmp_path / "idle.rc")
-    _, result = boot(tmp_path, sha256="0" * 64, idle_stop_minutes=IDLE_MINUTES, after=check)
+    after = f"{up_for(tmp_path, UP_PAST_THE_WINDOW_S)}\n{check}"
+    _, result = boot(tmp_path, sha256="0" * 64, idle_stop_minutes=IDLE_MINUTES, after=after)
     assert result["rc"] == 1 and "sha256 mismatch" in (tmp_path / "boot.log").read_text()
     assert (tmp_path / "state" / "timers.log").read_text() == "ollama-idle-stop.timer 1min\n"
     assert (tmp_path / "idle.rc").read_text().strip() == "0" and (tmp_path / "state" / "poweroff").exists()

@@ -72,7 +72,9 @@ def refusing_starts(client, code: str):
     from botocore.exceptions import ClientError
 
     def start_instances(**_):
-        raise ClientError({"Error": {"Code": code, "Message": "We currently do not have sufficient g4dn.xlarge capacity"}}, "StartInstances")
+        raise ClientError(
+            {"Error": {"Code": code, "Message": "We currently do not have sufficient g4dn.xlarge capacity"}}, "StartInstances"
+        )
 
     client.start_instances = start_instances
     return client
