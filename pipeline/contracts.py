@@ -135,7 +135,7 @@ def training_job_name(run_id: str, prefix: str = TRAINING_JOB_PREFIX) -> str:
     """A valid, unique, traceable SageMaker job name for any run id (execution names allow 80
     characters and '_'; job names 63, no '_'): ``<prefix>-<the run id, runs of other characters as
     '-', cut to fit>-<sha256(run id)[:8]>``."""
-    if not TRAINING_JOB_PREFIX_PATTERN.match(prefix):
+    if not TRAINING_JOB_PREFIX_PATTERN.fullmatch(prefix):
         raise ValueError(f"training job prefix must match {TRAINING_JOB_PREFIX_PATTERN.pattern}, got {prefix!r}")
     digest = run_digest(run_id)
     room = TRAINING_JOB_NAME_MAX - len(prefix) - len(digest) - 2

@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -66,15 +67,22 @@ def _dataset(root: str, run_id: str) -> dict[str, Any] | None:
         manifest = json.loads(raw)
     except ValueError:  # ValidateData refuses such a run; its history line says so instead of failing
         return {"uri": runs.dataset_uri(root, run_id), "sha256": hashlib.sha256(raw).hexdigest(), "unreadable_manifest": True}
-    if not isinstance(manifest, dict):
-        manifest = {}
+    manifest = _mapping(manifest)
+    counts = _mapping(manifest.get("counts"))
+    rows = counts.get("total")
     return {
         "uri": runs.dataset_uri(root, run_id),
         "sha256": hashlib.sha256(raw).hexdigest(),  # the manifest pins every file's sha256
-        "rows": manifest.get("counts", {}).get("total"),
-        "counts": manifest.get("counts"),
-        "teacher_mix": manifest.get("source", {}).get("scores_by_teacher"),
+        "rows": rows if isinstance(rows, int) and not isinstance(rows, bool) else None,
+        "counts": counts or None,
+        "teacher_mix": _mapping(_mapping(manifest.get("source")).get("scores_by_teacher")) or None,
     }
+
+
+def _mapping(value: Any) -> dict[str, Any]:
+    """A JSON object read from an artifact, or {} for anything else (a malformed manifest, e.g.
+    ``counts: []``, still gets its run a history line)."""
+    return value if isinstance(value, dict) else {}
 
 
 def _training(adapter_uri: str | None) -> dict[str, Any] | None:
@@ -217,14 +225,26 @@ def append(root: str, record: Mapping[str, Any]) -> None:
 
         path = Path(uri)
         path.parent.mkdir(parents=True, exist_ok=True)
-        with path.open("ab") as handle:  # one write per line: appends never interleave
-            handle.write(line)
+        with path.open("a+b") as handle:  # one write per line: appends never interleave
+            handle.seek(0, os.SEEK_END)
+            if handle.tell():
+                handle.seek(-1, os.SEEK_END)
+                ended = handle.read(1) == b"\n"
+            else:
+                ended = True
+            handle.write(line if ended else b"\n" + line)
         return
     for _ in range(APPEND_ATTEMPTS):
         current, etag = storage.read_with_etag(uri)
-        if storage.write_if_unchanged(uri, (current or b"") + line, etag):
+        if storage.write_if_unchanged(uri, _line_after(current or b"") + line, etag):
             return
     raise HistoryError(f"{uri} kept changing while appending; try again")
+
+
+def _line_after(current: bytes) -> bytes:
+    """The index with its last line ended: a line cut short by an interrupted writer stays a line of
+    its own (counted unreadable) instead of swallowing the record appended after it."""
+    return current if not current or current.endswith(b"\n") else current + b"\n"
 
 
 @dataclass(frozen=True)

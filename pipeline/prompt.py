@@ -49,15 +49,21 @@ SYSTEM_PROMPT = "You are a profile scorer that evaluates Twitter profiles to ide
 # The teacher whose style the model imitates at inference ("Scored by model:" line).
 DEFAULT_INFERENCE_TEACHER = "claude-haiku-20240307"
 
-# Field limits, in characters, applied when filling the template. A Twitter bio is at most 160
-# characters and a display name 50; the limits leave room for other sources while keeping the
-# prompt (template ~90 tokens, system prompt ~25, fields at most 535 characters) plus the answer
+# Field limits, in characters, applied when filling the template: every field has one, so no
+# field of a request or a table row (a TEXT created_at of a megabyte) makes a longer prompt. A
+# Twitter bio is at most 160 characters and a display name 50; created_at fits an ISO timestamp
+# with microseconds and offset (32), follower_count a signed 64-bit count (20), a teacher's name the
+# longest model id in use with room (40). The limits leave room for other sources while keeping
+# the prompt (template ~90 tokens, system prompt ~25, fields at most 582 characters) plus the answer
 # (at most ~305 characters) under a 1,024-token training context even at one token per character
 # (CJK). Text that tokenizes worse (byte-fallback emoji) is the training stage's to count and skip.
 MAX_BIO_CHARS = 320
 MAX_DISPLAY_NAME_CHARS = 60
 MAX_LOCATION_CHARS = 60
 MAX_HANDLE_CHARS = 50
+MAX_CREATED_AT_CHARS = 32
+MAX_FOLLOWER_COUNT_CHARS = 20
+MAX_TEACHER_CHARS = 40
 MAX_REASON_CHARS = 240
 TRUNCATION_MARK = "…"
 # Tokens an answer may take at inference. The longest answer is about 330 characters (handle 50,
@@ -119,10 +125,38 @@ _NON_SPACE_CONTROLS = re.compile(
 )
 
 
-# Bidirectional and invisible format controls: U+202E and its kind reorder what a reader sees
-# (a report, a terminal) without changing the bytes. Zero-width joiner and non-joiner stay: emoji
-# sequences and several scripts need them.
-_FORMAT_CONTROLS = re.compile("[\u061c\u200b\u200e\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff]")
+# Unicode's format characters (category Cf): bidirectional controls (U+202E reorders what a reader
+# sees without changing the bytes), invisible ones (soft hyphen, zero-width space, word joiner) and
+# the tag characters U+E0020-U+E007F, which spell hidden ASCII no report shows. All are dropped but
+# the zero-width non-joiner and joiner (U+200C, U+200D): emoji sequences and several scripts need
+# them. Listed as ranges (Unicode 15.1, Python 3.12's database; tests/pipeline/test_prompt.py checks
+# that every Cf of the running Python's database is among them) rather than built from unicodedata
+# at import, which would scan 1.1 M code points in every Lambda's cold start.
+FORMAT_CHARACTER_RANGES = (
+    ("\u00ad", "\u00ad"),
+    ("\u0600", "\u0605"),
+    ("\u061c", "\u061c"),
+    ("\u06dd", "\u06dd"),
+    ("\u070f", "\u070f"),
+    ("\u0890", "\u0891"),
+    ("\u08e2", "\u08e2"),
+    ("\u180e", "\u180e"),
+    ("\u200b", "\u200b"),
+    ("\u200e", "\u200f"),
+    ("\u202a", "\u202e"),
+    ("\u2060", "\u2064"),
+    ("\u2066", "\u206f"),
+    ("\ufeff", "\ufeff"),
+    ("\ufff9", "\ufffb"),
+    ("\U000110bd", "\U000110bd"),
+    ("\U000110cd", "\U000110cd"),
+    ("\U00013430", "\U0001343f"),
+    ("\U0001bca0", "\U0001bca3"),
+    ("\U0001d173", "\U0001d17a"),
+    ("\U000e0001", "\U000e0001"),
+    ("\U000e0020", "\U000e007f"),
+)
+_FORMAT_CONTROLS = re.compile("[" + "".join(f"{first}-{last}" for first, last in FORMAT_CHARACTER_RANGES) + "]")
 
 
 class AnswerError(ValueError):

@@ -21,7 +21,7 @@ def new_run_id(prefix: str = "run") -> str:
 
 
 def check_run_id(run_id: object) -> str:
-    if not isinstance(run_id, str) or not RUN_ID_PATTERN.match(run_id):
+    if not isinstance(run_id, str) or not RUN_ID_PATTERN.fullmatch(run_id):
         raise InvalidArgument(f"run id must be 1-80 letters, digits, '-' or '_', got {run_id!r}")
     return run_id
 

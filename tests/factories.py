@@ -92,9 +92,9 @@ def source_row(**fields):
     return SourceRow(**values)
 
 
-def insert_fresh_scores(conn, scores: dict[str, float], *, prefix: str = "fresh") -> None:
-    """A week of new teacher scores: one new profile per handle, first scored a minute from now (so
-    after any dataset exported so far). Commits."""
+def insert_fresh_scores(conn, scores: dict[str, float], *, prefix: str = "9100") -> None:
+    """A week of new teacher scores: one new profile per handle (twitter ids ``prefix`` + its number:
+    digits, as X's are), first scored a minute from now (so after any dataset exported so far). Commits."""
     with conn.cursor() as cursor:
         for i, (handle, score) in enumerate(scores.items()):
             cursor.execute("INSERT INTO user_profiles (twitter_id, username, bio) VALUES (%s, %s, 'new')", (f"{prefix}{i}", handle))

@@ -33,6 +33,9 @@ class TruncatedField(str, Enum):
     BIO = "bio"
     DISPLAY_NAME = "display_name"
     LOCATION = "location"
+    CREATED_AT = "created_at"
+    FOLLOWER_COUNT = "follower_count"
+    SCORED_BY = "scored_by"
     REASON = "reason"
 
 
@@ -154,16 +157,12 @@ def fill_instructions(
     bio = _limit(prompt.clean_fields(bios), prompt.MAX_BIO_CHARS, TruncatedField.BIO, cut)
     location = _limit(prompt.clean_fields(locations), prompt.MAX_LOCATION_CHARS, TruncatedField.LOCATION, cut)
     # created_at and follower_count are formatted by the export query (to_char, ::text) when the
-    # columns have their schema's types; cleaned all the same, since a production table may hold TEXT.
-    columns = (
-        handles,
-        display_name,
-        bio,
-        prompt.clean_fields(created_ats),
-        prompt.clean_fields(follower_counts),
-        location,
-        prompt.clean_fields(scored_bys),
-    )
+    # columns have their schema's types; cleaned and limited all the same, since a production table
+    # (or a scoring request) may hold any TEXT there.
+    created_at = _limit(prompt.clean_fields(created_ats), prompt.MAX_CREATED_AT_CHARS, TruncatedField.CREATED_AT, cut)
+    follower_count = _limit(prompt.clean_fields(follower_counts), prompt.MAX_FOLLOWER_COUNT_CHARS, TruncatedField.FOLLOWER_COUNT, cut)
+    scored_by = _limit(prompt.clean_fields(scored_bys), prompt.MAX_TEACHER_CHARS, TruncatedField.SCORED_BY, cut)
+    columns = (handles, display_name, bio, created_at, follower_count, location, scored_by)
     return prompt.fill_templates(columns), cut
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from enum import Enum
@@ -32,6 +33,10 @@ from pipeline.serving.ollama import OllamaClient
 PROFILE_COLUMNS = ("twitter_id", "username", "display_name", "bio", "created_at", "follower_count", "location")
 REQUIRED_COLUMNS = ("twitter_id", "username")
 MAX_TWITTER_ID_CHARS = 64
+# A Twitter id is a 64-bit number: sent as a string of digits or a JSON integer, echoed exactly as
+# sent (never normalised: "042", 1e300 -> "1e+300", " 42 " -> "42" would name another profile).
+TWITTER_ID_DIGITS = re.compile(f"[0-9]{{1,{MAX_TWITTER_ID_CHARS}}}")
+TwitterId = str | int
 
 
 class Failure(str, Enum):
@@ -60,7 +65,7 @@ class InvalidProfile(ValueError):
 
 @dataclass(frozen=True)
 class ScoringRequest:
-    twitter_id: str
+    twitter_id: TwitterId  # as sent
     handle: str
     instruction: str
 
@@ -70,7 +75,7 @@ class ProfileScore:
     """One profile's result. With a score its route is ``custom``; without one it is ``teacher``
     (the orchestrator asks Claude), and ``failure`` says why unless the profile was outside the share."""
 
-    twitter_id: str
+    twitter_id: TwitterId  # exactly as the request sent it
     handle: str
     score: float | None
     reason: str
@@ -90,6 +95,16 @@ class ProfileScore:
 
 def _outside_share(share: float) -> str:
     return f"outside the custom model's share ({share:g} %): the teacher scores it"
+
+
+def valid_twitter_id(value: Any) -> TwitterId | None:
+    """``value`` when it is a twitter id as the table holds one (1-64 digits, or a non-negative
+    JSON integer of at most 64 digits), else None."""
+    if isinstance(value, str):
+        return value if TWITTER_ID_DIGITS.fullmatch(value) else None
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0 and TWITTER_ID_DIGITS.fullmatch(str(value)):
+        return value
+    return None
 
 
 def _text(row: Mapping[str, Any], column: str) -> str | None:
@@ -132,10 +147,10 @@ def scoring_request(row: Any) -> ScoringRequest:
     unknown = sorted(set(row) - set(PROFILE_COLUMNS))
     if unknown:
         raise InvalidProfile(f"unknown column(s) {', '.join(map(str, unknown))}; known: {', '.join(PROFILE_COLUMNS)}")
-    values = {column: _text(row, column) for column in PROFILE_COLUMNS}
-    twitter_id = (values["twitter_id"] or "").strip()
-    if not twitter_id or len(twitter_id) > MAX_TWITTER_ID_CHARS or not twitter_id.isprintable():
-        raise InvalidProfile("twitter_id must be 1-64 printable characters")
+    twitter_id = valid_twitter_id(row.get("twitter_id"))
+    if twitter_id is None:
+        raise InvalidProfile(f"twitter_id must be a string of 1-{MAX_TWITTER_ID_CHARS} digits or a non-negative integer")
+    values = {column: _text(row, column) for column in PROFILE_COLUMNS if column != "twitter_id"}
     handle, rejected = records.clean_handle(values["username"])
     if rejected is records.RejectReason.EMPTY_HANDLE:
         raise InvalidProfile("username is empty")
@@ -153,11 +168,13 @@ def scoring_request(row: Any) -> ScoringRequest:
     return ScoringRequest(twitter_id, handle, instruction)
 
 
-def _row_identity(row: Any) -> tuple[str, str]:
-    """What can be said about a row that is not a valid request, for its failure record."""
+def _row_identity(row: Any) -> tuple[TwitterId, str]:
+    """What can be said about a row that is not a valid request, for its failure record: its
+    twitter_id when that is valid (as sent), else "" - never an altered id."""
     if not isinstance(row, Mapping):
         return "", ""
-    return str(row.get("twitter_id") or "")[:MAX_TWITTER_ID_CHARS], prompt.clean_field(row.get("username"))[: prompt.MAX_HANDLE_CHARS]
+    twitter_id = valid_twitter_id(row.get("twitter_id"))
+    return "" if twitter_id is None else twitter_id, prompt.clean_field(row.get("username"))[: prompt.MAX_HANDLE_CHARS]
 
 
 def _result(request: ScoringRequest, result: scorer.ScoreResult, model: str, run_id: str | None) -> ProfileScore:
@@ -187,7 +204,7 @@ def _plan(rows: Sequence[Any], *, model: str, run_id: str | None, share: float) 
             twitter_id, handle = _row_identity(row)
             plan.results[index] = ProfileScore(twitter_id, handle, None, "", 0.0, model, run_id, Failure.INVALID_PROFILE.value, str(exc))
             continue
-        if routing.routed_to_custom(request.twitter_id, share):
+        if routing.routed_to_custom(str(request.twitter_id), share):
             plan.requests.append((index, request))
         else:
             plan.results[index] = ProfileScore(

@@ -185,11 +185,11 @@ def test_with_a_model_in_production_the_run_snapshots_its_shadow_set(db, lambda_
         "skipped": "no model in production",
     }
     storage.write_bytes(f"s3://{lambda_env}/models/current.json", json.dumps({"run_id": "week-1"}).encode())
-    insert_fresh_scores(db, {"new_person": 0.8}, prefix="n")  # a week of new scores
+    insert_fresh_scores(db, {"new_person": 0.8}, prefix="9300")  # a week of new scores
     result = generate.handler({"run_id": "week-2", "min_rows": 50}, FakeContext())
     assert result["shadow"]["profiles"] == 1 and result["shadow"]["uri"] == f"s3://{lambda_env}/runs/week-2/shadow/fresh.json"
     profiles, rejected, _ = fresh.read_snapshot(result["shadow"]["uri"])
-    assert [p.row["twitter_id"] for p in profiles] == ["n0"] and profiles[0].teacher_score == 0.8 and rejected == 0
+    assert [p.row["twitter_id"] for p in profiles] == ["93000"] and profiles[0].teacher_score == 0.8 and rejected == 0
 
     def unavailable(*args, **kwargs):
         raise DatabaseUnavailable("cannot connect to PostgreSQL at db:5432: timeout")

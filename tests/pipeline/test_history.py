@@ -75,6 +75,35 @@ def test_s3_appends_survive_a_concurrent_writer(bucket, monkeypatch):
     assert list(history.read(root).runs()) == ["run-1", "run-other", "run-2"]
 
 
+def test_an_append_after_a_cut_off_line_keeps_the_new_record_locally(tmp_path):
+    history.append(str(tmp_path), {"kind": "run", "run_id": "run-1"})
+    with open(history.index_uri(str(tmp_path)), "a") as index:
+        index.write('{"kind": "run", "run_id": "run-cut')  # a writer stopped mid-line
+    history.append(str(tmp_path), {"kind": "run", "run_id": "run-2"})
+    found = history.read(str(tmp_path))
+    assert list(found.runs()) == ["run-1", "run-2"] and found.unreadable == 1
+
+
+def test_an_append_after_a_cut_off_line_keeps_the_new_record_on_s3(bucket):
+    root = f"s3://{bucket}"
+    storage.write_bytes(history.index_uri(root), b'{"kind": "run", "run_id": "run-1"}\n{"kind": "run", "run_')
+    history.append(root, {"kind": "run", "run_id": "run-2"})
+    found = history.read(root)
+    assert list(found.runs()) == ["run-1", "run-2"] and found.unreadable == 1
+
+
+@pytest.mark.parametrize(
+    "manifest",
+    [{"counts": []}, {"counts": {"total": "many"}, "source": []}, {"source": {"scores_by_teacher": ["a", "b"]}}, [1, 2]],
+)
+def test_a_malformed_manifest_still_gets_the_run_its_history_line(tmp_path, manifest):
+    (tmp_path / "runs/run-1/dataset").mkdir(parents=True)
+    (tmp_path / "runs/run-1/dataset/manifest.json").write_text(json.dumps(manifest))
+    record = history.run_record(str(tmp_path), "run-1", outcome=history.Outcome.FAILED, error="InsufficientData")
+    assert record["dataset"]["rows"] is None and record["dataset"]["teacher_mix"] is None
+    assert history.summary_line(record) == "Run run-1 failed; InsufficientData"
+
+
 def test_runs_list_and_compare(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("COLUMNS", "200")  # a terminal wide enough for the tables
     root = str(tmp_path)
@@ -97,8 +126,9 @@ def test_runs_list_and_compare(tmp_path, capsys, monkeypatch):
     assert "UnknownRun: run 'run-9' is not in the history" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("run_id", ["index.jsonl"])
-def test_the_index_can_never_be_a_run(run_id):
+# "a\n": `$` also matches before a final newline, so the pattern is applied with fullmatch.
+@pytest.mark.parametrize("run_id", ["index.jsonl", "a\n", "", "a" * 81, "../x", 7])
+def test_the_index_and_malformed_names_can_never_be_a_run(run_id):
     from pipeline import runs
     from pipeline.errors import InvalidArgument
 

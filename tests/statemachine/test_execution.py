@@ -358,7 +358,7 @@ def shadowed_twice(world, db):
 def then_production_stops_agreeing(world, db):
     """Another week; every model now answers 0.10 whatever the profile: the candidate fails its
     gates and the production model's shadow agreement becomes undefined - an alert."""
-    insert_fresh_scores(db, {f"later_{i}": round(i / 29, 2) for i in range(30)}, prefix="later")
+    insert_fresh_scores(db, {f"later_{i}": round(i / 29, 2) for i in range(30)}, prefix="9200")
     world.ollama.state.responder = lambda model, body: '{"handle":"x","score":"0.10","reason":"not a researcher"}'
     return run(world, "run-s3")
 

@@ -25,16 +25,16 @@ def scored_table(db):
         for i in range(40):  # known before the export: never fresh, even when scored again later
             cursor.execute(
                 "INSERT INTO user_profiles (twitter_id, username, bio, created_at, follower_count) VALUES (%s, %s, %s, %s, %s)",
-                (f"old{i}", f"old_user_{i}", "PhD student", "2015-01-01", 10),
+                (f"7000{i}", f"old_user_{i}", "PhD student", "2015-01-01", 10),
             )
             cursor.execute(
                 "INSERT INTO profile_scores (twitter_id, score, reason, scored_by, scored_at) VALUES (%s, '0.5', 'old', %s, %s)",
-                (f"old{i}", "claude-haiku-20240307", "2026-10-01T00:00:00Z"),
+                (f"7000{i}", "claude-haiku-20240307", "2026-10-01T00:00:00Z"),
             )
             if i < 10:
                 cursor.execute(
                     "INSERT INTO profile_scores (twitter_id, score, reason, scored_by, scored_at) VALUES (%s, '0.9', 'again', %s, %s)",
-                    (f"old{i}", "gemini-2.0-flash", "2026-11-20T00:00:00Z"),
+                    (f"7000{i}", "gemini-2.0-flash", "2026-11-20T00:00:00Z"),
                 )
         teacher = {}
         for i in range(FRESH):
@@ -42,18 +42,18 @@ def scored_table(db):
             teacher[f"fresh_user_{i}"] = score
             cursor.execute(
                 "INSERT INTO user_profiles (twitter_id, username, bio, created_at, follower_count) VALUES (%s, %s, %s, %s, %s)",
-                (f"new{i}", f"fresh_user_{i}", f"bio {i}", "2020-01-01", 100 + i),
+                (f"7100{i}", f"fresh_user_{i}", f"bio {i}", "2020-01-01", 100 + i),
             )
             cursor.execute(
                 "INSERT INTO profile_scores (twitter_id, score, reason, scored_by, scored_at) VALUES (%s, %s, %s, %s, %s)",
-                (f"new{i}", str(score), f"teacher reason {i}", "claude-haiku-20240307", "2026-11-20T00:00:00Z"),
+                (f"7100{i}", str(score), f"teacher reason {i}", "claude-haiku-20240307", "2026-11-20T00:00:00Z"),
             )
         cursor.execute(  # a teacher's junk answer on a fresh profile: counted, not scored against
-            "INSERT INTO user_profiles (twitter_id, username) VALUES ('junk', 'junk_user')"
+            "INSERT INTO user_profiles (twitter_id, username) VALUES ('7999', 'junk_user')"
         )
         cursor.execute(
             "INSERT INTO profile_scores (twitter_id, score, reason, scored_by, scored_at) "
-            "VALUES ('junk', 'high', 'x', 'claude-haiku-20240307', '2026-11-21T00:00:00Z')"
+            "VALUES ('7999', 'high', 'x', 'claude-haiku-20240307', '2026-11-21T00:00:00Z')"
         )
     db.commit()
     return teacher

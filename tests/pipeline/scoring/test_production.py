@@ -44,7 +44,7 @@ def test_every_profile_is_scored_as_training_prompted_it(ollama):
     results = score(ollama, ROWS)
     assert [(r.twitter_id, r.handle, r.score, r.failure) for r in results] == [
         ("1", "neuro_jane", 0.95, None),
-        ("2", "crypto_bob", 0.05, None),
+        (2, "crypto_bob", 0.05, None),  # an integer id comes back an integer: echoed as sent
         ("3", "yamada", 0.8, None),
     ]
     assert all(r.model == PRODUCTION and r.run_id == "weekly-2026-11-29" and r.reason and r.latency_s >= 0 for r in results)
@@ -91,6 +91,38 @@ def test_a_bad_row_is_named_and_skipped_never_fatal_for_the_batch(ollama, row, d
     assert [r.failure for r in results] == [None, "invalid_profile", None]
     assert results[1].score is None and detail in results[1].detail
     assert len(ollama.state.generate_requests) == 2  # the bad row was never sent
+
+
+@pytest.mark.parametrize("twitter_id", [1e300, " 42 ", "4" * 65, "42\n", "-1", -1, True, "١٢", "0x2a", 4.0, None])
+def test_a_twitter_id_that_is_not_digits_or_an_integer_is_refused_never_rewritten(ollama, twitter_id):
+    # 1e300 would come back '1e+300', ' 42 ' as '42', 65 digits cut to 64: another profile's id.
+    serve(ollama)
+    [result] = score(ollama, [{"twitter_id": twitter_id, "username": "neuro_jane"}])
+    assert result.failure == "invalid_profile" and "twitter_id must be" in result.detail
+    assert result.twitter_id == "" and ollama.state.generate_requests == []
+
+
+def test_a_valid_twitter_id_is_echoed_exactly_as_sent(ollama):
+    serve(ollama)
+    sent = ["042", 10**18, "9" * 64, 0]
+    results = score(ollama, [{"twitter_id": twitter_id, "username": "neuro_jane"} for twitter_id in sent])
+    assert [r.twitter_id for r in results] == sent and all(r.score == 0.95 for r in results)
+    assert [type(r.twitter_id) for r in results] == [str, int, str, int]
+
+
+def test_every_field_is_bounded_in_the_prompt_as_in_training(ollama):
+    serve(ollama)
+    huge = "2015-03-01" + "9" * 1_000_000  # a TEXT column can hold a megabyte
+    [result] = score(ollama, [{"twitter_id": "1", "username": "neuro_jane", "created_at": huge, "follower_count": huge}])
+    [request] = ollama.state.generate_requests
+    assert result.score == 0.95 and len(request["prompt"]) < 2_000
+    fields = dict(line.split(": ", 1) for line in request["prompt"].splitlines() if ": " in line)
+    created_at, followers = fields["created_at"], fields["followerCount"]
+    assert len(created_at) == prompt.MAX_CREATED_AT_CHARS and created_at.endswith(prompt.TRUNCATION_MARK)
+    assert len(followers) == prompt.MAX_FOLLOWER_COUNT_CHARS and followers.endswith(prompt.TRUNCATION_MARK)
+    # The training row of the same profile is cut the same way: one rule for both.
+    example = records.to_example(source_row(twitter_id="1", handle="neuro_jane", created_at=huge, follower_count=huge))
+    assert created_at in example.instruction
 
 
 def test_an_answer_outside_the_schema_is_an_invalid_answer_not_a_guess(ollama):
@@ -147,7 +179,7 @@ def test_the_command_scores_a_file_and_writes_one_result_per_line(ollama, tmp_pa
     argv = ["score", "--ollama-url", ollama.url, "--in", str(requests), "--out", str(out), "--pointer", str(pointer), "--no-progress"]
     assert main(argv) == EXIT_OK
     results = [json.loads(line) for line in out.read_text().splitlines()]
-    assert [r["twitter_id"] for r in results] == ["1", "2", "3", ""]
+    assert [r["twitter_id"] for r in results] == ["1", 2, "3", ""]  # as each line sent it
     assert results[3]["failure"] == "invalid_profile" and results[3]["detail"].startswith("line 4: not JSON")
     assert {r["run_id"] for r in results} == {"weekly-2026-11-29"} and results[0]["model"] == PRODUCTION
     printed = capsys.readouterr().out
@@ -173,7 +205,7 @@ def test_the_command_scores_with_a_gguf_in_llama_cpp(tiny_gguf, tmp_path, capsys
         EXIT_ERROR,
     )
     results = [json.loads(line) for line in out.read_text().splitlines()]
-    assert [r["twitter_id"] for r in results] == ["1", "2", "3"]
+    assert [r["twitter_id"] for r in results] == ["1", 2, "3"]
     for result in results:
         assert (result["score"] is None) == (result["failure"] == "invalid_answer")
         assert result["model"] == str(tiny_gguf)
