@@ -84,11 +84,21 @@ def test_a_weekly_run_through_every_zip_lambda(deployed_functions, aws_world, db
         for line in storage.read_bytes(f"{dataset['dataset_uri']}/{name}").decode().splitlines():
             answer = prompt.parse_answer(json.loads(line)["output"])
             scores[answer.handle] = answer.score
+    # The Ollama host, stopped (on moto's EC2): DeployModel wakes it before its first request.
+    ec2 = boto3.client("ec2")
+    image = ec2.describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
+    instance = ec2.run_instances(ImageId=image, MinCount=1, MaxCount=1, InstanceType="g4dn.xlarge")["Instances"][0]["InstanceId"]
+    ec2.stop_instances(InstanceIds=[instance])
+
+    def host_state() -> str:
+        return ec2.describe_instances(InstanceIds=[instance])["Reservations"][0]["Instances"][0]["State"]["Name"]
+
     with OllamaContractServer() as ollama:
         ollama.state.responder = echo_teacher_responder(scores)
-        serving = lambda_environment(aws_world, OLLAMA_URL=ollama.url)
+        serving = lambda_environment(aws_world, OLLAMA_URL=ollama.url, HOST_INSTANCE_ID=instance)
         deployed = deployed_functions["deploy-model"].invoke({"run_id": run_id}, serving, tmp_path)
         assert deployed.get("result", {}).get("candidate") == model_tag(run_id), deployed
+        assert host_state() == "running"
         validated = deployed_functions["validate-model"].invoke({"run_id": run_id}, serving, tmp_path)
         assert validated.get("result", {}).get("passed") is True, validated
         assert storage.exists(f"s3://{bucket}/runs/{run_id}/report/report.md")
@@ -101,16 +111,13 @@ def test_a_weekly_run_through_every_zip_lambda(deployed_functions, aws_world, db
         assert recorded["result"]["summary"].startswith(f"Run {run_id} promoted; pearson 1.000")
         line = json.loads(storage.read_bytes(f"s3://{bucket}/runs/index.jsonl").decode().splitlines()[-1])
         assert (line["run_id"], line["origin"], line["dataset"]["rows"]) == (run_id, "aws", dataset["counts"]["total"])
-        # The orchestrator's batch, for a host that is stopped: woken (on moto's EC2), then scored by the
-        # model now in production and named by its run.
-        ec2 = boto3.client("ec2")
-        image = ec2.describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
-        instance = ec2.run_instances(ImageId=image, MinCount=1, MaxCount=1, InstanceType="g4dn.xlarge")["Instances"][0]["InstanceId"]
+        # The orchestrator's batch, for a host that is stopped again: woken, then scored by the model
+        # now in production and named by its run.
         ec2.stop_instances(InstanceIds=[instance])
         batch = {"profiles": [{"twitter_id": "42", "username": "neuro_jane", "bio": "PhD at MIT"}, {"twitter_id": "43"}]}
-        at_full_share = {**serving, "HOST_INSTANCE_ID": instance, "CUSTOM_MODEL_SHARE": "100"}  # the migration's end
+        at_full_share = {**serving, "CUSTOM_MODEL_SHARE": "100"}  # the migration's end
         scored = deployed_functions["score-profiles"].invoke(batch, at_full_share, tmp_path)
-        assert ec2.describe_instances(InstanceIds=[instance])["Reservations"][0]["Instances"][0]["State"]["Name"] == "running"
+        assert host_state() == "running"
         assert scored.get("result", {}).get("run_id") == run_id, scored
         assert [(r["twitter_id"], r["failure"], r["route"]) for r in scored["result"]["results"]] == [
             ("42", None, "custom"),
