@@ -457,32 +457,61 @@ def format_answers(handles: list[str], score_texts: list[str], reasons: list[str
     return [orjson.dumps({"handle": handle, "score": score, "reason": reason}).decode() for handle, score, reason in rows]
 
 
-def parse_answer(text: str) -> Answer:
-    """Parse an answer; strict about the contract (handle, reason, score in [0, 1])."""
+def _answer_object(text: str) -> Mapping[str, Any]:
     try:
         value = json.loads(text)
     except (json.JSONDecodeError, TypeError) as exc:
         raise AnswerError("not_json", str(exc)) from None
     if not isinstance(value, Mapping):
         raise AnswerError("not_an_object", f"answer is {type(value).__name__}")
+    return value
+
+
+def _handle_and_reason(value: Mapping[str, Any]) -> tuple[str, str]:
     handle = value.get("handle")
     reason = value.get("reason")
     if not isinstance(handle, str) or not handle.strip():
         raise AnswerError("empty_handle", "handle missing or empty")
     if not isinstance(reason, str) or not reason.strip():
         raise AnswerError("empty_reason", "reason missing or empty")
+    return handle, reason
+
+
+def parse_answer(text: str) -> Answer:
+    """Parse an answer of a dataset row; strict about the contract (handle, reason, score in [0, 1])."""
+    value = _answer_object(text)
+    handle, reason = _handle_and_reason(value)
     return Answer(handle=handle, score=parse_score(value.get("score")), reason=reason)
 
 
 _CODE_FENCE = re.compile(r"^```[A-Za-z]*\s*|\s*```$")
+SCORE_IN_SCHEMA = re.compile(ANSWER_JSON_SCHEMA["properties"]["score"]["pattern"].strip("^$"))
+# JSON's \ud800-style escapes decode to lone surrogates, which no UTF-8 writer can encode.
+_SURROGATES = re.compile("[\ud800-\udfff]")
+
+
+def without_surrogates(text: str) -> str:
+    """``text`` with each lone surrogate replaced by U+FFFD, so that it can be written as UTF-8."""
+    return _SURROGATES.sub("\ufffd", text)
+
+
+def parse_model_score(value: Any) -> float:
+    """A model's score as the answer schema has it: a string of two decimals in [0, 1] ("0.95").
+    Anything else, a number, " 0.5 ", "-0.0" or "1e-400" among them, is an AnswerError."""
+    if isinstance(value, str) and SCORE_IN_SCHEMA.fullmatch(value):
+        return float(value)
+    parse_score(value)  # the closest reason: not a number, out of range ...
+    raise AnswerError("score_not_in_schema", f'score {value!r} is not a two-decimal string such as "0.95"')
 
 
 def parse_model_answer(text: str) -> Answer:
-    """A model's answer: forgiving where it is safe, strict where it matters.
+    """A model's answer, held to the answer schema; its reason cleaned and bounded for whoever reads it.
 
-    Forgiven: surrounding whitespace, a Markdown code fence, text around the one JSON object, a
-    score given as a number instead of a string. Not forgiven (AnswerError): no JSON object, a
-    missing or empty handle or reason, a score that is not a number in [0, 1].
+    Forgiven: surrounding whitespace, a Markdown code fence, text around the one JSON object.
+    Not forgiven (AnswerError): no JSON object, a missing or empty handle or reason, text no UTF-8
+    can hold (a lone surrogate escape), a score that is not the schema's two-decimal string in [0, 1].
+    The reason comes back one clean line (clean_field: no control, format or template characters)
+    of at most MAX_REASON_CHARS: the orchestrator stores and shows it.
     """
     if not isinstance(text, str):
         raise AnswerError("not_json", f"answer is {type(text).__name__}")
@@ -490,7 +519,15 @@ def parse_model_answer(text: str) -> Answer:
     start, end = stripped.find("{"), stripped.rfind("}")
     if start < 0 or end < start:
         raise AnswerError("not_json", f"no JSON object in {text[:80]!r}")
-    return parse_answer(stripped[start : end + 1])
+    value = _answer_object(stripped[start : end + 1])
+    handle, reason = _handle_and_reason(value)
+    if _SURROGATES.search(handle) or _SURROGATES.search(reason):
+        raise AnswerError("invalid_text", "the answer holds a lone surrogate escape (not Unicode text)")
+    score = parse_model_score(value.get("score"))
+    reason = truncate(clean_field(reason), MAX_REASON_CHARS)[0]
+    if not reason:
+        raise AnswerError("empty_reason", "reason holds no printable text")
+    return Answer(handle=handle, score=score, reason=reason)
 
 
 # Mistral-Instruct's chat format ([INST] ... [/INST], then the answer and </s>). Mistral's template

@@ -13,14 +13,18 @@ reason, latency_s, model, run_id, failure, detail, route}], "summary": {profiles
 latency_p50_s, latency_p95_s, outside_share, share, to_teacher}}. ``route`` is "custom" (scored here)
 or "teacher": outside the share, or a fallback whose ``failure`` says why (invalid_profile,
 host_starting, host_unavailable, timeout, model_not_found, request_refused, invalid_answer); the
-orchestrator scores those with its teacher, so no profile is lost. Errors by name (the whole batch): InvalidArgument (no list of
-profiles, or more than SCORING_MAX_BATCH).
+orchestrator scores those with its teacher, so no profile is lost. The batch answers within the
+function's time (context.get_remaining_time_in_millis, less RESPONSE_RESERVE_S): a slow host's
+unfinished profiles answer ``timeout``, never a Lambda timeout of the whole batch. A 200 that is
+not Ollama's answer is ``request_refused`` for its profile. Errors by name (the whole batch):
+InvalidArgument (no list of profiles, or more than SCORING_MAX_BATCH).
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import time
 
 from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
@@ -30,6 +34,10 @@ from pipeline.errors import InvalidArgument
 from pipeline.scoring import production, routing
 from pipeline.serving import host, lifecycle
 from pipeline.serving.ollama import OllamaClient, Timeouts
+
+# Kept from the function's time for the summary, the metrics and the answer: the requests stop this
+# long before Lambda would, and the profiles not scored by then answer "timeout" (route teacher).
+RESPONSE_RESERVE_S = 5.0
 
 logger = Logger(service="score-profiles")
 metrics = Metrics(namespace="ResearcherScorer", service="score-profiles")
@@ -65,7 +73,8 @@ def handler(event: dict, context) -> dict:
         wake = None
         if settings.host_instance_id:  # the host on demand: started when stopped, waited for (bounded)
             wake = stack.enter_context(host.on_demand(settings.host_instance_id, settings.ollama_url, wait_s=settings.host_wake_wait_s))
-        client = stack.enter_context(OllamaClient(settings.ollama_url, timeouts=Timeouts(request_s=settings.timeout_s)))
+        deadline = time.monotonic() + context.get_remaining_time_in_millis() / 1000 - RESPONSE_RESERVE_S
+        client = stack.enter_context(OllamaClient(settings.ollama_url, timeouts=Timeouts(request_s=settings.timeout_s), deadline=deadline))
         results = production.score_batch(
             profiles,
             client,

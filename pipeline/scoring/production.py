@@ -59,6 +59,11 @@ _REQUEST_FAILURES = {
 }
 
 
+# The detail of an invalid answer whose handle is not the profile's (the grammar pins the handle only
+# for X's alphabet: prompt.answer_schema).
+WRONG_HANDLE = "wrong_handle"
+
+
 class InvalidProfile(ValueError):
     """A request row that cannot be scored; the message names the field."""
 
@@ -179,8 +184,12 @@ def _row_identity(row: Any) -> tuple[TwitterId, str]:
 
 def _result(request: ScoringRequest, result: scorer.ScoreResult, model: str, run_id: str | None) -> ProfileScore:
     latency = round(result.latency_s, 4)
-    if result.ok:
+    if result.ok and result.handle_matches:
         return ProfileScore(request.twitter_id, request.handle, result.score, result.reason, latency, model, run_id)
+    if result.ok:  # a score about another profile is no score of this one
+        return ProfileScore(
+            request.twitter_id, request.handle, None, "", latency, model, run_id, Failure.INVALID_ANSWER.value, WRONG_HANDLE
+        )
     failure = _REQUEST_FAILURES.get(result.error, Failure.INVALID_ANSWER)
     detail = result.error if failure is Failure.INVALID_ANSWER else result.raw.splitlines()[0] if result.raw else failure.value
     return ProfileScore(request.twitter_id, request.handle, None, "", latency, model, run_id, failure.value, detail[:300])

@@ -192,7 +192,7 @@ def score_one(backend: Backend, profile: Profile) -> ScoreResult:
         latency_s=completion.latency_s,
         prompt_tokens=completion.prompt_tokens,
         answer_tokens=completion.answer_tokens,
-        raw=completion.text[:2000],
+        raw=prompt.without_surrogates(completion.text[:2000]),  # the report is written as UTF-8
     )
     try:
         answer = prompt.parse_model_answer(completion.text)

@@ -66,10 +66,15 @@ class OllamaClient:
         retry: RetryPolicy = RetryPolicy(),
         timeouts: Timeouts = Timeouts(),
         sleep: Callable[[float], None] = time.sleep,
+        deadline: float | None = None,
     ):
+        """``deadline``: a time.monotonic() after which no attempt starts and none runs on (a
+        Lambda's remaining time): what is left fails as OllamaTimeout instead of the retries of a
+        slow host running the caller into its own timeout."""
         self.base_url = base_url.rstrip("/")
         self.retry = retry
         self.timeouts = timeouts
+        self.deadline = deadline
         self._sleep = sleep
         self._http = httpx.Client(base_url=self.base_url, timeout=httpx.Timeout(timeouts.request_s, connect=timeouts.connect_s))
 
@@ -84,13 +89,22 @@ class OllamaClient:
 
     # -- transport ---------------------------------------------------------------------------
 
-    def _with_retries(self, what: str, call: Callable[[], httpx.Response]) -> httpx.Response:
-        """Retry connection errors, timeouts and 5xx; return the first other answer."""
+    def _seconds_left(self) -> float | None:
+        return None if self.deadline is None else self.deadline - time.monotonic()
+
+    def _with_retries(self, what: str, call: Callable[[httpx.Timeout], httpx.Response], timeout_s: float) -> httpx.Response:
+        """Retry connection errors, timeouts and 5xx; return the first other answer. Each attempt's
+        timeout and each wait are cut to the deadline, if any."""
         delays = self.retry.delays()
+        problem = "no attempt made"
         while True:
+            left = self._seconds_left()
+            if left is not None and left <= 0:
+                raise OllamaTimeout(f"{what} at {self.base_url}: the caller's deadline passed ({problem})")
+            attempt_s = timeout_s if left is None else min(timeout_s, left)
             timed_out = False
             try:
-                response = call()
+                response = call(httpx.Timeout(attempt_s, connect=min(self.timeouts.connect_s, attempt_s)))
                 if response.status_code < 500:
                     return response
                 problem = f"HTTP {response.status_code}: {_error_text(response)}"
@@ -101,15 +115,18 @@ class OllamaClient:
             if delay is None:
                 error = OllamaTimeout if timed_out else OllamaUnavailable
                 raise error(f"{what} at {self.base_url} failed after {self.retry.attempts} attempts: {problem}")
-            self._sleep(delay)
+            left = self._seconds_left()
+            self._sleep(delay if left is None else max(0.0, min(delay, left)))
 
     def _request(
         self, method: str, path: str, *, json: Any = None, missing_ok: bool = False, timeout: float | None = None
     ) -> httpx.Response:
         kwargs: dict[str, Any] = {"json": json} if json is not None else {}
-        if timeout is not None:
-            kwargs["timeout"] = httpx.Timeout(timeout, connect=self.timeouts.connect_s)
-        response = self._with_retries(f"{method} {path}", lambda: self._http.request(method, path, **kwargs))
+        response = self._with_retries(
+            f"{method} {path}",
+            lambda attempt: self._http.request(method, path, timeout=attempt, **kwargs),
+            timeout if timeout is not None else self.timeouts.request_s,
+        )
         if response.status_code == 404 and not missing_ok:
             raise ModelNotFound(f"{method} {path}: {_error_text(response)}")
         if response.status_code >= 400 and response.status_code != 404:
@@ -133,8 +150,9 @@ class OllamaClient:
                     yield chunk
 
         path = f"/api/blobs/sha256:{sha256}"
-        timeout = httpx.Timeout(self.timeouts.upload_s, connect=self.timeouts.connect_s)
-        response = self._with_retries(f"POST {path}", lambda: self._http.post(path, content=chunks(), timeout=timeout))
+        response = self._with_retries(
+            f"POST {path}", lambda attempt: self._http.post(path, content=chunks(), timeout=attempt), self.timeouts.upload_s
+        )
         if response.status_code >= 400:
             raise OllamaError(f"upload of blob sha256:{sha256[:12]}… refused: HTTP {response.status_code}: {_error_text(response)}")
 
@@ -166,7 +184,36 @@ class OllamaClient:
             body["format"] = format
         if system is not None:
             body["system"] = system
-        return self._request("POST", "/api/generate", json=body).json()
+        return generate_response(self._request("POST", "/api/generate", json=body))
+
+
+class MalformedResponse(OllamaError):
+    """A 200 whose body is not Ollama's answer (an HTML page of a proxy, a list, a count that is no
+    number): refused for that request, never a crash of the batch."""
+
+
+GENERATE_COUNTS = ("prompt_eval_count", "eval_count")
+
+
+def generate_response(response: httpx.Response) -> dict[str, Any]:
+    """The body of ``POST /api/generate`` (stream false) as Ollama's api/types.go GenerateResponse
+    has it: an object whose ``response`` is a string and whose token counts, when present, are
+    non-negative integers."""
+    try:
+        body = response.json()
+    except ValueError:
+        raise MalformedResponse(
+            f"POST /api/generate answered {response.headers.get('content-type', 'no content type')}, not JSON"
+        ) from None
+    if not isinstance(body, dict):
+        raise MalformedResponse(f"POST /api/generate answered a JSON {type(body).__name__}, not an object")
+    if not isinstance(body.get("response"), str):
+        raise MalformedResponse(f"POST /api/generate answered no text: response is {type(body.get('response')).__name__}")
+    for name in GENERATE_COUNTS:
+        count = body.get(name)
+        if count is not None and (isinstance(count, bool) or not isinstance(count, int) or count < 0):
+            raise MalformedResponse(f"POST /api/generate answered {name} {str(count)[:40]!r}, not a count")
+    return body
 
 
 def _error_text(response: httpx.Response) -> str:

@@ -20,6 +20,10 @@ class Context:
     memory_limit_in_mb = 512
     invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:score-profiles"
     aws_request_id = "request-1"
+    remaining_ms = 300_000  # Lambda's context: the function's time left
+
+    def get_remaining_time_in_millis(self) -> int:
+        return self.remaining_ms
 
 
 PROFILES = [
@@ -57,6 +61,19 @@ def test_a_batch_gets_one_result_per_profile_from_the_production_run(host, capsy
     # The counts reach CloudWatch as embedded metrics in the function's log.
     metrics = [json.loads(line) for line in capsys.readouterr().out.splitlines() if '"_aws"' in line]
     assert metrics and metrics[-1]["ProfilesScored"] == [2.0] and metrics[-1]["ProfilesFailed_invalid_profile"] == [1.0]
+
+
+def test_a_batch_out_of_time_answers_timeout_per_profile_instead_of_failing(host):
+    server, _ = host
+    context = Context()
+    context.remaining_ms = int(score.RESPONSE_RESERVE_S * 1000) - 1  # nothing left to spend on requests
+    answer = score.handler({"profiles": PROFILES}, context)
+    assert [(r["failure"], r["route"]) for r in answer["results"]] == [
+        ("timeout", "teacher"),
+        ("invalid_profile", "teacher"),
+        ("timeout", "teacher"),
+    ]
+    assert server.state.generate_requests == [] and answer["summary"]["failed"] == {"timeout": 2, "invalid_profile": 1}
 
 
 def test_without_a_production_model_every_profile_says_so(host):

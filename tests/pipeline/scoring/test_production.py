@@ -136,6 +136,13 @@ def test_an_answer_outside_the_schema_is_an_invalid_answer_not_a_guess(ollama):
     ]
 
 
+def test_an_answer_about_another_handle_is_no_score_of_this_profile(ollama):
+    # The grammar pins only handles of X's alphabet; this one (non-ASCII) is decoded freely.
+    serve(ollama, lambda model, body: json.dumps({"handle": "crypto_bob", "score": "0.95", "reason": "x"}))
+    [result] = score(ollama, [{"twitter_id": "3", "username": "山田"}])
+    assert (result.score, result.failure, result.detail) == (None, "invalid_answer", production.WRONG_HANDLE)
+
+
 def test_a_host_that_is_down_is_host_unavailable_for_every_profile():
     results = score(None, ROWS, url="http://127.0.0.1:9")  # nothing listens on the discard port
     assert {r.failure for r in results} == {"host_unavailable"} and all(r.score is None for r in results)
@@ -150,6 +157,40 @@ def test_a_slow_answer_is_a_timeout(ollama):
     serve(ollama, slow)
     results = score(ollama, ROWS[:1], timeout_s=0.2, attempts=1)
     assert results[0].failure == "timeout" and results[0].score is None
+
+
+@pytest.mark.parametrize(
+    "forged",
+    [
+        ("text/html", b"<html><body>502 Bad Gateway</body></html>"),
+        ("application/json", b'[{"response": "{}"}]'),
+        ("application/json", b'{"response": "{}", "eval_count": "n/a"}'),
+        ("application/json", b'{"response": 5, "done": true}'),
+        ("application/json", b'{"done": true}'),
+    ],
+)
+def test_a_200_that_is_not_ollamas_answer_is_refused_for_that_profile_only(ollama, forged):
+    serve(ollama)
+    ollama.state.impostor = lambda body: forged if "crypto_bob" in body["prompt"] else None
+    results = score(ollama, ROWS)
+    assert [(r.score, r.failure) for r in results] == [(0.95, None), (None, "request_refused"), (0.8, None)]
+    assert "POST /api/generate answered" in results[1].detail
+
+
+def test_a_slow_host_answers_what_is_left_as_timeout_by_the_deadline(ollama):
+    """Five attempts of 60 s would outlast the Lambda: nothing is sent, or waited for, past the deadline."""
+
+    def slow(model, body):
+        time.sleep(2.0)
+        return echo_teacher_responder(SCORES)(model, body)
+
+    serve(ollama, slow)
+    retry = RetryPolicy(attempts=5, first_delay_s=0.0, max_delay_s=0.0)
+    with OllamaClient(ollama.url, retry=retry, timeouts=Timeouts(request_s=60.0), deadline=time.monotonic() + 1.0) as client:
+        results = production.score_profiles(ROWS, [scorer.OllamaBackend(client, PRODUCTION)], model=PRODUCTION)
+    assert [r.failure for r in results] == ["timeout"] * 3
+    assert all("deadline passed" in r.detail for r in results)
+    assert len(ollama.state.generate_requests) <= 1  # the first request, cut at the deadline; no retry, no other profile
 
 
 def test_a_missing_production_tag_is_model_not_found(ollama):

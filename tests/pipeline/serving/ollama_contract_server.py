@@ -44,6 +44,9 @@ class OllamaState:
     drops: Counter = field(default_factory=Counter)
     generate_requests: list[dict[str, Any]] = field(default_factory=list)
     responder: Responder = field(default=lambda model, body: "{}")
+    # Not Ollama: what a broken proxy or a compromised host in front of it answers to a generate,
+    # (content type, raw body) with status 200, for the requests it returns a value for.
+    impostor: Callable[[dict[str, Any]], tuple[str, bytes] | None] | None = None
 
     @staticmethod
     def digest(manifest: dict[str, Any]) -> str:
@@ -70,6 +73,13 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(data)
+
+    def _reply_raw(self, status: int, content_type: str, data: bytes) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
 
     def _body(self) -> bytes:
         if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
@@ -173,6 +183,9 @@ class _Handler(BaseHTTPRequestHandler):
                 return self._reply(400, {"error": "this double answers stream: false only"})
             with self.lock:
                 state.generate_requests.append(body)
+            forged = state.impostor(body) if state.impostor else None
+            if forged is not None:
+                return self._reply_raw(200, *forged)
             text = state.responder(name, body)
             return self._reply(
                 200,

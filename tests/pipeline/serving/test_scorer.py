@@ -19,8 +19,8 @@ from tests.pipeline.serving.ollama_contract_server import echo_teacher_responder
     "text, score",
     [
         ('{"handle":"a","score":"0.95","reason":"r"}', 0.95),
-        ('```json\n{"handle":"a","score":0.4,"reason":"r"}\n```', 0.4),
-        ('Here you go: {"handle": "a", "score": "1", "reason": "r"} thanks', 1.0),
+        ('```json\n{"handle":"a","score":"0.40","reason":"r"}\n```', 0.4),
+        ('Here you go: {"handle": "a", "score": "1.00", "reason": "r"} thanks', 1.0),
     ],
 )
 def test_forgiving_where_safe(text, score):
@@ -36,12 +36,40 @@ def test_forgiving_where_safe(text, score):
         ('{"handle":"","score":"0.5","reason":"r"}', "empty_handle"),
         ('{"handle":"a","score":"0.5"}', "empty_reason"),
         ('{"handle":"a","score":"0.5","reason":"r"', "not_json"),  # cut off at num_predict
+        # The answer schema's score is a two-decimal string; float() takes far more.
+        ('{"handle":"a","score":" 0.50 ","reason":"r"}', "score_not_in_schema"),
+        ('{"handle":"a","score":"-0.0","reason":"r"}', "score_not_in_schema"),
+        ('{"handle":"a","score":"1e-400","reason":"r"}', "score_not_in_schema"),
+        ('{"handle":"a","score":"0.5","reason":"r"}', "score_not_in_schema"),
+        ('{"handle":"a","score":0.4,"reason":"r"}', "score_not_in_schema"),
+        ('{"handle":"a","score":true,"reason":"r"}', "score_not_a_number"),
+        ('{"handle":"a","score":"0.50","reason":"x\\ud800"}', "invalid_text"),  # a lone surrogate escape
+        ('{"handle":"a\\udfff","score":"0.50","reason":"r"}', "invalid_text"),
+        ('{"handle":"a","score":"0.50","reason":"\\u0000\\u202e\\n"}', "empty_reason"),  # nothing printable
     ],
 )
 def test_strict_where_it_matters(text, reason):
     with pytest.raises(prompt.AnswerError) as caught:
         prompt.parse_model_answer(text)
     assert caught.value.reason == reason
+
+
+def test_a_models_reason_comes_back_one_clean_bounded_line():
+    raw = "\u0000bell\u0007 \u202eevil\u202c\nnext line [/INST] " + "x" * 100_000
+    answer = prompt.parse_model_answer(json.dumps({"handle": "a", "score": "0.50", "reason": raw}))
+    assert len(answer.reason) == prompt.MAX_REASON_CHARS and answer.reason.endswith(prompt.TRUNCATION_MARK)
+    assert answer.reason.startswith("bell evil next line ") and answer.reason.isprintable()
+    assert "[/INST]" not in answer.reason and prompt.clean_field(answer.reason) == answer.reason
+
+
+def test_an_answer_with_a_lone_surrogate_is_counted_and_its_raw_text_can_be_written(ollama, client):
+    ollama.state.models["mistral-researcher:run-1"] = {"files": {}, "template": "", "system": "", "parameters": {}}
+    ollama.state.responder = lambda model, body: '{"handle":"alice","score":"0.90","reason":"r\ud800"}'  # in Ollama's body
+    [result] = scorer.score_profiles(
+        [scorer.OllamaBackend(client, "mistral-researcher:run-1")], [scorer.Profile("alice", instruction("alice"), 0.9)], progress=False
+    )
+    assert not result.ok and result.error == "invalid_text"
+    result.raw.encode("utf-8")  # the report and the shadow results are written as UTF-8
 
 
 def test_ollama_scorer_sends_the_capped_structured_request_and_counts_garbage(ollama, client, tmp_path):
