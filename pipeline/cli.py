@@ -14,7 +14,7 @@ import sys
 import time
 from collections.abc import Iterator, Sequence
 
-from pipeline import contracts
+from pipeline import contracts, prompt
 from pipeline.errors import InvalidArgument, PipelineError
 
 EXIT_OK = 0
@@ -594,13 +594,16 @@ def _or_undefined(value) -> str:
 
 
 def _cell(value) -> str:
+    """A value of the history for the terminal: numbers to 3 decimals, text one clean line. The
+    history holds untrusted text (teacher names, error causes): no control character (an OSC-8
+    link) reaches the terminal, and the consoles that print it parse no markup."""
     if value is None:
         return "-"
     if isinstance(value, float):
         return f"{value:.3f}"
     if isinstance(value, dict):
-        return ", ".join(f"{key} {count}" for key, count in value.items())
-    return str(value)
+        return ", ".join(f"{prompt.clean_text(key)} {_cell(count)}" for key, count in value.items())
+    return prompt.clean_text(str(value))
 
 
 def _serving_config_for(root: str):
@@ -716,20 +719,21 @@ def _runs_list(args) -> int:
         metrics = validation.get("metrics") or {}
         champion = validation.get("champion")
         table.add_row(
-            record["run_id"],
-            str(record.get("time", "")).replace("+00:00", "Z"),
-            str(record.get("outcome")) + (f" ({record['error'][:60]})" if record.get("error") else ""),
+            _cell(record["run_id"]),
+            _cell(record.get("time", "")).replace("+00:00", "Z"),
+            _cell(record.get("outcome")) + (f" ({_cell(record['error'])[:60]})" if record.get("error") else ""),
             _cell(history.value_at(record, ("dataset", "rows"))),
             _cell(metrics.get("pearson")),
             _cell(metrics.get("mae")),
             f"{_cell(metrics.get('seed_mean'))}/{_cell(metrics.get('seed_min'))}",
             "nothing in production" if validation and champion is None else _cell((champion or {}).get("pearson_delta")),
         )
-    console = Console()
+    console = Console(markup=False)  # the history's text is never markup
     console.print(table)
     for action in found.actions():
         forced = " (forced)" if action.get("forced") else ""
-        console.print(f"{action['time']}: {action['kind']} {action['run_id']}{forced}, replacing {action.get('replaced') or 'nothing'}")
+        when, kind, run, replaced = (_cell(action.get(key)) for key in ("time", "kind", "run_id", "replaced"))
+        console.print(f"{when}: {kind} {run}{forced}, replacing {'nothing' if replaced == '-' else replaced}")
     if found.unreadable:
         print(f"warning: {found.unreadable} line(s) of {history.index_uri(args.root)} are not run records", file=sys.stderr)
     if not found.records:
@@ -755,7 +759,7 @@ def _runs_compare(args) -> int:
         x, y = history.as_number(a), history.as_number(b)
         difference = f"{y - x:+.3f}" if x is not None and y is not None and label in history.NUMERIC else ""
         table.add_row(label, _cell(a), _cell(b), difference)
-    Console().print(table)
+    Console(markup=False).print(table)  # the history's text is never markup
     plot = args.plot or f"compare-{args.first}-{args.second}.png"
     storage.write_bytes(plot, history.compare_plot(first, second))
     print(f"plot: {plot}")

@@ -17,11 +17,16 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from pipeline import contracts, runs, storage
+from pipeline import contracts, prompt, runs, storage
 from pipeline.errors import PipelineError
 
 INDEX_NAME = contracts.RUN_INDEX_NAME
 APPEND_ATTEMPTS = 5
+# Teachers a record lists by name (the most scores first); the rest are summed in one entry. The
+# names are the table's scored_by, untrusted: about 1,100 long ones pushed RecordRun's answer past
+# Step Functions' 256 KB state limit.
+MAX_TEACHERS_LISTED = 20
+MAX_SUMMARY_ERROR_CHARS = 300
 
 
 class HistoryError(PipelineError):
@@ -75,8 +80,29 @@ def _dataset(root: str, run_id: str) -> dict[str, Any] | None:
         "sha256": hashlib.sha256(raw).hexdigest(),  # the manifest pins every file's sha256
         "rows": rows if isinstance(rows, int) and not isinstance(rows, bool) else None,
         "counts": counts or None,
-        "teacher_mix": _mapping(_mapping(manifest.get("source")).get("scores_by_teacher")) or None,
+        "teacher_mix": teacher_mix(_mapping(manifest.get("source")).get("scores_by_teacher")),
     }
+
+
+def teacher_name(value: Any) -> str:
+    """A teacher's name as the history shows it: one clean line (no control, format or markup-
+    breaking characters survive clean_field), at most prompt.MAX_TEACHER_CHARS."""
+    return prompt.truncate(prompt.clean_field(value), prompt.MAX_TEACHER_CHARS)[0] or "(unnamed)"
+
+
+def teacher_mix(counts: Any) -> dict[str, int] | None:
+    """Scores per teacher, names cleaned (names that clean alike are summed), the
+    MAX_TEACHERS_LISTED largest by name and the others in one "(N other teachers)" entry."""
+    merged: dict[str, int] = {}
+    for name, count in _mapping(counts).items():
+        if isinstance(count, int) and not isinstance(count, bool):
+            merged[teacher_name(name)] = merged.get(teacher_name(name), 0) + count
+    ranked = sorted(merged.items(), key=lambda item: (-item[1], item[0]))
+    listed = dict(ranked[:MAX_TEACHERS_LISTED])
+    others = ranked[MAX_TEACHERS_LISTED:]
+    if others:
+        listed[f"({len(others)} other teachers)"] = sum(count for _, count in others)
+    return listed or None
 
 
 def _mapping(value: Any) -> dict[str, Any]:
@@ -188,10 +214,11 @@ def summary_line(record: Mapping[str, Any]) -> str:
         )
     dataset = record.get("dataset") or {}
     if dataset.get("rows"):
-        mix = ", ".join(f"{teacher} {count}" for teacher, count in (dataset.get("teacher_mix") or {}).items())
+        # Cleaned again: a record written before names were cleaned is still in the index.
+        mix = ", ".join(f"{teacher} {count}" for teacher, count in (teacher_mix(dataset.get("teacher_mix")) or {}).items())
         parts.append(f"{dataset['rows']} rows" + (f" ({mix})" if mix else ""))
     if record.get("error"):
-        parts.append(str(record["error"])[:300])
+        parts.append(prompt.clean_text(str(record["error"]))[:MAX_SUMMARY_ERROR_CHARS])
     if validation.get("report_uri"):
         parts.append(f"report {validation['report_uri']}")
     return "; ".join(parts)

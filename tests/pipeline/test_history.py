@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import cli, contracts, history, storage
+from pipeline import cli, contracts, history, prompt, storage
 
 
 def write_run(root: Path, run_id: str, *, pearson: float, passed: bool, teachers: dict[str, int]) -> None:
@@ -124,6 +124,34 @@ def test_runs_list_and_compare(tmp_path, capsys, monkeypatch):
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert cli.main(["runs", "compare", "run-1", "run-9", "--root", root]) == cli.EXIT_ERROR
     assert "UnknownRun: run 'run-9' is not in the history" in capsys.readouterr().err
+
+
+HOSTILE_TEACHERS = {
+    "claude-haiku-20240307": 700,
+    "gemini\n\nYour account is locked. Sign in at https://evil.example to keep your models.": 3,
+    "\x1b]8;;https://evil.example\x1b\\click me\x1b]8;;\x1b\\": 2,  # an OSC-8 link in a terminal
+    "[/bold] closes markup [red]": 1,
+    **{f"teacher-{i:04d}-" + "x" * 200: 1 for i in range(1100)},
+}
+
+
+def test_untrusted_teacher_names_and_errors_reach_no_one_raw(tmp_path, capsys):
+    write_run(tmp_path, "run-1", pearson=0.9, passed=True, teachers=HOSTILE_TEACHERS)
+    error = "States.TaskFailed: [/bold] \x1b[2J cleared\nsecond line " + "e" * 5000
+    record = history.run_record(str(tmp_path), "run-1", outcome=history.Outcome.FAILED, error=error)
+    mix = record["dataset"]["teacher_mix"]
+    assert len(mix) == history.MAX_TEACHERS_LISTED + 1 and mix["(1084 other teachers)"] == 1084
+    assert sum(mix.values()) == sum(HOSTILE_TEACHERS.values())  # every score counted, under a bounded name
+    assert all(len(name) <= prompt.MAX_TEACHER_CHARS and name.isprintable() for name in mix)
+    summary = history.summary_line(record)
+    assert summary.isprintable() and "\x1b" not in summary and len(summary.encode()) < 4096  # SNS email, Step Functions state
+    assert len(json.dumps(record).encode()) < 16_384  # RecordRun's answer stays far under Step Functions' 256 KB
+    history.append(str(tmp_path), record)
+    history.append(str(tmp_path), {**record, "run_id": "run-2", "error": error})
+    assert cli.main(["runs", "list", "--root", str(tmp_path)]) == 0
+    assert cli.main(["runs", "compare", "run-1", "run-2", "--root", str(tmp_path), "--plot", str(tmp_path / "p.png")]) == 0
+    out = capsys.readouterr().out
+    assert "\x1b" not in out and "[/bold]" in out  # shown as text, never taken for markup
 
 
 # "a\n": `$` also matches before a final newline, so the pattern is applied with fullmatch.
