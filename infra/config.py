@@ -53,7 +53,7 @@ KMS_ARN = re.compile(r"arn:aws[a-z-]*:kms:[a-z0-9-]+:\d{12}:key/.+")
 # Lambda's CreateFunction accepts `repo:tag` or `repo@sha256:…`, never both; SageMaker likewise. A
 # prebuilt image is named by digest so that what was tested is what runs.
 ECR_IMAGE = re.compile(r"\d{12}\.dkr\.ecr\.[a-z0-9-]+\.amazonaws\.com(\.cn)?/[a-z0-9._/-]+@sha256:[0-9a-f]{64}")
-MODEL_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,62}")
+MODEL_NAME = contracts.MODEL_NAME_PATTERN
 
 
 @dataclass(frozen=True)

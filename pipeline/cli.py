@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import os
 import sys
@@ -231,6 +232,11 @@ def build_parser() -> argparse.ArgumentParser:
         control.add_argument("--ollama-url", default=None, help="the Ollama host serving production (AWS: the host, via SSM)")
         control.add_argument("--force", action="store_true", help="also a run that failed its gates (recorded as forced)")
         control.add_argument("--note", default="", help="why, for the history")
+        control.add_argument(
+            "--model-name",
+            default=None,
+            help="the stack's modelName (default: production's, read from the pointer; else mistral-researcher)",
+        )
     shadow = commands.add_parser(
         "shadow", help="the production model vs the teachers on profiles scored since its dataset (none trained on): Phase 4's A/B"
     )
@@ -606,16 +612,26 @@ def _cell(value) -> str:
     return prompt.clean_text(str(value))
 
 
-def _serving_config_for(root: str):
-    """The pipeline's pointer in the bucket (models/current.json); the local loop's beside its runs."""
+def _serving_config_for(root: str, model_name: str | None = None):
+    """The pipeline's pointer in the bucket (models/current.json); the local loop's beside its runs.
+    The model's name is the one production has (the stack's modelName, read from the pointer), else
+    ``model_name`` (--model-name), else the default; a --model-name that contradicts the pointer is
+    refused rather than tags created that production never uses."""
     from pipeline import storage
+    from pipeline.local.run import LOCAL_POINTER
     from pipeline.serving import lifecycle
 
-    if storage.is_s3(root):
-        return lifecycle.ServingConfig()
-    from pipeline.local.run import LOCAL_POINTER
-
-    return lifecycle.ServingConfig(pointer_path=LOCAL_POINTER)
+    config = lifecycle.ServingConfig() if storage.is_s3(root) else lifecycle.ServingConfig(pointer_path=LOCAL_POINTER)
+    found = lifecycle.config_from_pointer(root, config)
+    if model_name is not None:
+        if not contracts.MODEL_NAME_PATTERN.fullmatch(model_name):
+            raise InvalidArgument(
+                f"--model-name must be an Ollama model name (lowercase letters, digits, '.', '_', '-'), got {model_name!r}"
+            )
+        if found is not config and found.model_name != model_name:
+            raise InvalidArgument(f"--model-name {model_name} but production is {found.production} (the stack's modelName)")
+        return dataclasses.replace(found, model_name=model_name)
+    return found
 
 
 def _shadow(args) -> int:
@@ -692,7 +708,7 @@ def _pin(args) -> int:
     from pipeline.serving import operator
     from pipeline.serving.ollama import OllamaClient
 
-    config = _serving_config_for(args.root)
+    config = _serving_config_for(args.root, args.model_name)
     kind = history.Kind.PROMOTE if args.command == "promote" else history.Kind.ROLLBACK
     with contextlib.ExitStack() as stack:
         client = stack.enter_context(OllamaClient(args.ollama_url)) if args.ollama_url else None

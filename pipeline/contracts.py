@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from enum import Enum
 
 MODEL_NAME = "mistral-researcher"
+# The names a stack may give the model (modelName): Ollama model names, lowercase.
+MODEL_NAME_PATTERN = re.compile(r"[a-z0-9][a-z0-9._-]{0,62}")
 PRODUCTION_TAG = "latest"  # mistral-researcher:latest is the model in production
 
 # Every artifact of a run lives under <root>/runs/<run_id>/ (root: a local directory or s3://bucket).

@@ -10,9 +10,11 @@ step is idempotent: the state machine may retry any of them.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as dt
 import hashlib
 import posixpath
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -48,6 +50,24 @@ class ServingConfig:
 
     def candidate(self, run_id: str) -> str:
         return modelfile.model_tag(runs.check_run_id(run_id), self.model_name)
+
+
+# An Ollama tag as the pointer names production ("mistral-researcher:latest"); a GGUF path is none.
+OLLAMA_TAG = re.compile(f"(?P<model>{contracts.MODEL_NAME_PATTERN.pattern}):(?P<tag>[A-Za-z0-9_][A-Za-z0-9_.-]{{0,127}})")
+
+
+def ollama_tag_parts(value: Any) -> tuple[str, str] | None:
+    """(model name, tag) of an Ollama tag, or None for anything else (a path, s3://...)."""
+    match = OLLAMA_TAG.fullmatch(value) if isinstance(value, str) else None
+    return (match["model"], match["tag"]) if match else None
+
+
+def config_from_pointer(root: str, config: ServingConfig) -> ServingConfig:
+    """``config`` with the model name and production tag the pointer's production has, when it
+    names an Ollama tag: the stack's modelName, whatever the caller's default."""
+    pointer = read_pointer(root, config)
+    parts = ollama_tag_parts(pointer.get("production")) if pointer else None
+    return dataclasses.replace(config, model_name=parts[0], production_tag=parts[1]) if parts else config
 
 
 def pointer_uri(root: str, config: ServingConfig = ServingConfig()) -> str:

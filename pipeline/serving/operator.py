@@ -18,6 +18,17 @@ class RunNotPromotable(PipelineError):
     """The run cannot be made production: it failed its gates (without --force), or left no report or GGUF."""
 
 
+class HostRequired(PipelineError):
+    """Production is a tag on the Ollama host (the stack's bucket, or a pointer that names a tag):
+    moving the pointer alone would name a model the host does not serve."""
+
+
+def serves_on_ollama(root: str, pointer: dict[str, Any] | None) -> bool:
+    """Whether production is an Ollama tag here: always in the stack's bucket, and wherever the
+    pointer names one (the local loop's llama.cpp pointer names its GGUF instead)."""
+    return storage.is_s3(root) or bool(pointer and lifecycle.ollama_tag_parts(pointer.get("production")))
+
+
 def _gates_passed(root: str, run_id: str) -> tuple[bool, list[str]]:
     uri = storage.join(runs.report_uri(root, run_id), contracts.REPORT_JSON)
     if not storage.exists(uri):
@@ -54,6 +65,11 @@ def pin(
     if not storage.exists(gguf):
         raise RunNotPromotable(f"run {run_id} has no GGUF at {gguf} (expired or never converted): run the pipeline again instead")
     replaced = lifecycle.read_pointer(root, config)
+    if client is None and serves_on_ollama(root, replaced):
+        raise HostRequired(
+            f"production at {root} is the Ollama host's {config.production}: pass --ollama-url http://<host>:11434 "
+            "(the stack's ollama_private_endpoint, from inside the VPC) so that the host serves what the pointer names"
+        )
     record = lifecycle.run_record(root, run_id, _adapter_of(root, run_id), gguf)
     if client is not None:
         if config.candidate(run_id) not in client.tags():

@@ -78,6 +78,30 @@ def test_on_ollama_the_run_is_redeployed_when_its_tag_is_gone_and_copied_to_prod
     assert pointer(two_runs)["run_id"] == "run-1" and pointer(two_runs)["model"] == model_tag("run-1")
 
 
+def test_once_production_is_on_ollama_moving_the_pointer_alone_is_refused(two_runs, capsys):
+    with OllamaContractServer() as server:
+        assert cli.main(["promote", "--run", "run-1", "--root", str(two_runs), "--ollama-url", server.url]) == 0
+    before = pointer(two_runs)
+    assert cli.main(["rollback", "--to", "run-2", "--root", str(two_runs), "--force"]) == cli.EXIT_ERROR
+    error = capsys.readouterr().err
+    assert "HostRequired: production at" in error and "mistral-researcher:latest: pass --ollama-url" in error
+    assert pointer(two_runs) == before and len(history.read(str(two_runs)).actions()) == 1  # nothing moved, nothing recorded
+
+
+def test_the_model_name_is_the_one_production_has(two_runs, capsys):
+    """A stack with modelName scorer-x: the pointer names scorer-x:latest, and the commands keep to it."""
+    with OllamaContractServer() as server:
+        args = ["--root", str(two_runs), "--ollama-url", server.url]
+        assert cli.main(["promote", "--run", "run-1", *args, "--model-name", "scorer-x"]) == 0
+        assert pointer(two_runs)["production"] == "scorer-x:latest"
+        assert cli.main(["rollback", "--to", "run-2", *args, "--force"]) == 0  # no --model-name: read from the pointer
+        assert server.state.models["scorer-x:latest"] == server.state.models[model_tag("run-2", "scorer-x")]
+        assert not [name for name in server.state.models if name.startswith("mistral-researcher:")]
+        capsys.readouterr()
+        assert cli.main(["promote", "--run", "run-1", *args, "--model-name", "mistral-researcher"]) == cli.EXIT_ERROR
+        assert "--model-name mistral-researcher but production is scorer-x:latest" in capsys.readouterr().err
+
+
 def test_on_aws_the_pointer_and_the_history_live_in_the_bucket(two_runs, monkeypatch):
     # The same commands against the stack's bucket (s3:// root): the runs' artifacts read from S3,
     # the GGUF deployed from S3 to the host, the pipeline's own pointer (models/current.json) and
@@ -94,6 +118,9 @@ def test_on_aws_the_pointer_and_the_history_live_in_the_bucket(two_runs, monkeyp
         for path in two_runs.rglob("*"):
             if path.is_file():
                 s3.upload_file(str(path), "artifacts", path.relative_to(two_runs).as_posix())
+        # Without the host, the bucket's pointer would name a model the host does not serve.
+        assert cli.main(["promote", "--run", "run-1", "--root", "s3://artifacts"]) == cli.EXIT_ERROR
+        assert "Key" not in s3.list_objects_v2(Bucket="artifacts", Prefix="models/")  # no pointer written
         args = ["--root", "s3://artifacts", "--ollama-url", server.url]
         assert cli.main(["promote", "--run", "run-1", *args]) == 0
         assert cli.main(["rollback", "--to", "run-2", *args]) == cli.EXIT_ERROR  # failed its gates, not forced
