@@ -54,6 +54,8 @@ KMS_ARN = re.compile(r"arn:aws[a-z-]*:kms:[a-z0-9-]+:\d{12}:key/.+")
 # prebuilt image is named by digest so that what was tested is what runs.
 ECR_IMAGE = re.compile(r"\d{12}\.dkr\.ecr\.[a-z0-9-]+\.amazonaws\.com(\.cn)?/[a-z0-9._/-]+@sha256:[0-9a-f]{64}")
 MODEL_NAME = contracts.MODEL_NAME_PATTERN
+RFC1918_BLOCKS = tuple(ipaddress.IPv4Network(block) for block in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"))
+OLLAMA_CIDR_MIN_PREFIX = 16  # the widest range ollamaAllowedCidrs admits to the host's port
 
 
 @dataclass(frozen=True)
@@ -284,13 +286,17 @@ def _network(r: _Reader) -> NetworkConfig:
     cidrs = r.strings("ollamaAllowedCidrs")
     for cidr in cidrs:
         try:
-            network = ipaddress.ip_network(cidr, strict=True)
+            network = ipaddress.IPv4Network(cidr, strict=True)
         except ValueError:
-            r.problem("ollamaAllowedCidrs", f"must hold CIDR ranges like 10.0.0.0/16, got {cidr!r}")
+            # IPv6 too: the ingress rule is IPv4 (cidr_ipv4), and EC2 would refuse it only at `pulumi up`.
+            r.problem("ollamaAllowedCidrs", f"must hold IPv4 CIDR ranges like 10.20.0.0/16, got {cidr!r}")
             continue
-        # Ollama's API has no authentication: never the internet, never a public range.
-        if network.prefixlen == 0 or not network.is_private:
-            r.problem("ollamaAllowedCidrs", f"{cidr} is not a private range: Ollama's API has no authentication")
+        # Ollama's API has no authentication, and whoever reaches it can replace a tag: only an
+        # RFC 1918 range, and none wider than a /16 (10.0.0.0/8 admitted a whole corporate network).
+        if not any(network.subnet_of(block) for block in RFC1918_BLOCKS):
+            r.problem("ollamaAllowedCidrs", f"{cidr} is not within 10.0.0.0/8, 172.16.0.0/12 or 192.168.0.0/16: Ollama's API has no authentication")
+        elif network.prefixlen < OLLAMA_CIDR_MIN_PREFIX:
+            r.problem("ollamaAllowedCidrs", f"{cidr} is wider than a /{OLLAMA_CIDR_MIN_PREFIX}: name the clients' own range (Ollama's API has no authentication)")
     return NetworkConfig(vpc_id, subnets, groups, cidrs, r.boolean("createVpcEndpoints"))
 
 

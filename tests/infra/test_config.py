@@ -84,8 +84,11 @@ def test_typed_values_are_converted(mocks):
         ({"vpcId": ""}, "vpcId is required"),
         ({"privateSubnetIds": "subnet-1"}, "privateSubnetIds must be a list"),
         ({"privateSubnetIds": "[]"}, "privateSubnetIds is required"),
-        ({"ollamaAllowedCidrs": '["0.0.0.0/0"]'}, "0.0.0.0/0 is not a private range"),
-        ({"ollamaAllowedCidrs": '["8.8.8.0/24"]'}, "8.8.8.0/24 is not a private range"),
+        ({"ollamaAllowedCidrs": '["0.0.0.0/0"]'}, "0.0.0.0/0 is not within 10.0.0.0/8"),
+        ({"ollamaAllowedCidrs": '["8.8.8.0/24"]'}, "8.8.8.0/24 is not within 10.0.0.0/8"),
+        ({"ollamaAllowedCidrs": '["169.254.0.0/16"]'}, "169.254.0.0/16 is not within"),  # link-local: "private" to ipaddress
+        ({"ollamaAllowedCidrs": '["10.0.0.0/8"]'}, "10.0.0.0/8 is wider than a /16"),
+        ({"ollamaAllowedCidrs": '["fd00::/64"]'}, "must hold IPv4 CIDR ranges"),  # the rule is IPv4: EC2 refused it at apply
         ({"trainingMaxWaitSeconds": "3600"}, "trainingMaxWaitSeconds must be at least trainingMaxRuntimeSeconds"),
         ({"trainingHyperparameters": '{"learning_rat": "1e-4"}'}, "unknown hyperparameter 'learning_rat'"),
         ({"trainingHyperparameters": "[1]"}, "trainingHyperparameters must be a JSON object"),
