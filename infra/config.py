@@ -294,9 +294,15 @@ def _network(r: _Reader) -> NetworkConfig:
         # Ollama's API has no authentication, and whoever reaches it can replace a tag: only an
         # RFC 1918 range, and none wider than a /16 (10.0.0.0/8 admitted a whole corporate network).
         if not any(network.subnet_of(block) for block in RFC1918_BLOCKS):
-            r.problem("ollamaAllowedCidrs", f"{cidr} is not within 10.0.0.0/8, 172.16.0.0/12 or 192.168.0.0/16: Ollama's API has no authentication")
+            r.problem(
+                "ollamaAllowedCidrs",
+                f"{cidr} is not within 10.0.0.0/8, 172.16.0.0/12 or 192.168.0.0/16: Ollama's API has no authentication",
+            )
         elif network.prefixlen < OLLAMA_CIDR_MIN_PREFIX:
-            r.problem("ollamaAllowedCidrs", f"{cidr} is wider than a /{OLLAMA_CIDR_MIN_PREFIX}: name the clients' own range (Ollama's API has no authentication)")
+            r.problem(
+                "ollamaAllowedCidrs",
+                f"{cidr} is wider than a /{OLLAMA_CIDR_MIN_PREFIX}: name the clients' own range (Ollama's API has no authentication)",
+            )
     return NetworkConfig(vpc_id, subnets, groups, cidrs, r.boolean("createVpcEndpoints"))
 
 

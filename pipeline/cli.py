@@ -230,7 +230,11 @@ def build_parser() -> argparse.ArgumentParser:
         control.add_argument(flag, dest="target_run", required=True, metavar="RUN", help="the run id")
         control.add_argument("--root", default=".", help="where runs/ lives: a directory or s3://<bucket> (default: .)")
         control.add_argument("--ollama-url", default=None, help="the Ollama host serving production (AWS: the host, via SSM)")
-        control.add_argument("--force", action="store_true", help="also a run that failed its gates (recorded as forced)")
+        control.add_argument(
+            "--force",
+            action="store_true",
+            help="also a run that failed its gates or whose GGUF its report cannot vouch for (recorded as forced)",
+        )
         control.add_argument("--note", default="", help="why, for the history")
         control.add_argument(
             "--model-name",
@@ -713,7 +717,7 @@ def _pin(args) -> int:
     with contextlib.ExitStack() as stack:
         client = stack.enter_context(OllamaClient(args.ollama_url)) if args.ollama_url else None
         result = operator.pin(args.root, args.target_run, kind=kind, client=client, config=config, force=args.force, note=args.note)
-    forced = " (forced: it failed its gates)" if result["forced"] else ""
+    forced = " (forced)" if result["forced"] else ""
     print(f"{args.target_run} is production{forced}: {result['production']}, replacing {result['replaced'] or 'nothing'}")
     print(f"recorded in {history.index_uri(args.root)}")
     return EXIT_OK

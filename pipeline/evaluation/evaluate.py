@@ -43,6 +43,7 @@ def evaluate(
     champion_backends: Sequence[Backend] | None = None,
     champion_model: str | None = None,
     champion_unavailable: str | None = None,
+    gguf_sha256: str | None = None,
 ) -> dict[str, Any]:
     """Score the holdout and seed profiles, apply the gates, write the report. With
     ``champion_backends`` (the model in production) the same holdout is scored by it too, and the
@@ -65,7 +66,14 @@ def evaluate(
         metrics["champion_unavailable"] = champion_unavailable
     gate_results = gates_module.evaluate(metrics, gates)
     report = report_module.build_report(
-        model=model, backend=backend_name, metrics=metrics, gates=gate_results, thresholds=gates.as_dict(), holdout=holdout, seeds=seeds
+        model=model,
+        backend=backend_name,
+        metrics=metrics,
+        gates=gate_results,
+        thresholds=gates.as_dict(),
+        holdout=holdout,
+        seeds=seeds,
+        gguf_sha256=gguf_sha256,
     )
     written = report_module.write_report(out_uri, report, holdout, seeds, champion_holdout)
     return {
@@ -97,6 +105,8 @@ def validate_model(
 
     dataset = runs.dataset_uri(root, run_id)
     candidate = config.candidate(run_id)
+    # The GGUF DeployModel created the candidate from (its digest, as DeployModel read it).
+    gguf_sha256, _ = lifecycle.gguf_digest(runs.gguf_uri(root, run_id))
     # The model in production, when there is one, scores the same holdout (champion/challenger).
     in_production = lifecycle.read_pointer(root, config) is not None
     summary = evaluate(
@@ -111,6 +121,7 @@ def validate_model(
         progress=progress,
         champion_backends=[OllamaBackend(client, config.production)] * concurrency if in_production else None,
         champion_model=config.production,
+        gguf_sha256=gguf_sha256,
     )
     shadowed = None
     if in_production:  # Phase 4's shadow: production against the teachers on GenerateDataset's fresh profiles

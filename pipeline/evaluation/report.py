@@ -51,11 +51,14 @@ def build_report(
     thresholds: dict[str, float],
     holdout: Sequence[ScoreResult],
     seeds: Sequence[ScoreResult],
+    gguf_sha256: str | None = None,
 ) -> dict[str, Any]:
     return {
         "format": REPORT_FORMAT,
         "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "model": model,
+        # The GGUF these figures are of: promotion, by the pipeline or an operator, refuses another.
+        "gguf_sha256": gguf_sha256,
         "backend": backend,
         "passed": all(gate.passed for gate in gates),
         "failed_gates": [gate.name for gate in gates if not gate.passed],

@@ -252,6 +252,7 @@ def run(options: RunOptions, note: Callable[[str], None] = print, on_stage: Call
                 champion_backends=champion_backends,
                 champion_model=champion_model,
                 champion_unavailable=champion_unavailable,
+                gguf_sha256=lifecycle.gguf_digest(str(gguf_path))[0],
             )
             summary["validation"] = verdict
             if champion_backends and in_production:

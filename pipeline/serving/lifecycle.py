@@ -227,6 +227,20 @@ def _prune(client: OllamaClient, config: ServingConfig, keep: set[str]) -> list[
     return removed
 
 
+class UnvalidatedModel(PipelineError):
+    """The GGUF to promote is not the one its run's report validated (replaced since, or never
+    recorded there)."""
+
+
+def check_validated(report: dict[str, Any], run_id: str, gguf_uri: str, sha256: str) -> None:
+    """Refuse a GGUF whose digest is not the one the run's report recorded as validated."""
+    validated = report.get("gguf_sha256")
+    if not validated:
+        raise UnvalidatedModel(f"run {run_id}'s report records no GGUF digest: it cannot show that {gguf_uri} is what was validated")
+    if validated != sha256:
+        raise UnvalidatedModel(f"{gguf_uri} has sha256 {sha256[:12]}…, but run {run_id} validated {validated[:12]}…: it was replaced since")
+
+
 def run_record(root: str, run_id: str, adapter_uri: str | None, gguf_uri: str | None = None) -> dict[str, Any]:
     """What the pointer says about a run: where its inputs and outputs are, their hashes, its metrics."""
     gguf = gguf_uri or runs.gguf_uri(root, run_id)
@@ -257,7 +271,9 @@ def promote_run(
     report = storage.read_json(storage.join(runs.report_uri(root, run_id), contracts.REPORT_JSON))
     if not report.get("passed"):  # the gates are the only way into production
         raise PromotionError(f"run {run_id} did not pass validation (failed: {report.get('failed_gates')})")
-    pointer = promote(client, root, run_id, run_record(root, run_id, adapter_uri, gguf_uri), config)
+    record = run_record(root, run_id, adapter_uri, gguf_uri)
+    check_validated(report, run_id, record["gguf_uri"], record["gguf_sha256"])
+    pointer = promote(client, root, run_id, record, config)
     return {
         "run_id": run_id,
         "production": pointer["production"],

@@ -29,11 +29,15 @@ def serves_on_ollama(root: str, pointer: dict[str, Any] | None) -> bool:
     return storage.is_s3(root) or bool(pointer and lifecycle.ollama_tag_parts(pointer.get("production")))
 
 
-def _gates_passed(root: str, run_id: str) -> tuple[bool, list[str]]:
+def _report(root: str, run_id: str) -> dict[str, Any]:
     uri = storage.join(runs.report_uri(root, run_id), contracts.REPORT_JSON)
     if not storage.exists(uri):
         raise RunNotPromotable(f"run {run_id} has no validation report ({uri}): it never reached ValidateModel")
-    report = storage.read_json(uri)
+    return storage.read_json(uri)
+
+
+def _gates_passed(root: str, run_id: str) -> tuple[bool, list[str]]:
+    report = _report(root, run_id)
     return bool(report.get("passed")), list(report.get("failed_gates") or [])
 
 
@@ -71,12 +75,22 @@ def pin(
             "(the stack's ollama_private_endpoint, from inside the VPC) so that the host serves what the pointer names"
         )
     record = lifecycle.run_record(root, run_id, _adapter_of(root, run_id), gguf)
+    # The digest the report validated, never whatever object is there now.
+    try:
+        lifecycle.check_validated(_report(root, run_id), run_id, gguf, record["gguf_sha256"])
+        vouched = True
+    except lifecycle.UnvalidatedModel as exc:
+        if not force:
+            raise RunNotPromotable(f"{exc}: pass --force to make it production anyway") from None
+        vouched = False
+    forced = force and not (passed and vouched)
     if client is not None:
-        if config.candidate(run_id) not in client.tags():
-            lifecycle.deploy(client, gguf, run_id, config)
+        # Created again from the verified blob (the upload skipped when the host has it): a tag of
+        # that name on the host may have been replaced since.
+        lifecycle.deploy(client, gguf, run_id, config)
         pointer = lifecycle.promote(client, root, run_id, record, config)
     else:
         pointer = lifecycle.write_pointer(root, run_id, record, model=gguf, production=gguf, config=config)
     replaced_run = replaced.get("run_id") if replaced else None
-    history.append(root, history.action_record(kind, run_id, replaced=replaced_run, forced=force and not passed, note=note))
-    return {"run_id": run_id, "production": pointer["production"], "replaced": replaced_run, "forced": force and not passed}
+    history.append(root, history.action_record(kind, run_id, replaced=replaced_run, forced=forced, note=note))
+    return {"run_id": run_id, "production": pointer["production"], "replaced": replaced_run, "forced": forced}

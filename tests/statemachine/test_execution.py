@@ -124,7 +124,9 @@ def test_failed_gates_roll_back_and_leave_production_alone(world):
     assert run(world, "run-4")[0]["status"] == "SUCCEEDED"
     pointer_before = world.pointer()
     production_before = world.ollama.state.models["mistral-researcher:latest"]
-    world.ollama.state.responder = lambda model, body: '{"handle":"x","score":"0.10","reason":"not a researcher"}'
+    world.ollama.state.responder = lambda model, body: json.dumps(
+        {"handle": re.search(r"^handle: (.*)$", body["prompt"], re.M).group(1), "score": "0.10", "reason": "not a researcher"}
+    )
     result, visited = run(world, "run-5")
     assert result["status"] == "FAILED" and result["error"] == "ValidationFailed"
     assert "seed_mean" in result["cause"]
@@ -312,7 +314,9 @@ def test_each_task_failing_ends_the_execution_failed_notified_and_the_host_stopp
 
     run_id = f"fail-{state}"
     if statuses == "gates fail":
-        world.ollama.state.responder = lambda model, body: '{"handle":"x","score":"0.10","reason":"not a researcher"}'
+        world.ollama.state.responder = lambda model, body: json.dumps(
+        {"handle": re.search(r"^handle: (.*)$", body["prompt"], re.M).group(1), "score": "0.10", "reason": "not a researcher"}
+    )
     else:
         world.ollama.state.responder = teacher_agreeing(world, run_id)
         world.training_statuses[:] = statuses or []
@@ -359,7 +363,9 @@ def then_production_stops_agreeing(world, db):
     """Another week; every model now answers 0.10 whatever the profile: the candidate fails its
     gates and the production model's shadow agreement becomes undefined - an alert."""
     insert_fresh_scores(db, {f"later_{i}": round(i / 29, 2) for i in range(30)}, prefix="9200")
-    world.ollama.state.responder = lambda model, body: '{"handle":"x","score":"0.10","reason":"not a researcher"}'
+    world.ollama.state.responder = lambda model, body: json.dumps(
+        {"handle": re.search(r"^handle: (.*)$", body["prompt"], re.M).group(1), "score": "0.10", "reason": "not a researcher"}
+    )
     return run(world, "run-s3")
 
 

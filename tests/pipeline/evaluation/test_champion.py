@@ -91,6 +91,7 @@ def test_unpaired_answers_are_refused():
 def test_validate_model_compares_the_candidate_with_the_production_tag_on_the_host(tmp_path, candidate_is_better):
     """ValidateModel on the contract-test Ollama server: production (mistral-researcher:latest) and
     the candidate score the same holdout; the report says which is closer, and the gate decides."""
+    import hashlib
     import json
     import re
 
@@ -107,6 +108,8 @@ def test_validate_model_compares_the_candidate_with_the_production_tag_on_the_ho
     dataset.mkdir(parents=True)
     write_profiles(dataset / contracts.HOLDOUT_FILE, HOLDOUT)
     write_profiles(dataset / contracts.SEEDS_FILE, SEEDS)
+    gguf = tmp_path / "runs" / run_id / contracts.GGUF_NAME  # what DeployModel created the candidate from
+    gguf.write_bytes(b"GGUF" + b"\x00" * 64)
     config = lifecycle.ServingConfig()
     pointer = tmp_path.joinpath(*config.pointer_path)
     pointer.parent.mkdir(parents=True)
@@ -129,6 +132,7 @@ def test_validate_model_compares_the_candidate_with_the_production_tag_on_the_ho
     assert ("champion_pearson_drop" in summary["failed_gates"]) is not candidate_is_better
     out = tmp_path / "runs" / run_id / "report"
     written = json.loads((out / report.REPORT_JSON).read_text())
+    assert written["gguf_sha256"] == hashlib.sha256(gguf.read_bytes()).hexdigest()  # what promotion will insist on
     assert written["metrics"]["champion"]["champion"] == config.production and written["metrics"]["champion"]["profiles"] == len(HOLDOUT)
     text = (out / report.REPORT_MD).read_text()
     assert "## Champion / challenger" in text and f"]({report.CHAMPION_PNG})" in text

@@ -3,6 +3,7 @@ runs that failed their gates refused unless forced, every action in the history.
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 import pytest
@@ -18,8 +19,17 @@ def two_runs(tmp_path):
     write_run(tmp_path, "run-1", pearson=0.9, passed=True, teachers={"claude-haiku-20240307": 700})
     write_run(tmp_path, "run-2", pearson=0.7, passed=False, teachers={"claude-haiku-20240307": 900})
     for run_id in ("run-1", "run-2"):
-        (tmp_path / "runs" / run_id / "model.gguf").write_bytes(b"GGUF" + run_id.encode() * 512)
+        gguf = tmp_path / "runs" / run_id / "model.gguf"
+        gguf.write_bytes(b"GGUF" + run_id.encode() * 512)
+        validated(tmp_path, run_id, hashlib.sha256(gguf.read_bytes()).hexdigest())
     return tmp_path
+
+
+def validated(root, run_id: str, sha256: str | None) -> None:
+    """The run's report as ValidateModel writes it: with the digest of the GGUF it scored."""
+    report_path = root / "runs" / run_id / "report" / "report.json"
+    report = json.loads(report_path.read_text())
+    report_path.write_text(json.dumps({**report, "gguf_sha256": sha256}))
 
 
 def pointer(root) -> dict:
@@ -100,6 +110,17 @@ def test_the_model_name_is_the_one_production_has(two_runs, capsys):
         capsys.readouterr()
         assert cli.main(["promote", "--run", "run-1", *args, "--model-name", "mistral-researcher"]) == cli.EXIT_ERROR
         assert "--model-name mistral-researcher but production is scorer-x:latest" in capsys.readouterr().err
+
+
+def test_a_gguf_replaced_since_its_validation_is_refused_unless_forced(two_runs, capsys):
+    (two_runs / "runs" / "run-1" / "model.gguf").write_bytes(b"GGUF" + b"something nobody validated" * 64)
+    assert cli.main(["promote", "--run", "run-1", "--root", str(two_runs)]) == cli.EXIT_ERROR
+    assert "but run run-1 validated" in capsys.readouterr().err and not (two_runs / "runs" / "current.json").exists()
+    validated(two_runs, "run-2", None)  # a report that records no digest vouches for no GGUF
+    assert cli.main(["rollback", "--to", "run-2", "--root", str(two_runs), "--force"]) == 0
+    assert cli.main(["promote", "--run", "run-1", "--root", str(two_runs)]) == cli.EXIT_ERROR
+    assert cli.main(["promote", "--run", "run-1", "--root", str(two_runs), "--force", "--note", "known rebuild"]) == 0
+    assert [(a["run_id"], a["forced"]) for a in history.read(str(two_runs)).actions()] == [("run-2", True), ("run-1", True)]
 
 
 def test_on_aws_the_pointer_and_the_history_live_in_the_bucket(two_runs, monkeypatch):
