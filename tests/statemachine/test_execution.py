@@ -315,8 +315,8 @@ def test_each_task_failing_ends_the_execution_failed_notified_and_the_host_stopp
     run_id = f"fail-{state}"
     if statuses == "gates fail":
         world.ollama.state.responder = lambda model, body: json.dumps(
-        {"handle": re.search(r"^handle: (.*)$", body["prompt"], re.M).group(1), "score": "0.10", "reason": "not a researcher"}
-    )
+            {"handle": re.search(r"^handle: (.*)$", body["prompt"], re.M).group(1), "score": "0.10", "reason": "not a researcher"}
+        )
     else:
         world.ollama.state.responder = teacher_agreeing(world, run_id)
         world.training_statuses[:] = statuses or []
