@@ -36,11 +36,6 @@ def _report(root: str, run_id: str) -> dict[str, Any]:
     return storage.read_json(uri)
 
 
-def _gates_passed(root: str, run_id: str) -> tuple[bool, list[str]]:
-    report = _report(root, run_id)
-    return bool(report.get("passed")), list(report.get("failed_gates") or [])
-
-
 def _adapter_of(root: str, run_id: str) -> str | None:
     """The adapter the run trained (the local loop's adapter/, or the SageMaker job's output)."""
     recorded = history.read(root).runs().get(run_id) or {}
@@ -62,9 +57,11 @@ def pin(
     ``client`` the run's GGUF is deployed as its candidate when the tag is gone, then promoted;
     without, the pointer names the GGUF (the local loop's llama.cpp serving)."""
     runs.check_run_id(run_id)
-    passed, failed_gates = _gates_passed(root, run_id)
+    report = _report(root, run_id)
+    passed = bool(report.get("passed"))
     if not passed and not force:
-        raise RunNotPromotable(f"run {run_id} failed its gates ({', '.join(failed_gates)}): pass --force to make it production anyway")
+        failed_gates = ", ".join(map(str, report.get("failed_gates") or []))
+        raise RunNotPromotable(f"run {run_id} failed its gates ({failed_gates}): pass --force to make it production anyway")
     gguf = runs.gguf_uri(root, run_id)
     if not storage.exists(gguf):
         raise RunNotPromotable(f"run {run_id} has no GGUF at {gguf} (expired or never converted): run the pipeline again instead")
@@ -77,7 +74,7 @@ def pin(
     record = lifecycle.run_record(root, run_id, _adapter_of(root, run_id), gguf)
     # The digest the report validated, never whatever object is there now.
     try:
-        lifecycle.check_validated(_report(root, run_id), run_id, gguf, record["gguf_sha256"])
+        lifecycle.check_validated(report, run_id, gguf, record["gguf_sha256"])
         vouched = True
     except lifecycle.UnvalidatedModel as exc:
         if not force:

@@ -116,6 +116,24 @@ def test_a_run_whose_report_did_not_pass_is_never_promoted(served):
     assert not storage.exists(f"s3://{bucket}/models/current.json")
 
 
+def test_a_gguf_replaced_after_its_validation_is_never_promoted(served):
+    import hashlib
+
+    from pipeline.serving.lifecycle import UnvalidatedModel
+
+    server, bucket = served
+    storage.write_bytes(f"s3://{bucket}/runs/run-2/model.gguf", b"GGUF-validated")
+    storage.write_json(f"s3://{bucket}/runs/run-2/dataset/manifest.json", {"counts": {"total": 100}})
+    validated = hashlib.sha256(b"GGUF-validated").hexdigest()
+    storage.write_json(f"s3://{bucket}/runs/run-2/report/report.json", {"passed": True, "metrics": {}, "gguf_sha256": validated})
+    deploy.handler({"run_id": "run-2"}, Context())
+    storage.write_bytes(f"s3://{bucket}/runs/run-2/model.gguf", b"GGUF-swapped!!")  # same size, other bytes
+    with pytest.raises(UnvalidatedModel, match="but run run-2 validated"):
+        promote.handler({"run_id": "run-2"}, Context())
+    assert "mistral-researcher:latest" not in server.state.models
+    assert not storage.exists(f"s3://{bucket}/models/current.json")
+
+
 def test_a_bad_run_id_is_named_before_any_request(served):
     server, _ = served
     with pytest.raises(InvalidArgument, match="run id"):
