@@ -12,7 +12,8 @@ Returns {"model", "run_id", "results": [one per profile, in order: {twitter_id, 
 reason, latency_s, model, run_id, failure, detail, route}], "summary": {profiles, scored, failed,
 latency_p50_s, latency_p95_s, outside_share, share, to_teacher}}. ``route`` is "custom" (scored here)
 or "teacher": outside the share, or a fallback whose ``failure`` says why (invalid_profile,
-host_starting, host_unavailable, timeout, model_not_found, request_refused, invalid_answer); the
+host_starting, host_unavailable, timeout, model_not_found, request_refused, invalid_answer,
+model_mismatch: the production tag's manifest digest is not the one the pointer promoted); the
 orchestrator scores those with its teacher, so no profile is lost. The batch answers within the
 function's time (context.get_remaining_time_in_millis, less RESPONSE_RESERVE_S): a slow host's
 unfinished profiles answer ``timeout``, never a Lambda timeout of the whole batch. A 200 that is
@@ -69,6 +70,9 @@ def handler(event: dict, context) -> dict:
     config = settings.serving
     pointer = lifecycle.read_pointer(settings.artifact_root, config)
     run_id = pointer.get("run_id") if pointer else None
+    # What was promoted: the production tag is verified against it before scoring (model_mismatch).
+    # A pointer written before promotions recorded it has none; the next promotion adds it.
+    digest = pointer.get(lifecycle.OLLAMA_DIGEST_KEY) if pointer else None
     with contextlib.ExitStack() as stack:
         wake = None
         if settings.host_instance_id:  # the host on demand: started when stopped, waited for (bounded)
@@ -83,6 +87,7 @@ def handler(event: dict, context) -> dict:
             concurrency=settings.concurrency,
             share=settings.custom_model_share,
             wake=wake,
+            expected_digest=digest if isinstance(digest, str) else None,
         )
     summary = production.summarize(results, settings.custom_model_share)
     metrics.add_metric(name="CustomModelShare", unit=MetricUnit.Percent, value=summary.share)

@@ -26,7 +26,7 @@ from pipeline import prompt
 from pipeline.dataset import records
 from pipeline.scoring import routing, scorer
 from pipeline.serving import host
-from pipeline.serving.ollama import OllamaClient
+from pipeline.serving.ollama import OllamaClient, OllamaError, OllamaUnavailable
 
 # The source table's columns a request carries (user_profiles; docs/stages.md). twitter_id and
 # username are required; the others may be null or absent.
@@ -49,6 +49,7 @@ class Failure(str, Enum):
     MODEL_NOT_FOUND = "model_not_found"  # the production tag is not on the host
     REQUEST_REFUSED = "request_refused"
     INVALID_ANSWER = "invalid_answer"  # the model answered outside the schema (detail: the code)
+    MODEL_MISMATCH = "model_mismatch"  # the production tag is not the model the pointer promoted
 
 
 _REQUEST_FAILURES = {
@@ -252,14 +253,19 @@ def score_batch(
     concurrency: int,
     share: float = routing.FULL_SHARE,
     wake: Callable[[], host.HostStatus] | None = None,
+    expected_digest: str | None = None,
 ) -> list[ProfileScore]:
     """A batch on the Ollama host, woken first when ``wake`` is given (the host on demand) and some
     row is the custom model's to score: a host still starting answers ``host_starting`` for those
     rows, one that cannot be used ``host_unavailable`` - results with route teacher, not errors, so
     that the orchestrator scores them with its teacher. A batch wholly outside the share never
-    wakes the host."""
+    wakes the host. With ``expected_digest`` (the pointer's manifest digest of what was promoted)
+    the tag is checked before the first request: another model under that name answers
+    ``model_mismatch`` for every routed row, never a score."""
     share = routing.check_share(share)
-    if wake and _plan(rows, model=model, run_id=run_id, share=share).requests:
+    if not _plan(rows, model=model, run_id=run_id, share=share).requests:
+        return score_profiles(rows, [], model=model, run_id=run_id, share=share)
+    if wake:
         try:
             status = wake()
         except host.HostUnavailable as exc:
@@ -267,7 +273,29 @@ def score_batch(
         if status is host.HostStatus.STARTING:
             detail = "the Ollama host was stopped and is starting: send the batch again in a few minutes"
             return not_scored(rows, model=model, run_id=run_id, failure=Failure.HOST_STARTING, detail=detail, share=share)
+    if expected_digest:
+        refused = _unverified_model(client, model, expected_digest)
+        if refused:
+            return not_scored(rows, model=model, run_id=run_id, failure=refused[0], detail=refused[1], share=share)
     return score_profiles(rows, [scorer.OllamaBackend(client, model)] * concurrency, model=model, run_id=run_id, share=share)
+
+
+def _unverified_model(client: OllamaClient, model: str, expected_digest: str) -> tuple[Failure, str] | None:
+    """Why ``model`` on the host cannot be taken for the promoted one, or None when its manifest
+    digest is ``expected_digest``. Ollama has no API to generate by digest, so the tag is checked
+    once per batch: a tag replaced in the seconds of a batch is seen by the next one."""
+    try:
+        tags = client.tags()
+    except OllamaUnavailable as exc:
+        return Failure.HOST_UNAVAILABLE, str(exc)[:300]
+    except OllamaError as exc:
+        return Failure.REQUEST_REFUSED, str(exc)[:300]
+    if model not in tags:
+        return Failure.MODEL_NOT_FOUND, f"{model} is not on the Ollama host"
+    if tags[model] != expected_digest:
+        shown = prompt.clean_field(tags[model])[:19]
+        return Failure.MODEL_MISMATCH, f"{model} has manifest {shown}, the pointer promoted {expected_digest[:19]}: not scored"
+    return None
 
 
 def not_scored(

@@ -34,6 +34,7 @@ class Profile:
     handle: str
     instruction: str
     teacher_score: float
+    teacher: str = ""  # who gave teacher_score (its row's "Scored by model" line); "" when unknown
 
 
 @dataclass(frozen=True)
@@ -60,9 +61,14 @@ class ScoreResult:
     def ok(self) -> bool:
         return self.score is not None
 
+    @property
+    def answered(self) -> bool:
+        """The model answered (valid or not); False for a request that failed on its way."""
+        return self.error not in REQUEST_FAILURES
+
 
 class Backend(Protocol):
-    def complete(self, instruction: str, handle: str) -> Completion: ...
+    def complete(self, instruction: str, handle: str, seed: int = modelfile.DECODING_SEED) -> Completion: ...
 
 
 class OllamaBackend:
@@ -72,13 +78,13 @@ class OllamaBackend:
         self.client = client
         self.model = model
 
-    def complete(self, instruction: str, handle: str) -> Completion:
+    def complete(self, instruction: str, handle: str, seed: int = modelfile.DECODING_SEED) -> Completion:
         started = time.perf_counter()
         body = self.client.generate(
             self.model,
             instruction,
             format=prompt.answer_schema(handle),
-            options={"temperature": modelfile.TEMPERATURE, "num_predict": prompt.MAX_ANSWER_TOKENS},
+            options={"temperature": modelfile.TEMPERATURE, "num_predict": prompt.MAX_ANSWER_TOKENS, "seed": seed},
         )
         return Completion(
             body.get("response", ""),
@@ -101,10 +107,6 @@ class LlamaCppBackend:
 
         if not os.path.isfile(gguf_path):
             raise InvalidArgument(f"no GGUF file at {gguf_path}")
-        # Every request samples from this seed, whichever requests this context served before: left
-        # to itself, llama-cpp-python chains each request's seed from the previous one, so an answer
-        # depended on how a concurrent evaluation happened to share the profiles out.
-        self._sampling_seed = seed
         window = modelfile.REPEAT_LAST_N
         self._llm = llama_cpp.Llama(
             model_path=gguf_path, n_ctx=0, n_threads=threads, n_threads_batch=threads, seed=seed, last_n_tokens_size=window, verbose=False
@@ -143,7 +145,7 @@ class LlamaCppBackend:
         # BOS from the GGUF's add_bos_token, special tokens parsed: what Ollama's runner does.
         return self._llm.tokenize(text.encode("utf-8"), add_bos=True, special=True)
 
-    def complete(self, instruction: str, handle: str) -> Completion:
+    def complete(self, instruction: str, handle: str, seed: int = modelfile.DECODING_SEED) -> Completion:
         tokens = self.prompt_tokens(instruction)
         grammar = self._grammar(handle) if self._constrained else None
         started = time.perf_counter()
@@ -158,7 +160,10 @@ class LlamaCppBackend:
             repeat_penalty=modelfile.REPEAT_PENALTY,  # over the last REPEAT_LAST_N tokens (last_n_tokens_size)
             stop=list(modelfile.STOP_SEQUENCES),
             grammar=grammar,
-            seed=self._sampling_seed,
+            # Every request samples from its own seed, whichever requests this context served
+            # before: left to itself, llama-cpp-python chains each request's seed from the previous
+            # one, so an answer depended on how a concurrent evaluation shared the profiles out.
+            seed=seed,
         )
         out = cast(dict, response)  # not streamed: one response, not an iterator of chunks
         return Completion(out["choices"][0]["text"], time.perf_counter() - started, len(tokens), int(out["usage"]["completion_tokens"]))
@@ -181,12 +186,20 @@ def request_failure(exc: OllamaUnavailable | OllamaError) -> RequestFailure:
     return RequestFailure.MODEL_NOT_FOUND if isinstance(exc, ModelNotFound) else RequestFailure.REQUEST_REFUSED
 
 
-def score_one(backend: Backend, profile: Profile) -> ScoreResult:
+# The failures of the path to the model, not of the model: retried once more by an evaluation and
+# counted by the request-failure gate, never as a score.
+TRANSPORT_FAILURES = frozenset({RequestFailure.TIMEOUT.value, RequestFailure.HOST_UNAVAILABLE.value})
+REQUEST_FAILURES = frozenset(failure.value for failure in RequestFailure)
+
+
+def score_one(backend: Backend, profile: Profile, seed: int = modelfile.DECODING_SEED) -> ScoreResult:
+    started = time.perf_counter()
     try:
-        completion = backend.complete(profile.instruction, profile.handle)
+        completion = backend.complete(profile.instruction, profile.handle, seed)
     except (OllamaUnavailable, OllamaError) as exc:
-        # A request that failed after its retries counts against the gates like a bad answer.
-        return ScoreResult(profile, 0.0, 0, 0, error=request_failure(exc).value, raw=str(exc)[:500])
+        # No answer after the client's retries: a request failure (the gates count these apart from
+        # answers), with the time it took - a slow host's failures must not pull the latencies down.
+        return ScoreResult(profile, time.perf_counter() - started, 0, 0, error=request_failure(exc).value, raw=str(exc)[:500])
     common: dict[str, Any] = dict(
         profile=profile,
         latency_s=completion.latency_s,
@@ -209,8 +222,10 @@ def score_profiles(
     progress: bool = True,
     on_result: Callable[[ScoreResult], None] | None = None,
     description: str = "validate",
+    seed: int = modelfile.DECODING_SEED,
 ) -> list[ScoreResult]:
-    """Score every profile, ``len(backends)`` at a time; results in the profiles' order."""
+    """Score every profile, ``len(backends)`` at a time, sampling from ``seed``; results in the
+    profiles' order."""
     if not backends:
         raise InvalidArgument("at least one backend is needed")
     idle: queue.Queue[Backend] = queue.Queue()
@@ -220,7 +235,7 @@ def score_profiles(
     def task(profile: Profile) -> ScoreResult:
         backend = idle.get()
         try:
-            return score_one(backend, profile)
+            return score_one(backend, profile, seed)
         finally:
             idle.put(backend)
 
@@ -242,7 +257,31 @@ def score_profiles(
 def read_profiles(uri: str) -> list[Profile]:
     """Profiles from a dataset JSONL file (holdout.jsonl, seeds.jsonl): instruction + teacher answer."""
     with storage.open_read(uri) as lines:
-        return [Profile(row.handle, row.instruction, row.score) for row in iter_rows(lines, uri)]
+        return [Profile(row.handle, row.instruction, row.score, _teacher_of(row.instruction)) for row in iter_rows(lines, uri)]
+
+
+def _teacher_of(instruction: str) -> str:
+    fields = prompt.instruction_fields(instruction)
+    return fields["scored_by"] if fields else ""
+
+
+def as_production_asks(profile: Profile) -> Profile:
+    """The profile with the instruction production sends (pipeline.scoring.production): its
+    "Scored by model" line names the teacher the model imitates at inference, whoever scored it.
+    The gates measure what production does; the label stays the profile's own teacher's."""
+    fields = prompt.instruction_fields(profile.instruction)
+    if fields is None or fields["scored_by"] == prompt.DEFAULT_INFERENCE_TEACHER:
+        return profile
+    asked = prompt.format_instruction(
+        handle=fields["username"],
+        display_name=fields["display_name"],
+        bio=fields["bio"],
+        created_at=fields["created_at"],
+        follower_count=fields["follower_count"],
+        location=fields["location"],
+        scored_by=prompt.DEFAULT_INFERENCE_TEACHER,
+    )
+    return Profile(profile.handle, asked, profile.teacher_score, profile.teacher)
 
 
 def backends_for(

@@ -52,6 +52,9 @@ class ServingConfig:
         return modelfile.model_tag(runs.check_run_id(run_id), self.model_name)
 
 
+# The pointer's field for the Ollama manifest digest of the promoted tag (GET /api/tags).
+OLLAMA_DIGEST_KEY = "ollama_digest"
+
 # An Ollama tag as the pointer names production ("mistral-researcher:latest"); a GGUF path is none.
 OLLAMA_TAG = re.compile(f"(?P<model>{contracts.MODEL_NAME_PATTERN.pattern}):(?P<tag>[A-Za-z0-9_][A-Za-z0-9_.-]{{0,127}})")
 
@@ -130,6 +133,9 @@ def promote(
     # Protected before it becomes production: the GGUF in production never carries the expiring tag.
     _retain(_gguf_of(root, record, run_id), contracts.RETENTION_PRODUCTION, required=True)
     client.copy(candidate, config.production)
+    # The manifest digest production must have (a copy keeps it): ScoreProfiles verifies it before
+    # scoring, RestoreError where the tag was replaced since - Ollama's API has no authentication.
+    record = {**record, OLLAMA_DIGEST_KEY: tags[candidate]}
     pointer = write_pointer(root, run_id, record, model=candidate, production=config.production, config=config)
     _prune(client, config, keep={candidate, pointer["previous"]["model"] if pointer["previous"] else candidate})
     kept = {run_id, *(entry["run_id"] for entry in [pointer["previous"]] if entry)}
@@ -197,6 +203,12 @@ def rollback(client: OllamaClient, root: str, run_id: str, config: ServingConfig
         source = pointer["model"]
         if source not in tags:
             raise RestoreError(f"the pointer names {source}, which is not on the Ollama server at {client.base_url}")
+        if pointer.get(OLLAMA_DIGEST_KEY) and tags[source] != pointer[OLLAMA_DIGEST_KEY]:
+            raise RestoreError(
+                f"{source} on {client.base_url} is not the model the pointer promoted (manifest {tags[source][:19]}, "
+                f"promoted {str(pointer[OLLAMA_DIGEST_KEY])[:19]}): it was replaced; re-deploy it with "
+                "`python -m pipeline promote` from its verified GGUF"
+            )
         if tags.get(config.production) != tags[source]:
             client.copy(source, config.production)
             restored = True

@@ -169,9 +169,9 @@ class OllamaClient:
         return self._request("DELETE", "/api/delete", json={"model": model}, missing_ok=True).status_code == 200
 
     def tags(self) -> dict[str, str]:
-        """Every local model name -> its manifest digest."""
-        models = self._request("GET", "/api/tags").json().get("models") or []
-        return {model["name"]: model.get("digest", "") for model in models}
+        """Every local model name -> its manifest digest (MalformedResponse for a body that is not
+        Ollama's ListResponse)."""
+        return tags_response(self._request("GET", "/api/tags"))
 
     def show(self, model: str) -> dict[str, Any]:
         return self._request("POST", "/api/show", json={"model": model}).json()
@@ -214,6 +214,23 @@ def generate_response(response: httpx.Response) -> dict[str, Any]:
         if count is not None and (isinstance(count, bool) or not isinstance(count, int) or count < 0):
             raise MalformedResponse(f"POST /api/generate answered {name} {str(count)[:40]!r}, not a count")
     return body
+
+
+def tags_response(response: httpx.Response) -> dict[str, str]:
+    """The body of ``GET /api/tags`` as api/types.go ListResponse has it: ``models``, a list of
+    objects whose ``name`` and ``digest`` are strings (a missing digest reads as "")."""
+    try:
+        body = response.json()
+    except ValueError:
+        raise MalformedResponse(f"GET /api/tags answered {response.headers.get('content-type', 'no content type')}, not JSON") from None
+    models = body.get("models") if isinstance(body, dict) else None
+    if models is None and isinstance(body, dict):
+        models = []  # an empty server may omit the list
+    if not isinstance(models, list) or not all(
+        isinstance(model, dict) and isinstance(model.get("name"), str) and isinstance(model.get("digest", ""), str) for model in models
+    ):
+        raise MalformedResponse("GET /api/tags answered no list of models with a name and a digest")
+    return {model["name"]: model.get("digest", "") for model in models}
 
 
 def _error_text(response: httpx.Response) -> str:

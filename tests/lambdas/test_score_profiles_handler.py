@@ -76,6 +76,26 @@ def test_a_batch_out_of_time_answers_timeout_per_profile_instead_of_failing(host
     assert server.state.generate_requests == [] and answer["summary"]["failed"] == {"timeout": 2, "invalid_profile": 1}
 
 
+def test_a_production_tag_that_is_not_the_promoted_model_is_never_scored(host, capsys):
+    server, bucket = host
+    promoted = server.state.digest(server.state.models["mistral-researcher:latest"])
+    pointer = {"run_id": "weekly-2026-11-29", "ollama_digest": promoted}
+    storage.write_bytes(f"s3://{bucket}/models/current.json", json.dumps(pointer).encode())
+    assert [r["failure"] for r in score.handler({"profiles": PROFILES}, Context())["results"]] == [None, "invalid_profile", None]
+    server.state.models["mistral-researcher:latest"] = {"files": {}, "template": "{{ .Prompt }}", "system": "", "parameters": {}}
+    server.state.generate_requests.clear()
+    capsys.readouterr()
+    answer = score.handler({"profiles": PROFILES}, Context())
+    assert [(r["failure"], r["route"]) for r in answer["results"]] == [
+        ("model_mismatch", "teacher"),
+        ("invalid_profile", "teacher"),
+        ("model_mismatch", "teacher"),
+    ]
+    assert server.state.generate_requests == [] and answer["summary"]["scored"] == 0
+    metrics = [json.loads(line) for line in capsys.readouterr().out.splitlines() if '"_aws"' in line]
+    assert metrics[-1]["ProfilesFailed_model_mismatch"] == [2.0]
+
+
 def test_without_a_production_model_every_profile_says_so(host):
     server, _ = host
     server.state.models.clear()

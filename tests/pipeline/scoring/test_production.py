@@ -66,7 +66,7 @@ def test_every_profile_is_scored_as_training_prompted_it(ollama):
     )
     assert example.instruction in sent and "[/INST]" not in example.instruction and "</s>" not in example.instruction
     request = ollama.state.generate_requests[0]
-    assert request["options"] == {"temperature": 0.1, "num_predict": prompt.MAX_ANSWER_TOKENS}
+    assert request["options"] == {"temperature": 0.1, "num_predict": prompt.MAX_ANSWER_TOKENS, "seed": 0}
     assert request["stream"] is False
     for sent_request in ollama.state.generate_requests:  # each profile's own schema: its handle, constant
         handle = next(line[len("handle: ") :] for line in sent_request["prompt"].splitlines() if line.startswith("handle: "))
@@ -157,6 +157,8 @@ def test_a_slow_answer_is_a_timeout(ollama):
     serve(ollama, slow)
     results = score(ollama, ROWS[:1], timeout_s=0.2, attempts=1)
     assert results[0].failure == "timeout" and results[0].score is None
+    # The time the failed request took, not 0: a slow host's failures must raise the latency figures.
+    assert results[0].latency_s >= 0.2
 
 
 @pytest.mark.parametrize(
@@ -268,6 +270,39 @@ def test_a_batch_for_a_host_that_is_starting_or_unusable_gets_a_result_per_row_n
         assert ollama.state.generate_requests == []  # nothing was asked of a host that is not ready
         ready = production.score_batch(ROWS, client, model=PRODUCTION, run_id=None, concurrency=2, wake=lambda: host.HostStatus.READY)
     assert [r.score for r in ready] == [0.95, 0.05, 0.8]
+
+
+def test_a_production_tag_replaced_since_its_promotion_scores_no_profile(ollama):
+    """Ollama's API has no authentication: a tag re-created by anyone admitted to it is another
+    model under production's name. Its digest is not the pointer's, so nothing is asked of it."""
+    serve(ollama)
+    with OllamaClient(ollama.url) as client:
+        promoted = client.tags()[PRODUCTION]
+        ollama.state.models[PRODUCTION] = {**ollama.state.models[PRODUCTION], "system": "score every profile 1.00"}
+        rows = [*ROWS, {"twitter_id": "9"}]
+        results = production.score_batch(rows, client, model=PRODUCTION, run_id="run-1", concurrency=2, expected_digest=promoted)
+        assert [(r.failure, r.route.value) for r in results] == [("model_mismatch", "teacher")] * 3 + [("invalid_profile", "teacher")]
+        assert promoted[:19] in results[0].detail and ollama.state.generate_requests == []
+        verified = production.score_batch(
+            ROWS, client, model=PRODUCTION, run_id="run-1", concurrency=2, expected_digest=client.tags()[PRODUCTION]
+        )
+        assert [r.score for r in verified] == [0.95, 0.05, 0.8]
+        ollama.state.models.clear()
+        gone = production.score_batch(ROWS[:1], client, model=PRODUCTION, run_id="run-1", concurrency=1, expected_digest=promoted)
+    assert gone[0].failure == "model_not_found"
+
+
+@pytest.mark.parametrize(
+    "body", [b"<html>502</html>", b"[]", b'{"models": [{"name": 5}]}', b'{"models": [{"name": "m:latest", "digest": 7}]}']
+)
+def test_a_model_list_that_is_not_ollamas_refuses_the_batch_per_profile(body):
+    import httpx
+
+    from pipeline.serving import ollama as ollama_api
+
+    with pytest.raises(ollama_api.MalformedResponse, match="GET /api/tags answered"):
+        ollama_api.tags_response(httpx.Response(200, content=body))
+    assert ollama_api.tags_response(httpx.Response(200, content=b'{"models": null}')) == {}  # an empty host
 
 
 def test_the_command_scores_only_the_share_it_is_given(ollama, tmp_path, capsys):

@@ -120,6 +120,27 @@ def test_a_first_ever_promote_cut_off_is_undone_by_removing_production(ollama, c
     assert result["production_removed"] is True and ollama.state.models == {}
 
 
+def test_the_pointer_records_the_manifest_digest_production_must_have(ollama, client, tmp_path):
+    pointer = deploy_and_promote(client, tmp_path, "run-1", b"one")
+    tags = client.tags()
+    assert pointer[lifecycle.OLLAMA_DIGEST_KEY] == tags[PRODUCTION] == tags[model_tag("run-1")]
+    second = deploy_and_promote(client, tmp_path, "run-2", b"two")
+    assert second[lifecycle.OLLAMA_DIGEST_KEY] == client.tags()[PRODUCTION] != pointer[lifecycle.OLLAMA_DIGEST_KEY]
+
+
+def test_rollback_never_restores_production_from_a_tag_replaced_since_its_promotion(ollama, client, tmp_path):
+    """Anyone admitted to Ollama's unauthenticated API can re-create the pointer's tag; a restore
+    from it would put their model in production."""
+    deploy_and_promote(client, tmp_path, "run-1", b"one")
+    lifecycle.deploy(client, fake_gguf(tmp_path, "run-2", b"two"), "run-2")
+    client.copy(model_tag("run-2"), PRODUCTION)  # a promote of run-2 cut off before its pointer
+    ollama.state.models[model_tag("run-1")] = {**ollama.state.models[model_tag("run-1")], "system": "ignore the profile"}
+    replaced_production = ollama.state.models[PRODUCTION]
+    with pytest.raises(lifecycle.RestoreError, match="not the model the pointer promoted"):
+        lifecycle.rollback(client, str(tmp_path), "run-2")
+    assert ollama.state.models[PRODUCTION] == replaced_production  # nothing copied from the replaced tag
+
+
 def test_rollback_names_the_problem_when_the_pointer_model_is_gone(ollama, client, tmp_path):
     deploy_and_promote(client, tmp_path, "run-1", b"one")
     ollama.state.models.pop(model_tag("run-1"))

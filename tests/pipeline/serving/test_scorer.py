@@ -10,6 +10,7 @@ import pytest
 from pipeline import prompt
 from pipeline.errors import InvalidArgument
 from pipeline.scoring import scorer
+from pipeline.serving import modelfile
 from pipeline.serving.ollama import OllamaClient, RetryPolicy
 from tests.pipeline.serving.conftest import instruction
 from tests.pipeline.serving.ollama_contract_server import echo_teacher_responder
@@ -85,7 +86,7 @@ def test_ollama_scorer_sends_the_capped_structured_request_and_counts_garbage(ol
         handle = "alice" if "handle: alice" in request["prompt"] else "bob"
         assert request["stream"] is False and request["format"] == prompt.answer_schema(handle)
     request = ollama.state.generate_requests[0]
-    assert request["options"] == {"temperature": 0.1, "num_predict": prompt.MAX_ANSWER_TOKENS}
+    assert request["options"] == {"temperature": 0.1, "num_predict": prompt.MAX_ANSWER_TOKENS, "seed": modelfile.DECODING_SEED}
     assert request["prompt"] in (profiles[0].instruction, profiles[1].instruction)
 
 
