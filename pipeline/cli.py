@@ -552,9 +552,11 @@ def _validate_model(args) -> int:
         )
     metrics = summary["metrics"]
     print(
-        f"{'PASSED' if summary['passed'] else 'FAILED'}: seed mean {metrics['seed_mean']:.3f}, seed min "
-        f"{metrics['seed_min']:.3f}, pearson {_or_undefined(metrics['pearson'])}, p95 latency "
-        f"{metrics['latency_p95_s']:.2f} s, valid JSON {metrics['valid_json_rate']:.1%}; report {summary['report_md_uri']}"
+        f"{'PASSED' if summary['passed'] else 'FAILED'}: seed mean {_or_undefined(metrics['seed_mean'])}, seed min "
+        f"{_or_undefined(metrics['seed_min'])}, pearson {_or_undefined(metrics['pearson'])}, p95 latency "
+        f"{metrics['latency_p95_s']:.2f} s, valid JSON "
+        f"{'undefined' if metrics['valid_json_rate'] is None else format(metrics['valid_json_rate'], '.1%')}, "
+        f"request failures {metrics['request_failures']}; report {summary['report_md_uri']}"
     )
     if not summary["passed"]:
         print(f"failed gates: {', '.join(summary['failed_gates'])}", file=sys.stderr)

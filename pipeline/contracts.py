@@ -224,10 +224,16 @@ GATES = (
     GateRule("latency_p50_max_s", "latency_p50_s", "gateLatencyP50MaxSeconds", 5.0, 0.0, None, "<", low_exclusive=True),
     GateRule("latency_p95_max_s", "latency_p95_s", "gateLatencyP95MaxSeconds", 5.0, 0.0, None, "<", low_exclusive=True),
     GateRule("valid_json_rate_min", "valid_json_rate", "gateValidJsonRateMin", 0.98, 0.0, 1.0, ">="),
-    # Champion / challenger (Phase 4): on the same holdout, the candidate's Pearson may be at most
-    # this much below production's, and its MAE at most this much above, at 95 % confidence
-    # (pipeline/evaluation/champion.py). The first run, with nothing in production, passes.
-    GateRule("champion_pearson_drop_max", "champion_pearson_drop", "gateChampionPearsonDropMax", 0.02, 0.0, 2.0, "<"),
+    # Requests that got no answer (timeout, host unreachable, refused) after the client's retries
+    # and one more pass: counted here, never as a score of 0 (one timeout among 40 seeds set
+    # seed_min to 0 and failed 18 % of runs at a 0.5 % per-request failure rate).
+    GateRule("request_failure_rate_max", "request_failure_rate", "gateRequestFailureRateMax", 0.02, 0.0, 1.0, "<"),
+    # Champion / challenger (Phase 4), a non-inferiority test: on the same holdout, the candidate's
+    # Pearson may be at most this much below production's, and its MAE at most this much above,
+    # each at 95 % one-sided confidence (pipeline/evaluation/champion.py). Error rates by simulation
+    # in docs/benchmarks.md (an equal candidate passes 93 % at 200 profiles, one worse by 0.05
+    # Pearson or +0.02 MAE at most 5 %). The first run, with nothing in production, passes.
+    GateRule("champion_pearson_drop_max", "champion_pearson_drop", "gateChampionPearsonDropMax", 0.05, 0.0, 2.0, "<"),
     GateRule("champion_mae_rise_max", "champion_mae_rise", "gateChampionMaeRiseMax", 0.02, 0.0, 1.0, "<"),
 )
 GATE_RULES = {rule.name: rule for rule in GATES}

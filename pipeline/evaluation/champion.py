@@ -74,7 +74,9 @@ def _interval(values: np.ndarray) -> tuple[float, float] | None:
     values = values[np.isfinite(values)]
     if len(values) < RESAMPLES // 2:  # most resamples undefined: no interval worth the name
         return None
-    tail = (1 - CONFIDENCE) / 2 * 100
+    # Each end is a one-sided bound at CONFIDENCE (a non-inferiority test reads one end only):
+    # the interval between them is a two-sided 1 - 2 x (1 - CONFIDENCE) one.
+    tail = (1 - CONFIDENCE) * 100
     low, high = np.percentile(values, [tail, 100 - tail])
     return float(low), float(high)
 

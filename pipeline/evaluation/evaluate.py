@@ -12,7 +12,7 @@ from pipeline.evaluation import champion
 from pipeline.evaluation import gates as gates_module
 from pipeline.evaluation import report as report_module
 from pipeline.evaluation.gates import QualityGates
-from pipeline.scoring.scorer import Backend, OllamaBackend, Profile, read_profiles, score_profiles
+from pipeline.scoring.scorer import TRANSPORT_FAILURES, Backend, OllamaBackend, Profile, ScoreResult, read_profiles, score_profiles
 from pipeline.serving.lifecycle import ServingConfig
 from pipeline.serving.ollama import OllamaClient
 
@@ -27,6 +27,20 @@ def sample_holdout(profiles: Sequence[Profile], limit: int | None) -> list[Profi
     if limit is None or len(profiles) <= limit:
         return list(profiles)
     return random.Random(SAMPLE_SEED).sample(list(profiles), limit)
+
+
+def score_again_on_transport_failure(backends: Sequence[Backend], results: list[ScoreResult]) -> list[ScoreResult]:
+    """``results`` with each request that failed on its way (a timeout, an unreachable host: the
+    client's own retries spent) asked once more, after the whole batch: a host hiccup passes while
+    the others are scored. What fails again stays a request failure, counted by its own gate."""
+    failed = [index for index, result in enumerate(results) if result.error in TRANSPORT_FAILURES]
+    if not failed:
+        return results
+    again = score_profiles(backends, [results[index].profile for index in failed], progress=False)
+    results = list(results)
+    for index, result in zip(failed, again, strict=True):
+        results[index] = result
+    return results
 
 
 def evaluate(
@@ -55,11 +69,13 @@ def evaluate(
         raise gates_module.EmptyEvaluationSet(f"{holdout_uri} has no profiles: the correlation gate cannot be evaluated")
     if not seed_profiles:
         raise gates_module.EmptyEvaluationSet(f"{seeds_uri} has no profiles: the seed gates cannot be evaluated")
-    results = score_profiles(backends, [*holdout_profiles, *seed_profiles], progress=progress)
+    results = score_again_on_transport_failure(backends, score_profiles(backends, [*holdout_profiles, *seed_profiles], progress=progress))
     holdout, seeds = results[: len(holdout_profiles)], results[len(holdout_profiles) :]
     comparison, champion_holdout = None, None
     if champion_backends:
-        champion_holdout = score_profiles(champion_backends, holdout_profiles, progress=progress, description="production")
+        champion_holdout = score_again_on_transport_failure(
+            champion_backends, score_profiles(champion_backends, holdout_profiles, progress=progress, description="production")
+        )
         comparison = champion.compare(holdout, champion_holdout, champion_model=champion_model or "production")
     metrics = gates_module.compute_metrics(holdout, seeds, comparison)
     if champion_unavailable:

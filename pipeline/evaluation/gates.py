@@ -1,9 +1,11 @@
 """The quality gates: one home for their thresholds (defaults from the spec's Success Criteria) and
 the metrics they read.
 
-Unparseable or failed answers are not dropped: they count as invalid for the valid-JSON gate and
-score 0.0 for the score gates (a model that cannot answer a seed profile has not recognised the
-researcher), and their latency counts.
+Unparseable answers are not dropped: they count as invalid for the valid-JSON gate and score 0.0
+for the score gates (a model that cannot answer a seed profile has not recognised the researcher).
+A request that got no answer at all (scorer.REQUEST_FAILURES: a timeout, an unreachable host) says
+nothing of the model: it counts under the request-failure gate only, never as a score, and its
+elapsed time counts in the latencies.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ class QualityGates:
     latency_p50_max_s: float = _default("latency_p50_max_s")
     latency_p95_max_s: float = _default("latency_p95_max_s")
     valid_json_rate_min: float = _default("valid_json_rate_min")
+    request_failure_rate_max: float = _default("request_failure_rate_max")
     champion_pearson_drop_max: float = _default("champion_pearson_drop_max")
     champion_mae_rise_max: float = _default("champion_mae_rise_max")
 
@@ -124,28 +127,34 @@ def compute_metrics(
     if not seeds:
         raise EmptyEvaluationSet("the seed set has no profiles: the seed gates cannot be evaluated")
     everything = [*holdout, *seeds]
+    latencies = [result.latency_s for result in everything]  # failed requests with the time they took
+    failed = sum(not result.answered for result in everything)
+    # The model's figures are read on what it answered: a request failure is no answer of it.
+    holdout, seeds = [r for r in holdout if r.answered], [r for r in seeds if r.answered]
+    answered = [*holdout, *seeds]
     model = [effective_score(result) for result in holdout]
     teacher = [result.profile.teacher_score for result in holdout]
     seed_scores = [effective_score(result) for result in seeds]
-    latencies = [result.latency_s for result in everything]
-    valid = sum(result.ok for result in everything)
+    valid = sum(result.ok for result in answered)
     return {
         "profiles": len(everything),
         "holdout_profiles": len(holdout),
         "seed_profiles": len(seeds),
         "valid_answers": valid,
-        "handle_mismatches": sum(result.ok and not result.handle_matches for result in everything),
-        "valid_json_rate": valid / len(everything),
-        "seed_mean": float(np.mean(seed_scores)),
-        "seed_min": float(np.min(seed_scores)),
+        "request_failures": failed,
+        "request_failure_rate": failed / len(everything),
+        "handle_mismatches": sum(result.ok and not result.handle_matches for result in answered),
+        "valid_json_rate": valid / len(answered) if answered else None,
+        "seed_mean": float(np.mean(seed_scores)) if seeds else None,
+        "seed_min": float(np.min(seed_scores)) if seeds else None,
         "pearson": pearson(model, teacher),
         "spearman": spearman(model, teacher),
-        "mae": float(np.mean(np.abs(np.asarray(model) - np.asarray(teacher)))),
+        "mae": float(np.mean(np.abs(np.asarray(model) - np.asarray(teacher)))) if holdout else None,
         "latency_p50_s": _percentile(latencies, 50),
         "latency_p95_s": _percentile(latencies, 95),
-        "prompt_tokens_mean": float(np.mean([r.prompt_tokens for r in everything])),
-        "answer_tokens_mean": float(np.mean([r.answer_tokens for r in everything])),
-        "answer_tokens_max": int(max(r.answer_tokens for r in everything)),
+        "prompt_tokens_mean": float(np.mean([r.prompt_tokens for r in answered])) if answered else None,
+        "answer_tokens_mean": float(np.mean([r.answer_tokens for r in answered])) if answered else None,
+        "answer_tokens_max": int(max(r.answer_tokens for r in answered)) if answered else None,
         **(champion.metrics() if champion else {"champion_pearson_drop": None, "champion_mae_rise": None, "champion": None}),
     }
 

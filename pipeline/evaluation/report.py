@@ -168,8 +168,9 @@ def markdown(report: dict[str, Any]) -> str:
     lines += [
         "",
         f"Spearman {_fmt(metrics['spearman'])}, mean absolute error {_fmt(metrics['mae'])}; "
-        f"{metrics['valid_answers']} valid answers; tokens per profile: prompt {metrics['prompt_tokens_mean']:.0f}, "
-        f"answer {metrics['answer_tokens_mean']:.0f} (max {metrics['answer_tokens_max']}).",
+        f"{metrics['valid_answers']} valid answers, {metrics.get('request_failures', 0)} requests without an answer "
+        f"(not counted as scores); tokens per profile: prompt {_fmt(metrics['prompt_tokens_mean'])}, "
+        f"answer {_fmt(metrics['answer_tokens_mean'])} (max {_fmt(metrics['answer_tokens_max'])}).",
         "",
         f"![model vs teacher]({SCATTER_PNG})",
         f"![score histograms]({HISTOGRAM_PNG})",

@@ -1,4 +1,5 @@
-"""Champion / challenger: the paired bootstrap against SciPy's, and the gates' decisions."""
+"""Champion / challenger: the paired bootstrap against SciPy's (each end a one-sided 95 % bound, so
+SciPy's two-sided 90 % interval), and the gates' decisions."""
 
 from __future__ import annotations
 
@@ -46,7 +47,14 @@ def test_the_interval_is_scipys_paired_percentile_bootstrap():
 
     for statistic, ours in ((pearson_difference, comparison.pearson_delta_interval), (mae_difference, comparison.mae_delta_interval)):
         reference = stats.bootstrap(
-            (teacher, worse, good), statistic, paired=True, vectorized=False, n_resamples=4000, method="percentile", random_state=7
+            (teacher, worse, good),
+            statistic,
+            paired=True,
+            vectorized=False,
+            n_resamples=4000,
+            method="percentile",
+            random_state=7,
+            confidence_level=0.90,
         ).confidence_interval
         assert ours[0] == pytest.approx(reference.low, abs=0.015) and ours[1] == pytest.approx(reference.high, abs=0.015)
     assert comparison.pearson_delta == pytest.approx(pearson_difference(teacher, worse, good))
@@ -63,7 +71,7 @@ def test_a_worse_candidate_fails_by_name_with_its_value_and_threshold():
     teacher, good, worse = holdout()
     result = decided(answers(teacher, worse), answers(teacher, good))
     drop, rise = result["champion_pearson_drop"], result["champion_mae_rise"]
-    assert not drop.passed and drop.value > 0.02 and drop.threshold == 0.02 and drop.comparison == "<"
+    assert not drop.passed and drop.value > 0.05 and drop.threshold == 0.05 and drop.comparison == "<"
     assert not rise.passed and rise.value > 0.02
     assert decided(answers(teacher, good), answers(teacher, worse))["champion_pearson_drop"].passed  # and the better one passes
 
@@ -137,3 +145,34 @@ def test_validate_model_compares_the_candidate_with_the_production_tag_on_the_ho
     text = (out / report.REPORT_MD).read_text()
     assert "## Champion / challenger" in text and f"]({report.CHAMPION_PNG})" in text
     assert (out / report.CHAMPION_PNG).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def realistic_pair(rng, n: int, candidate_sd: float):
+    """Teacher scores a two-hump mix; each model = teacher + error, the two errors correlated 0.7
+    (a shared base model), answers clipped and rounded as answers are - not identical answers,
+    which hid that an equal candidate was rejected half the time."""
+    teacher = np.where(rng.random(n) < 0.3, rng.beta(8, 2, n), rng.beta(2, 8, n))
+    shared, own = rng.normal(0, 1, n), rng.normal(0, 1, n)
+    production = np.round(np.clip(teacher + 0.16 * shared, 0, 1), 2)
+    candidate = np.round(np.clip(teacher + candidate_sd * (0.7 * shared + np.sqrt(1 - 0.49) * own), 0, 1), 2)
+    return teacher, production, candidate
+
+
+def share_accepted(n: int, candidate_sd: float, trials: int, seed: int) -> float:
+    rng = np.random.default_rng(seed)
+    passed = 0
+    for _ in range(trials):
+        teacher, production, candidate = realistic_pair(rng, n, candidate_sd)
+        result = decided(answers(teacher, candidate), answers(teacher, production))
+        passed += result["champion_pearson_drop"].passed and result["champion_mae_rise"].passed
+    return passed / trials
+
+
+def test_a_candidate_as_good_as_production_with_its_own_errors_is_accepted_almost_always():
+    # 96.5 % over 200 trials in benchmarks/bench_gates.py at 200 profiles; 40 trials here, a bound with room.
+    assert share_accepted(200, 0.16, trials=40, seed=3) >= 0.85
+
+
+def test_a_candidate_truly_worse_by_five_pearson_points_is_rejected_almost_always():
+    # Error sd 0.204 is Pearson 0.05 below production's 0.895 (calibrated on 400,000 profiles).
+    assert share_accepted(200, 0.204, trials=40, seed=4) <= 0.1
