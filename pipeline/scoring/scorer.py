@@ -265,25 +265,6 @@ def _teacher_of(instruction: str) -> str:
     return fields["scored_by"] if fields else ""
 
 
-def as_production_asks(profile: Profile) -> Profile:
-    """The profile with the instruction production sends (pipeline.scoring.production): its
-    "Scored by model" line names the teacher the model imitates at inference, whoever scored it.
-    The gates measure what production does; the label stays the profile's own teacher's."""
-    fields = prompt.instruction_fields(profile.instruction)
-    if fields is None or fields["scored_by"] == prompt.DEFAULT_INFERENCE_TEACHER:
-        return profile
-    asked = prompt.format_instruction(
-        handle=fields["username"],
-        display_name=fields["display_name"],
-        bio=fields["bio"],
-        created_at=fields["created_at"],
-        follower_count=fields["follower_count"],
-        location=fields["location"],
-        scored_by=prompt.DEFAULT_INFERENCE_TEACHER,
-    )
-    return Profile(profile.handle, asked, profile.teacher_score, profile.teacher)
-
-
 def backends_for(
     *, gguf_path: str | None = None, client: OllamaClient | None = None, model: str | None = None, concurrency: int = 1
 ) -> tuple[list[Backend], str]:
