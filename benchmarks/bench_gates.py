@@ -1,6 +1,7 @@
-"""Monte-Carlo of the champion/challenger gates: how often the production code
-(pipeline.evaluation.champion.compare, gates.evaluate) accepts a candidate that is equal to,
-worse than or better than the model in production.
+"""Monte-Carlo of the champion/challenger gates and the shadow alert: how often the production code
+(pipeline.evaluation.champion.compare, gates.evaluate, shadow.judge) accepts a candidate that is
+equal to, worse than or better than the model in production, and how often a shadow week alerts
+with nothing changed (false alarms) and after a real drop (power).
 
 The simulated answers have the error structure the gates meet (the #30 review's model): teacher
 scores a two-hump mix (70 % non-researchers around 0.15, 30 % researchers around 0.85, Beta
@@ -23,7 +24,7 @@ import time
 import numpy as np
 
 from benchmarks.measure import write_section
-from pipeline.evaluation import champion, gates
+from pipeline.evaluation import champion, gates, shadow
 from pipeline.scoring.scorer import Profile, ScoreResult
 
 ERROR_CORRELATION = 0.7
@@ -116,6 +117,24 @@ def ratchet(n: int, trials: int, weeks: int, thresholds: gates.QualityGates, see
     return list(passed / trials)
 
 
+SHADOW_SIZES = (50, 200, 500)
+
+
+def shadow_alerts(n: int, trials: int, now_sd: float, seed: int) -> float:
+    """How often the shadow step alerts (shadow.judge with its default setting): a baseline week of
+    ``n`` fresh profiles scored by the production model, then a week of ``n`` others scored by a
+    model whose error sd is ``now_sd`` (PRODUCTION_ERROR_SD: nothing changed)."""
+    rng = np.random.default_rng(seed)
+    alerts = 0
+    for _ in range(trials):
+        before_teacher, before, _ = pair(rng, n, PRODUCTION_ERROR_SD)
+        now_teacher, _, now = pair(rng, n, now_sd)
+        baseline = {"pearson": _pearson(before, before_teacher), "scored": n, "run_id": "run-1"}
+        result = shadow.ShadowResult("production", "run-1", "", n, n, {}, 0, _pearson(now, now_teacher), None, None)
+        alerts += shadow.judge(result, baseline, shadow.DEFAULT_DROP_ALERT).alert
+    return alerts / trials
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--trials", type=int, default=200, help="simulated weeks per cell (default %(default)s)")
@@ -151,6 +170,22 @@ def main() -> None:
         "",
         "Ratchet (n = 321, the demo's holdout; an equal challenger each week, promoted when it passes, on the same holdout): "
         + ", ".join(f"week {week + 1} {rate:.1%}" for week, rate in enumerate(weekly)),
+    ]
+    drops = {"no change (false alarm)": PRODUCTION_ERROR_SD, "Pearson down 0.05": calibrate(-0.05, metric=0)}
+    drops["Pearson down 0.10"] = calibrate(-0.10, metric=0)
+    shadow_lines = ["| shadow week | " + " | ".join(f"n = {n}" for n in SHADOW_SIZES) + " |", "|---" * (len(SHADOW_SIZES) + 1) + "|"]
+    for name, sd in drops.items():
+        rates = [shadow_alerts(n, args.trials * 5, sd, seed=n + 1) for n in SHADOW_SIZES]
+        shadow_lines.append(f"| {name} | " + " | ".join(f"{r:.1%}" for r in rates) + " |")
+        print(shadow_lines[-1], flush=True)
+    body += [
+        "",
+        f"Shadow alert (`shadow.judge`: at least {shadow.MIN_SHADOW_PROFILES} answered profiles, a drop of more than "
+        f"`shadowDropAlert` {shadow.DEFAULT_DROP_ALERT} Pearson from the baseline week, significant by Fisher's z at one-sided "
+        f"{shadow.ALERT_CONFIDENCE:.0%}); the baseline week and this week of n profiles each, {args.trials * 5} simulated "
+        "pairs of weeks per cell; share of weeks that alert (below the minimum the result is 'insufficient' and never alerts):",
+        "",
+        *shadow_lines,
     ]
     print("\n".join(body))
     write_section("gates", "Quality gates: error rates (Monte-Carlo)", "\n".join(body))

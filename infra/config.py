@@ -125,6 +125,7 @@ class ModelServingConfig:
     conversion_memory_mb: int = contracts.LAMBDA_MAX_MEMORY_MB  # the ConvertToGGUF Lambda's memory (and CPU)
     custom_model_share: float = 0.0  # percent of profiles ScoreProfiles routes to the custom model
     shadow_drop_alert: float = 0.05  # Pearson points the shadow comparison may fall before it alerts
+    teacher_audit_share: float = 5.0  # percent of routed profiles ScoreProfiles flags for the teacher too
 
 
 @dataclass(frozen=True)
@@ -482,6 +483,9 @@ def _serving(r: _Reader) -> ModelServingConfig:
     share = r._float("customModelShare")
     if share is not None and not 0 <= share <= 100:
         r.problem("customModelShare", f"must be a percentage from 0 to 100, got {share:g}")
+    audit = r._float("teacherAuditShare")
+    if audit is not None and not 0 <= audit <= 100:
+        r.problem("teacherAuditShare", f"must be a percentage from 0 to 100, got {audit:g}")
     drop = r._float("shadowDropAlert")
     if drop is not None and not 0 <= drop <= 2:
         r.problem("shadowDropAlert", f"must be within [0, 2] (Pearson points), got {drop:g}")
@@ -493,6 +497,7 @@ def _serving(r: _Reader) -> ModelServingConfig:
         memory,
         share if share is not None else 0.0,
         drop if drop is not None else 0.05,
+        audit if audit is not None else 5.0,
     )
 
 

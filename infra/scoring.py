@@ -68,6 +68,7 @@ class ScoringFunction(pulumi.ComponentResource):
                     "HOST_INSTANCE_ID": args.host_instance_id,
                     "HOST_WAKE_WAIT_SECONDS": str(HOST_WAKE_WAIT_SECONDS),
                     "CUSTOM_MODEL_SHARE": f"{args.config.custom_model_share:g}",
+                    "TEACHER_AUDIT_SHARE": f"{args.config.teacher_audit_share:g}",
                     "POWERTOOLS_SERVICE_NAME": "score-profiles",
                     "POWERTOOLS_METRICS_NAMESPACE": "ResearcherScorer",
                 },

@@ -149,7 +149,7 @@ def _shadow(root: str, run_id: str) -> dict[str, Any] | None:
     found = _read_json(storage.join(runs.run_uri(root, run_id), contracts.SHADOW_DIR, "shadow.json"))
     if not found:
         return None
-    return {key: found.get(key) for key in ("profiles", "scored", "pearson", "mae", "agreement", "previous_pearson", "alert")}
+    return {key: found.get(key) for key in ("profiles", "scored", "pearson", "mae", "agreement", "previous_pearson", "alert", "status")}
 
 
 def run_record(

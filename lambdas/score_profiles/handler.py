@@ -5,12 +5,14 @@ default 4), SCORING_TIMEOUT_SECONDS? (per request, default 60), SCORING_MAX_BATC
 HOST_INSTANCE_ID? (the host on demand: started when stopped, waited for HOST_WAKE_WAIT_SECONDS,
 default 60; not ready by then -> every profile answers failure "host_starting"), CUSTOM_MODEL_SHARE?
 (percent of profiles the custom model scores, by a stable hash of twitter_id; default 0: the
-teacher scores all, the migration's start).
+teacher scores all, the migration's start), TEACHER_AUDIT_SHARE? (percent of the routed profiles
+flagged ``audit: true``, by another stable hash: the orchestrator asks its teacher for those too, so
+monitoring and training data keep teacher labels at any share; default 5).
 Event: {"profiles": [{"twitter_id", "username", "display_name"?, "bio"?, "created_at"?,
 "follower_count"?, "location"?}, ...]} - the source table's columns.
 Returns {"model", "run_id", "results": [one per profile, in order: {twitter_id, handle, score,
-reason, latency_s, model, run_id, failure, detail, route}], "summary": {profiles, scored, failed,
-latency_p50_s, latency_p95_s, outside_share, share, to_teacher}}. ``route`` is "custom" (scored here)
+reason, latency_s, model, run_id, failure, detail, audit, route}], "summary": {profiles, scored,
+failed, latency_p50_s, latency_p95_s, outside_share, share, audited, to_teacher}}. ``route`` is "custom" (scored here)
 or "teacher": outside the share, or a fallback whose ``failure`` says why (invalid_profile,
 host_starting, host_unavailable, timeout, model_not_found, request_refused, invalid_answer,
 model_mismatch: the production tag's manifest digest is not the one the pointer promoted); the
@@ -51,6 +53,8 @@ class Settings(lambda_settings.HostOnDemandSettings):
     max_batch: int = lambda_settings.env("SCORING_MAX_BATCH", 100, lambda_settings.positive_int)
     # Gradual migration: the share of profiles the custom model scores (the stack's customModelShare).
     custom_model_share: float = lambda_settings.env("CUSTOM_MODEL_SHARE", 0.0, routing.parse_share)
+    # The audit slice: this share of the routed profiles answers ``audit: true`` (the stack's teacherAuditShare).
+    teacher_audit_share: float = lambda_settings.env("TEACHER_AUDIT_SHARE", routing.DEFAULT_AUDIT_SHARE, routing.parse_audit_share)
 
 
 def _profiles(event: dict, max_batch: int) -> list:
@@ -88,12 +92,14 @@ def handler(event: dict, context) -> dict:
             share=settings.custom_model_share,
             wake=wake,
             expected_digest=digest if isinstance(digest, str) else None,
+            audit_share=settings.teacher_audit_share,
         )
     summary = production.summarize(results, settings.custom_model_share)
     metrics.add_metric(name="CustomModelShare", unit=MetricUnit.Percent, value=summary.share)
     metrics.add_metric(name="ProfilesScored", unit=MetricUnit.Count, value=summary.scored)
     metrics.add_metric(name="ProfilesToTeacher", unit=MetricUnit.Count, value=summary.to_teacher)
     metrics.add_metric(name="ProfilesOutsideShare", unit=MetricUnit.Count, value=summary.outside_share)
+    metrics.add_metric(name="ProfilesAudited", unit=MetricUnit.Count, value=summary.audited)
     for reason, count in summary.failed.items():  # fallbacks to the teacher, by reason
         metrics.add_metric(name=f"ProfilesFailed_{reason}", unit=MetricUnit.Count, value=count)
     logger.info("batch scored", extra={"summary": summary.to_json(), "run_id": run_id})

@@ -152,6 +152,7 @@ def validate_model(
         )
         if result is not None:
             shadowed = {
-                key: getattr(result, key) for key in ("profiles", "scored", "pearson", "mae", "agreement", "previous_pearson", "alert")
+                key: getattr(result, key)
+                for key in ("profiles", "scored", "pearson", "mae", "agreement", "previous_pearson", "alert", "status")
             }
     return {"run_id": run_id, **summary, "shadow": shadowed}

@@ -15,6 +15,8 @@ import io
 import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
+from enum import Enum
+from statistics import NormalDist
 from typing import Any
 
 import numpy as np
@@ -26,7 +28,13 @@ from pipeline.errors import PipelineError
 
 SHADOW_DIR = contracts.SHADOW_DIR  # <root>/shadow/<time>/ on demand, runs/<run_id>/shadow/ in a run
 DEFAULT_MAX_PROFILES = fresh_module.DEFAULT_MAX_PROFILES
-DEFAULT_DROP_ALERT = 0.05  # Pearson points below the previous shadow result
+DEFAULT_DROP_ALERT = 0.05  # Pearson points below the baseline shadow result
+# Answered fresh profiles a result needs before it is compared or used as a baseline: below it a
+# week's Pearson moves by chance alone past any useful alert (at 50 profiles a fixed 0.05 drop
+# alerted 14-17 % of weeks with nothing changed). Below it the result says "insufficient".
+MIN_SHADOW_PROFILES = 100
+# The drop must also be significant: one-sided, Fisher's z for two independent samples' Pearson.
+ALERT_CONFIDENCE = 0.95
 LARGEST_SHOWN = 10
 KIND = "shadow"
 
@@ -48,10 +56,14 @@ class ShadowResult:
     mae: float | None
     agreement: float | None  # share on the same side of POSITIVE_SCORE
     largest: list[dict[str, Any]] = field(default_factory=list)
-    previous_pearson: float | None = None
+    previous_pearson: float | None = None  # the baseline's Pearson
     drop: float | None = None
     alert: bool = False
     time: str = ""
+    status: str = ""  # a Status value: what the alert could say this time
+    previous_scored: int | None = None  # the baseline's sample
+    previous_run_id: str | None = None  # the production run the baseline measured
+    drop_z: float | None = None  # Fisher's z of the drop (> 1.645: significant at 95 %)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -88,23 +100,65 @@ def compare(profiles: Sequence[FreshProfile], results: Sequence[Any], *, model: 
     return ShadowResult(model, run_id, since, len(profiles), len(pairs), failures, 0, r, mae, agreement, largest)
 
 
-def previous(root: str) -> dict[str, Any] | None:
-    shadows = [record for record in history.read(root).records if record.get("kind") == KIND]
-    return shadows[-1] if shadows else None
+class Status(str, Enum):
+    INSUFFICIENT = "insufficient"  # fewer than MIN_SHADOW_PROFILES answered: no alert either way
+    NO_BASELINE = "no_baseline"  # nothing earlier to compare with
+    COMPARED = "compared"
+
+
+def previous(root: str, run_id: str | None = None) -> dict[str, Any] | None:
+    """The baseline: the latest shadow result with a sample of at least MIN_SHADOW_PROFILES and a
+    defined Pearson - of the same production run when there is one, else of the one before it (a
+    weekly promotion makes every week the first of its model; the drop then also says whether the
+    new model agrees less than the old one did)."""
+    shadows = [
+        record
+        for record in history.read(root).records
+        if record.get("kind") == KIND and (record.get("scored") or 0) >= MIN_SHADOW_PROFILES and record.get("pearson") is not None
+    ]
+    same = [record for record in shadows if run_id and record.get("run_id") == run_id]
+    return (same or shadows)[-1] if shadows else None
+
+
+def fisher_z_drop(before: float, before_n: int, now: float, now_n: int) -> float:
+    """Fisher's z statistic of ``before - now`` for two independent samples' Pearson r (positive:
+    a drop). Written out: two lines of arithmetic, not worth SciPy in the Lambda."""
+    clip = 1 - 1e-9  # atanh(1) is infinite: a perfect agreement stays finite
+    z_before, z_now = (math.atanh(min(max(r, -clip), clip)) for r in (before, now))
+    return (z_before - z_now) / math.sqrt(1 / (before_n - 3) + 1 / (now_n - 3))
+
+
+# One-sided critical value at ALERT_CONFIDENCE (the normal's 95th percentile).
+ALERT_Z = float(NormalDist().inv_cdf(ALERT_CONFIDENCE))
+
+
+def judge(result: ShadowResult, baseline: dict[str, Any] | None, drop_alert: float) -> ShadowResult:
+    """Sets the result's status, drop and alert against ``baseline`` (a shadow record or None): an
+    alert when the sample suffices and the Pearson fell by more than ``drop_alert`` and
+    significantly (Fisher's z at ALERT_CONFIDENCE), or became undefined. False-alarm rate and power
+    by simulation: benchmarks/bench_gates.py, docs/benchmarks.md."""
+    if baseline is not None:
+        result.previous_pearson, result.previous_scored = baseline.get("pearson"), baseline.get("scored")
+        result.previous_run_id = baseline.get("run_id") or None
+    if result.scored < MIN_SHADOW_PROFILES:
+        result.status = Status.INSUFFICIENT.value
+        return result
+    if baseline is None or result.previous_pearson is None or not result.previous_scored:
+        result.status = Status.NO_BASELINE.value
+        return result
+    result.status = Status.COMPARED.value
+    if result.pearson is None:
+        result.alert = True  # agreement became undefined (constant answers): as bad as a drop
+        return result
+    result.drop = result.previous_pearson - result.pearson
+    result.drop_z = fisher_z_drop(result.previous_pearson, result.previous_scored, result.pearson, result.scored)
+    result.alert = result.drop > drop_alert and result.drop_z > ALERT_Z
+    return result
 
 
 def apply_trend(result: ShadowResult, root: str, drop_alert: float) -> ShadowResult:
-    """The drop from the previous shadow result; an alert beyond ``drop_alert`` Pearson points."""
-    before = previous(root)
-    result.previous_pearson = before.get("pearson") if before else None
-    if result.scored == 0:  # nothing fresh (or nothing answered): no evidence either way
-        return result
-    if result.previous_pearson is not None and result.pearson is not None:
-        result.drop = result.previous_pearson - result.pearson
-        result.alert = result.drop > drop_alert
-    elif result.previous_pearson is not None and result.pearson is None:
-        result.alert = True  # agreement became undefined: as bad as a drop
-    return result
+    """The result judged against its baseline in the history (``previous``)."""
+    return judge(result, previous(root, result.run_id), drop_alert)
 
 
 def trend_plot(points: Sequence[dict[str, Any]]) -> bytes:
@@ -126,6 +180,13 @@ def trend_plot(points: Sequence[dict[str, Any]]) -> bytes:
     return buffer.getvalue()
 
 
+STATUS_TEXT = {
+    Status.INSUFFICIENT.value: f"too few answered profiles to judge a drop (at least {MIN_SHADOW_PROFILES})",
+    Status.NO_BASELINE.value: "no earlier result to compare with",
+    Status.COMPARED.value: "compared with the baseline",
+}
+
+
 def markdown(result: ShadowResult) -> str:
     from pipeline.evaluation.report import markdown_text
 
@@ -140,7 +201,9 @@ def markdown(result: ShadowResult) -> str:
         f"{result.rejected_teacher_scores} unusable teacher scores left out.",
         "",
         f"Pearson {fmt(result.pearson)}, MAE {fmt(result.mae)}, agreement at {contracts.POSITIVE_SCORE} {fmt(result.agreement)}; "
-        f"previous Pearson {fmt(result.previous_pearson)}{' — **ALERT: agreement dropped**' if result.alert else ''}.",
+        f"baseline Pearson {fmt(result.previous_pearson)} ({result.previous_scored or 0} profiles, run "
+        f"{markdown_text(result.previous_run_id or 'none')}); {STATUS_TEXT.get(result.status, result.status)}"
+        f"{' — **ALERT: agreement dropped**' if result.alert else ''}.",
         "",
         "![trend](trend.png)",
         "",

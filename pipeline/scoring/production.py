@@ -12,6 +12,7 @@ failure the orchestrator falls back from - never a guessed score.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import re
@@ -90,6 +91,9 @@ class ProfileScore:
     run_id: str | None  # the pipeline run that produced that model, when known
     failure: str | None = None  # a Failure value
     detail: str = ""  # for a failure: what went wrong, one line
+    # In the audit slice (routing.in_audit_slice): the orchestrator also asks its teacher, whose
+    # label keeps monitoring and training data coming at any customModelShare.
+    audit: bool = False
 
     @property
     def route(self) -> routing.Route:
@@ -231,17 +235,24 @@ def score_profiles(
     run_id: str | None = None,
     share: float = routing.FULL_SHARE,
     progress: bool = False,
+    audit_share: float = 0.0,
 ) -> list[ProfileScore]:
     """Score request rows (PROFILE_COLUMNS) with ``backends`` (Ollama on the production tag, or a
     GGUF in llama.cpp), ``len(backends)`` at a time; only the rows within ``share`` percent
-    (routing.py), the others answer route teacher. One result per row, in the rows' order."""
+    (routing.py), the others answer route teacher. One result per row, in the rows' order; a
+    routed row within ``audit_share`` percent of the audit hash is flagged ``audit``."""
     plan = _plan(rows, model=model, run_id=run_id, share=routing.check_share(share))
     if plan.requests:
         profiles = [scorer.Profile(request.handle, request.instruction, math.nan) for _, request in plan.requests]
         scored = scorer.score_profiles(backends, profiles, progress=progress, description="score")  # in the profiles' order
         for (index, request), result in zip(plan.requests, scored, strict=True):
-            plan.results[index] = _result(request, result, model, run_id)
+            plan.results[index] = _audited(_result(request, result, model, run_id), audit_share)
     return [result for result in plan.results if result is not None]
+
+
+def _audited(result: ProfileScore, audit_share: float) -> ProfileScore:
+    """``result`` of a routed profile, flagged when the profile is in the audit slice."""
+    return dataclasses.replace(result, audit=True) if routing.in_audit_slice(str(result.twitter_id), audit_share) else result
 
 
 def score_batch(
@@ -254,6 +265,7 @@ def score_batch(
     share: float = routing.FULL_SHARE,
     wake: Callable[[], host.HostStatus] | None = None,
     expected_digest: str | None = None,
+    audit_share: float = 0.0,
 ) -> list[ProfileScore]:
     """A batch on the Ollama host, woken first when ``wake`` is given (the host on demand) and some
     row is the custom model's to score: a host still starting answers ``host_starting`` for those
@@ -269,15 +281,20 @@ def score_batch(
         try:
             status = wake()
         except host.HostUnavailable as exc:
-            return not_scored(rows, model=model, run_id=run_id, failure=Failure.HOST_UNAVAILABLE, detail=str(exc), share=share)
+            return not_scored(
+                rows, model=model, run_id=run_id, failure=Failure.HOST_UNAVAILABLE, detail=str(exc), share=share, audit_share=audit_share
+            )
         if status is host.HostStatus.STARTING:
             detail = "the Ollama host was stopped and is starting: send the batch again in a few minutes"
-            return not_scored(rows, model=model, run_id=run_id, failure=Failure.HOST_STARTING, detail=detail, share=share)
+            return not_scored(
+                rows, model=model, run_id=run_id, failure=Failure.HOST_STARTING, detail=detail, share=share, audit_share=audit_share
+            )
     if expected_digest:
         refused = _unverified_model(client, model, expected_digest)
         if refused:
-            return not_scored(rows, model=model, run_id=run_id, failure=refused[0], detail=refused[1], share=share)
-    return score_profiles(rows, [scorer.OllamaBackend(client, model)] * concurrency, model=model, run_id=run_id, share=share)
+            return not_scored(rows, model=model, run_id=run_id, failure=refused[0], detail=refused[1], share=share, audit_share=audit_share)
+    backends = [scorer.OllamaBackend(client, model)] * concurrency
+    return score_profiles(rows, backends, model=model, run_id=run_id, share=share, audit_share=audit_share)
 
 
 def _unverified_model(client: OllamaClient, model: str, expected_digest: str) -> tuple[Failure, str] | None:
@@ -299,13 +316,21 @@ def _unverified_model(client: OllamaClient, model: str, expected_digest: str) ->
 
 
 def not_scored(
-    rows: Sequence[Any], *, model: str, run_id: str | None, failure: Failure, detail: str, share: float = routing.FULL_SHARE
+    rows: Sequence[Any],
+    *,
+    model: str,
+    run_id: str | None,
+    failure: Failure,
+    detail: str,
+    share: float = routing.FULL_SHARE,
+    audit_share: float = 0.0,
 ) -> list[ProfileScore]:
     """One result per row without asking the model (the host is starting): rows that are not valid
     requests still say why they never could be, rows outside the share say so."""
     plan = _plan(rows, model=model, run_id=run_id, share=share)
     for index, request in plan.requests:
-        plan.results[index] = ProfileScore(request.twitter_id, request.handle, None, "", 0.0, model, run_id, failure.value, detail)
+        result = ProfileScore(request.twitter_id, request.handle, None, "", 0.0, model, run_id, failure.value, detail)
+        plan.results[index] = _audited(result, audit_share)
     return [result for result in plan.results if result is not None]
 
 
@@ -318,6 +343,7 @@ class Summary:
     latency_p95_s: float | None
     outside_share: int = 0  # route teacher by the share, not by a failure
     share: float = routing.FULL_SHARE  # the customModelShare in force
+    audited: int = 0  # routed profiles flagged for the teacher too (the audit slice)
 
     @property
     def to_teacher(self) -> int:
@@ -338,4 +364,5 @@ def summarize(results: Iterable[ProfileScore], share: float = routing.FULL_SHARE
     latencies = [result.latency_s for result in asked if result.failure not in unsent]
     p50, p95 = (float(np.percentile(latencies, q)) for q in (50, 95)) if latencies else (None, None)
     outside = len(results) - len(asked)
-    return Summary(len(results), sum(result.score is not None for result in results), failed, p50, p95, outside, share)
+    audited = sum(result.audit for result in results)
+    return Summary(len(results), sum(result.score is not None for result in results), failed, p50, p95, outside, share, audited)

@@ -96,6 +96,21 @@ def test_a_production_tag_that_is_not_the_promoted_model_is_never_scored(host, c
     assert metrics[-1]["ProfilesFailed_model_mismatch"] == [2.0]
 
 
+def test_the_audit_slice_is_flagged_for_the_teacher_and_counted(host, monkeypatch, capsys):
+    from pipeline.scoring import routing
+
+    monkeypatch.setenv("TEACHER_AUDIT_SHARE", "50")
+    profiles = [{"twitter_id": str(4000 + i), "username": f"user_{i}"} for i in range(40)]
+    answer = score.handler({"profiles": profiles}, Context())
+    flagged = [r["twitter_id"] for r in answer["results"] if r["audit"]]
+    assert flagged == [p["twitter_id"] for p in profiles if routing.in_audit_slice(p["twitter_id"], 50)]
+    assert 10 < len(flagged) < 30 and answer["summary"]["audited"] == len(flagged)
+    metrics = [json.loads(line) for line in capsys.readouterr().out.splitlines() if '"_aws"' in line]
+    assert metrics[-1]["ProfilesAudited"] == [float(len(flagged))]
+    monkeypatch.setenv("CUSTOM_MODEL_SHARE", "0")  # nothing routed: nothing to audit, the teacher scores all
+    assert not any(r["audit"] for r in score.handler({"profiles": profiles}, Context())["results"])
+
+
 def test_without_a_production_model_every_profile_says_so(host):
     server, _ = host
     server.state.models.clear()

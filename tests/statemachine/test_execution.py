@@ -339,13 +339,17 @@ def test_each_task_failing_ends_the_execution_failed_notified_and_the_host_stopp
     assert "PromoteModel" not in visited or state == "PromoteModel" or state == "StopHost"
 
 
+FRESH = 120
+
+
 def shadowed_twice(world, db):
     """run-s1 promoted; a week of new teacher scores; run-s2 promoted, its shadow of run-s1 in agreement."""
     world.ollama.state.responder = teacher_agreeing(world, "run-s1")
     assert run(world, "run-s1")[0]["status"] == "SUCCEEDED"
     assert not storage.exists(f"s3://{world.bucket}/runs/run-s1/shadow/fresh.json")  # nothing in production before it
 
-    fresh = {f"fresh_{i}": round(i / 29, 2) for i in range(30)}  # a week of new teacher scores
+    # A week of new teacher scores: enough for the shadow step to judge (shadow.MIN_SHADOW_PROFILES).
+    fresh = {f"fresh_{i}": round(i / (FRESH - 1), 2) for i in range(FRESH)}
     insert_fresh_scores(db, fresh)
     known = {}
 
@@ -362,7 +366,7 @@ def shadowed_twice(world, db):
 def then_production_stops_agreeing(world, db):
     """Another week; every model now answers 0.10 whatever the profile: the candidate fails its
     gates and the production model's shadow agreement becomes undefined - an alert."""
-    insert_fresh_scores(db, {f"later_{i}": round(i / 29, 2) for i in range(30)}, prefix="9200")
+    insert_fresh_scores(db, {f"later_{i}": round(i / (FRESH - 1), 2) for i in range(FRESH)}, prefix="9200")
     world.ollama.state.responder = lambda model, body: json.dumps(
         {"handle": re.search(r"^handle: (.*)$", body["prompt"], re.M).group(1), "score": "0.10", "reason": "not a researcher"}
     )
@@ -372,14 +376,14 @@ def then_production_stops_agreeing(world, db):
 def test_each_run_shadows_the_production_model_on_profiles_scored_since_its_dataset(world, db):
     shadowed_twice(world, db)
     snapshot = json.loads(storage.read_bytes(f"s3://{world.bucket}/runs/run-s2/shadow/fresh.json"))
-    assert snapshot["production_run_id"] == "run-s1" and len(snapshot["profiles"]) == 30
+    assert snapshot["production_run_id"] == "run-s1" and len(snapshot["profiles"]) == FRESH
     shadowed = json.loads(storage.read_bytes(f"s3://{world.bucket}/runs/run-s2/shadow/shadow.json"))
-    assert shadowed["scored"] == 30 and shadowed["pearson"] == pytest.approx(1.0) and shadowed["model"] == "mistral-researcher:latest"
+    assert shadowed["scored"] == FRESH and shadowed["pearson"] == pytest.approx(1.0) and shadowed["model"] == "mistral-researcher:latest"
     assert storage.exists(f"s3://{world.bucket}/runs/run-s2/shadow/trend.png")
     recorded = history.read(f"s3://{world.bucket}")
-    assert recorded.runs()["run-s2"]["shadow"]["scored"] == 30
+    assert recorded.runs()["run-s2"]["shadow"]["scored"] == FRESH
     assert [record["kind"] for record in recorded.records].count("shadow") == 1
-    assert any("shadow vs the teachers on 30 fresh profiles: pearson 1.000" in message for message in world.notifications())
+    assert any(f"shadow vs the teachers on {FRESH} fresh profiles: pearson 1.000" in message for message in world.notifications())
     assert world.subjects() == ["researcher-scorer training run promoted"] * 2
 
     # A drop is notified on its own, even when the run that measured it failed.

@@ -8,14 +8,16 @@ import json
 import re
 
 import boto3
+import numpy as np
 import pytest
 from moto import mock_aws
 
 from pipeline import cli, history
+from pipeline.evaluation import shadow
 from tests.conftest import fake_aws_credentials
 from tests.pipeline.serving.ollama_contract_server import OllamaContractServer
 
-FRESH = 60
+FRESH = 120  # at least shadow.MIN_SHADOW_PROFILES: a sample the alert may judge
 
 
 @pytest.fixture
@@ -119,7 +121,7 @@ def test_shadow_scores_only_fresh_profiles_reports_agreement_and_alerts_on_a_dro
         first = json.loads(next(production.glob("shadow/*/shadow.json")).read_text())
         assert first["profiles"] == FRESH and first["scored"] == FRESH and first["rejected_teacher_scores"] == 1
         assert first["pearson"] == pytest.approx(1.0) and first["mae"] == pytest.approx(0.0) and first["agreement"] == 1.0
-        assert first["alert"] is False and first["previous_pearson"] is None
+        assert first["alert"] is False and first["previous_pearson"] is None and first["status"] == "no_baseline"
 
         # A week later the model disagrees: the largest disagreements are listed with both answers, and it alerts.
         worse = {handle: round(1 - score, 2) if handle.endswith(("1", "3", "5")) else score for handle, score in scored_table.items()}
@@ -132,6 +134,7 @@ def test_shadow_scores_only_fresh_profiles_reports_agreement_and_alerts_on_a_dro
         assert alert["Message"].startswith("shadow agreement dropped: pearson") and "after 1.000" in alert["Message"]
     shadows = [record for record in history.read(root).records if record["kind"] == "shadow"]
     assert len(shadows) == 2 and shadows[1]["alert"] is True and shadows[1]["previous_pearson"] == pytest.approx(1.0)
+    assert shadows[1]["status"] == "compared" and shadows[1]["drop_z"] > shadow.ALERT_Z
     assert len(list(production.glob("shadow/*/shadow.json"))) == 2  # each result kept
     latest = next(path.parent for path in production.glob("shadow/*/shadow.json") if json.loads(path.read_text())["alert"])
     report = json.loads((latest / "shadow.json").read_text())
@@ -145,3 +148,39 @@ def test_shadow_scores_only_fresh_profiles_reports_agreement_and_alerts_on_a_dro
 def test_without_a_production_model_shadow_says_so(tmp_path, database_url, capsys):
     assert cli.main(["shadow", "--root", str(tmp_path), "--database-url", database_url, "--ollama-url", "http://127.0.0.1:9"]) == 1
     assert "NoProductionModel" in capsys.readouterr().err
+
+
+def week(pearson: float | None, scored: int, run_id: str = "run-1") -> shadow.ShadowResult:
+    return shadow.ShadowResult("mistral-researcher:latest", run_id, "", scored, scored, {}, 0, pearson, None, None)
+
+
+def test_a_week_with_too_few_answered_profiles_is_insufficient_never_an_alert():
+    """One answered profile used to alert; at 50, a fixed drop alerted 14-17 % of unchanged weeks."""
+    baseline = {"pearson": 0.9, "scored": 200, "run_id": "run-1"}
+    for scored in (1, 50, shadow.MIN_SHADOW_PROFILES - 1):
+        judged = shadow.judge(week(0.2, scored), baseline, 0.05)
+        assert judged.status == "insufficient" and judged.alert is False and judged.drop is None
+    assert shadow.judge(week(None, 200), baseline, 0.05).alert is True  # undefined agreement on a real sample
+    assert shadow.judge(week(0.2, 200), None, 0.05).status == "no_baseline"
+
+
+def test_a_drop_alerts_only_when_larger_than_the_setting_and_significant():
+    baseline = {"pearson": 0.9, "scored": 100, "run_id": "run-1"}
+    # 0.055 below on 100 + 100 profiles: Fisher's z 1.63, within chance at one-sided 95 %.
+    judged = shadow.judge(week(0.845, 100), baseline, 0.05)
+    expected_z = (np.arctanh(0.9) - np.arctanh(0.845)) / np.sqrt(2 / 97)
+    assert judged.drop_z == pytest.approx(expected_z) and not judged.alert
+    assert shadow.judge(week(0.80, 500), {**baseline, "scored": 500}, 0.05).alert  # z 5.9
+    assert not shadow.judge(week(0.87, 5000), {**baseline, "scored": 5000}, 0.05).alert  # significant but below the setting
+
+
+def test_the_baseline_is_the_latest_sufficient_result_of_the_same_production_run_first(tmp_path):
+    root = str(tmp_path)
+    for record in (
+        {"kind": "shadow", "run_id": "run-1", "scored": 300, "pearson": 0.9},
+        {"kind": "shadow", "run_id": "run-2", "scored": 300, "pearson": 0.7},
+        {"kind": "shadow", "run_id": "run-1", "scored": 20, "pearson": 0.1},  # too small to be a baseline
+    ):
+        history.append(root, record)
+    assert shadow.previous(root, "run-1")["pearson"] == 0.9
+    assert shadow.previous(root, "run-3")["pearson"] == 0.7  # a new model's first week: the latest before it

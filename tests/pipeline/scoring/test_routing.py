@@ -40,3 +40,15 @@ def test_a_share_outside_0_to_100_is_a_named_error(value):
         routing.parse_share(value)
     with pytest.raises(InvalidArgument, match="from 0 to 100"):
         routing.check_share(float(value) if value != "x" else value)
+
+
+def test_the_audit_slice_is_its_share_of_the_routed_profiles_at_any_share():
+    """At 100 % customModelShare the teacher would label nothing routed; the slice keeps 5 % coming,
+    chosen independently of the routing (a slice inside the first 10 % routed would be empty at 10 %)."""
+    for share in (10, 100):
+        routed = [twitter_id for twitter_id in IDS if routing.routed_to_custom(twitter_id, share)]
+        audited = [twitter_id for twitter_id in routed if routing.in_audit_slice(twitter_id, routing.DEFAULT_AUDIT_SHARE)]
+        assert abs(len(audited) / len(routed) * 100 - routing.DEFAULT_AUDIT_SHARE) < 1.5, share
+    assert not any(routing.in_audit_slice(twitter_id, 0) for twitter_id in IDS)
+    with pytest.raises(ValueError, match="teacherAuditShare must be a percentage"):
+        routing.parse_audit_share("101")
