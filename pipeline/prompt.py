@@ -18,6 +18,8 @@ from itertools import compress, count, repeat
 from json.encoder import encode_basestring  # C-accelerated
 from typing import Any
 
+from pipeline.errors import InvalidArgument
+
 TEMPLATE_VERSION = "seed-v1"
 
 # The spec's "Instruction Template", verbatim ({{username}} is the profile's handle).
@@ -430,6 +432,17 @@ def instruction_fields(instruction: str) -> dict[str, str] | None:
     ``instruction`` is not exactly the template with one line per field."""
     match = _TEMPLATE_REGEX.fullmatch(instruction)
     return match.groupdict() if match else None
+
+
+def with_teacher(instruction: str, teacher: str) -> str:
+    """``instruction`` (a filled template) with ``teacher`` on its "Scored by model" line: a
+    dataset row asked as production asks it (production names DEFAULT_INFERENCE_TEACHER whoever
+    labelled the row). InvalidArgument when ``instruction`` is not the template."""
+    fields = instruction_fields(instruction)
+    if fields is None:
+        raise InvalidArgument("the instruction does not follow the template")
+    fields["scored_by"] = clean_field(teacher)
+    return fill_template(tuple(fields[name] for name in _TEMPLATE_FIELDS))
 
 
 def format_score(score: float) -> str:

@@ -30,6 +30,7 @@ class DatasetRow:
     output: str
     handle: str
     score: float  # the teacher's
+    teacher: str = ""  # who gave it: the instruction's "Scored by model" line
 
 
 def parse_row(line: bytes | str) -> DatasetRow:
@@ -94,7 +95,7 @@ def _row(structured: _Structured, clean: list[bool]) -> DatasetRow | MalformedRo
         return MalformedRow("output reason is not clean text (control characters or a template marker)")
     if structured.fields["username"] != answer.handle:
         return MalformedRow(f"instruction handle {structured.fields['username']!r} differs from output handle {answer.handle!r}")
-    return DatasetRow(structured.instruction, structured.output, answer.handle, answer.score)
+    return DatasetRow(structured.instruction, structured.output, answer.handle, answer.score, structured.fields["scored_by"])
 
 
 def parse_rows(lines: Sequence[bytes | str]) -> list[DatasetRow | MalformedRow]:

@@ -18,6 +18,7 @@ from pipeline import storage
 from pipeline.contracts import (
     DEFAULT_MIN_ROWS,
     DEFAULT_MIN_SEED_PROFILES,
+    GATED_TEACHER,
     MANIFEST_FORMAT,
     MANIFEST_NAME,
     MIN_HOLDOUT_PROFILES,
@@ -102,6 +103,7 @@ def validate_dataset(
         )
 
     seen_handles: set[bytes] = set()
+    gated_holdout = 0  # holdout rows the agreement gates read (labelled by GATED_TEACHER)
     counts: dict[str, int] = {}
     positives: dict[str, int] = {}
     for split in Split:
@@ -123,6 +125,7 @@ def validate_dataset(
                             findings.add(Problem.DUPLICATE_HANDLE, f"{split.file_name}:{line_number}: {row.handle}")
                         seen_handles.add(key)
                         split_positives += row.score >= POSITIVE_SCORE
+                        gated_holdout += split is Split.HOLDOUT and row.teacher == GATED_TEACHER
                     row_count += len(lines)
         except StorageError as exc:
             findings.add(Problem.FILE_MISSING, str(exc))
@@ -149,10 +152,11 @@ def validate_dataset(
             "(is the seed-profile list the right one?)",
         )
 
-    if counts.get(Split.HOLDOUT.value, 0) < min_holdout_profiles:
+    if gated_holdout < min_holdout_profiles:
         findings.add(
             Problem.TOO_FEW_HOLDOUT_PROFILES,
-            f"{counts.get(Split.HOLDOUT.value, 0)} holdout profiles, at least {min_holdout_profiles} needed for the correlation gate",
+            f"{gated_holdout} holdout profiles scored by {GATED_TEACHER} (of {counts.get(Split.HOLDOUT.value, 0)}), "
+            f"at least {min_holdout_profiles} needed for the correlation gate",
         )
 
     class_balance: dict[str, float | None] = {

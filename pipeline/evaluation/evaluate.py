@@ -4,6 +4,7 @@ report (``evaluate``); and the ValidateModel state on a run's candidate tag (``v
 from __future__ import annotations
 
 import random
+import statistics
 from collections.abc import Sequence
 from typing import Any
 
@@ -12,7 +13,17 @@ from pipeline.evaluation import champion
 from pipeline.evaluation import gates as gates_module
 from pipeline.evaluation import report as report_module
 from pipeline.evaluation.gates import QualityGates
-from pipeline.scoring.scorer import TRANSPORT_FAILURES, Backend, OllamaBackend, Profile, ScoreResult, read_profiles, score_profiles
+from pipeline.scoring.scorer import (
+    TRANSPORT_FAILURES,
+    Backend,
+    OllamaBackend,
+    Profile,
+    ScoreResult,
+    as_production_asks,
+    read_profiles,
+    score_profiles,
+)
+from pipeline.serving import modelfile
 from pipeline.serving.lifecycle import ServingConfig
 from pipeline.serving.ollama import OllamaClient
 
@@ -22,11 +33,41 @@ DEFAULT_MAX_HOLDOUT = 500
 SAMPLE_SEED = 0
 
 
-def sample_holdout(profiles: Sequence[Profile], limit: int | None) -> list[Profile]:
-    """A deterministic sample (the same profiles each run for the same holdout)."""
+GATED_TEACHER = contracts.GATED_TEACHER
+# Decoding seeds the seed profiles are scored with besides the pinned one, for the report's
+# stability of the seed gates (the gates read the pinned seed's scoring, what production serves).
+STABILITY_SEEDS = (1, 2)
+
+
+def sample_holdout(profiles: Sequence[Profile], limit: int | None, teacher: str = GATED_TEACHER) -> list[Profile]:
+    """A deterministic sample (the same profiles each run for the same holdout): ``teacher``'s
+    profiles first, the agreement gates' sample, then the others' up to ``limit``."""
     if limit is None or len(profiles) <= limit:
         return list(profiles)
-    return random.Random(SAMPLE_SEED).sample(list(profiles), limit)
+    rng = random.Random(SAMPLE_SEED)
+    gated = [profile for profile in profiles if profile.teacher == teacher]
+    chosen = rng.sample(gated, min(limit, len(gated)))
+    return chosen + rng.sample([profile for profile in profiles if profile.teacher != teacher], limit - len(chosen))
+
+
+def seed_gate_stability(backends: Sequence[Backend], seeds: Sequence[Profile], pinned: Sequence[ScoreResult]) -> dict[str, Any]:
+    """The seed gates' figures under other decoding seeds: the pinned seed's scoring (``pinned``)
+    and one per STABILITY_SEEDS, their medians. A model whose seed_min moves across the gate's
+    threshold from seed to seed is a coin flip, whatever the pinned seed said."""
+    scorings = [pinned] + [score_profiles(backends, seeds, progress=False, seed=seed) for seed in STABILITY_SEEDS]
+    figures = [gates_module.seed_figures(results) for results in scorings]
+    return {
+        "decoding_seeds": [modelfile.DECODING_SEED, *STABILITY_SEEDS],
+        "seed_mean": [mean for mean, _ in figures],
+        "seed_min": [low for _, low in figures],
+        "median_seed_mean": _median([mean for mean, _ in figures]),
+        "median_seed_min": _median([low for _, low in figures]),
+    }
+
+
+def _median(values: Sequence[float | None]) -> float | None:
+    defined = [value for value in values if value is not None]
+    return float(statistics.median(defined)) if defined else None
 
 
 def score_again_on_transport_failure(backends: Sequence[Backend], results: list[ScoreResult]) -> list[ScoreResult]:
@@ -62,8 +103,8 @@ def evaluate(
     """Score the holdout and seed profiles, apply the gates, write the report. With
     ``champion_backends`` (the model in production) the same holdout is scored by it too, and the
     champion/challenger gates compare the two (champion.py); without, they pass (nothing to beat)."""
-    holdout_profiles = sample_holdout(read_profiles(holdout_uri), max_holdout)
-    seed_profiles = read_profiles(seeds_uri)
+    holdout_profiles = [as_production_asks(profile) for profile in sample_holdout(read_profiles(holdout_uri), max_holdout)]
+    seed_profiles = [as_production_asks(profile) for profile in read_profiles(seeds_uri)]
     # Checked before any model call: a clear error, fast.
     if not holdout_profiles:
         raise gates_module.EmptyEvaluationSet(f"{holdout_uri} has no profiles: the correlation gate cannot be evaluated")
@@ -72,12 +113,14 @@ def evaluate(
     results = score_again_on_transport_failure(backends, score_profiles(backends, [*holdout_profiles, *seed_profiles], progress=progress))
     holdout, seeds = results[: len(holdout_profiles)], results[len(holdout_profiles) :]
     comparison, champion_holdout = None, None
-    if champion_backends:
+    if champion_backends:  # on the profiles the agreement gates read
+        gated = [result for result in holdout if result.profile.teacher == GATED_TEACHER]
         champion_holdout = score_again_on_transport_failure(
-            champion_backends, score_profiles(champion_backends, holdout_profiles, progress=progress, description="production")
+            champion_backends, score_profiles(champion_backends, [r.profile for r in gated], progress=progress, description="production")
         )
-        comparison = champion.compare(holdout, champion_holdout, champion_model=champion_model or "production")
-    metrics = gates_module.compute_metrics(holdout, seeds, comparison)
+        comparison = champion.compare(gated, champion_holdout, champion_model=champion_model or "production")
+    metrics = gates_module.compute_metrics(holdout, seeds, comparison, teacher=GATED_TEACHER)
+    metrics["seed_gate_stability"] = seed_gate_stability(backends, seed_profiles, seeds)
     if champion_unavailable:
         metrics["champion_unavailable"] = champion_unavailable
     gate_results = gates_module.evaluate(metrics, gates)

@@ -119,9 +119,35 @@ def _percentile(values: Sequence[float], q: float) -> float:
     return float(np.percentile(np.asarray(values, dtype=np.float64), q))
 
 
+def seed_figures(seeds: Sequence[ScoreResult]) -> tuple[float | None, float | None]:
+    """(seed_mean, seed_min) of the answered seed profiles; None when none was answered."""
+    scores = [effective_score(result) for result in seeds if result.answered]
+    return (float(np.mean(scores)), float(np.min(scores))) if scores else (None, None)
+
+
+def agreement_by_teacher(holdout: Sequence[ScoreResult]) -> dict[str, dict[str, Any]]:
+    """Pearson and MAE of the model with each teacher, on the holdout profiles that teacher labelled."""
+    by_teacher: dict[str, list[ScoreResult]] = {}
+    for result in holdout:
+        by_teacher.setdefault(result.profile.teacher, []).append(result)
+    agreement = {}
+    for teacher, results in sorted(by_teacher.items()):
+        model = np.asarray([effective_score(result) for result in results])
+        labels = np.asarray([result.profile.teacher_score for result in results])
+        agreement[teacher] = {"profiles": len(results), "pearson": pearson(model, labels), "mae": float(np.mean(np.abs(model - labels)))}
+    return agreement
+
+
 def compute_metrics(
-    holdout: Sequence[ScoreResult], seeds: Sequence[ScoreResult], champion: champion_module.Comparison | None = None
+    holdout: Sequence[ScoreResult],
+    seeds: Sequence[ScoreResult],
+    champion: champion_module.Comparison | None = None,
+    *,
+    teacher: str | None = None,
 ) -> dict[str, Any]:
+    """The gates' metrics. With ``teacher``, the agreement figures the gates read (pearson, mae,
+    holdout_profiles) are of the holdout profiles that teacher labelled (the design's
+    "Correlation with Claude"); ``pearson_by_teacher`` has every teacher's."""
     if not holdout:
         raise EmptyEvaluationSet("the holdout set has no profiles: the correlation gate cannot be evaluated")
     if not seeds:
@@ -132,24 +158,31 @@ def compute_metrics(
     # The model's figures are read on what it answered: a request failure is no answer of it.
     holdout, seeds = [r for r in holdout if r.answered], [r for r in seeds if r.answered]
     answered = [*holdout, *seeds]
+    by_teacher = agreement_by_teacher(holdout)
+    holdout_answered = len(holdout)
+    if teacher is not None:
+        holdout = [r for r in holdout if r.profile.teacher == teacher]
     model = [effective_score(result) for result in holdout]
-    teacher = [result.profile.teacher_score for result in holdout]
-    seed_scores = [effective_score(result) for result in seeds]
+    labels = [result.profile.teacher_score for result in holdout]
+    seed_mean, seed_min = seed_figures(seeds)
     valid = sum(result.ok for result in answered)
     return {
         "profiles": len(everything),
-        "holdout_profiles": len(holdout),
+        "holdout_profiles": len(holdout),  # the agreement gates' sample
+        "holdout_answered": holdout_answered,  # every teacher's
+        "gated_teacher": teacher,  # None: every teacher's labels
+        "pearson_by_teacher": by_teacher,
         "seed_profiles": len(seeds),
         "valid_answers": valid,
         "request_failures": failed,
         "request_failure_rate": failed / len(everything),
         "handle_mismatches": sum(result.ok and not result.handle_matches for result in answered),
         "valid_json_rate": valid / len(answered) if answered else None,
-        "seed_mean": float(np.mean(seed_scores)) if seeds else None,
-        "seed_min": float(np.min(seed_scores)) if seeds else None,
-        "pearson": pearson(model, teacher),
-        "spearman": spearman(model, teacher),
-        "mae": float(np.mean(np.abs(np.asarray(model) - np.asarray(teacher)))) if holdout else None,
+        "seed_mean": seed_mean,
+        "seed_min": seed_min,
+        "pearson": pearson(model, labels),
+        "spearman": spearman(model, labels),
+        "mae": float(np.mean(np.abs(np.asarray(model) - np.asarray(labels)))) if holdout else None,
         "latency_p50_s": _percentile(latencies, 50),
         "latency_p95_s": _percentile(latencies, 95),
         "prompt_tokens_mean": float(np.mean([r.prompt_tokens for r in answered])) if answered else None,
@@ -180,7 +213,10 @@ def _sample_too_small(metric: str, metrics: Mapping[str, Any]) -> str:
     if metric not in SAMPLE_FLOORS:
         return ""
     sample, floor = SAMPLE_FLOORS[metric]
-    return f"too few profiles: {metrics[sample]} {sample}, at least {floor} needed" if metrics[sample] < floor else ""
+    if metrics[sample] >= floor:
+        return ""
+    labelled = f" (answered, scored by {metrics['gated_teacher']})" if sample == "holdout_profiles" and metrics.get("gated_teacher") else ""
+    return f"too few profiles: {metrics[sample]} {sample}{labelled}, at least {floor} needed"
 
 
 def _champion_gate(rule, metrics: Mapping[str, Any], threshold: float) -> GateResult | None:

@@ -28,6 +28,7 @@ def profile_rows(results: Sequence[ScoreResult], subset: str) -> list[dict[str, 
             "set": subset,
             "handle": r.profile.handle,
             "teacher_score": r.profile.teacher_score,
+            "teacher": r.profile.teacher,
             "model_score": r.score,
             "valid": r.ok,
             "error": r.error or None,
@@ -119,8 +120,9 @@ def plots(
 
         figure = Figure(figsize=(5, 5))
         axes = figure.subplots()
+        candidate = {r.profile: r for r in holdout}  # the champion scored the gated profiles only
         theirs = [abs(effective_score(r) - r.profile.teacher_score) for r in champion_holdout]
-        ours = [abs(effective_score(r) - r.profile.teacher_score) for r in holdout]
+        ours = [abs(effective_score(candidate[r.profile]) - r.profile.teacher_score) for r in champion_holdout]
         axes.scatter(theirs, ours, s=10, alpha=0.6)
         axes.plot([0, 1], [0, 1], color="grey", linewidth=0.8)
         axes.set(
@@ -156,7 +158,8 @@ def markdown(report: dict[str, Any]) -> str:
         f"# Validation of `{report['model']}`",
         "",
         f"**{'PASSED' if report['passed'] else 'FAILED'}** — backend {report['backend']}, "
-        f"{metrics['profiles']} profiles ({metrics['holdout_profiles']} holdout, {metrics['seed_profiles']} seeds), "
+        f"{metrics['profiles']} profiles ({metrics.get('holdout_answered', metrics['holdout_profiles'])} holdout answered, "
+        f"{metrics['holdout_profiles']} of them gated; {metrics['seed_profiles']} seeds), "
         f"{report['created_at']}",
         "",
         "| gate | value | threshold | result |",
@@ -172,6 +175,8 @@ def markdown(report: dict[str, Any]) -> str:
         f"(not counted as scores); tokens per profile: prompt {_fmt(metrics['prompt_tokens_mean'])}, "
         f"answer {_fmt(metrics['answer_tokens_mean'])} (max {_fmt(metrics['answer_tokens_max'])}).",
         "",
+        *agreement_markdown(metrics),
+        *stability_markdown(metrics.get("seed_gate_stability")),
         f"![model vs teacher]({SCATTER_PNG})",
         f"![score histograms]({HISTOGRAM_PNG})",
         f"![latency]({LATENCY_PNG})",
@@ -188,6 +193,46 @@ def markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def agreement_markdown(metrics: dict[str, Any]) -> list[str]:
+    """Pearson per teacher; the gated one marked (teacher names are the table's, untrusted)."""
+    by_teacher = metrics.get("pearson_by_teacher") or {}
+    if not by_teacher:
+        return []
+    gated = metrics.get("gated_teacher")
+    lines = [
+        "",
+        "Agreement per teacher (every holdout prompt names "
+        f"`{markdown_text(gated or 'its own teacher')}`, as production's do; the correlation and champion gates read "
+        f"{'the marked teacher' if gated else 'all'}):",
+        "",
+        "| teacher | profiles | Pearson | MAE |",
+        "| --- | --- | --- | --- |",
+    ]
+    for teacher, figures in by_teacher.items():
+        mark = " (gated)" if teacher == gated else ""
+        lines.append(
+            f"| {markdown_text(teacher or 'unknown')}{mark} | {figures['profiles']} | {_fmt(figures['pearson'])} | {_fmt(figures['mae'])} |"
+        )
+    return [*lines, ""]
+
+
+def stability_markdown(stability: dict[str, Any] | None) -> list[str]:
+    """How the seed gates' figures move with the decoding seed (the gates read the first, pinned)."""
+    if not stability:
+        return []
+
+    def row(name: str) -> str:
+        values = ", ".join(_fmt(value) for value in stability[name])
+        return f"{name} {values} (median {_fmt(stability['median_' + name])})"
+
+    seeds = ", ".join(str(seed) for seed in stability["decoding_seeds"])
+    return [
+        f"Seed gates under decoding seeds {seeds} (the gates read the first, which production serves): "
+        f"{row('seed_mean')}; {row('seed_min')}.",
+        "",
+    ]
+
+
 def champion_markdown(comparison: dict[str, Any] | None) -> list[str]:
     lines = ["## Champion / challenger", ""]
     if comparison is None:
@@ -198,7 +243,7 @@ def champion_markdown(comparison: dict[str, Any] | None) -> list[str]:
 
     return [
         *lines,
-        f"The same {comparison['profiles']} holdout profiles scored by the candidate and by "
+        f"The same {comparison['profiles']} holdout profiles (those the correlation gate reads) scored by the candidate and by "
         f"`{markdown_text(comparison['champion'])}` (in production); 95 % bootstrap intervals on candidate minus production.",
         "",
         "| | candidate | production | difference | 95 % interval |",

@@ -9,6 +9,7 @@ batch: it becomes a ``ScoreFailure`` that the gates count.
 from __future__ import annotations
 
 import concurrent.futures
+import dataclasses
 import json
 import os
 import queue
@@ -257,12 +258,14 @@ def score_profiles(
 def read_profiles(uri: str) -> list[Profile]:
     """Profiles from a dataset JSONL file (holdout.jsonl, seeds.jsonl): instruction + teacher answer."""
     with storage.open_read(uri) as lines:
-        return [Profile(row.handle, row.instruction, row.score, _teacher_of(row.instruction)) for row in iter_rows(lines, uri)]
+        return [Profile(row.handle, row.instruction, row.score, row.teacher) for row in iter_rows(lines, uri)]
 
 
-def _teacher_of(instruction: str) -> str:
-    fields = prompt.instruction_fields(instruction)
-    return fields["scored_by"] if fields else ""
+def as_production_asks(profile: Profile) -> Profile:
+    """``profile`` with the instruction production sends (its "Scored by model" line names
+    prompt.DEFAULT_INFERENCE_TEACHER), still labelled by the teacher who scored it: validation
+    measures what production gets, not the model's imitation of each row's own teacher."""
+    return dataclasses.replace(profile, instruction=prompt.with_teacher(profile.instruction, prompt.DEFAULT_INFERENCE_TEACHER))
 
 
 def backends_for(

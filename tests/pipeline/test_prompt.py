@@ -4,6 +4,7 @@ import re
 import pytest
 
 from pipeline import prompt
+from pipeline.errors import InvalidArgument
 
 
 def test_template_is_the_seeds_text_with_every_field_filled():
@@ -259,3 +260,15 @@ def test_a_batch_holding_every_separator_is_cleaned_in_parts():
     batch = [every_separator, "a\tb", "</s>  c", every_separator + "PROFILE ATTRIBUTES:"]
     assert prompt.clean_fields(batch) == [prompt.clean_field(text) for text in batch]
     assert prompt.clean_fields(batch)[1:3] == ["a b", "(/s) c"]
+
+
+def test_a_row_is_asked_as_production_asks_with_its_fields_unchanged():
+    fields = dict(handle="ada", display_name="Ada {{bio}}", bio="Prof. %s of maths", created_at="2015", follower_count="12", location="UK")
+    instruction = prompt.format_instruction(**fields, scored_by="gemini-2.0-flash")
+    asked = prompt.with_teacher(instruction, prompt.DEFAULT_INFERENCE_TEACHER)
+    assert asked == prompt.format_instruction(**fields, scored_by=prompt.DEFAULT_INFERENCE_TEACHER)
+    assert prompt.instruction_fields(asked)["scored_by"] == prompt.DEFAULT_INFERENCE_TEACHER
+    # A teacher's name is a field like any other: cleaned, never a line of the template.
+    assert prompt.instruction_fields(prompt.with_teacher(instruction, "x\n[/INST] y"))["scored_by"] == prompt.clean_field("x\n[/INST] y")
+    with pytest.raises(InvalidArgument):
+        prompt.with_teacher("not the template", prompt.DEFAULT_INFERENCE_TEACHER)

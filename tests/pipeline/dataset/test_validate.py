@@ -120,3 +120,19 @@ def test_a_holdout_too_small_for_the_correlation_gate_stops_the_run_before_train
     result = validate.validate_dataset(str(dataset), min_rows=1)
     assert result.problem_names == ["TooFewHoldoutProfiles"]
     assert f"at least {contracts.MIN_HOLDOUT_PROFILES} needed" in result.problems[0]["examples"][0]
+
+
+def test_a_holdout_without_enough_claude_labels_stops_the_run_before_training(db, database_url, tmp_path):
+    """The correlation gate reads the holdout profiles Claude scored (the teacher production's prompt
+    names): a holdout labelled by Gemini alone leaves it nothing, however large it is."""
+    from tests.factories import profile, score
+
+    load_rows(db, [(profile(str(i)), [score(str(i), f"{i % 100 / 100:.2f}", teacher="gemini-2.0-flash")]) for i in range(1, 61)])
+    generate.export_dataset(
+        source.ConnectionParams.from_url(database_url),
+        str(tmp_path),
+        generate.ExportConfig(progress=False, fractions=SplitFractions(0.5, 0.25, 0.25)),
+    )
+    result = validate.validate_dataset(str(tmp_path), min_rows=1, min_seed_profiles=0, min_holdout_profiles=SMALL_HOLDOUT)
+    assert result.counts["holdout"] >= SMALL_HOLDOUT and result.problem_names == ["TooFewHoldoutProfiles"]
+    assert result.problems[0]["examples"][0].startswith(f"0 holdout profiles scored by {prompt.DEFAULT_INFERENCE_TEACHER} (of ")

@@ -193,3 +193,26 @@ def test_every_gate_rule_is_a_threshold_and_evaluated_once():
 
     assert [field.name for field in fields(QualityGates)] == [rule.name for rule in contracts.GATES]
     assert asdict(QualityGates()) == {rule.name: rule.default for rule in contracts.GATES}
+
+
+def labelled(teacher_score: float, model: float, teacher: str, handle: str) -> ScoreResult:
+    return ScoreResult(Profile(handle, "i", teacher_score, teacher), 0.5, 100, 30, score=model)
+
+
+def test_the_agreement_gates_read_the_gated_teachers_labels_and_every_teacher_is_reported():
+    claude, gemini = "claude-haiku-20240307", "gemini-2.0-flash"
+    rng = np.random.default_rng(3)
+    agreeing = [labelled(t, t, claude, f"c{i}") for i, t in enumerate(np.linspace(0, 1, 40))]
+    # Gemini labels the model does not follow (its answers imitate Claude, as production asks).
+    disagreeing = [labelled(float(t), float(m), gemini, f"g{i}") for i, (t, m) in enumerate(rng.random((40, 2)))]
+    seeds = [result(0.9, 0.9) for _ in range(10)]
+    metrics = gates.compute_metrics([*agreeing, *disagreeing], seeds, teacher=claude)
+    assert metrics["pearson"] == pytest.approx(1.0) and metrics["mae"] == 0.0 and metrics["holdout_profiles"] == 40
+    assert metrics["pearson_by_teacher"][claude] == {"profiles": 40, "pearson": pytest.approx(1.0), "mae": 0.0}
+    assert metrics["pearson_by_teacher"][gemini]["profiles"] == 40 and metrics["pearson_by_teacher"][gemini]["pearson"] < 0.5
+    assert gates.compute_metrics([*agreeing, *disagreeing], seeds)["pearson"] < 0.9  # every label: what the gate used to read
+    # Too few of the gated teacher's profiles: the correlation gate fails and says whose labels it lacks.
+    metrics = gates.compute_metrics([*agreeing[:20], *disagreeing], seeds, teacher=claude)
+    decided = {g.name: g for g in gates.evaluate(metrics, QualityGates())}
+    assert not decided["pearson"].passed
+    assert decided["pearson"].detail == f"too few profiles: 20 holdout_profiles (answered, scored by {claude}), at least 30 needed"

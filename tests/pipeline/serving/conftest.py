@@ -40,7 +40,7 @@ def tiny_gguf(tiny_model_dir, tmp_path_factory) -> Path:
     return out
 
 
-def instruction(handle: str, bio: str = "Professor of physics at ETH Zurich.") -> str:
+def instruction(handle: str, bio: str = "Professor of physics at ETH Zurich.", teacher: str = prompt.DEFAULT_INFERENCE_TEACHER) -> str:
     return prompt.format_instruction(
         handle=handle,
         display_name="Dr. Example",
@@ -48,17 +48,22 @@ def instruction(handle: str, bio: str = "Professor of physics at ETH Zurich.") -
         created_at="2015-03-01",
         follower_count="1200",
         location="Zurich",
-        scored_by=prompt.DEFAULT_INFERENCE_TEACHER,
+        scored_by=teacher,
     )
 
 
-def write_profiles(path: Path, scores: dict[str, float]) -> Path:
-    """A dataset JSONL file (holdout.jsonl / seeds.jsonl rows) with these teacher scores."""
+def write_profiles(path: Path, scores: dict[str, float], teachers: dict[str, str] | None = None) -> Path:
+    """A dataset JSONL file (holdout.jsonl / seeds.jsonl rows) with these teacher scores, by
+    prompt.DEFAULT_INFERENCE_TEACHER unless ``teachers`` names another for a handle."""
     import json
 
     lines = [
         json.dumps(
-            {"instruction": instruction(handle), "output": prompt.format_answer(handle, score, "teacher reason")}, ensure_ascii=False
+            {
+                "instruction": instruction(handle, teacher=(teachers or {}).get(handle, prompt.DEFAULT_INFERENCE_TEACHER)),
+                "output": prompt.format_answer(handle, score, "teacher reason"),
+            },
+            ensure_ascii=False,
         )
         for handle, score in scores.items()
     ]
