@@ -7,9 +7,11 @@ The simulated answers have the error structure the gates meet (the #30 review's 
 scores a two-hump mix (70 % non-researchers around 0.15, 30 % researchers around 0.85, Beta
 distributed), each model = teacher + Gaussian error, clipped to [0, 1] and rounded to two decimals
 as answers are; the two models' errors correlated 0.7 (they share a base model and most training
-data). "Worse by 0.05 Pearson" and "+0.02 MAE" are calibrated on 400,000 profiles. The ratchet
-row: each week an equal challenger meets the champion on the same holdout and replaces it when it
-passes, so the champion is the one that was luckiest on those profiles.
+data). "Worse by 0.05 Pearson" and "+0.02 MAE" are calibrated on 400,000 profiles. n is the
+number of holdout profiles the agreement gates read: those Claude scored (the demo's holdout has
+about 180 of its 321; ValidateModel takes up to 500). The ratchet row: each week an equal
+challenger meets the champion on the same holdout and replaces it when it passes, so the champion
+is the one that was luckiest on those profiles.
 
 Run: ``.venv/bin/python -m benchmarks.bench_gates [--trials 400]``; the table goes to
 docs/benchmarks.md between the markers.
@@ -24,13 +26,16 @@ import time
 import numpy as np
 
 from benchmarks.measure import write_section
-from pipeline.evaluation import champion, gates, shadow
-from pipeline.scoring.scorer import Profile, ScoreResult
+from pipeline import prompt
+from pipeline.evaluation import champion, evaluate, gates, shadow
+from pipeline.scoring.scorer import Completion, Profile, ScoreResult, score_profiles
+from pipeline.serving.ollama import OllamaTimeout
 
 ERROR_CORRELATION = 0.7
 PRODUCTION_ERROR_SD = 0.16
 RESEARCHER_SHARE = 0.3
 HOLDOUT_SIZES = (100, 200, 321, 500)
+RATCHET_HOLDOUT = 200
 CALIBRATION_PROFILES = 400_000
 SEEDS = [ScoreResult(Profile(f"s{i}", "", 0.9), 0.5, 100, 30, score=0.9) for i in range(10)]  # not what is measured here
 
@@ -117,6 +122,47 @@ def ratchet(n: int, trials: int, weeks: int, thresholds: gates.QualityGates, see
     return list(passed / trials)
 
 
+class FlakyBackend:
+    """A model whose answers are the teacher's score plus production's error, behind a host on which
+    each request fails on its way (a timeout) with probability ``failure_rate``."""
+
+    def __init__(self, rng: np.random.Generator, failure_rate: float):
+        self.rng, self.failure_rate = rng, failure_rate
+        self.first_failures: set[str] = set()
+
+    def complete(self, instruction: str, handle: str, seed: int = 0) -> Completion:
+        if self.rng.random() < self.failure_rate:
+            self.first_failures.add(handle)
+            raise OllamaTimeout("simulated: no answer in time")
+        teacher = float(instruction)
+        score = float(np.clip(np.round(teacher + self.rng.normal(0, PRODUCTION_ERROR_SD / 3), 2), 0, 1))
+        return Completion(prompt.format_answer(handle, score, "simulated"), 0.5, 100, 30)
+
+
+SEED_PROFILES = 40
+
+
+def request_failure_runs(failure_rate: float, trials: int, seed: int) -> tuple[float, float]:
+    """(share of runs the seed/request gates fail now, share in which a seed request failed at
+    least once - each of which the old rule, a failed request scoring 0, failed): the holdout (321)
+    and SEED_PROFILES seed researchers (teacher scores ~0.9) scored through the production path
+    (score_profiles, evaluate.score_again_on_transport_failure, compute_metrics, gates.evaluate)."""
+    rng = np.random.default_rng(seed)
+    thresholds = gates.QualityGates()
+    failed = with_failed_seed = 0
+    for _ in range(trials):
+        backend = FlakyBackend(rng, failure_rate)
+        teacher = teacher_scores(rng, 321)
+        holdout = [Profile(f"h{i}", f"{t:.4f}", float(t)) for i, t in enumerate(teacher)]
+        seeds = [Profile(f"s{i}", f"{t:.4f}", float(t)) for i, t in enumerate(rng.beta(18, 2, SEED_PROFILES))]
+        results = evaluate.score_again_on_transport_failure([backend], score_profiles([backend], holdout + seeds, progress=False))
+        metrics = gates.compute_metrics(results[: len(holdout)], results[len(holdout) :])
+        decided = {g.name: g.passed for g in gates.evaluate(metrics, thresholds)}
+        failed += not (decided["seed_min"] and decided["seed_mean"] and decided["request_failure_rate"])
+        with_failed_seed += any(handle.startswith("s") for handle in backend.first_failures)
+    return failed / trials, with_failed_seed / trials
+
+
 SHADOW_SIZES = (50, 200, 500)
 
 
@@ -155,7 +201,7 @@ def main() -> None:
         rates = [acceptance(n, args.trials, sd, bias, thresholds, seed=n) for n in HOLDOUT_SIZES]
         lines.append(f"| {name} (Pearson {pearson_delta:+.3f}, MAE {mae_delta:+.3f}) | " + " | ".join(f"{r:.1%}" for r in rates) + " |")
         print(lines[-1], flush=True)
-    weekly = ratchet(321, args.trials, args.weeks, thresholds, seed=7)
+    weekly = ratchet(RATCHET_HOLDOUT, args.trials, args.weeks, thresholds, seed=7)
     teacher, production, _ = pair(np.random.default_rng(1), CALIBRATION_PROFILES, PRODUCTION_ERROR_SD)
     production_pearson = _pearson(production, teacher)
     body = [
@@ -168,8 +214,29 @@ def main() -> None:
         "",
         *lines,
         "",
-        "Ratchet (n = 321, the demo's holdout; an equal challenger each week, promoted when it passes, on the same holdout): "
-        + ", ".join(f"week {week + 1} {rate:.1%}" for week, rate in enumerate(weekly)),
+        f"Monte-Carlo error: with {args.trials} comparisons a cell's rate is within "
+        f"±{1.96 * (0.05 * 0.95 / args.trials) ** 0.5:.1%} of the true one at 5 % (95 %), "
+        f"±{1.96 * (0.5 * 0.5 / args.trials) ** 0.5:.1%} at 50 %.",
+        "",
+        f"Ratchet (n = {RATCHET_HOLDOUT}, about the demo's Claude-scored holdout; an equal challenger each week, "
+        "promoted when it passes, on the same holdout): " + ", ".join(f"week {week + 1} {rate:.1%}" for week, rate in enumerate(weekly)),
+    ]
+    failure_lines = [
+        "| requests failing on their way | runs failed by the seed / request-failure gates "
+        "| runs a failed seed request failed before (scored 0) |",
+        "|---|---|---|",
+    ]
+    for failure_rate in (0.005, 0.02):
+        now, before = request_failure_runs(failure_rate, max(args.trials, 200), seed=11)
+        failure_lines.append(f"| {failure_rate:.1%} of requests | {now:.1%} | {before:.1%} |")
+        print(failure_lines[-1], flush=True)
+    body += [
+        "",
+        f"Seed gates and request failures (a model whose seed answers are all clearly positive; {max(args.trials, 200)} "
+        f"simulated validations of 321 holdout and {SEED_PROFILES} seed profiles, each request failing independently; "
+        "a failed request is asked once more after the batch and what still fails counts under `request_failure_rate`):",
+        "",
+        *failure_lines,
     ]
     drops = {"no change (false alarm)": PRODUCTION_ERROR_SD, "Pearson down 0.05": calibrate(-0.05, metric=0)}
     drops["Pearson down 0.10"] = calibrate(-0.10, metric=0)

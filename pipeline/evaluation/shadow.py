@@ -64,6 +64,7 @@ class ShadowResult:
     previous_scored: int | None = None  # the baseline's sample
     previous_run_id: str | None = None  # the production run the baseline measured
     drop_z: float | None = None  # Fisher's z of the drop (> 1.645: significant at 95 %)
+    by_teacher: dict[str, dict[str, Any]] = field(default_factory=dict)  # Pearson and MAE per teacher
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -97,7 +98,17 @@ def compare(profiles: Sequence[FreshProfile], results: Sequence[Any], *, model: 
         }
         for profile, result in ranked
     ]
-    return ShadowResult(model, run_id, since, len(profiles), len(pairs), failures, 0, r, mae, agreement, largest)
+    by_teacher: dict[str, dict[str, Any]] = {}
+    for teacher in sorted({profile.teacher for profile, _ in pairs}):
+        own = [index for index, (profile, _) in enumerate(pairs) if profile.teacher == teacher]
+        by_teacher[teacher] = {
+            "profiles": len(own),
+            "pearson": pearson(model_scores[own], teacher_scores[own]),
+            "mae": float(np.mean(np.abs(model_scores[own] - teacher_scores[own]))),
+        }
+    result = ShadowResult(model, run_id, since, len(profiles), len(pairs), failures, 0, r, mae, agreement, largest)
+    result.by_teacher = by_teacher
+    return result
 
 
 class Status(str, Enum):
@@ -204,6 +215,16 @@ def markdown(result: ShadowResult) -> str:
         f"baseline Pearson {fmt(result.previous_pearson)} ({result.previous_scored or 0} profiles, run "
         f"{markdown_text(result.previous_run_id or 'none')}); {STATUS_TEXT.get(result.status, result.status)}"
         f"{' — **ALERT: agreement dropped**' if result.alert else ''}.",
+        "",
+        "Per teacher: "
+        + (
+            "; ".join(
+                f"{markdown_text(teacher)} Pearson {fmt(figures['pearson'])}, MAE {fmt(figures['mae'])} on {figures['profiles']}"
+                for teacher, figures in result.by_teacher.items()
+            )
+            or "none answered"
+        )
+        + ".",
         "",
         "![trend](trend.png)",
         "",

@@ -54,7 +54,7 @@ def test_every_zip_lambda_imports_and_answers_a_bad_event_with_a_named_error(dep
 
 
 def test_a_weekly_run_through_every_zip_lambda(deployed_functions, aws_world, db, database_url, tmp_path):
-    sample.load_sample(db, profiles=400, seed=3)
+    sample.load_sample(db, profiles=700, seed=3)
     generate = deployed_functions["generate-dataset"]
     bucket = generate.environment["ARTIFACT_BUCKET"]
     create_bucket(bucket)
@@ -139,7 +139,7 @@ def test_a_weekly_run_through_every_zip_lambda(deployed_functions, aws_world, db
 def test_validate_data_refuses_a_dataset_without_enough_seed_profiles(deployed_functions, aws_world, db, database_url, tmp_path):
     """The demo's synthetic seed ids are not a production default: a list that matches too few
     profiles in the database stops the run before training."""
-    sample.load_sample(db, profiles=400, seed=3)
+    sample.load_sample(db, profiles=700, seed=3)
     generate = deployed_functions["generate-dataset"]
     create_bucket(generate.environment["ARTIFACT_BUCKET"])
     seeds_uri = generate.environment["SEED_PROFILES_URI"]

@@ -249,7 +249,8 @@ def world(monkeypatch, db, database_url, tiny_model_and_adapter) -> Iterator[Wor
     monkeypatch.setattr(WaitFunction, "_wait_interval", lambda self, env, wait_seconds: time.sleep(0.01))
     monkeypatch.setattr(retrier_decl, "time", types.SimpleNamespace(sleep=lambda seconds: None, time=time.time))
     monkeypatch.setattr(ollama_module.RetryPolicy, "delays", lambda self: iter([0.0] * (self.attempts - 1)))
-    sample.load_sample(db, profiles=400, seed=3)
+    # 700: about 41 Claude-scored holdout profiles, the correlation gate's 30 with room.
+    sample.load_sample(db, profiles=700, seed=3)
 
     with mock_aws(config={"stepfunctions": {"execute_state_machine": True}}), OllamaContractServer() as server:
         bucket = f"artifacts-{uuid.uuid4().hex[:8]}"

@@ -122,6 +122,7 @@ def test_shadow_scores_only_fresh_profiles_reports_agreement_and_alerts_on_a_dro
         assert first["profiles"] == FRESH and first["scored"] == FRESH and first["rejected_teacher_scores"] == 1
         assert first["pearson"] == pytest.approx(1.0) and first["mae"] == pytest.approx(0.0) and first["agreement"] == 1.0
         assert first["alert"] is False and first["previous_pearson"] is None and first["status"] == "no_baseline"
+        assert first["by_teacher"] == {"claude-haiku-20240307": {"profiles": FRESH, "pearson": pytest.approx(1.0), "mae": 0.0}}
 
         # A week later the model disagrees: the largest disagreements are listed with both answers, and it alerts.
         worse = {handle: round(1 - score, 2) if handle.endswith(("1", "3", "5")) else score for handle, score in scored_table.items()}
@@ -143,6 +144,10 @@ def test_shadow_scores_only_fresh_profiles_reports_agreement_and_alerts_on_a_dro
     assert top["model_reason"].startswith("model reason")
     assert (latest / "trend.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "## Largest disagreements" in (latest / "shadow.md").read_text()
+    assert (
+        f"Per teacher: claude\\-haiku\\-20240307 Pearson {shadows[1]['by_teacher']['claude-haiku-20240307']['pearson']:.3f}"
+        in (latest / "shadow.md").read_text()
+    )
 
 
 def test_without_a_production_model_shadow_says_so(tmp_path, database_url, capsys):
