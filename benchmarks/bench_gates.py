@@ -35,7 +35,7 @@ ERROR_CORRELATION = 0.7
 PRODUCTION_ERROR_SD = 0.16
 RESEARCHER_SHARE = 0.3
 HOLDOUT_SIZES = (100, 200, 321, 500)
-RATCHET_HOLDOUT = 200
+RATCHET_HOLDOUTS = (200, 500)  # about the demo's Claude-scored holdout; ValidateModel's cap
 CALIBRATION_PROFILES = 400_000
 SEEDS = [ScoreResult(Profile(f"s{i}", "", 0.9), 0.5, 100, 30, score=0.9) for i in range(10)]  # not what is measured here
 
@@ -163,7 +163,7 @@ def request_failure_runs(failure_rate: float, trials: int, seed: int) -> tuple[f
     return failed / trials, with_failed_seed / trials
 
 
-SHADOW_SIZES = (50, 200, 500)
+SHADOW_SIZES = (50, 100, 200, 500)
 
 
 def shadow_alerts(n: int, trials: int, now_sd: float, seed: int) -> float:
@@ -201,7 +201,7 @@ def main() -> None:
         rates = [acceptance(n, args.trials, sd, bias, thresholds, seed=n) for n in HOLDOUT_SIZES]
         lines.append(f"| {name} (Pearson {pearson_delta:+.3f}, MAE {mae_delta:+.3f}) | " + " | ".join(f"{r:.1%}" for r in rates) + " |")
         print(lines[-1], flush=True)
-    weekly = ratchet(RATCHET_HOLDOUT, args.trials, args.weeks, thresholds, seed=7)
+    weekly = {n: ratchet(n, args.trials, args.weeks, thresholds, seed=7) for n in RATCHET_HOLDOUTS}
     teacher, production, _ = pair(np.random.default_rng(1), CALIBRATION_PROFILES, PRODUCTION_ERROR_SD)
     production_pearson = _pearson(production, teacher)
     body = [
@@ -218,15 +218,18 @@ def main() -> None:
         f"±{1.96 * (0.05 * 0.95 / args.trials) ** 0.5:.1%} of the true one at 5 % (95 %), "
         f"±{1.96 * (0.5 * 0.5 / args.trials) ** 0.5:.1%} at 50 %.",
         "",
-        f"Ratchet (n = {RATCHET_HOLDOUT}, about the demo's Claude-scored holdout; an equal challenger each week, "
-        "promoted when it passes, on the same holdout): " + ", ".join(f"week {week + 1} {rate:.1%}" for week, rate in enumerate(weekly)),
+        "Ratchet (an equal challenger each week, promoted when it passes, on the same holdout; n = 200 is about the demo's "
+        "Claude-scored holdout, 500 ValidateModel's cap): "
+        + "; ".join(
+            f"n = {n}: " + ", ".join(f"week {week + 1} {rate:.1%}" for week, rate in enumerate(rates)) for n, rates in weekly.items()
+        ),
     ]
     failure_lines = [
         "| requests failing on their way | runs failed by the seed / request-failure gates "
         "| runs a failed seed request failed before (scored 0) |",
         "|---|---|---|",
     ]
-    for failure_rate in (0.005, 0.02):
+    for failure_rate in (0.0, 0.005, 0.02):
         now, before = request_failure_runs(failure_rate, max(args.trials, 200), seed=11)
         failure_lines.append(f"| {failure_rate:.1%} of requests | {now:.1%} | {before:.1%} |")
         print(failure_lines[-1], flush=True)
