@@ -12,8 +12,6 @@ import re
 from dataclasses import dataclass
 from enum import Enum
 
-from pipeline.prompt import DEFAULT_INFERENCE_TEACHER
-
 MODEL_NAME = "mistral-researcher"
 # The names a stack may give the model (modelName): Ollama model names, lowercase.
 MODEL_NAME_PATTERN = re.compile(r"[a-z0-9][a-z0-9._-]{0,62}")
@@ -44,10 +42,13 @@ DEFAULT_MIN_SEED_PROFILES = 10
 # the metric says, and ValidateData refuses the dataset before training. A Pearson of 0.85 on 10
 # profiles is consistent (95 %, Fisher z) with a true correlation of 0.47; on 30, of 0.71.
 MIN_HOLDOUT_PROFILES = 30
+# The teacher whose style the model imitates at inference: every prompt production sends names it
+# on its "Scored by model" line (prompt.DEFAULT_INFERENCE_TEACHER).
+INFERENCE_TEACHER = "claude-haiku-20240307"
 # The teacher the agreement gates (correlation, champion/challenger) measure against: the one
 # production's prompt names, whoever labelled a row (the design's success criterion is "Correlation
 # with Claude"); the other teachers' agreement is reported, not gated.
-GATED_TEACHER = DEFAULT_INFERENCE_TEACHER
+GATED_TEACHER = INFERENCE_TEACHER
 # Five known researchers is the least the seed gates' mean and minimum can be read on; the stack's
 # minSeedProfiles may not go below it.
 MIN_SEED_SAMPLE = 5

@@ -18,6 +18,7 @@ from itertools import compress, count, repeat
 from json.encoder import encode_basestring  # C-accelerated
 from typing import Any
 
+from pipeline import contracts
 from pipeline.errors import InvalidArgument
 
 TEMPLATE_VERSION = "seed-v1"
@@ -49,7 +50,7 @@ _TEMPLATE_LITERALS = tuple(re.split(r"\{\{\w+\}\}", INSTRUCTION_TEMPLATE))
 SYSTEM_PROMPT = "You are a profile scorer that evaluates Twitter profiles to identify academic researchers. Return only valid JSON."
 
 # The teacher whose style the model imitates at inference ("Scored by model:" line).
-DEFAULT_INFERENCE_TEACHER = "claude-haiku-20240307"
+DEFAULT_INFERENCE_TEACHER = contracts.INFERENCE_TEACHER
 
 # Field limits, in characters, applied when filling the template: every field has one, so no
 # field of a request or a table row (a TEXT created_at of a megabyte) makes a longer prompt. A

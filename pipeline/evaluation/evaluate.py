@@ -113,8 +113,10 @@ def evaluate(
     results = score_again_on_transport_failure(backends, score_profiles(backends, [*holdout_profiles, *seed_profiles], progress=progress))
     holdout, seeds = results[: len(holdout_profiles)], results[len(holdout_profiles) :]
     comparison, champion_holdout = None, None
-    if champion_backends:  # on the profiles the agreement gates read
-        gated = [result for result in holdout if result.profile.teacher == GATED_TEACHER]
+    gated = [result for result in holdout if result.profile.teacher == GATED_TEACHER]
+    if champion_backends and not gated:  # the correlation gate fails on it too ("too few profiles")
+        champion_unavailable = f"no holdout profile scored by {GATED_TEACHER} to compare the models on"
+    elif champion_backends:  # on the profiles the agreement gates read
         champion_holdout = score_again_on_transport_failure(
             champion_backends, score_profiles(champion_backends, [r.profile for r in gated], progress=progress, description="production")
         )

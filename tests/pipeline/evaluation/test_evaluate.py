@@ -97,3 +97,22 @@ def test_a_capped_holdout_takes_the_gated_teachers_profiles_first():
         p.handle for p in evaluate.sample_holdout(profiles, 20)
     )
     assert all(profile.teacher == "claude-haiku-20240307" for profile in evaluate.sample_holdout(profiles, 20))
+
+
+def test_a_holdout_without_claudes_labels_fails_the_correlation_gate_and_asks_production_nothing(tmp_path):
+    holdout = write_profiles(tmp_path / contracts.HOLDOUT_FILE, GEMINI_HOLDOUT, dict.fromkeys(GEMINI_HOLDOUT, GEMINI))
+    seeds = write_profiles(tmp_path / contracts.SEEDS_FILE, SEEDS)
+    candidate, production = Recorder({**GEMINI_HOLDOUT, **SEEDS}), Recorder({**GEMINI_HOLDOUT, **SEEDS})
+    summary = evaluate.evaluate(
+        [candidate],
+        model="candidate",
+        backend_name="test",
+        holdout_uri=str(holdout),
+        seeds_uri=str(seeds),
+        out_uri=str(tmp_path / "report"),
+        progress=False,
+        champion_backends=[production],
+    )
+    assert summary["failed_gates"] == ["pearson"] and production.asked == []
+    gate = {g["name"]: g for g in summary["gates"]}["champion_pearson_drop"]
+    assert gate["detail"] == f"no holdout profile scored by {prompt.DEFAULT_INFERENCE_TEACHER} to compare the models on"
