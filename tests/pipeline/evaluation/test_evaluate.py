@@ -32,9 +32,10 @@ class Recorder:
         return Completion(prompt.format_answer(handle, max(score, 0.0), "r"), 0.01, 10, 5)
 
 
-def run(tmp_path, backend, champion=None, max_holdout=None):
+def run(tmp_path, backend, champion=None, max_holdout=None, claude_holdout=CLAUDE_HOLDOUT):
+    """evaluate() on CLAUDE_HOLDOUT (or ``claude_holdout``) and GEMINI_HOLDOUT, and SEEDS."""
     teachers = dict.fromkeys(GEMINI_HOLDOUT, GEMINI)
-    holdout = write_profiles(tmp_path / contracts.HOLDOUT_FILE, {**CLAUDE_HOLDOUT, **GEMINI_HOLDOUT}, teachers)
+    holdout = write_profiles(tmp_path / contracts.HOLDOUT_FILE, {**claude_holdout, **GEMINI_HOLDOUT}, teachers)
     seeds = write_profiles(tmp_path / contracts.SEEDS_FILE, SEEDS)
     return evaluate.evaluate(
         [backend],
@@ -100,19 +101,8 @@ def test_a_capped_holdout_takes_the_gated_teachers_profiles_first():
 
 
 def test_a_holdout_without_claudes_labels_fails_the_correlation_gate_and_asks_production_nothing(tmp_path):
-    holdout = write_profiles(tmp_path / contracts.HOLDOUT_FILE, GEMINI_HOLDOUT, dict.fromkeys(GEMINI_HOLDOUT, GEMINI))
-    seeds = write_profiles(tmp_path / contracts.SEEDS_FILE, SEEDS)
     candidate, production = Recorder({**GEMINI_HOLDOUT, **SEEDS}), Recorder({**GEMINI_HOLDOUT, **SEEDS})
-    summary = evaluate.evaluate(
-        [candidate],
-        model="candidate",
-        backend_name="test",
-        holdout_uri=str(holdout),
-        seeds_uri=str(seeds),
-        out_uri=str(tmp_path / "report"),
-        progress=False,
-        champion_backends=[production],
-    )
+    summary = run(tmp_path, candidate, production, claude_holdout={})
     assert summary["failed_gates"] == ["pearson"] and production.asked == []
     gate = {g["name"]: g for g in summary["gates"]}["champion_pearson_drop"]
     assert gate["detail"] == f"no holdout profile scored by {prompt.DEFAULT_INFERENCE_TEACHER} to compare the models on"
