@@ -15,7 +15,7 @@ from pathlib import Path
 
 from benchmarks.measure import write_section
 from pipeline import contracts
-from pipeline.evaluation import gates
+from pipeline.evaluation import evaluate, gates
 from pipeline.gguf import convert, quant
 from pipeline.local.run import TINY_MODEL_TRAINING
 from pipeline.local.tiny_model import build_pretrained_tiny_model
@@ -34,10 +34,17 @@ def outcome(dataset: Path, base: Path, work: Path, seed: int) -> tuple[dict, lis
     gguf = work / "model.gguf"
     convert.export_gguf(str(base), str(work / "adapter"), str(gguf), quant.OutputType(contracts.DEFAULT_QUANTIZATION.value), progress=False)
     backend = scorer.LlamaCppBackend(str(gguf), threads=os.cpu_count() or 1)
-    holdout = [scorer.score_one(backend, p) for p in scorer.read_profiles(str(dataset / contracts.HOLDOUT_FILE))]
-    seeds = [scorer.score_one(backend, p) for p in scorer.read_profiles(str(dataset / contracts.SEEDS_FILE))]
-    metrics = gates.compute_metrics(holdout, seeds)
-    return metrics, gates.evaluate(metrics, gates.QualityGates())
+    # Validated as the demo validates (evaluate: production's prompt, the Claude-scored holdout).
+    summary = evaluate.evaluate(
+        [backend],
+        model=str(gguf),
+        backend_name="llama.cpp",
+        holdout_uri=str(dataset / contracts.HOLDOUT_FILE),
+        seeds_uri=str(dataset / contracts.SEEDS_FILE),
+        out_uri=str(work / "report"),
+        progress=False,
+    )
+    return summary["metrics"], gates.evaluate(summary["metrics"], gates.QualityGates())
 
 
 def main() -> None:
