@@ -130,12 +130,17 @@ def agreement_by_teacher(holdout: Sequence[ScoreResult]) -> dict[str, dict[str, 
     by_teacher: dict[str, list[ScoreResult]] = {}
     for result in holdout:
         by_teacher.setdefault(result.profile.teacher, []).append(result)
-    agreement = {}
-    for teacher, results in sorted(by_teacher.items()):
-        model = np.asarray([effective_score(result) for result in results])
-        labels = np.asarray([result.profile.teacher_score for result in results])
-        agreement[teacher] = {"profiles": len(results), "pearson": pearson(model, labels), "mae": float(np.mean(np.abs(model - labels)))}
-    return agreement
+    return {
+        teacher: agreement(
+            np.asarray([effective_score(result) for result in results]), np.asarray([result.profile.teacher_score for result in results])
+        )
+        for teacher, results in sorted(by_teacher.items())
+    }
+
+
+def agreement(model: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
+    """One teacher's figures: profiles, Pearson (None when undefined) and MAE of ``model`` with ``labels``."""
+    return {"profiles": len(model), "pearson": pearson(model, labels), "mae": float(np.mean(np.abs(model - labels)))}
 
 
 def compute_metrics(

@@ -79,6 +79,7 @@ def compare(profiles: Sequence[FreshProfile], results: Sequence[Any], *, model: 
             failures[result.failure] = failures.get(result.failure, 0) + 1
     model_scores = np.asarray([result.score for _, result in pairs], dtype=np.float64)
     teacher_scores = np.asarray([profile.teacher_score for profile, _ in pairs], dtype=np.float64)
+    from pipeline.evaluation.gates import agreement as teacher_agreement
     from pipeline.evaluation.gates import pearson
 
     r = pearson(model_scores, teacher_scores) if len(pairs) >= 2 else None
@@ -101,11 +102,7 @@ def compare(profiles: Sequence[FreshProfile], results: Sequence[Any], *, model: 
     by_teacher: dict[str, dict[str, Any]] = {}
     for teacher in sorted({profile.teacher for profile, _ in pairs}):
         own = [index for index, (profile, _) in enumerate(pairs) if profile.teacher == teacher]
-        by_teacher[teacher] = {
-            "profiles": len(own),
-            "pearson": pearson(model_scores[own], teacher_scores[own]),
-            "mae": float(np.mean(np.abs(model_scores[own] - teacher_scores[own]))),
-        }
+        by_teacher[teacher] = teacher_agreement(model_scores[own], teacher_scores[own])
     result = ShadowResult(model, run_id, since, len(profiles), len(pairs), failures, 0, r, mae, agreement, largest)
     result.by_teacher = by_teacher
     return result
